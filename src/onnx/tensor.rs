@@ -1,0 +1,195 @@
+//! `TensorProto` → `Tensor`, including external data kept inside the model's folder.
+
+use super::proto::{tensor_proto, TensorProto};
+use crate::error::{Error, Result};
+use crate::tensor::{checked_numel, DType, Tensor};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+
+/// Resolves and memory-maps external data files, each once.
+pub struct ExternalData {
+    /// The model's folder; external files must resolve inside it.
+    dir: Option<PathBuf>,
+    maps: HashMap<PathBuf, bytes::Bytes>,
+}
+
+impl ExternalData {
+    pub fn new(model_path: Option<&Path>) -> ExternalData {
+        let dir = model_path.map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+        ExternalData {
+            dir,
+            maps: HashMap::new(),
+        }
+    }
+
+    /// Maps `location`, refusing anything that is not a regular file inside the model folder.
+    fn file(&mut self, location: &str) -> Result<bytes::Bytes> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| Error::Op("external data needs a model loaded from a file".into()))?;
+        let rel = Path::new(location);
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(Error::Op(format!(
+                "external data location '{location}' must be a relative path inside the model's folder"
+            )));
+        }
+        let path = dir.join(rel);
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        // Symlinks could still lead outside: compare canonical paths.
+        let canon = path.canonicalize().map_err(io)?;
+        let canon_dir = dir.canonicalize().map_err(io)?;
+        if !canon.starts_with(&canon_dir) {
+            return Err(Error::Op(format!(
+                "external data location '{location}' resolves outside the model's folder"
+            )));
+        }
+        if let Some(b) = self.maps.get(&canon) {
+            return Ok(b.clone());
+        }
+        let meta = std::fs::metadata(&canon).map_err(io)?;
+        if !meta.is_file() {
+            return Err(Error::Op(format!(
+                "external data location '{location}' is not a regular file"
+            )));
+        }
+        let file = File::open(&canon).map_err(io)?;
+        let bytes = if meta.len() == 0 {
+            bytes::Bytes::new()
+        } else {
+            // SAFETY: the map is read-only; like every mmap-based loader we rely on the model
+            // file not being truncated or modified while the session is alive.
+            let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+            bytes::Bytes::from_owner(map)
+        };
+        self.maps.insert(canon, bytes.clone());
+        Ok(bytes)
+    }
+}
+
+/// Converts one `TensorProto`.
+pub fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
+    let name = t.name();
+    let ctx = |e: Error| match e {
+        Error::Op(reason) => Error::Op(format!("tensor '{name}': {reason}")),
+        other => other,
+    };
+    convert(t, ext).map_err(ctx)
+}
+
+fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| Error::Op(format!("negative dimension {d}"))))
+        .collect::<Result<Vec<usize>>>()?;
+    let code = t.data_type();
+    let dtype = DType::from_onnx(code).ok_or_else(|| {
+        Error::Op(format!(
+            "data type {} is not supported",
+            DType::onnx_name(code)
+        ))
+    })?;
+    let n = checked_numel(&shape)?;
+    let byte_len = n
+        .checked_mul(dtype.size())
+        .ok_or_else(|| Error::Op("byte size overflows".into()))?;
+
+    if t.data_location() == tensor_proto::DataLocation::External {
+        let mut location = None;
+        let mut offset = 0usize;
+        let mut length = None;
+        for kv in &t.external_data {
+            let parse = |v: &str| {
+                v.parse::<usize>()
+                    .map_err(|_| Error::Op(format!("bad external data {}: '{v}'", kv.key())))
+            };
+            match kv.key() {
+                "location" => location = Some(kv.value().to_string()),
+                "offset" => offset = parse(kv.value())?,
+                "length" => length = Some(parse(kv.value())?),
+                _ => {}
+            }
+        }
+        let location = location.ok_or_else(|| Error::Op("external data without a location".into()))?;
+        let file = ext.file(&location)?;
+        let len = length.unwrap_or(byte_len);
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= file.len())
+            .ok_or_else(|| {
+                Error::Op(format!(
+                    "external data [{offset}, +{len}) runs past the end of '{location}' ({} bytes)",
+                    file.len()
+                ))
+            })?;
+        return Tensor::from_le_bytes(dtype, shape, file.slice(offset..end));
+    }
+
+    if let Some(raw) = &t.raw_data {
+        return Tensor::from_le_bytes(dtype, shape, raw.clone());
+    }
+
+    let count = |have: usize| -> Result<()> {
+        if have != n {
+            return Err(Error::Op(format!(
+                "shape {shape:?} needs {n} values, the typed field holds {have}"
+            )));
+        }
+        Ok(())
+    };
+    let shape2 = shape.clone();
+    match dtype {
+        DType::F32 => {
+            count(t.float_data.len())?;
+            Tensor::from_vec(shape2, t.float_data.clone())
+        }
+        DType::F64 => {
+            count(t.double_data.len())?;
+            Tensor::from_vec(shape2, t.double_data.clone())
+        }
+        DType::I64 => {
+            count(t.int64_data.len())?;
+            Tensor::from_vec(shape2, t.int64_data.clone())
+        }
+        DType::U64 => {
+            count(t.uint64_data.len())?;
+            Tensor::from_vec(shape2, t.uint64_data.clone())
+        }
+        DType::U32 => {
+            count(t.uint64_data.len())?;
+            Tensor::from_vec(shape2, t.uint64_data.iter().map(|&v| v as u32).collect())
+        }
+        // The remaining types are stored widened in int32_data (float16/bfloat16 as bits).
+        _ => {
+            count(t.int32_data.len())?;
+            let v = &t.int32_data;
+            match dtype {
+                DType::I32 => Tensor::from_vec(shape2, v.clone()),
+                DType::I16 => Tensor::from_vec(shape2, v.iter().map(|&x| x as i16).collect()),
+                DType::I8 => Tensor::from_vec(shape2, v.iter().map(|&x| x as i8).collect()),
+                DType::U16 => Tensor::from_vec(shape2, v.iter().map(|&x| x as u16).collect()),
+                DType::U8 => Tensor::from_vec(shape2, v.iter().map(|&x| x as u8).collect()),
+                DType::Bool => Tensor::from_vec(shape2, v.iter().map(|&x| x != 0).collect()),
+                DType::F16 => Tensor::from_vec(
+                    shape2,
+                    v.iter().map(|&x| f16::from_bits(x as u16)).collect(),
+                ),
+                DType::BF16 => Tensor::from_vec(
+                    shape2,
+                    v.iter().map(|&x| bf16::from_bits(x as u16)).collect(),
+                ),
+                _ => Err(Error::Op(format!("no typed field for {dtype}"))),
+            }
+        }
+    }
+}

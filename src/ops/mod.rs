@@ -1,0 +1,62 @@
+//! Operator kernels, grouped by family. Each op is built once at plan time (attributes parsed,
+//! constant weights prepacked) into a `Kernel`, then run many times.
+//!
+//! To add an op: implement it in its family's file and add its name to `build` below.
+
+pub mod util;
+
+use crate::error::{Error, Result};
+use crate::ir::{Attrs, Node};
+use crate::tensor::Tensor;
+use std::fmt::Debug;
+
+/// What an op sees while being built.
+pub struct BuildCtx<'a> {
+    pub node: &'a Node,
+    /// Opset version of the node's domain.
+    pub opset: i64,
+    /// For each input, its value when it is a constant known at plan time.
+    pub constants: Vec<Option<&'a Tensor>>,
+}
+
+impl BuildCtx<'_> {
+    pub fn attrs(&self) -> &Attrs {
+        &self.node.attrs
+    }
+
+    /// The constant value of input `i`, if it is one.
+    pub fn constant(&self, i: usize) -> Option<&Tensor> {
+        self.constants.get(i).copied().flatten()
+    }
+}
+
+/// A built operator, ready to run. Kernels are shared between threads.
+pub trait Kernel: Send + Sync + Debug {
+    /// Computes the node's outputs. `inputs[i]` is `None` for an omitted optional input.
+    /// Kernels may use rayon; the executor runs them inside the session's thread pool.
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+}
+
+/// Builds the kernel for one node of the default ONNX domain (or infer's own fused ops).
+pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
+    let op = ctx.node.op_type.as_str();
+    let domain = ctx.node.domain.as_str();
+    if !(domain.is_empty() || domain == "ai.onnx" || domain == "infer") {
+        return Err(unsupported(ctx));
+    }
+    let _ = op;
+    Err(unsupported(ctx))
+}
+
+fn unsupported(ctx: &BuildCtx) -> Error {
+    Error::UnsupportedOp {
+        node: ctx.node.name.clone(),
+        op_type: ctx.node.op_type.clone(),
+        domain: if ctx.node.domain.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", ctx.node.domain)
+        },
+        opset: ctx.opset,
+    }
+}

@@ -1,0 +1,86 @@
+//! Small helpers shared by operator families: input access, axes, broadcasting.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::{ensure, op_err};
+
+/// Required input `i`.
+pub fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| op_err!("missing required input #{i}"))
+}
+
+/// Optional input `i` (absent or omitted gives `None`).
+pub fn opt_input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Maps a possibly negative axis into `0..rank`.
+pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    ensure!(
+        axis >= -r && axis < r.max(1),
+        "axis {axis} is out of range for rank {rank}"
+    );
+    Ok(if axis < 0 { axis + r } else { axis } as usize)
+}
+
+/// Like `normalize_axis` but for positions in `0..=rank` (e.g. Unsqueeze outputs).
+pub fn normalize_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
+    axes.iter().map(|&a| normalize_axis(a, rank)).collect()
+}
+
+/// Numpy-style broadcast of two shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(op_err!("shapes {a:?} and {b:?} cannot be broadcast")),
+        };
+    }
+    Ok(out)
+}
+
+/// Broadcast of any number of shapes.
+pub fn broadcast_all<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> Result<Vec<usize>> {
+    shapes
+        .into_iter()
+        .try_fold(Vec::new(), |acc, s| broadcast_shapes(&acc, s))
+}
+
+/// Row-major strides of a shape, in elements.
+pub fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(broadcast_shapes(&[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(broadcast_shapes(&[], &[5]).unwrap(), vec![5]);
+        assert!(broadcast_shapes(&[2], &[3]).is_err());
+    }
+
+    #[test]
+    fn axes_wrap_negative() {
+        assert_eq!(normalize_axis(-1, 4).unwrap(), 3);
+        assert!(normalize_axis(4, 4).is_err());
+        assert!(normalize_axis(-5, 4).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! Element types and the `Elem` trait that ties a Rust type to its `DType`.
+
+use half::{bf16, f16};
+use std::fmt;
+
+/// The element types a tensor can hold.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U64,
+    U32,
+    U16,
+    U8,
+    Bool,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// The ONNX `TensorProto.DataType` code, if this type has one.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+            DType::F16 => 10,
+            DType::F64 => 11,
+            DType::U32 => 12,
+            DType::U64 => 13,
+            DType::BF16 => 16,
+        }
+    }
+
+    /// Maps an ONNX `TensorProto.DataType` code to a supported type.
+    pub fn from_onnx(code: i32) -> Option<DType> {
+        Some(match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            4 => DType::U16,
+            5 => DType::I16,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            10 => DType::F16,
+            11 => DType::F64,
+            12 => DType::U32,
+            13 => DType::U64,
+            16 => DType::BF16,
+            _ => return None,
+        })
+    }
+
+    /// Name of an ONNX data type code, for error messages about unsupported types.
+    pub fn onnx_name(code: i32) -> &'static str {
+        match code {
+            0 => "UNDEFINED",
+            8 => "STRING",
+            14 => "COMPLEX64",
+            15 => "COMPLEX128",
+            17..=20 | 23 | 24 => "FLOAT8",
+            21 => "UINT4",
+            22 => "INT4",
+            25 => "FLOAT4E2M1",
+            _ => match DType::from_onnx(code) {
+                Some(d) => d.name(),
+                None => "UNKNOWN",
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::I64 => "int64",
+            DType::I32 => "int32",
+            DType::I16 => "int16",
+            DType::I8 => "int8",
+            DType::U64 => "uint64",
+            DType::U32 => "uint32",
+            DType::U16 => "uint16",
+            DType::U8 => "uint8",
+            DType::Bool => "bool",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Rust element type that a tensor can store.
+///
+/// `Pod` types (every type but `bool`) may be reinterpreted from raw little-endian bytes.
+pub trait Elem: Copy + Default + PartialEq + Send + Sync + fmt::Debug + 'static {
+    const DTYPE: DType;
+    /// Whether every bit pattern of `size_of::<Self>()` bytes is a valid value.
+    const POD: bool;
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+macro_rules! int_elem {
+    ($($t:ty => $d:ident),*) => {$(
+        impl Elem for $t {
+            const DTYPE: DType = DType::$d;
+            const POD: bool = true;
+            fn to_f64(self) -> f64 { self as f64 }
+            fn from_f64(v: f64) -> Self { v as $t }
+        }
+    )*};
+}
+int_elem!(f32 => F32, f64 => F64, i64 => I64, i32 => I32, i16 => I16, i8 => I8,
+          u64 => U64, u32 => U32, u16 => U16, u8 => U8);
+
+impl Elem for f16 {
+    const DTYPE: DType = DType::F16;
+    const POD: bool = true;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+}
+
+impl Elem for bf16 {
+    const DTYPE: DType = DType::BF16;
+    const POD: bool = true;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+}
+
+impl Elem for bool {
+    const DTYPE: DType = DType::Bool;
+    const POD: bool = false;
+    fn to_f64(self) -> f64 {
+        self as u8 as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+}

@@ -1,0 +1,489 @@
+//! The dense tensor type every loader produces and every kernel consumes.
+//!
+//! A `Tensor` is a dtype, a shape and shared, immutable-once-built storage. Storage is either
+//! an owned typed vector (operator outputs) or a slice of a memory-mapped file (weights), so
+//! clones are cheap and weights are never copied when their bytes are aligned.
+
+mod dtype;
+
+pub use dtype::{DType, Elem};
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use std::sync::Arc;
+
+/// Runs `$body` with the type alias `$T` bound to the Rust type of `$dtype`.
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident, $body:block) => {{
+        use $crate::tensor::DType as __D;
+        match $dtype {
+            __D::F32 => { type $T = f32; $body }
+            __D::F64 => { type $T = f64; $body }
+            __D::F16 => { type $T = half::f16; $body }
+            __D::BF16 => { type $T = half::bf16; $body }
+            __D::I64 => { type $T = i64; $body }
+            __D::I32 => { type $T = i32; $body }
+            __D::I16 => { type $T = i16; $body }
+            __D::I8 => { type $T = i8; $body }
+            __D::U64 => { type $T = u64; $body }
+            __D::U32 => { type $T = u32; $body }
+            __D::U16 => { type $T = u16; $body }
+            __D::U8 => { type $T = u8; $body }
+            __D::Bool => { type $T = bool; $body }
+        }
+    }};
+}
+
+/// Owned storage, one variant per element type so vectors move in and out without copies.
+#[derive(Debug)]
+enum Owned {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I16(Vec<i16>),
+    I8(Vec<i8>),
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    U16(Vec<u16>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+}
+
+/// Moves typed vectors in and out of `Owned` without copying.
+pub trait Storable: Elem {
+    #[doc(hidden)]
+    fn wrap(v: Vec<Self>) -> OwnedBox;
+    #[doc(hidden)]
+    fn slice(o: &OwnedBox) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn unwrap(o: OwnedBox) -> std::result::Result<Vec<Self>, OwnedBox>;
+}
+
+/// Opaque owned storage (public only so `Storable` can name it).
+#[derive(Debug)]
+pub struct OwnedBox(Owned);
+
+macro_rules! storable {
+    ($($t:ty => $v:ident),*) => {$(
+        impl Storable for $t {
+            fn wrap(v: Vec<Self>) -> OwnedBox { OwnedBox(Owned::$v(v)) }
+            fn slice(o: &OwnedBox) -> Option<&[Self]> {
+                match &o.0 { Owned::$v(v) => Some(v), _ => None }
+            }
+            fn unwrap(o: OwnedBox) -> std::result::Result<Vec<Self>, OwnedBox> {
+                match o.0 { Owned::$v(v) => Ok(v), other => Err(OwnedBox(other)) }
+            }
+        }
+    )*};
+}
+storable!(f32 => F32, f64 => F64, f16 => F16, bf16 => BF16, i64 => I64, i32 => I32,
+          i16 => I16, i8 => I8, u64 => U64, u32 => U32, u16 => U16, u8 => U8, bool => Bool);
+
+impl OwnedBox {
+    fn as_bytes(&self) -> &[u8] {
+        macro_rules! bytes_of {
+            ($v:expr) => {{
+                let v = $v;
+                // SAFETY: every element type here is plain data without padding (bool is one
+                // byte, 0 or 1), so viewing its initialized memory as bytes is sound.
+                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(&v[..])) }
+            }};
+        }
+        match &self.0 {
+            Owned::F32(v) => bytes_of!(v),
+            Owned::F64(v) => bytes_of!(v),
+            Owned::F16(v) => bytes_of!(v),
+            Owned::BF16(v) => bytes_of!(v),
+            Owned::I64(v) => bytes_of!(v),
+            Owned::I32(v) => bytes_of!(v),
+            Owned::I16(v) => bytes_of!(v),
+            Owned::I8(v) => bytes_of!(v),
+            Owned::U64(v) => bytes_of!(v),
+            Owned::U32(v) => bytes_of!(v),
+            Owned::U16(v) => bytes_of!(v),
+            Owned::U8(v) => bytes_of!(v),
+            Owned::Bool(v) => bytes_of!(v),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    Owned(Arc<OwnedBox>),
+    /// Little-endian bytes of a non-bool dtype, aligned for that dtype (checked on creation).
+    Mapped(bytes::Bytes),
+}
+
+/// A dense, row-major tensor.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: Data,
+}
+
+/// Number of elements of a shape, or an error on overflow.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::Op(format!("shape {shape:?} has more elements than fit in memory")))
+}
+
+impl Tensor {
+    /// Builds a tensor from a row-major vector.
+    pub fn from_vec<T: Storable>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            return Err(Error::Op(format!(
+                "shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype: T::DTYPE,
+            shape,
+            data: Data::Owned(Arc::new(T::wrap(data))),
+        })
+    }
+
+    /// A 0-d tensor.
+    pub fn scalar<T: Storable>(v: T) -> Tensor {
+        Tensor {
+            dtype: T::DTYPE,
+            shape: vec![],
+            data: Data::Owned(Arc::new(T::wrap(vec![v]))),
+        }
+    }
+
+    /// A tensor of zeros (false for bool).
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        with_dtype!(dtype, T, { Tensor::from_vec(shape, vec![T::default(); n]) })
+    }
+
+    /// Builds a tensor from an ndarray, in row-major order.
+    pub fn from_array<T: Storable>(a: ArrayD<T>) -> Tensor {
+        let shape = a.shape().to_vec();
+        let n = a.len();
+        let data = if a.is_standard_layout() {
+            // Contiguous from `offset`: take the vector as is when it holds exactly the
+            // elements, else copy the window out.
+            let (v, offset) = a.into_raw_vec_and_offset();
+            let start = offset.unwrap_or(0);
+            if start == 0 && v.len() == n {
+                v
+            } else {
+                v[start..start + n].to_vec()
+            }
+        } else {
+            a.iter().copied().collect()
+        };
+        Tensor {
+            dtype: T::DTYPE,
+            shape,
+            data: Data::Owned(Arc::new(T::wrap(data))),
+        }
+    }
+
+    /// Builds a tensor over little-endian bytes, without copying when they are aligned.
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: bytes::Bytes) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        let expected = n
+            .checked_mul(dtype.size())
+            .ok_or_else(|| Error::Op("tensor byte size overflows".into()))?;
+        if bytes.len() != expected {
+            return Err(Error::Op(format!(
+                "{dtype} tensor of shape {shape:?} needs {expected} bytes, found {}",
+                bytes.len()
+            )));
+        }
+        let aligned = (bytes.as_ptr() as usize) % dtype.size() == 0;
+        if dtype != DType::Bool && aligned && cfg!(target_endian = "little") {
+            return Ok(Tensor {
+                dtype,
+                shape,
+                data: Data::Mapped(bytes),
+            });
+        }
+        Tensor::from_le_slice(dtype, shape, &bytes)
+    }
+
+    /// Copies little-endian bytes into a new owned tensor.
+    pub fn from_le_slice(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if Some(bytes.len()) != n.checked_mul(dtype.size()) {
+            return Err(Error::Op(format!(
+                "{dtype} tensor of shape {shape:?} needs {n} elements, found {} bytes",
+                bytes.len()
+            )));
+        }
+        if dtype == DType::Bool {
+            return Tensor::from_vec(shape, bytes.iter().map(|&b| b != 0).collect::<Vec<bool>>());
+        }
+        with_dtype!(dtype, T, {
+            let mut v: Vec<T> = vec![T::default(); n];
+            // SAFETY: T is a plain numeric type (not bool, handled above) for which every bit
+            // pattern is valid; `v` holds exactly `bytes.len()` bytes (checked above).
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, bytes.len())
+            };
+            dst.copy_from_slice(bytes);
+            if cfg!(target_endian = "big") {
+                for chunk in dst.chunks_mut(dtype.size()) {
+                    chunk.reverse();
+                }
+            }
+            Tensor::from_vec(shape, v)
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The raw bytes of the elements, native endian.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Owned(o) => o.as_bytes(),
+            Data::Mapped(b) => b,
+        }
+    }
+
+    /// The elements as a typed slice; an error if `T` is not this tensor's dtype.
+    pub fn as_slice<T: Storable>(&self) -> Result<&[T]> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::Op(format!(
+                "expected a {} tensor, got {}",
+                T::DTYPE,
+                self.dtype
+            )));
+        }
+        match &self.data {
+            Data::Owned(o) => {
+                T::slice(o).ok_or_else(|| Error::Op("tensor storage does not match dtype".into()))
+            }
+            Data::Mapped(b) => {
+                // SAFETY: `Mapped` is only built (in `from_le_bytes`) for non-bool dtypes whose
+                // bytes are aligned for the element type and whose length is a whole number of
+                // elements; T's dtype equals the tensor's (checked above), and every bit
+                // pattern is a valid value of such T. The bytes live as long as `self`.
+                Ok(unsafe {
+                    std::slice::from_raw_parts(b.as_ptr() as *const T, b.len() / self.dtype.size())
+                })
+            }
+        }
+    }
+
+    /// A read-only ndarray view.
+    pub fn view<T: Storable>(&self) -> Result<ArrayViewD<'_, T>> {
+        let s = self.as_slice::<T>()?;
+        ArrayViewD::from_shape(IxDyn(&self.shape), s).map_err(|e| Error::Op(e.to_string()))
+    }
+
+    /// Takes the elements out as a vector, without copying when this is the only reference.
+    pub fn into_vec<T: Storable>(self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::Op(format!(
+                "expected a {} tensor, got {}",
+                T::DTYPE,
+                self.dtype
+            )));
+        }
+        match self.data {
+            Data::Owned(arc) => match Arc::try_unwrap(arc) {
+                Ok(owned) => {
+                    T::unwrap(owned).map_err(|_| Error::Op("tensor storage does not match dtype".into()))
+                }
+                Err(arc) => T::slice(&arc)
+                    .map(|s| s.to_vec())
+                    .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
+            },
+            Data::Mapped(_) => {
+                let t = Tensor { data: self.data.clone(), ..self };
+                Ok(t.as_slice::<T>()?.to_vec())
+            }
+        }
+    }
+
+    /// An owned ndarray copy (or move, when uniquely held).
+    pub fn into_array<T: Storable>(self) -> Result<ArrayD<T>> {
+        let shape = self.shape.clone();
+        let v = self.into_vec::<T>()?;
+        ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| Error::Op(e.to_string()))
+    }
+
+    /// The same data under a new shape with the same element count.
+    pub fn reshape(&self, shape: Vec<usize>) -> Result<Tensor> {
+        if checked_numel(&shape)? != self.len() {
+            return Err(Error::Op(format!(
+                "cannot reshape {:?} into {:?}",
+                self.shape, shape
+            )));
+        }
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            data: self.data.clone(),
+        })
+    }
+
+    /// Reads integer-like tensors (shape inputs, indices) as i64.
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        Ok(match self.dtype {
+            DType::I64 => self.as_slice::<i64>()?.to_vec(),
+            DType::I32 => self.as_slice::<i32>()?.iter().map(|&v| v as i64).collect(),
+            DType::I16 => self.as_slice::<i16>()?.iter().map(|&v| v as i64).collect(),
+            DType::I8 => self.as_slice::<i8>()?.iter().map(|&v| v as i64).collect(),
+            DType::U8 => self.as_slice::<u8>()?.iter().map(|&v| v as i64).collect(),
+            DType::U16 => self.as_slice::<u16>()?.iter().map(|&v| v as i64).collect(),
+            DType::U32 => self.as_slice::<u32>()?.iter().map(|&v| v as i64).collect(),
+            DType::U64 => self.as_slice::<u64>()?.iter().map(|&v| v as i64).collect(),
+            DType::Bool => self.as_slice::<bool>()?.iter().map(|&v| v as i64).collect(),
+            d => return Err(Error::Op(format!("expected an integer tensor, got {d}"))),
+        })
+    }
+
+    /// Reads any numeric tensor as f64 values (for scalars and small parameters).
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        with_dtype!(self.dtype, T, {
+            Ok(self.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect())
+        })
+    }
+
+    /// Converts to another dtype, following ONNX `Cast` semantics for numbers.
+    pub fn cast(&self, to: DType) -> Result<Tensor> {
+        if to == self.dtype {
+            return Ok(self.clone());
+        }
+        let shape = self.shape.clone();
+        with_dtype!(self.dtype, S, {
+            let src = self.as_slice::<S>()?;
+            with_dtype!(to, D, {
+                let out: Vec<D> = src.iter().map(|&v| cast_elem::<S, D>(v)).collect();
+                Tensor::from_vec(shape, out)
+            })
+        })
+    }
+
+    /// Whether both tensors have the same dtype, shape and bit-identical elements.
+    pub fn bit_eq(&self, other: &Tensor) -> bool {
+        self.dtype == other.dtype && self.shape == other.shape && self.as_bytes() == other.as_bytes()
+    }
+}
+
+/// Element conversion used by `Cast`: float→int truncates toward zero (saturating), int→int
+/// wraps like C, float↔float rounds to nearest.
+fn cast_elem<S: Elem, D: Elem>(v: S) -> D {
+    use std::any::TypeId;
+    // Integer-to-integer casts must not go through f64 (loses precision above 2^53).
+    let s_int = !S::DTYPE.is_float() && S::DTYPE != DType::Bool;
+    let d_int = !D::DTYPE.is_float() && D::DTYPE != DType::Bool;
+    if s_int && d_int {
+        let wide: i128 = int_to_i128(v);
+        return int_from_i128::<D>(wide);
+    }
+    if TypeId::of::<D>() == TypeId::of::<bool>() {
+        return D::from_f64(if v.to_f64() != 0.0 { 1.0 } else { 0.0 });
+    }
+    D::from_f64(v.to_f64())
+}
+
+fn int_to_i128<S: Elem>(v: S) -> i128 {
+    let any = &v as &dyn std::any::Any;
+    if let Some(x) = any.downcast_ref::<u64>() {
+        return *x as i128;
+    }
+    if let Some(x) = any.downcast_ref::<i64>() {
+        return *x as i128;
+    }
+    v.to_f64() as i128
+}
+
+fn int_from_i128<D: Elem>(v: i128) -> D {
+    let mut out = D::default();
+    let any = &mut out as &mut dyn std::any::Any;
+    if let Some(x) = any.downcast_mut::<i64>() {
+        *x = v as i64;
+    } else if let Some(x) = any.downcast_mut::<u64>() {
+        *x = v as u64;
+    } else if let Some(x) = any.downcast_mut::<i32>() {
+        *x = v as i32;
+    } else if let Some(x) = any.downcast_mut::<u32>() {
+        *x = v as u32;
+    } else if let Some(x) = any.downcast_mut::<i16>() {
+        *x = v as i16;
+    } else if let Some(x) = any.downcast_mut::<u16>() {
+        *x = v as u16;
+    } else if let Some(x) = any.downcast_mut::<i8>() {
+        *x = v as i8;
+    } else if let Some(x) = any.downcast_mut::<u8>() {
+        *x = v as u8;
+    }
+    out
+}
+
+impl<T: Storable> From<ArrayD<T>> for Tensor {
+    fn from(a: ArrayD<T>) -> Tensor {
+        Tensor::from_array(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_bytes_are_zero_copy_when_aligned() {
+        let v: Vec<f32> = vec![1.0, 2.0, 3.0];
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b = bytes::Bytes::from(bytes);
+        let t = Tensor::from_le_bytes(DType::F32, vec![3], b.clone()).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
+        if (b.as_ptr() as usize) % 4 == 0 {
+            assert_eq!(t.as_bytes().as_ptr(), b.as_ptr());
+        }
+        // Misaligned by one byte: copied, same values.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&b);
+        let sb = bytes::Bytes::from(shifted).slice(1..);
+        let t2 = Tensor::from_le_bytes(DType::F32, vec![3], sb).unwrap();
+        assert_eq!(t2.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn wrong_byte_count_is_an_error() {
+        assert!(Tensor::from_le_bytes(DType::F32, vec![2], bytes::Bytes::from(vec![0u8; 7])).is_err());
+    }
+
+    #[test]
+    fn cast_follows_onnx_rules() {
+        let t = Tensor::from_vec(vec![3], vec![-1.7f32, 2.5, 300.0]).unwrap();
+        assert_eq!(t.cast(DType::I32).unwrap().as_slice::<i32>().unwrap(), &[-1, 2, 300]);
+        let big = Tensor::from_vec(vec![1], vec![i64::MAX]).unwrap();
+        assert_eq!(big.cast(DType::U64).unwrap().as_slice::<u64>().unwrap(), &[i64::MAX as u64]);
+        assert_eq!(t.cast(DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, true]);
+    }
+}
