@@ -1,1 +1,7 @@
-//! Compute kernels for `infer`.
+//! Compute kernels for `infer`: the only home of SIMD code and most `unsafe`.
+//!
+//! Each kernel family has one portable implementation and per-ISA variants chosen once at run
+//! time by CPU feature detection.
+
+pub mod elementwise;
+pub mod gemm;

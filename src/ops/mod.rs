@@ -3,6 +3,15 @@
 //!
 //! To add an op: implement it in its family's file and add its name to `build` below.
 
+pub mod activation;
+pub mod conv;
+pub mod elementwise;
+pub mod matmul;
+pub mod movement;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+pub mod shape;
 pub mod util;
 
 use crate::error::{Error, Result};
@@ -44,7 +53,23 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     if !(domain.is_empty() || domain == "ai.onnx" || domain == "infer") {
         return Err(unsupported(ctx));
     }
-    let _ = op;
+    // Each family claims the op types it implements.
+    let families: [fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>; 9] = [
+        elementwise::build,
+        activation::build,
+        shape::build,
+        movement::build,
+        reduce::build,
+        matmul::build,
+        conv::build,
+        pool::build,
+        norm::build,
+    ];
+    for family in families {
+        if let Some(kernel) = family(op, ctx) {
+            return kernel.map_err(|e| e.at_node(&ctx.node.name, op));
+        }
+    }
     Err(unsupported(ctx))
 }
 

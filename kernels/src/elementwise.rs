@@ -1,0 +1,1 @@
+//! Vectorized elementwise math (exp, tanh, erf, activations) with run-time ISA dispatch.

@@ -1,0 +1,1 @@
+//! Packed single-precision GEMM with fused epilogues.
