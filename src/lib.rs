@@ -2,12 +2,27 @@
 //!
 //! The data path is one line: file → loader (`onnx`) → IR (`ir`) → passes and plan (`plan`)
 //! → executor (`session`) → operator kernels (`ops`, over the `infer-kernels` crate).
+//!
+//! ```no_run
+//! let session = infer::Session::builder().threads(2).build_from_file("model.onnx")?;
+//! let input = infer::Tensor::from_vec(vec![1, 4], vec![0.0f32, 1.0, 2.0, 3.0])?;
+//! let outputs = session.run([("x", input)])?;
+//! for (name, tensor) in outputs.iter() {
+//!     println!("{name}: {:?} {:?}", tensor.dtype(), tensor.shape());
+//! }
+//! # Ok::<(), infer::Error>(())
+//! ```
 
 pub mod error;
 pub mod ir;
+pub mod npy;
 pub mod onnx;
 pub mod ops;
+pub mod plan;
+pub mod session;
 pub mod tensor;
 
 pub use error::{Error, Result};
+pub use plan::OptLevel;
+pub use session::{IoInfo, Outputs, Session, SessionBuilder};
 pub use tensor::{DType, Tensor};

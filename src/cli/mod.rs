@@ -1,0 +1,86 @@
+//! Argument parsing and the three subcommands.
+
+mod bench;
+mod inputs;
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "infer", version, about = "A CPU inference runtime for ONNX models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on inputs and print or save its outputs.
+    Run {
+        /// The model file.
+        model: PathBuf,
+        /// Inputs: `PATH.npy` (bound in the model's input order), `NAME=PATH.npy`, or one `.npz`.
+        inputs: Vec<String>,
+        /// Write each output to `DIR/<output name>.npy` instead of printing it.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Show a model's opset, inputs, outputs, operators and parameters.
+    Inspect {
+        /// The model file.
+        model: PathBuf,
+    },
+    /// Time a model: load + plan, then repeated runs.
+    Bench {
+        /// The model file.
+        model: PathBuf,
+        /// Inputs as for `run`; without any, random data of the declared shapes is used.
+        inputs: Vec<String>,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Value of a symbolic dimension for random inputs, e.g. `--dim batch=8`.
+        #[arg(long = "dim", value_name = "NAME=VALUE")]
+        dims: Vec<String>,
+    },
+}
+
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            model,
+            inputs,
+            out_dir,
+            threads,
+        } => run::run(&model, &inputs, out_dir.as_deref(), threads),
+        Command::Inspect { model } => inspect::inspect(&model),
+        Command::Bench {
+            model,
+            inputs,
+            threads,
+            iters,
+            warmup,
+            dims,
+        } => bench::bench(&model, &inputs, threads, iters, warmup, &dims),
+    }
+}
+
+/// Builds a session with an optional thread count.
+fn session(model: &std::path::Path, threads: Option<usize>) -> infer::Result<infer::Session> {
+    let mut b = infer::Session::builder();
+    if let Some(n) = threads {
+        b = b.threads(n);
+    }
+    b.build_from_file(model)
+}

@@ -1,0 +1,65 @@
+//! `infer run`: outputs printed, or saved as `.npy` files.
+
+use super::inputs;
+use infer::{npy, Tensor};
+use std::path::{Path, PathBuf};
+
+pub fn run(
+    model: &Path,
+    input_args: &[String],
+    out_dir: Option<&Path>,
+    threads: Option<usize>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let session = super::session(model, threads)?;
+    let given = inputs::load(input_args)?;
+    let outputs = given.run(&session)?;
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (name, t) in outputs.iter() {
+                let path = output_path(dir, name);
+                npy::write_npy(&path, t)?;
+                println!("{name} -> {}", path.display());
+            }
+        }
+        None => {
+            for (name, t) in outputs.iter() {
+                println!("{name}: {} {:?} {}", t.dtype(), t.shape(), preview(t));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `DIR/<name>.npy` with every character outside `[A-Za-z0-9._-]` replaced by `_` (a stable
+/// contract other tools rely on).
+pub fn output_path(dir: &Path, name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    dir.join(format!("{safe}.npy"))
+}
+
+/// The first few values, for a quick look.
+fn preview(t: &Tensor) -> String {
+    const SHOWN: usize = 8;
+    let vals = match t.to_f64_vec() {
+        Ok(v) => v,
+        Err(_) => return String::new(),
+    };
+    let head: Vec<String> = vals.iter().take(SHOWN).map(|v| format!("{v:.6}")).collect();
+    let more = if vals.len() > SHOWN { ", ..." } else { "" };
+    format!("[{}{more}]", head.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_are_sanitized() {
+        let p = output_path(Path::new("out"), "logits/0:x y");
+        assert_eq!(p, Path::new("out").join("logits_0_x_y.npy"));
+    }
+}

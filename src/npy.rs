@@ -1,0 +1,285 @@
+//! NumPy `.npy` and `.npz` files: read (either byte order, C or Fortran order, every dtype
+//! the runtime supports) and write (little endian, C order).
+//!
+//! Hand-written: the format is one short header plus raw bytes, and the crates that read it
+//! either pull in a large dependency tree or skip big-endian and Fortran-order files.
+
+use crate::error::{Error, Result};
+use crate::tensor::{checked_numel, DType, Tensor};
+use std::io::{Read, Write};
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+/// Headers are a few hundred bytes; anything bigger is not a real `.npy` file.
+const MAX_HEADER_LEN: usize = 1 << 16;
+
+fn fmt_err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads one `.npy` file.
+pub fn read_npy(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_npy(&bytes).map_err(|reason| fmt_err(path, reason))
+}
+
+/// Reads every array of an `.npz` archive, in archive order, named without `.npy`.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| fmt_err(path, format!("not a valid .npz archive: {e}")))?;
+    let mut out = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| fmt_err(path, format!("entry #{i}: {e}")))?;
+        let name = entry.name().to_string();
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| fmt_err(path, format!("entry '{name}': {e}")))?;
+        let t = parse_npy(&bytes).map_err(|reason| fmt_err(path, format!("entry '{name}': {reason}")))?;
+        out.push((key, t));
+    }
+    Ok(out)
+}
+
+/// Parses the bytes of a `.npy` file.
+pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let major = bytes[6];
+    let (header_len, header_start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            let b = bytes.get(8..12).ok_or("truncated header")?;
+            (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    if header_len > MAX_HEADER_LEN {
+        return Err(format!("header of {header_len} bytes is implausibly large"));
+    }
+    let header = bytes
+        .get(header_start..header_start + header_len)
+        .ok_or("truncated header")?;
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+    let h = parse_header(header)?;
+    let data = &bytes[header_start + header_len..];
+
+    let n = checked_numel(&h.shape).map_err(|e| e.to_string())?;
+    let need = n.checked_mul(h.dtype.size()).ok_or("array size overflows")?;
+    if data.len() < need {
+        return Err(format!(
+            "data is truncated: shape {:?} of {} needs {need} bytes, file has {}",
+            h.shape,
+            h.dtype,
+            data.len()
+        ));
+    }
+    let mut raw = data[..need].to_vec();
+    if h.big_endian {
+        for chunk in raw.chunks_mut(h.dtype.size()) {
+            chunk.reverse();
+        }
+    }
+    if h.fortran_order && h.shape.len() > 1 {
+        // Column-major data is the C-order data of the reversed shape, transposed back.
+        let rev: Vec<usize> = h.shape.iter().rev().copied().collect();
+        let t = Tensor::from_le_slice(h.dtype, rev, &raw).map_err(|e| e.to_string())?;
+        return reverse_axes(&t).map_err(|e| e.to_string());
+    }
+    Tensor::from_le_slice(h.dtype, h.shape, &raw).map_err(|e| e.to_string())
+}
+
+fn reverse_axes(t: &Tensor) -> Result<Tensor> {
+    crate::with_dtype!(t.dtype(), T, {
+        let v = t.view::<T>()?;
+        let perm: Vec<usize> = (0..t.rank()).rev().collect();
+        Ok(Tensor::from_array(v.permuted_axes(perm).to_owned()))
+    })
+}
+
+struct Header {
+    dtype: DType,
+    big_endian: bool,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// Parses the Python-literal header dict: `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
+fn parse_header(h: &str) -> std::result::Result<Header, String> {
+    let field = |key: &str| -> std::result::Result<&str, String> {
+        let pat = format!("'{key}':");
+        let start = h.find(&pat).ok_or(format!("header has no '{key}'"))? + pat.len();
+        Ok(h[start..].trim_start())
+    };
+    let descr = field("descr")?;
+    let descr = descr
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or("malformed 'descr'")?;
+    let (order, code) = descr.split_at(descr.len().min(1));
+    let big_endian = match order {
+        "<" | "|" | "=" => false,
+        ">" => true,
+        _ => return Err(format!("unsupported dtype '{descr}'")),
+    };
+    let dtype = match code {
+        "f4" => DType::F32,
+        "f8" => DType::F64,
+        "f2" => DType::F16,
+        "i8" => DType::I64,
+        "i4" => DType::I32,
+        "i2" => DType::I16,
+        "i1" => DType::I8,
+        "u8" => DType::U64,
+        "u4" => DType::U32,
+        "u2" => DType::U16,
+        "u1" => DType::U8,
+        "b1" => DType::Bool,
+        _ => return Err(format!("unsupported dtype '{descr}'")),
+    };
+    let fortran_order = field("fortran_order")?.starts_with("True");
+    let shape_txt = field("shape")?;
+    let inner = shape_txt
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or("malformed 'shape'")?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad dimension '{s}'")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Header {
+        dtype,
+        big_endian,
+        fortran_order,
+        shape,
+    })
+}
+
+fn descr(d: DType) -> Result<&'static str> {
+    Ok(match d {
+        DType::F32 => "<f4",
+        DType::F64 => "<f8",
+        DType::F16 => "<f2",
+        DType::I64 => "<i8",
+        DType::I32 => "<i4",
+        DType::I16 => "<i2",
+        DType::I8 => "|i1",
+        DType::U64 => "<u8",
+        DType::U32 => "<u4",
+        DType::U16 => "<u2",
+        DType::U8 => "|u1",
+        DType::Bool => "|b1",
+        DType::BF16 => return Err(Error::Input("bfloat16 has no .npy dtype; cast it first".into())),
+    })
+}
+
+/// Serializes a tensor as `.npy` (version 1.0, little endian, C order).
+pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let shape = match t.shape() {
+        [] => "()".to_string(),
+        [n] => format!("({n},)"),
+        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        descr(t.dtype())?
+    );
+    // Pad so that the data starts on a 64-byte boundary, newline-terminated.
+    let total = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + t.as_bytes().len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    if cfg!(target_endian = "big") {
+        for chunk in t.as_bytes().chunks(t.dtype().size()) {
+            out.extend(chunk.iter().rev());
+        }
+    } else {
+        out.extend_from_slice(t.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Writes a tensor to a `.npy` file.
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    let bytes = to_npy_bytes(t)?;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::create(path).map_err(io)?;
+    f.write_all(&bytes).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}\n", if fortran { "True" } else { "False" });
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn round_trips_every_dtype() {
+        for t in [
+            Tensor::from_vec(vec![2, 2], vec![1.5f32, -2.0, 3.0, 4.0]).unwrap(),
+            Tensor::from_vec(vec![3], vec![1i64, -2, 3]).unwrap(),
+            Tensor::from_vec(vec![2], vec![true, false]).unwrap(),
+            Tensor::from_vec(vec![0, 4], Vec::<u8>::new()).unwrap(),
+            Tensor::scalar(7.25f64),
+        ] {
+            let back = parse_npy(&to_npy_bytes(&t).unwrap()).unwrap();
+            assert!(back.bit_eq(&t), "{t:?} vs {back:?}");
+        }
+    }
+
+    #[test]
+    fn reads_big_endian() {
+        let data: Vec<u8> = [1i32, -2].iter().flat_map(|v| v.to_be_bytes()).collect();
+        let t = parse_npy(&npy(">i4", false, "(2,)", &data)).unwrap();
+        assert_eq!(t.as_slice::<i32>().unwrap(), &[1, -2]);
+    }
+
+    #[test]
+    fn reads_fortran_order() {
+        // The 2x3 matrix [[1,2,3],[4,5,6]] stored column by column.
+        let data: Vec<u8> = [1u8, 4, 2, 5, 3, 6].to_vec();
+        let t = parse_npy(&npy("|u1", true, "(2, 3)", &data)).unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        assert_eq!(t.as_slice::<u8>().unwrap(), &[1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        assert!(parse_npy(b"hello").is_err());
+        assert!(parse_npy(&npy("<c8", false, "(1,)", &[0; 8])).is_err());
+        // Shape claims far more data than present: an error, not a huge allocation.
+        assert!(parse_npy(&npy("<f4", false, "(100000000000,)", &[0; 8])).is_err());
+        assert!(parse_npy(&npy("<f4", false, "(2,)", &[0; 4])).is_err());
+    }
+}

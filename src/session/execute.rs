@@ -1,0 +1,95 @@
+//! The executor: walks a plan's steps over a per-run value table.
+
+use crate::error::{Error, Result};
+use crate::ir::ValueId;
+use crate::plan::ExecutionPlan;
+use crate::tensor::Tensor;
+
+/// Values of the shape-only subgraph for one set of input shapes.
+pub(crate) type ShapeValues = Vec<(ValueId, Tensor)>;
+
+/// Runs `plan` once.
+///
+/// With `cached` shape values, shape-only steps are skipped and their outputs taken from the
+/// cache; otherwise they run and (when `record`) their outputs are returned for caching.
+pub(crate) fn execute(
+    plan: &ExecutionPlan,
+    inputs: Vec<(ValueId, Tensor)>,
+    cached: Option<&ShapeValues>,
+    record: bool,
+) -> Result<(Vec<Tensor>, Option<ShapeValues>)> {
+    let mut env: Vec<Option<Tensor>> = vec![None; plan.values.len()];
+    for (v, t) in inputs {
+        env[v] = Some(t);
+    }
+    if let Some(values) = cached {
+        for (v, t) in values {
+            env[*v] = Some(t.clone());
+        }
+    }
+    let mut recorded = if record && cached.is_none() {
+        Some(Vec::new())
+    } else {
+        None
+    };
+
+    for step in &plan.steps {
+        if !(step.shape_only && cached.is_some()) {
+            let args = step
+                .inputs
+                .iter()
+                .map(|v| match v {
+                    None => Ok(None),
+                    Some(v) => match plan.constants[*v].as_ref().or(env[*v].as_ref()) {
+                        Some(t) => Ok(Some(t)),
+                        None => Err(Error::Node {
+                            node: step.name.clone(),
+                            op_type: step.op_type.clone(),
+                            reason: format!("input '{}' has no value", plan.values[*v].name),
+                        }),
+                    },
+                })
+                .collect::<Result<Vec<Option<&Tensor>>>>()?;
+            let outputs = step
+                .kernel
+                .run(&args)
+                .map_err(|e| e.at_node(&step.name, &step.op_type))?;
+            let produced = outputs.len();
+            let mut outputs = outputs.into_iter();
+            for (i, slot) in step.outputs.iter().enumerate() {
+                let t = outputs.next();
+                let (Some(v), Some(t)) = (slot, t) else {
+                    if slot.is_some() {
+                        return Err(Error::Node {
+                            node: step.name.clone(),
+                            op_type: step.op_type.clone(),
+                            reason: format!("output #{i} was requested but the kernel produced {produced}"),
+                        });
+                    }
+                    continue;
+                };
+                if step.shape_only {
+                    if let Some(rec) = recorded.as_mut() {
+                        rec.push((*v, t.clone()));
+                    }
+                }
+                env[*v] = Some(t);
+            }
+        }
+        for &v in &step.last_use_of {
+            env[v] = None;
+        }
+    }
+
+    let outputs = plan
+        .outputs
+        .iter()
+        .map(|&v| {
+            plan.constants[v]
+                .clone()
+                .or_else(|| env[v].clone())
+                .ok_or_else(|| Error::Graph(format!("output '{}' was not computed", plan.values[v].name)))
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    Ok((outputs, recorded))
+}
