@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
         --small) small=1; args+=("$1"); shift ;;
         --only) [[ $# -ge 2 ]] || { echo "--only needs a value" >&2; exit 2; }; args+=("$1" "$2"); shift 2 ;;
         --only=*) args+=("$1"); shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
