@@ -1,0 +1,94 @@
+"""Side-by-side zoo latency: `infer bench` and onnxruntime, alternating in one run.
+
+    .cache/venv/bin/python benches/zoo_table.py [--zoo DIR] [--threads 1,2] [--iters 20]
+        [--models a,b] [--out BENCHMARKS.md]
+
+For each model and thread count the two runtimes run back to back on the same inputs (the
+model's first zoo case), so machine drift hits both alike. Prints a markdown table (and
+writes it with --out): medians, the infer/onnxruntime ratio, load times and peak RSS.
+"""
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(out):
+    vals = {}
+    for line in out.splitlines():
+        m = re.match(r"median_ms=([\d.]+) min_ms=([\d.]+) max_ms=([\d.]+)", line)
+        if m:
+            vals["median"] = float(m.group(1))
+        m = re.match(r"load\+plan: ([\d.]+) ms", line)
+        if m:
+            vals["load"] = float(m.group(1))
+        m = re.match(r"peak RSS: ([\d.]+) MiB", line)
+        if m:
+            vals["rss"] = float(m.group(1))
+    return vals
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
+    return parse(p.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zoo", default=os.path.join(ROOT, ".cache/zoo/current"))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--models", default="mlp,squeezenet1_1,mobilenet_v2,efficientnet_b0,resnet50,vit_b_16,minilm,bert_base,gpt2")
+    ap.add_argument("--infer", default=os.path.join(ROOT, "target/release/infer"))
+    ap.add_argument("--out")
+    a = ap.parse_args()
+
+    rows = []
+    ratios = {}
+    for name in a.models.split(","):
+        mdir = os.path.join(a.zoo, name)
+        case = sorted(os.listdir(os.path.join(mdir, "cases")))[0]
+        inputs = os.path.join(mdir, "cases", case, "inputs.npz")
+        model = os.path.join(mdir, "model.onnx")
+        for t in [int(x) for x in a.threads.split(",")]:
+            common = ["--threads", str(t), "--iters", str(a.iters), "--warmup", str(a.warmup)]
+            ours = run([a.infer, "bench", model, inputs] + common)
+            ort = run([sys.executable, os.path.join(ROOT, "benches/ort_bench.py"), model, inputs] + common)
+            ratio = ours["median"] / ort["median"] if "median" in ours and "median" in ort else float("nan")
+            if not math.isnan(ratio):
+                ratios.setdefault(t, []).append(ratio)
+            rows.append((name, case, t, ours, ort, ratio))
+            fmt = lambda d, k: f"{d[k]:.2f}" if k in d else d.get("error", "-")[:60]
+            print(f"{name:16} t={t} infer={fmt(ours, 'median')} ort={fmt(ort, 'median')} ratio={ratio:.2f}", file=sys.stderr)
+
+    lines = [
+        "| model | case | threads | infer median ms | onnxruntime median ms | infer/ort | infer load ms | ort load ms | infer RSS MiB | ort RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    f = lambda d, k: f"{d[k]:.2f}" if k in d else ("error: " + d["error"] if "error" in d else "-")
+    for name, case, t, ours, ort, ratio in rows:
+        lines.append(
+            f"| {name} | {case} | {t} | {f(ours, 'median')} | {f(ort, 'median')} | {ratio:.2f} | "
+            f"{f(ours, 'load')} | {f(ort, 'load')} | {f(ours, 'rss')} | {f(ort, 'rss')} |"
+        )
+    for t, rs in sorted(ratios.items()):
+        gm = math.exp(sum(math.log(r) for r in rs) / len(rs))
+        lines.append(f"\nGeometric mean infer/onnxruntime at {t} thread(s): {gm:.2f} over {len(rs)} models")
+    table = "\n".join(lines)
+    print(table)
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write("# Zoo benchmark: infer vs onnxruntime\n\n")
+            fh.write(f"Command: `{' '.join(sys.argv)}`\n\n")
+            fh.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
