@@ -9,4 +9,4 @@ zoo=$(models/build_zoo.sh | tail -n 1)
 echo "zoo: $zoo"
 export INFER_ZOO_DIR="$zoo"
 
-cargo test --release --workspace -- --include-ignored
+cargo test --release -p infer -p infer-kernels -- --include-ignored
