@@ -96,14 +96,26 @@ def seeded(name: str) -> np.random.Generator:
 # --------------------------------------------------------------------------- vision
 
 
+def random_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random "normalised images" with some global structure: smooth blobs (upsampled
+    7x7 noise) + a per-image colour offset + pixel noise. Pure white noise is averaged
+    away by global pooling, so every image would give nearly the same logits; this
+    makes the outputs depend ~5-10x more on the input (see check_not_degenerate)."""
+    coarse = torch.from_numpy(rng.standard_normal((n, 3, 7, 7), dtype=np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, size=(224, 224), mode="bilinear", align_corners=False)
+    offset = 0.5 * rng.standard_normal((n, 3, 1, 1), dtype=np.float32)
+    noise = 0.5 * rng.standard_normal((n, 3, 224, 224), dtype=np.float32)
+    return (smooth.numpy() + offset + noise).astype(np.float32)
+
+
 @torch.no_grad()
 def calibrate_batchnorm(model: nn.Module, rng: np.random.Generator, steps: int = 4, batch: int = 8) -> None:
     """Recompute BN running stats on random images.
 
-    With random weights and the default running stats (mean 0, var 1) activations
-    blow up or collapse layer after layer, and the logits come out (nearly) the same
-    for every input. Cumulative-average statistics (momentum=None) from a few
-    train-mode passes make each BN actually normalize, so outputs depend on the input.
+    With random weights and the default running stats (mean 0, var 1) the activation
+    scale drifts layer after layer and the logits end up nearly input-independent.
+    Cumulative-average statistics (momentum=None) from a few train-mode passes make
+    each BN actually normalise, so outputs depend on the input.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -113,7 +125,7 @@ def calibrate_batchnorm(model: nn.Module, rng: np.random.Generator, steps: int =
         bn.momentum = None
     model.train()
     for _ in range(steps):
-        model(torch.from_numpy(rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)))
+        model(torch.from_numpy(random_images(rng, batch)))
     model.eval()
 
 
@@ -152,9 +164,7 @@ def vision_spec(name: str, small: bool) -> Spec:
 
     calibrate_batchnorm(model, rng)
     model.eval()
-    cases = {
-        f"b{b}": {"input": rng.standard_normal((b, 3, 224, 224), dtype=np.float32)} for b in (1, 2)
-    }
+    cases = {f"b{b}": {"input": random_images(rng, b)} for b in (1, 2)}
     return Spec(
         module=model,
         inputs=["input"],
@@ -382,8 +392,10 @@ MODELS: dict[str, Callable[[str, bool], Spec]] = {
 
 def check_not_degenerate(model: str, case: str, name: str, y: np.ndarray) -> None:
     """Random-init nets (BN ones especially) easily produce near-constant outputs,
-    which make useless references: any runtime bug that preserves the constant would
-    pass. Require spread over the elements and, for batched cases, across samples."""
+    which make useless references: a runtime bug that preserves the constant would
+    pass. Require spread over the elements (std > 1e-3 * mean|y|) and, for batched
+    cases, across samples (> 1e-2 * mean|y|: every zoo model is at >= 5e-2, while
+    an uncalibrated torchvision resnet50 on white noise sits at ~1e-2)."""
     y = y.astype(np.float64)
     scale = float(np.abs(y).mean())
     where = f"{model}/{case}/{name}"
@@ -391,7 +403,7 @@ def check_not_degenerate(model: str, case: str, name: str, y: np.ndarray) -> Non
     assert scale > 0 and y.std() > 1e-3 * scale, f"{where}: near-constant output (std {y.std():.3g}, mean|y| {scale:.3g})"
     if y.ndim >= 2 and y.shape[0] >= 2:
         across = float(y.std(axis=0).mean())
-        assert across > 1e-3 * scale, f"{where}: output barely depends on the input (std across batch {across:.3g})"
+        assert across > 1e-2 * scale, f"{where}: output barely depends on the input (std across batch {across:.3g}, mean|y| {scale:.3g})"
 
 
 def run_torch(module: nn.Module, spec: Spec, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

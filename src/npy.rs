@@ -35,8 +35,8 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| fmt_err(path, format!("not a valid .npz archive: {e}")))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| fmt_err(path, format!("not a valid .npz archive: {e}")))?;
     let mut out = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let mut entry = archive
@@ -48,7 +48,8 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| fmt_err(path, format!("entry '{name}': {e}")))?;
-        let t = parse_npy(&bytes).map_err(|reason| fmt_err(path, format!("entry '{name}': {reason}")))?;
+        let t = parse_npy(&bytes)
+            .map_err(|reason| fmt_err(path, format!("entry '{name}': {reason}")))?;
         out.push((key, t));
     }
     Ok(out)
@@ -79,7 +80,9 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     let data = &bytes[header_start + header_len..];
 
     let n = checked_numel(&h.shape).map_err(|e| e.to_string())?;
-    let need = n.checked_mul(h.dtype.size()).ok_or("array size overflows")?;
+    let need = n
+        .checked_mul(h.dtype.size())
+        .ok_or("array size overflows")?;
     if data.len() < need {
         return Err(format!(
             "data is truncated: shape {:?} of {} needs {need} bytes, file has {}",
@@ -161,7 +164,11 @@ fn parse_header(h: &str) -> std::result::Result<Header, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad dimension '{s}'")))
+        .map(|s| {
+            s.trim_end_matches('L')
+                .parse::<usize>()
+                .map_err(|_| format!("bad dimension '{s}'"))
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(Header {
         dtype,
@@ -185,7 +192,11 @@ fn descr(d: DType) -> Result<&'static str> {
         DType::U16 => "<u2",
         DType::U8 => "|u1",
         DType::Bool => "|b1",
-        DType::BF16 => return Err(Error::Input("bfloat16 has no .npy dtype; cast it first".into())),
+        DType::BF16 => {
+            return Err(Error::Input(
+                "bfloat16 has no .npy dtype; cast it first".into(),
+            ))
+        }
     })
 }
 
@@ -194,7 +205,13 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let shape = match t.shape() {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
@@ -235,7 +252,10 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
-        let header = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}\n", if fortran { "True" } else { "False" });
+        let header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}\n",
+            if fortran { "True" } else { "False" }
+        );
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&[1, 0]);
         out.extend_from_slice(&(header.len() as u16).to_le_bytes());

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn example(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/example").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/example")
+        .join(file)
 }
 
 fn load() -> (Session, Tensor, Tensor) {
@@ -35,7 +37,12 @@ fn one_session_serves_eight_threads_identically() {
     // Distinct inputs per thread so a mix-up between concurrent runs would show.
     let inputs: Vec<Tensor> = (0..8)
         .map(|i| {
-            let v: Vec<f32> = input.as_slice::<f32>().unwrap().iter().map(|x| x * (1.0 + i as f32 * 0.1)).collect();
+            let v: Vec<f32> = input
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x * (1.0 + i as f32 * 0.1))
+                .collect();
             Tensor::from_vec(input.shape().to_vec(), v).unwrap()
         })
         .collect();
@@ -59,7 +66,10 @@ fn one_session_serves_eight_threads_identically() {
         .collect();
     for h in handles {
         for (i, t) in h.join().unwrap() {
-            assert!(t.bit_eq(&sequential[i]), "thread {i} differs from the sequential run");
+            assert!(
+                t.bit_eq(&sequential[i]),
+                "thread {i} differs from the sequential run"
+            );
         }
     }
 }
@@ -75,8 +85,14 @@ fn cli_run_writes_outputs_and_fails_cleanly() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let session = Session::builder().build_from_file(example("tiny_cnn.onnx")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = Session::builder()
+        .build_from_file(example("tiny_cnn.onnx"))
+        .unwrap();
     let name = &session.outputs()[0].name;
     let written = npy::read_npy(&out_dir.join(format!("{name}.npy"))).unwrap();
     let expected = npy::read_npy(&example("expected_output.npy")).unwrap();
@@ -93,5 +109,8 @@ fn cli_run_writes_outputs_and_fails_cleanly() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent/x.npy") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/x.npy") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

@@ -22,7 +22,12 @@ fn zoo_dir() -> PathBuf {
 
 fn cases(model_dir: &Path) -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(model_dir.join("cases"))
-        .unwrap_or_else(|e| panic!("{}: {e} (build the zoo: models/build_zoo.sh)", model_dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build the zoo: models/build_zoo.sh)",
+                model_dir.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .collect();
     cases.sort();
@@ -46,7 +51,10 @@ fn check_library(name: &str) {
             let got = outputs
                 .get(out_name)
                 .unwrap_or_else(|| panic!("{name}: no output '{out_name}'"));
-            let what = format!("{name} {} {out_name}", case.file_name().unwrap().to_string_lossy());
+            let what = format!(
+                "{name} {} {out_name}",
+                case.file_name().unwrap().to_string_lossy()
+            );
             common::assert_close(&what, got, want, RTOL, ATOL);
         }
     }
@@ -66,11 +74,21 @@ fn check_cli(name: &str) {
         .arg("2")
         .output()
         .unwrap();
-    assert!(status.status.success(), "{name}: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     for (out_name, want) in npy::read_npz(&case.join("expected.npz")).unwrap() {
         let safe: String = out_name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let got = npy::read_npy(&out_dir.join(format!("{safe}.npy"))).unwrap();
         common::assert_close(&format!("{name} (cli) {out_name}"), &got, &want, RTOL, ATOL);
@@ -96,4 +114,14 @@ macro_rules! zoo_tests {
     )*};
 }
 
-zoo_tests!(mlp, squeezenet1_1, mobilenet_v2, efficientnet_b0, resnet50, vit_b_16, minilm, bert_base, gpt2);
+zoo_tests!(
+    mlp,
+    squeezenet1_1,
+    mobilenet_v2,
+    efficientnet_b0,
+    resnet50,
+    vit_b_16,
+    minilm,
+    bert_base,
+    gpt2
+);

@@ -26,7 +26,10 @@ pub fn bench(
     };
     println!("model: {}", model.display());
     println!("threads: {}", session.threads());
-    println!("load+plan: {load_ms:.1} ms ({} steps)", session.plan().num_steps());
+    println!(
+        "load+plan: {load_ms:.1} ms ({} steps)",
+        session.plan().num_steps()
+    );
     for _ in 0..warmup {
         given.run(&session)?;
     }
@@ -41,15 +44,23 @@ pub fn bench(
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS: {rss:.1} MiB");
     }
-    println!("median_ms={median:.3} min_ms={:.3} max_ms={:.3}", times[0], times[times.len() - 1]);
+    println!(
+        "median_ms={median:.3} min_ms={:.3} max_ms={:.3}",
+        times[0],
+        times[times.len() - 1]
+    );
     Ok(())
 }
 
 fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>, Box<dyn std::error::Error>> {
     dims.iter()
         .map(|d| {
-            let (k, v) = d.split_once('=').ok_or_else(|| format!("--dim expects NAME=VALUE, got '{d}'"))?;
-            let v: usize = v.parse().map_err(|_| format!("--dim {k}: '{v}' is not a size"))?;
+            let (k, v) = d
+                .split_once('=')
+                .ok_or_else(|| format!("--dim expects NAME=VALUE, got '{d}'"))?;
+            let v: usize = v
+                .parse()
+                .map_err(|_| format!("--dim {k}: '{v}' is not a size"))?;
             Ok((k.to_string(), v))
         })
         .collect()
@@ -57,7 +68,10 @@ fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>, Box<dyn std::er
 
 /// Random inputs of the declared shapes (unknown dims: `--dim` or 1). Integer inputs get 0/1,
 /// valid as token ids, masks and segment ids alike.
-fn random_inputs(session: &Session, dims: &HashMap<String, usize>) -> infer::Result<Vec<(String, Tensor)>> {
+fn random_inputs(
+    session: &Session,
+    dims: &HashMap<String, usize>,
+) -> infer::Result<Vec<(String, Tensor)>> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -83,7 +97,9 @@ fn random_inputs(session: &Session, dims: &HashMap<String, usize>) -> infer::Res
             let n: usize = shape.iter().product();
             let dtype = io.ty.dtype.unwrap_or(DType::F32);
             let t = if dtype.is_float() {
-                let v: Vec<f32> = (0..n).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0).collect();
+                let v: Vec<f32> = (0..n)
+                    .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                    .collect();
                 Tensor::from_vec(shape, v)?.cast(dtype)?
             } else {
                 let v: Vec<i64> = (0..n).map(|_| (next() >> 63) as i64).collect();

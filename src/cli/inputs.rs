@@ -26,7 +26,9 @@ pub fn load(args: &[String]) -> Result<Given, Box<dyn std::error::Error>> {
     match (named.is_empty(), positional.is_empty()) {
         (_, true) => Ok(Given::Named(named)),
         (true, false) => Ok(Given::Positional(positional)),
-        (false, false) => Err("give inputs either all by name (NAME=PATH.npy, .npz) or all by position".into()),
+        (false, false) => {
+            Err("give inputs either all by name (NAME=PATH.npy, .npz) or all by position".into())
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub fn inspect(model: &Path) -> Result<(), Box<dyn std::error::Error>> {
         println!("  {op}: {count}");
     }
     let (params, bytes) = g.parameter_count();
-    println!("parameters: {params} ({:.2} MiB)", bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "parameters: {params} ({:.2} MiB)",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
     Ok(())
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "infer", version, about = "A CPU inference runtime for ONNX models")]
+#[command(
+    name = "infer",
+    version,
+    about = "A CPU inference runtime for ONNX models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -46,6 +46,9 @@ pub trait Kernel: Send + Sync + Debug {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
 }
 
+/// A family's builder: `None` when the op type is not one of the family's.
+type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
+
 /// Builds the kernel for one node of the default ONNX domain (or infer's own fused ops).
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
@@ -54,7 +57,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>; 9] = [
+    let families: [FamilyBuilder; 9] = [
         elementwise::build,
         activation::build,
         shape::build,

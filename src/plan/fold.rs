@@ -11,7 +11,12 @@ use std::collections::HashSet;
 fn is_nondeterministic(op: &str) -> bool {
     matches!(
         op,
-        "RandomNormal" | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike" | "Multinomial" | "Bernoulli"
+        "RandomNormal"
+            | "RandomUniform"
+            | "RandomNormalLike"
+            | "RandomUniformLike"
+            | "Multinomial"
+            | "Bernoulli"
     )
 }
 
@@ -24,7 +29,11 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
     for i in order {
         let node = &g.nodes[i];
         if is_nondeterministic(&node.op_type)
-            || !node.inputs.iter().flatten().all(|v| g.initializers.contains_key(v))
+            || !node
+                .inputs
+                .iter()
+                .flatten()
+                .all(|v| g.initializers.contains_key(v))
         {
             continue;
         }
@@ -33,7 +42,11 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
             .iter()
             .map(|v| v.and_then(|v| g.initializers.get(&v)))
             .collect();
-        let opset = g.opsets.get(&node.domain).copied().unwrap_or_else(|| g.onnx_opset());
+        let opset = g
+            .opsets
+            .get(&node.domain)
+            .copied()
+            .unwrap_or_else(|| g.onnx_opset());
         let ctx = BuildCtx {
             node,
             opset,

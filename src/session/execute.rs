@@ -63,7 +63,9 @@ pub(crate) fn execute(
                         return Err(Error::Node {
                             node: step.name.clone(),
                             op_type: step.op_type.clone(),
-                            reason: format!("output #{i} was requested but the kernel produced {produced}"),
+                            reason: format!(
+                                "output #{i} was requested but the kernel produced {produced}"
+                            ),
                         });
                     }
                     continue;
@@ -88,7 +90,9 @@ pub(crate) fn execute(
             plan.constants[v]
                 .clone()
                 .or_else(|| env[v].clone())
-                .ok_or_else(|| Error::Graph(format!("output '{}' was not computed", plan.values[v].name)))
+                .ok_or_else(|| {
+                    Error::Graph(format!("output '{}' was not computed", plan.values[v].name))
+                })
         })
         .collect::<Result<Vec<Tensor>>>()?;
     Ok((outputs, recorded))

@@ -27,9 +27,9 @@ where
     let mut bound = Vec::with_capacity(plan.inputs.len());
     for &id in &plan.inputs {
         let value = &plan.values[id];
-        let t = given
-            .remove(value.name.as_str())
-            .ok_or_else(|| Error::Input(format!("missing input '{}' ({})", value.name, value.ty)))?;
+        let t = given.remove(value.name.as_str()).ok_or_else(|| {
+            Error::Input(format!("missing input '{}' ({})", value.name, value.ty))
+        })?;
         check(value, &t)?;
         bound.push((id, t));
     }
@@ -37,7 +37,10 @@ where
 }
 
 /// Binds inputs in the graph's input order.
-pub(crate) fn bind_positional(plan: &ExecutionPlan, inputs: Vec<Tensor>) -> Result<Vec<(ValueId, Tensor)>> {
+pub(crate) fn bind_positional(
+    plan: &ExecutionPlan,
+    inputs: Vec<Tensor>,
+) -> Result<Vec<(ValueId, Tensor)>> {
     if inputs.len() != plan.inputs.len() {
         let names: Vec<&str> = plan.input_values().map(|v| v.name.as_str()).collect();
         return Err(Error::Input(format!(

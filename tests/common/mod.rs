@@ -3,8 +3,8 @@
 
 use infer::onnx::proto::{
     attribute_proto::AttributeType, tensor_proto, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
 };
 use infer::Tensor;
 use prost::Message;
@@ -63,7 +63,12 @@ pub fn f32_initializer(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     }
 }
 
-pub fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>) -> ModelProto {
+pub fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+) -> ModelProto {
     ModelProto {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto {
@@ -92,21 +97,29 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, rtol: f64, a
     assert_eq!(actual.dtype(), expected.dtype(), "{what}: dtype");
     let a = actual.to_f64_vec().unwrap();
     let e = expected.to_f64_vec().unwrap();
-    let mut worst = (0usize, 0.0f64);
+    let mut worst: Option<(usize, f64)> = None;
     for (i, (x, y)) in a.iter().zip(&e).enumerate() {
         if x.is_nan() && y.is_nan() {
             continue;
         }
-        let excess = (x - y).abs() - (atol + rtol * y.abs());
-        if !(excess <= 0.0) && (excess > worst.1 || worst.1 == 0.0) {
-            worst = (i, excess);
+        let tol = atol + rtol * y.abs();
+        let diff = (x - y).abs();
+        let within = diff <= tol;
+        if !within && worst.is_none_or(|(_, w)| diff - tol > w) {
+            worst = Some((
+                i,
+                if diff.is_nan() {
+                    f64::INFINITY
+                } else {
+                    diff - tol
+                },
+            ));
         }
     }
-    assert!(
-        worst.1 == 0.0,
-        "{what}: element {} is {} but expected {} (rtol {rtol}, atol {atol})",
-        worst.0,
-        a[worst.0],
-        e[worst.0]
-    );
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: element {i} is {} but expected {} (rtol {rtol}, atol {atol})",
+            a[i], e[i]
+        );
+    }
 }

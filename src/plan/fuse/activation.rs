@@ -58,7 +58,10 @@ pub fn fuse_activations(g: &mut Graph) -> Result<()> {
     let mut removed = vec![false; g.nodes.len()];
     for p in 0..g.nodes.len() {
         let prod = &g.nodes[p];
-        if !PRODUCERS.contains(&prod.op_type.as_str()) || prod.attrs.has("_activation") || removed[p] {
+        if !PRODUCERS.contains(&prod.op_type.as_str())
+            || prod.attrs.has("_activation")
+            || removed[p]
+        {
             continue;
         }
         let Some(y) = output0(g, p) else { continue };
@@ -69,7 +72,9 @@ pub fn fuse_activations(g: &mut Graph) -> Result<()> {
                 if let Some(attrs) = epilogue_attrs(g, act, opset)? {
                     let out = act.outputs.first().copied().flatten();
                     let prod = &mut g.nodes[p];
-                    prod.attrs.0.extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
+                    prod.attrs
+                        .0
+                        .extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
                     prod.outputs[0] = out;
                     removed[a] = true;
                 }
@@ -101,7 +106,11 @@ fn silu_pattern(g: &Graph, uses: &Uses, y: usize) -> Option<(usize, usize)> {
     }
     let readers = uses.consumers(y);
     let [r0, r1] = readers else { return None };
-    let (sig, mul) = if g.nodes[*r0].op_type == "Sigmoid" { (*r0, *r1) } else { (*r1, *r0) };
+    let (sig, mul) = if g.nodes[*r0].op_type == "Sigmoid" {
+        (*r0, *r1)
+    } else {
+        (*r1, *r0)
+    };
     if g.nodes[sig].op_type != "Sigmoid" || g.nodes[mul].op_type != "Mul" {
         return None;
     }
@@ -126,14 +135,20 @@ mod tests {
     fn relu_after_conv_moves_into_its_epilogue() {
         let mut b = Builder::new();
         let x = b.input("x");
-        let w = b.constant("w", Tensor::from_vec(vec![1, 1, 1, 1], vec![1.0f32]).unwrap());
+        let w = b.constant(
+            "w",
+            Tensor::from_vec(vec![1, 1, 1, 1], vec![1.0f32]).unwrap(),
+        );
         let y = b.node("Conv", &[x, w], Attrs::default());
         let r = b.node("Relu", &[y], Attrs::default());
         b.g.outputs.push(r);
         fuse_activations(&mut b.g).unwrap();
         assert_eq!(b.ops(), vec!["Conv"]);
         assert_eq!(b.g.nodes[0].outputs[0], Some(r));
-        assert_eq!(b.g.nodes[0].attrs.string("_activation").unwrap(), Some("Relu"));
+        assert_eq!(
+            b.g.nodes[0].attrs.string("_activation").unwrap(),
+            Some("Relu")
+        );
     }
 
     #[test]
@@ -152,7 +167,10 @@ mod tests {
         fuse_activations(&mut b.g).unwrap();
         assert_eq!(b.ops(), vec!["MatMul", "MatMul"]);
         assert_eq!(b.g.nodes[0].attrs.float_or("_max", 0.0).unwrap(), 6.0);
-        assert_eq!(b.g.nodes[1].attrs.string("_activation").unwrap(), Some("Silu"));
+        assert_eq!(
+            b.g.nodes[1].attrs.string("_activation").unwrap(),
+            Some("Silu")
+        );
         assert_eq!(b.g.nodes[1].outputs[0], Some(m));
     }
 

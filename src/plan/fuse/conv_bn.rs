@@ -33,8 +33,14 @@ pub fn fold_batch_norm_into_conv(g: &mut Graph) -> Result<()> {
             continue;
         };
         let (w, b) = folded;
-        let w_id = g.add_value(format!("{}_bn_weight", g.nodes[conv].name), ValueType::default());
-        let b_id = g.add_value(format!("{}_bn_bias", g.nodes[conv].name), ValueType::default());
+        let w_id = g.add_value(
+            format!("{}_bn_weight", g.nodes[conv].name),
+            ValueType::default(),
+        );
+        let b_id = g.add_value(
+            format!("{}_bn_bias", g.nodes[conv].name),
+            ValueType::default(),
+        );
         g.initializers.insert(w_id, w);
         g.initializers.insert(b_id, b);
         let bn_out = g.nodes[bn].outputs[0];
@@ -53,7 +59,8 @@ pub fn fold_batch_norm_into_conv(g: &mut Graph) -> Result<()> {
 fn folded_params(g: &Graph, conv: usize, bn: usize) -> Result<Option<(Tensor, Tensor)>> {
     let c = &g.nodes[conv];
     let b = &g.nodes[bn];
-    let get = |slot: Option<&Option<usize>>| slot.copied().flatten().and_then(|v| g.initializers.get(&v));
+    let get =
+        |slot: Option<&Option<usize>>| slot.copied().flatten().and_then(|v| g.initializers.get(&v));
     let (Some(w), Some(gamma), Some(beta), Some(mean), Some(var)) = (
         get(c.inputs.get(1)),
         get(b.inputs.get(1)),
@@ -84,7 +91,10 @@ fn folded_params(g: &Graph, conv: usize, bn: usize) -> Result<Option<(Tensor, Te
         Some(&n) if n > 0 => n,
         _ => return Ok(None),
     };
-    if [gamma.len(), beta.len(), mean.len(), var.len()].iter().any(|&n| n != oc) {
+    if [gamma.len(), beta.len(), mean.len(), var.len()]
+        .iter()
+        .any(|&n| n != oc)
+    {
         return Ok(None);
     }
     let bias_v: Vec<f32> = match bias {
@@ -120,23 +130,42 @@ mod tests {
     fn conv_then_bn_becomes_one_conv_with_scaled_weights() {
         let mut b = Builder::new();
         let x = b.input("x");
-        let w = b.constant("w", Tensor::from_vec(vec![2, 1, 1, 1], vec![1.0f32, 2.0]).unwrap());
+        let w = b.constant(
+            "w",
+            Tensor::from_vec(vec![2, 1, 1, 1], vec![1.0f32, 2.0]).unwrap(),
+        );
         let y = b.node("Conv", &[x, w], Attrs::default());
         let p = |v: Vec<f32>| Tensor::from_vec(vec![2], v).unwrap();
         let gamma = b.constant("g", p(vec![2.0, 1.0]));
         let beta = b.constant("b", p(vec![0.5, -1.0]));
         let mean = b.constant("m", p(vec![1.0, 0.0]));
         let var = b.constant("v", p(vec![4.0 - 1e-5, 1.0 - 1e-5]));
-        let out = b.node("BatchNormalization", &[y, gamma, beta, mean, var], Attrs::default());
+        let out = b.node(
+            "BatchNormalization",
+            &[y, gamma, beta, mean, var],
+            Attrs::default(),
+        );
         b.g.outputs.push(out);
         fold_batch_norm_into_conv(&mut b.g).unwrap();
         assert_eq!(b.ops(), vec!["Conv"]);
         let conv = &b.g.nodes[0];
         assert_eq!(conv.outputs[0], Some(out));
-        let w2 = b.g.initializers[&conv.inputs[1].unwrap()].as_slice::<f32>().unwrap().to_vec();
-        let b2 = b.g.initializers[&conv.inputs[2].unwrap()].as_slice::<f32>().unwrap().to_vec();
+        let w2 = b.g.initializers[&conv.inputs[1].unwrap()]
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let b2 = b.g.initializers[&conv.inputs[2].unwrap()]
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
         // scale = [2/2, 1/1] = [1, 1]; bias = (0 - mean) * scale + beta = [-0.5, -1].
-        assert!((w2[0] - 1.0).abs() < 1e-5 && (w2[1] - 2.0).abs() < 1e-5, "{w2:?}");
-        assert!((b2[0] + 0.5).abs() < 1e-5 && (b2[1] + 1.0).abs() < 1e-5, "{b2:?}");
+        assert!(
+            (w2[0] - 1.0).abs() < 1e-5 && (w2[1] - 2.0).abs() < 1e-5,
+            "{w2:?}"
+        );
+        assert!(
+            (b2[0] + 0.5).abs() < 1e-5 && (b2[1] + 1.0).abs() < 1e-5,
+            "{b2:?}"
+        );
     }
 }

@@ -14,16 +14,24 @@ pub fn fuse_matmul_bias(g: &mut Graph) -> Result<()> {
             continue;
         }
         let Some(y) = output0(g, m) else { continue };
-        let Some(a) = uses.sole_consumer(y) else { continue };
+        let Some(a) = uses.sole_consumer(y) else {
+            continue;
+        };
         let add = &g.nodes[a];
         if add.op_type != "Add" || add.inputs.len() != 2 || removed[a] {
             continue;
         }
-        let other = if add.inputs[0] == Some(y) { add.inputs[1] } else { add.inputs[0] };
+        let other = if add.inputs[0] == Some(y) {
+            add.inputs[1]
+        } else {
+            add.inputs[0]
+        };
         let Some(bias) = other else { continue };
         // The bias must be a constant f32 row whose length is the MatMul's N (its last dim,
         // which equals the weight's last dim) — anything else changes the broadcast.
-        let Some(b) = g.initializers.get(&bias) else { continue };
+        let Some(b) = g.initializers.get(&bias) else {
+            continue;
+        };
         let n = b.shape().last().copied().unwrap_or(0);
         let weight_n = mm.inputs[1]
             .and_then(|w| g.initializers.get(&w))
@@ -60,7 +68,10 @@ mod tests {
         let mut b = Builder::new();
         let x = b.input("x");
         let w = b.constant("w", Tensor::from_vec(vec![2, 3], vec![0.0f32; 6]).unwrap());
-        let bias = b.constant("b", Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).unwrap());
+        let bias = b.constant(
+            "b",
+            Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).unwrap(),
+        );
         let y = b.node("MatMul", &[x, w], Attrs::default());
         let out = b.node("Add", &[bias, y], Attrs::default());
         b.g.outputs.push(out);

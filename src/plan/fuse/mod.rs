@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 /// bias first).
 pub fn run_all(g: &mut Graph) -> Result<()> {
     conv_bn::fold_batch_norm_into_conv(g)?;
-    gelu::fuse_erf_gelu(g);
+    gelu::fuse_gelu(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
     Ok(())
@@ -113,7 +113,9 @@ pub(crate) mod test_util {
             v
         }
         pub fn node(&mut self, op: &str, inputs: &[ValueId], attrs: Attrs) -> ValueId {
-            let out = self.g.add_value(format!("{op}_{}", self.g.nodes.len()), ValueType::default());
+            let out = self
+                .g
+                .add_value(format!("{op}_{}", self.g.nodes.len()), ValueType::default());
             self.g.nodes.push(Node {
                 name: format!("{op}_{}", self.g.nodes.len()),
                 op_type: op.into(),
