@@ -74,7 +74,9 @@ pub fn load_bytes(bytes: bytes::Bytes, path: Option<&Path>) -> Result<Graph> {
 
 fn value_type(vi: &ValueInfoProto) -> ValueType {
     let mut ty = ValueType::default();
-    if let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+    if let Some(type_proto::Value::TensorType(t)) =
+        vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    {
         ty.dtype = DType::from_onnx(t.elem_type());
         ty.shape = t.shape.as_ref().map(|s| {
             s.dim
@@ -106,9 +108,14 @@ fn convert_graph(gp: &GraphProto, ext: &mut ExternalData) -> Result<Graph> {
 
     let mut define = |g: &mut Graph, name: &str, what: &str| -> Result<ValueId> {
         if by_name.contains_key(name) {
-            return Err(Error::Graph(format!("value '{name}' is defined twice (again as {what})")));
+            return Err(Error::Graph(format!(
+                "value '{name}' is defined twice (again as {what})"
+            )));
         }
-        let ty = declared.get(name).map(|vi| value_type(vi)).unwrap_or_default();
+        let ty = declared
+            .get(name)
+            .map(|vi| value_type(vi))
+            .unwrap_or_default();
         let id = g.add_value(name, ty);
         by_name.insert(name.to_string(), id);
         Ok(id)
@@ -189,7 +196,14 @@ fn convert_attrs(np: &proto::NodeProto, node_name: &str, ext: &mut ExternalData)
             AttributeType::String => Attr::String(String::from_utf8_lossy(a.s()).into_owned()),
             AttributeType::Tensor => match &a.t {
                 Some(t) => Attr::Tensor(tensor_from_proto(t, ext)?),
-                None => return Err(bad_attr(np, node_name, a.name(), "tensor attribute without a value")),
+                None => {
+                    return Err(bad_attr(
+                        np,
+                        node_name,
+                        a.name(),
+                        "tensor attribute without a value",
+                    ))
+                }
             },
             AttributeType::Floats => Attr::Floats(a.floats.clone()),
             AttributeType::Ints => Attr::Ints(a.ints.clone()),

@@ -35,7 +35,11 @@ impl ExternalData {
             .clone()
             .ok_or_else(|| Error::Op("external data needs a model loaded from a file".into()))?;
         let rel = Path::new(location);
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             return Err(Error::Op(format!(
                 "external data location '{location}' must be a relative path inside the model's folder"
             )));
@@ -120,7 +124,8 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
                 _ => {}
             }
         }
-        let location = location.ok_or_else(|| Error::Op("external data without a location".into()))?;
+        let location =
+            location.ok_or_else(|| Error::Op("external data without a location".into()))?;
         let file = ext.file(&location)?;
         let len = length.unwrap_or(byte_len);
         let end = offset

@@ -19,19 +19,58 @@ macro_rules! with_dtype {
     ($dtype:expr, $T:ident, $body:block) => {{
         use $crate::tensor::DType as __D;
         match $dtype {
-            __D::F32 => { type $T = f32; $body }
-            __D::F64 => { type $T = f64; $body }
-            __D::F16 => { type $T = half::f16; $body }
-            __D::BF16 => { type $T = half::bf16; $body }
-            __D::I64 => { type $T = i64; $body }
-            __D::I32 => { type $T = i32; $body }
-            __D::I16 => { type $T = i16; $body }
-            __D::I8 => { type $T = i8; $body }
-            __D::U64 => { type $T = u64; $body }
-            __D::U32 => { type $T = u32; $body }
-            __D::U16 => { type $T = u16; $body }
-            __D::U8 => { type $T = u8; $body }
-            __D::Bool => { type $T = bool; $body }
+            __D::F32 => {
+                type $T = f32;
+                $body
+            }
+            __D::F64 => {
+                type $T = f64;
+                $body
+            }
+            __D::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            __D::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            __D::I64 => {
+                type $T = i64;
+                $body
+            }
+            __D::I32 => {
+                type $T = i32;
+                $body
+            }
+            __D::I16 => {
+                type $T = i16;
+                $body
+            }
+            __D::I8 => {
+                type $T = i8;
+                $body
+            }
+            __D::U64 => {
+                type $T = u64;
+                $body
+            }
+            __D::U32 => {
+                type $T = u32;
+                $body
+            }
+            __D::U16 => {
+                type $T = u16;
+                $body
+            }
+            __D::U8 => {
+                type $T = u8;
+                $body
+            }
+            __D::Bool => {
+                type $T = bool;
+                $body
+            }
         }
     }};
 }
@@ -91,7 +130,12 @@ impl OwnedBox {
                 let v = $v;
                 // SAFETY: every element type here is plain data without padding (bool is one
                 // byte, 0 or 1), so viewing its initialized memory as bytes is sound.
-                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(&v[..])) }
+                unsafe {
+                    std::slice::from_raw_parts(
+                        v.as_ptr() as *const u8,
+                        std::mem::size_of_val(&v[..]),
+                    )
+                }
             }};
         }
         match &self.0 {
@@ -132,7 +176,11 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::Op(format!("shape {shape:?} has more elements than fit in memory")))
+        .ok_or_else(|| {
+            Error::Op(format!(
+                "shape {shape:?} has more elements than fit in memory"
+            ))
+        })
 }
 
 impl Tensor {
@@ -230,9 +278,8 @@ impl Tensor {
             let mut v: Vec<T> = vec![T::default(); n];
             // SAFETY: T is a plain numeric type (not bool, handled above) for which every bit
             // pattern is valid; `v` holds exactly `bytes.len()` bytes (checked above).
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, bytes.len())
-            };
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, bytes.len()) };
             dst.copy_from_slice(bytes);
             if cfg!(target_endian = "big") {
                 for chunk in dst.chunks_mut(dtype.size()) {
@@ -314,15 +361,17 @@ impl Tensor {
         }
         match self.data {
             Data::Owned(arc) => match Arc::try_unwrap(arc) {
-                Ok(owned) => {
-                    T::unwrap(owned).map_err(|_| Error::Op("tensor storage does not match dtype".into()))
-                }
+                Ok(owned) => T::unwrap(owned)
+                    .map_err(|_| Error::Op("tensor storage does not match dtype".into())),
                 Err(arc) => T::slice(&arc)
                     .map(|s| s.to_vec())
                     .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
             },
             Data::Mapped(_) => {
-                let t = Tensor { data: self.data.clone(), ..self };
+                let t = Tensor {
+                    data: self.data.clone(),
+                    ..self
+                };
                 Ok(t.as_slice::<T>()?.to_vec())
             }
         }
@@ -390,7 +439,9 @@ impl Tensor {
 
     /// Whether both tensors have the same dtype, shape and bit-identical elements.
     pub fn bit_eq(&self, other: &Tensor) -> bool {
-        self.dtype == other.dtype && self.shape == other.shape && self.as_bytes() == other.as_bytes()
+        self.dtype == other.dtype
+            && self.shape == other.shape
+            && self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -475,15 +526,26 @@ mod tests {
 
     #[test]
     fn wrong_byte_count_is_an_error() {
-        assert!(Tensor::from_le_bytes(DType::F32, vec![2], bytes::Bytes::from(vec![0u8; 7])).is_err());
+        assert!(
+            Tensor::from_le_bytes(DType::F32, vec![2], bytes::Bytes::from(vec![0u8; 7])).is_err()
+        );
     }
 
     #[test]
     fn cast_follows_onnx_rules() {
         let t = Tensor::from_vec(vec![3], vec![-1.7f32, 2.5, 300.0]).unwrap();
-        assert_eq!(t.cast(DType::I32).unwrap().as_slice::<i32>().unwrap(), &[-1, 2, 300]);
+        assert_eq!(
+            t.cast(DType::I32).unwrap().as_slice::<i32>().unwrap(),
+            &[-1, 2, 300]
+        );
         let big = Tensor::from_vec(vec![1], vec![i64::MAX]).unwrap();
-        assert_eq!(big.cast(DType::U64).unwrap().as_slice::<u64>().unwrap(), &[i64::MAX as u64]);
-        assert_eq!(t.cast(DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, true]);
+        assert_eq!(
+            big.cast(DType::U64).unwrap().as_slice::<u64>().unwrap(),
+            &[i64::MAX as u64]
+        );
+        assert_eq!(
+            t.cast(DType::Bool).unwrap().as_slice::<bool>().unwrap(),
+            &[true, true, true]
+        );
     }
 }

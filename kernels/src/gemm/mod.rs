@@ -362,8 +362,9 @@ fn check_epilogue(epi: &Epilogue, m: usize, n: usize) -> Result<(), GemmError> {
 }
 
 /// `count` independent products into consecutive `m × n` row-major blocks of `c`
-/// (e.g. attention's per-head matmuls); `item(i)` gives the operands and epilogue of block `i`.
-/// Blocks run in parallel, and each large one is itself split across threads.
+/// (e.g. attention's per-head matmuls); `item(i)` gives the operands and epilogue of block `i`
+/// (or the error that making them hit). Blocks run in parallel, and each large one is itself
+/// split across threads.
 pub fn gemm_batched<'a, F>(
     c: &mut [f32],
     (m, n): (usize, usize),
@@ -371,7 +372,7 @@ pub fn gemm_batched<'a, F>(
     item: F,
 ) -> Result<(), GemmError>
 where
-    F: Fn(usize) -> (Lhs<'a>, Rhs<'a>, Epilogue<'a>) + Sync,
+    F: Fn(usize) -> Result<(Lhs<'a>, Rhs<'a>, Epilogue<'a>), GemmError> + Sync,
 {
     let size = m
         .checked_mul(n)
@@ -385,12 +386,12 @@ where
     if size == 0 {
         // Still validate the operands, which may be inconsistent even when C is empty.
         return (0..count).try_for_each(|i| {
-            let (a, b, e) = item(i);
+            let (a, b, e) = item(i)?;
             gemm(a, b, MatMut::row_major(&mut [], m, n)?, &e)
         });
     }
     c.par_chunks_mut(size).enumerate().try_for_each(|(i, ci)| {
-        let (a, b, e) = item(i);
+        let (a, b, e) = item(i)?;
         gemm(a, b, MatMut::row_major(ci, m, n)?, &e)
     })
 }

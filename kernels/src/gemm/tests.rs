@@ -220,12 +220,10 @@ fn batched_products_match_one_by_one() {
     };
     let mut c = vec![0.0; count * m * n];
     gemm_batched(&mut c, (m, n), count, |i| {
-        let ai = MatRef::row_major(&a[i * m * k..(i + 1) * m * k], m, k).unwrap();
+        let ai = MatRef::row_major(&a[i * m * k..(i + 1) * m * k], m, k)?;
         // B stored transposed per batch, as Kᵀ in attention.
-        let bi = MatRef::row_major(&b[i * k * n..(i + 1) * k * n], n, k)
-            .unwrap()
-            .t();
-        (ai.into(), bi.into(), epi)
+        let bi = MatRef::row_major(&b[i * k * n..(i + 1) * k * n], n, k)?.t();
+        Ok((ai.into(), bi.into(), epi))
     })
     .unwrap();
     for i in 0..count {
