@@ -60,8 +60,14 @@ pub struct KernelSpec {
 /// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract.
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
+    const {
+        assert!(
+            MR * NV * S::LANES <= MAX_TILE,
+            "tile larger than the edge buffer"
+        )
+    };
     let nr = NV * S::LANES;
-    debug_assert!(MR * nr <= MAX_TILE && t.rows <= MR && t.cols <= nr);
+    debug_assert!(t.rows <= MR && t.cols <= nr);
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {

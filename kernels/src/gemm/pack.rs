@@ -68,13 +68,15 @@ pub(super) fn pack(
         if valid < width {
             panel.fill(0.0);
         }
-        // SAFETY (both arms): every read is `src[r, p]` with `r < rows.end <= src.rows` and
-        // `p < depth.end <= src.cols` (asserted above), which `MatRef`'s invariant places
-        // inside `src.data`; every write is inside `panel` (`p < kc`, `i < width`).
+        // Every read below is `src[r, p]` with `r < rows.end <= src.rows` and
+        // `p < depth.end <= src.cols` (asserted above), which `MatRef`'s invariant places inside
+        // `src.data`; every write is inside `panel` (`p < kc`, `i < width`).
         if rs == 1 {
             // Rows contiguous (B row-major, or a transposed A): one short copy per depth step.
             for (p, out) in panel.chunks_exact_mut(width).enumerate() {
                 let base = r0 + (depth.start + p) * cs;
+                // SAFETY: reads `src[r0..r0 + valid, p]`, in bounds as noted above; `out` holds
+                // `width >= valid` floats and cannot overlap the shared `src`.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         src.data.as_ptr().add(base),
@@ -88,6 +90,8 @@ pub(super) fn pack(
             for i in 0..valid {
                 let row = (r0 + i) * rs + depth.start * cs;
                 for p in 0..kc {
+                    // SAFETY: `src[r0 + i, depth.start + p]` and `panel[p·width + i]` are in
+                    // bounds as noted above.
                     unsafe {
                         *panel.get_unchecked_mut(p * width + i) =
                             *src.data.get_unchecked(row + p * cs)
