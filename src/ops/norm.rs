@@ -1,5 +1,5 @@
-//! Normalizations: BatchNormalization (inference), LayerNormalization, InstanceNormalization,
-//! GroupNormalization, LpNormalization, MeanVarianceNormalization.
+//! Normalizations: BatchNormalization (inference), LayerNormalization, RMSNormalization,
+//! InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization.
 //!
 //! All compute in f32 (f16/bf16 inputs are converted). Each reduces to "rows": contiguous runs
 //! of elements that share statistics; rows are processed in parallel for large inputs, and
@@ -25,6 +25,12 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
                 axis: attrs.int_or("axis", -1)?,
                 epsilon: attrs.float_or("epsilon", 1e-5)?,
                 outputs: ctx.node.outputs.len(),
+            })
+        })()),
+        "RMSNormalization" => boxed((|| {
+            Ok(RmsNorm {
+                axis: attrs.int_or("axis", -1)?,
+                epsilon: attrs.float_or("epsilon", 1e-5)?,
             })
         })()),
         "InstanceNormalization" => boxed(attrs.float_or("epsilon", 1e-5).map(InstanceNorm)),
@@ -284,6 +290,37 @@ impl Kernel for LayerNorm {
     }
 }
 
+/// RMSNormalization (opset 23): `x / sqrt(mean(x²) + epsilon) · scale` over the dims from
+/// `axis` on.
+#[derive(Debug)]
+struct RmsNorm {
+    axis: i64,
+    epsilon: f32,
+}
+
+impl Kernel for RmsNorm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let axis = normalize_axis(self.axis, x.rank())?;
+        let len: usize = x.shape()[axis..].iter().product();
+        let scale = row_param(Some(input(inputs, 1)?), len, "scale")?.unwrap_or_default();
+        let xd = f32_data(x)?;
+        let mut y = vec![0.0f32; xd.len()];
+        for_rows(&xd, &mut y, len, |_, x, y| {
+            let inv = 1.0 / (sum_sq_dev(x, 0.0) / len as f32 + self.epsilon).sqrt();
+            match &scale[..] {
+                [s] => y.iter_mut().zip(x).for_each(|(y, x)| *y = x * inv * s),
+                s => y
+                    .iter_mut()
+                    .zip(x)
+                    .zip(s)
+                    .for_each(|((y, x), s)| *y = x * inv * s),
+            }
+        });
+        Ok(vec![from_f32(x.dtype(), x.shape().to_vec(), y)?])
+    }
+}
+
 /// InstanceNormalization: statistics per image and channel, then per-channel scale and bias.
 #[derive(Debug)]
 struct InstanceNorm(f32);
@@ -527,6 +564,21 @@ mod tests {
             (inv[0] - 0.894_427_2).abs() < 1e-5 && inv[1] > 1e5,
             "{inv:?}"
         );
+    }
+
+    #[test]
+    fn rms_norm_scales_by_root_mean_square() {
+        // Row [3, 4]: mean square 12.5 → x / 3.535534 · [1, 2] (epsilon 0).
+        let x = t(&[1, 2], &[3.0, 4.0]);
+        let s = t(&[2], &[1.0, 2.0]);
+        let y = run_op(
+            "RMSNormalization",
+            &[("epsilon", Attr::Float(0.0))],
+            &[Some(&x), Some(&s)],
+            1,
+        )
+        .unwrap();
+        assert_close(&y[0], &[0.848_528_1, 2.262_741_7]);
     }
 
     #[test]
