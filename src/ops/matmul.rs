@@ -179,20 +179,24 @@ impl BatchPlan {
 /// ONNX MatMul (numpy `matmul` semantics) with an optional fused bias and activation.
 #[derive(Debug)]
 struct MatMul {
-    /// B packed at build time when it is a constant 2-D f32 matrix, with its shape.
-    packed_b: Option<(PackedB, [usize; 2])>,
+    /// B packed at build time when it is one constant f32 matrix (rank 2, or leading dims of
+    /// size 1), with its full shape.
+    packed_b: Option<(PackedB, Vec<usize>)>,
     activation: Option<Activation>,
 }
 
 impl MatMul {
     fn build(ctx: &BuildCtx) -> Result<Self> {
         let packed_b = match ctx.constant(1) {
-            Some(b) if b.dtype() == DType::F32 && b.rank() == 2 => {
-                let (k, n) = (b.shape()[0], b.shape()[1]);
-                Some((
-                    PackedB::new(MatRef::row_major(b.as_slice::<f32>()?, k, n)?),
-                    [k, n],
-                ))
+            Some(b) if b.dtype() == DType::F32 && b.rank() >= 2 => {
+                let (batch, mat) = b.shape().split_at(b.rank() - 2);
+                if batch.iter().all(|&d| d == 1) {
+                    let data = b.as_slice::<f32>()?;
+                    let packed = PackedB::new(MatRef::row_major(data, mat[0], mat[1])?);
+                    Some((packed, b.shape().to_vec()))
+                } else {
+                    None
+                }
             }
             _ => None,
         };
@@ -232,7 +236,9 @@ impl Kernel for MatMul {
                     ..Default::default()
                 };
                 let packed = match &self.packed_b {
-                    Some((p, shape)) if a.dtype() == DType::F32 && b.shape() == shape => Some(p),
+                    Some((p, shape)) if a.dtype() == DType::F32 && b.shape() == &shape[..] => {
+                        Some(p)
+                    }
                     _ => None,
                 };
                 let out = matmul_f32(&plan, &f32_data(a)?, &f32_data(b)?, packed, &epi)?;
@@ -632,6 +638,9 @@ mod tests {
         let a3 = seq(&[4, 5, 3]);
         let b2 = seq(&[3, 2]);
         let y = run_op("MatMul", &[], &[Some(&a3), Some(&b2)], &[false, true]).unwrap();
+        let b3 = b2.reshape(vec![1, 3, 2]).unwrap();
+        let y3 = run_op("MatMul", &[], &[Some(&a3), Some(&b3)], &[false, true]).unwrap();
+        assert_eq!(y3.as_slice::<f32>().unwrap(), y.as_slice::<f32>().unwrap());
         let y2 = run_op(
             "MatMul",
             &[],
