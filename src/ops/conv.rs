@@ -1,9 +1,1011 @@
-//! Convolutions (Conv, ConvTranspose) via im2col/implicit GEMM, 1x1 and depthwise fast paths.
+//! Convolutions (Conv, ConvTranspose) over the packed GEMM, with 1×1 and depthwise fast paths.
+//!
+//! Layout is NCHW (1, 2 or 3 spatial dims; fewer are padded with leading 1s to three, so one
+//! code path covers all). Per image and group, Conv is `Y[M/g, OHW] = W[M/g, C/g·K] · cols`,
+//! where `cols` is the input itself for 1×1 stride-1 kernels, a direct loop serves depthwise
+//! kernels, and im2col fills `cols` tile by tile otherwise. Constant weights are packed once
+//! at build time. Conv takes the fused epilogue of `matmul::fused_activation` and, as an
+//! optional 4th input, a residual of the output's shape added before the activation.
 
+use super::matmul::{f32_data, from_f32, fused_activation};
+use super::util::{input, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
+use crate::ir::Attrs;
+use crate::tensor::Tensor;
+use crate::{ensure, op_err};
+use infer_kernels::gemm::{gemm, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::ops::Range;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
-    let _ = (op, ctx);
-    None
+    Some(match op {
+        "Conv" => Conv::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
+        "ConvTranspose" => ConvTranspose::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
+        _ => return None,
+    })
+}
+
+/// Spatial dims handled natively; lower ranks are padded with leading 1s.
+const DIMS: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// The spatial attributes shared by convolutions and pooling, as written on the node.
+#[derive(Clone, Debug)]
+pub(super) struct SpatialAttrs {
+    pub auto_pad: AutoPad,
+    pub kernel_shape: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    /// `[begin..., end...]`.
+    pub pads: Option<Vec<usize>>,
+}
+
+fn non_negative(attrs: &Attrs, name: &str, min: usize) -> Result<Option<Vec<usize>>> {
+    attrs
+        .ints(name)?
+        .map(|v| {
+            v.iter()
+                .map(|&x| {
+                    usize::try_from(x)
+                        .ok()
+                        .filter(|&x| x >= min)
+                        .ok_or_else(|| op_err!("attribute '{name}' has invalid value {x}"))
+                })
+                .collect()
+        })
+        .transpose()
+}
+
+impl SpatialAttrs {
+    pub fn parse(attrs: &Attrs) -> Result<Self> {
+        let auto_pad = match attrs.string_or("auto_pad", "NOTSET")? {
+            "NOTSET" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            other => return Err(op_err!("unknown auto_pad '{other}'")),
+        };
+        Ok(SpatialAttrs {
+            auto_pad,
+            kernel_shape: non_negative(attrs, "kernel_shape", 1)?,
+            strides: non_negative(attrs, "strides", 1)?,
+            dilations: non_negative(attrs, "dilations", 1)?,
+            pads: non_negative(attrs, "pads", 0)?,
+        })
+    }
+
+    /// Resolves output size and padding for an input of spatial shape `input` and a kernel of
+    /// spatial shape `kernel` (`ceil_mode` is pooling's rounding).
+    pub fn resolve(&self, input: &[usize], kernel: &[usize], ceil_mode: bool) -> Result<Geometry> {
+        let rank = input.len();
+        ensure!(
+            (1..=DIMS).contains(&rank) && kernel.len() == rank,
+            "spatial rank {rank} with kernel {kernel:?} is not supported (1 to {DIMS} dims)"
+        );
+        let per_dim = |v: &Option<Vec<usize>>, name: &str| -> Result<Vec<usize>> {
+            match v {
+                Some(v) => {
+                    ensure!(
+                        v.len() == rank,
+                        "'{name}' has {} values for {rank} spatial dims",
+                        v.len()
+                    );
+                    Ok(v.clone())
+                }
+                None => Ok(vec![1; rank]),
+            }
+        };
+        let strides = per_dim(&self.strides, "strides")?;
+        let dilations = per_dim(&self.dilations, "dilations")?;
+        let mut g = Geometry::identity(rank);
+        for d in 0..rank {
+            let i = DIMS - rank + d;
+            let (inp, k, s, dil) = (input[d], kernel[d], strides[d], dilations[d]);
+            let span = dil * (k - 1) + 1;
+            let (out, begin, end) = match self.auto_pad {
+                AutoPad::NotSet => {
+                    let (b, e) = match &self.pads {
+                        Some(p) => {
+                            ensure!(
+                                p.len() == 2 * rank,
+                                "'pads' has {} values for {rank} spatial dims",
+                                p.len()
+                            );
+                            (p[d], p[d + rank])
+                        }
+                        None => (0, 0),
+                    };
+                    let padded = inp + b + e;
+                    ensure!(
+                        padded >= span,
+                        "kernel span {span} exceeds padded input {padded}"
+                    );
+                    let mut out = if ceil_mode {
+                        (padded - span).div_ceil(s) + 1
+                    } else {
+                        (padded - span) / s + 1
+                    };
+                    // The last window must start inside the input or its left padding.
+                    if ceil_mode && (out - 1) * s >= inp + b {
+                        out -= 1;
+                    }
+                    (out, b, e)
+                }
+                AutoPad::Valid => {
+                    ensure!(inp >= span, "kernel span {span} exceeds input {inp}");
+                    ((inp - span) / s + 1, 0, 0)
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let out = inp.div_ceil(s);
+                    let total = ((out - 1) * s + span).saturating_sub(inp);
+                    let small = total / 2;
+                    if self.auto_pad == AutoPad::SameUpper {
+                        (out, small, total - small)
+                    } else {
+                        (out, total - small, small)
+                    }
+                }
+            };
+            g.input[i] = inp;
+            g.output[i] = out;
+            g.kernel[i] = k;
+            g.stride[i] = s;
+            g.dilation[i] = dil;
+            g.pad[i] = begin;
+            g.pad_end[i] = end;
+        }
+        Ok(g)
+    }
+}
+
+/// Resolved spatial geometry, padded to `DIMS` dims with leading 1s.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Geometry {
+    pub rank: usize,
+    pub input: [usize; DIMS],
+    pub output: [usize; DIMS],
+    pub kernel: [usize; DIMS],
+    pub stride: [usize; DIMS],
+    pub dilation: [usize; DIMS],
+    pub pad: [usize; DIMS],
+    pub pad_end: [usize; DIMS],
+}
+
+impl Geometry {
+    fn identity(rank: usize) -> Self {
+        Geometry {
+            rank,
+            input: [1; DIMS],
+            output: [1; DIMS],
+            kernel: [1; DIMS],
+            stride: [1; DIMS],
+            dilation: [1; DIMS],
+            pad: [0; DIMS],
+            pad_end: [0; DIMS],
+        }
+    }
+
+    /// The output's spatial dims, at their original rank.
+    pub fn output_dims(&self) -> &[usize] {
+        &self.output[DIMS - self.rank..]
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    pub fn kernel_len(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Whether the product needs no im2col: a 1×1 kernel over the unpadded, unstrided input.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1; DIMS]
+            && self.stride == [1; DIMS]
+            && self.pad == [0; DIMS]
+            && self.pad_end == [0; DIMS]
+    }
+
+    /// Input coordinate along dim `d` of output `o` and kernel tap `k`, if inside the input.
+    #[inline]
+    pub fn input_index(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride[d] + k * self.dilation[d])
+            .checked_sub(self.pad[d])
+            .filter(|&i| i < self.input[d])
+    }
+
+    /// The outputs `o` along the last dim whose input `o·stride + tap·dilation - pad` is inside
+    /// the input, for kernel tap `tap`.
+    #[inline]
+    pub fn valid_outputs(&self, tap: usize) -> Range<usize> {
+        let d = DIMS - 1;
+        let (s, off, n) = (self.stride[d], tap * self.dilation[d], self.input[d]);
+        let pad = self.pad[d];
+        // o·s + off ≥ pad  and  o·s + off < pad + n.
+        let lo = pad.saturating_sub(off).div_ceil(s);
+        let hi = (pad + n).saturating_sub(off).div_ceil(s);
+        lo.min(self.output[d])..hi.min(self.output[d]).max(lo.min(self.output[d]))
+    }
+}
+
+/// Shape checks shared by Conv and ConvTranspose: `x` is `[N, C, spatial...]`.
+fn batch_and_channels(x: &Tensor) -> Result<(usize, usize, &[usize])> {
+    let s = x.shape();
+    ensure!(
+        s.len() >= 3,
+        "input must be [N, C, spatial...], got shape {s:?}"
+    );
+    Ok((s[0], s[1], &s[2..]))
+}
+
+/// ONNX Conv (f32, f16 and bf16 computed in f32) with a fused epilogue.
+#[derive(Debug)]
+struct Conv {
+    spatial: SpatialAttrs,
+    group: usize,
+    /// One packed `[M/g, C/g·K]` weight matrix per group, and the weight shape they came from.
+    packed: Option<(Vec<PackedA>, Vec<usize>)>,
+    activation: Option<Activation>,
+}
+
+impl Conv {
+    fn build(ctx: &BuildCtx) -> Result<Self> {
+        let group = ctx.attrs().int_or("group", 1)?;
+        ensure!(group >= 1, "group must be positive, got {group}");
+        let group = group as usize;
+        let packed = match ctx.constant(1) {
+            Some(w) if w.dtype() == crate::DType::F32 && w.rank() >= 3 => {
+                let s = w.shape();
+                let (m, kg) = (s[0], s[1..].iter().product::<usize>());
+                ensure!(
+                    m % group == 0,
+                    "{m} output channels are not divisible by group {group}"
+                );
+                let mg = m / group;
+                let data = w.as_slice::<f32>()?;
+                let packs = (0..group)
+                    .map(|g| {
+                        Ok(PackedA::new(MatRef::row_major(
+                            &data[g * mg * kg..],
+                            mg,
+                            kg,
+                        )?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some((packs, s.to_vec()))
+            }
+            _ => None,
+        };
+        Ok(Conv {
+            spatial: SpatialAttrs::parse(ctx.attrs())?,
+            group,
+            packed,
+            activation: fused_activation(ctx)?,
+        })
+    }
+}
+
+/// Everything one Conv run needs, resolved and checked.
+struct ConvProblem<'a> {
+    geo: Geometry,
+    groups: usize,
+    /// Input and output channels per group, and `C/g · K` (the GEMM depth).
+    cg: usize,
+    mg: usize,
+    kg: usize,
+    x: &'a [f32],
+    w: &'a [f32],
+    packed: Option<&'a [PackedA]>,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    activation: Option<Activation>,
+}
+
+impl Kernel for Conv {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+        let (n, c, spatial) = batch_and_channels(x)?;
+        let ws = w.shape();
+        ensure!(
+            ws.len() == x.rank() && ws[0] % self.group == 0 && ws[1] * self.group == c,
+            "weights of shape {ws:?} do not fit input {:?} with group {}",
+            x.shape(),
+            self.group
+        );
+        if let Some(k) = &self.spatial.kernel_shape {
+            ensure!(
+                k[..] == ws[2..],
+                "kernel_shape {k:?} differs from the weights' {ws:?}"
+            );
+        }
+        let geo = self.spatial.resolve(spatial, &ws[2..], false)?;
+        let m = ws[0];
+        let mut out_shape = vec![n, m];
+        out_shape.extend_from_slice(geo.output_dims());
+
+        let xd = f32_data(x)?;
+        let wd = f32_data(w)?;
+        let bias = opt_input(inputs, 2).map(f32_data).transpose()?;
+        let residual = opt_input(inputs, 3).map(f32_data).transpose()?;
+        ensure!(
+            bias.as_ref().is_none_or(|b| b.len() == m),
+            "bias must have {m} elements"
+        );
+        if let Some(r) = opt_input(inputs, 3) {
+            ensure!(
+                r.shape() == out_shape,
+                "residual shape {:?} differs from output {out_shape:?}",
+                r.shape()
+            );
+        }
+        let problem = ConvProblem {
+            groups: self.group,
+            cg: ws[1],
+            mg: m / self.group,
+            kg: ws[1] * geo.kernel_len(),
+            geo,
+            x: &xd,
+            w: &wd,
+            packed: self
+                .packed
+                .as_ref()
+                .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
+                .map(|(p, _)| &p[..]),
+            bias: bias.as_deref(),
+            residual: residual.as_deref(),
+            activation: self.activation,
+        };
+        let mut out = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        problem.run(&mut out)?;
+        Ok(vec![from_f32(x.dtype(), out_shape, out)?])
+    }
+}
+
+/// Floats of im2col buffer per tile: big enough for long GEMM rows, small enough to stay in L2/L3.
+const IM2COL_TILE_FLOATS: usize = 1 << 20;
+
+thread_local! {
+    static IM2COL_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+impl ConvProblem<'_> {
+    fn run(&self, out: &mut [f32]) -> Result<()> {
+        let (in_len, out_len) = (self.geo.input_len(), self.geo.output_len());
+        let chunk = self.mg * out_len;
+        if chunk == 0 {
+            return Ok(());
+        }
+        if self.cg == 1 && self.mg == 1 {
+            // Depthwise: one plane in, one plane out.
+            return out
+                .par_chunks_mut(out_len)
+                .enumerate()
+                .try_for_each(|(plane, y)| {
+                    let ch = plane % self.groups;
+                    let x = &self.x[plane * in_len..(plane + 1) * in_len];
+                    let w = &self.w[ch * self.kg..(ch + 1) * self.kg];
+                    depthwise(&self.geo, x, w, y);
+                    self.finish_plane(y, plane, ch);
+                    Ok(())
+                });
+        }
+        // One task per (image, group): `chunk` consecutive output channels.
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .try_for_each(|(idx, y)| {
+                let g = idx % self.groups;
+                let x0 = idx * self.cg * in_len;
+                let x = &self.x[x0..x0 + self.cg * in_len];
+                let w = match self.packed {
+                    Some(p) => Lhs::Packed(&p[g]),
+                    None => Lhs::Mat(MatRef::row_major(
+                        &self.w[g * self.mg * self.kg..],
+                        self.mg,
+                        self.kg,
+                    )?),
+                };
+                self.group_product(w, x, y, idx, g)
+            })
+    }
+
+    /// Bias, residual and activation of one depthwise output plane.
+    fn finish_plane(&self, y: &mut [f32], plane: usize, ch: usize) {
+        if let Some(b) = self.bias {
+            let b = b[ch];
+            y.iter_mut().for_each(|v| *v += b);
+        }
+        if let Some(r) = self.residual {
+            let r = &r[plane * y.len()..(plane + 1) * y.len()];
+            y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        if let Some(act) = self.activation {
+            act.apply(y);
+        }
+    }
+
+    /// `y[mg, OHW] = w · cols(x)` for image/group `idx` (whose first output channel is
+    /// `idx · mg` counting across images).
+    fn group_product(&self, w: Lhs, x: &[f32], y: &mut [f32], idx: usize, g: usize) -> Result<()> {
+        let out_len = self.geo.output_len();
+        let bias = self.bias.map_or(Bias::None, |b| {
+            Bias::PerRow(&b[g * self.mg..(g + 1) * self.mg])
+        });
+        let epilogue = |cols: Range<usize>| -> Result<Epilogue> {
+            let residual = self
+                .residual
+                .map(|r| {
+                    MatRef::new(
+                        &r[idx * self.mg * out_len + cols.start..],
+                        self.mg,
+                        cols.len(),
+                        out_len,
+                        1,
+                    )
+                })
+                .transpose()?;
+            Ok(Epilogue {
+                bias,
+                residual,
+                activation: self.activation,
+                ..Default::default()
+            })
+        };
+        if self.geo.is_pointwise() {
+            let cols = MatRef::row_major(x, self.cg, out_len)?;
+            gemm(
+                w,
+                cols,
+                MatMut::row_major(y, self.mg, out_len)?,
+                &epilogue(0..out_len)?,
+            )?;
+            return Ok(());
+        }
+        let tile = (IM2COL_TILE_FLOATS / self.kg).clamp(64, out_len.max(64));
+        let mut buf = IM2COL_BUF.take();
+        let mut result = Ok(());
+        for start in (0..out_len).step_by(tile) {
+            let cols = start..(start + tile).min(out_len);
+            buf.resize(self.kg * cols.len(), 0.0);
+            im2col(&self.geo, x, cols.clone(), &mut buf);
+            result = (|| {
+                let b = MatRef::row_major(&buf, self.kg, cols.len())?;
+                let c = MatMut::new(&mut y[cols.start..], self.mg, cols.len(), out_len)?;
+                gemm(w, b, c, &epilogue(cols.clone())?)?;
+                Ok(())
+            })();
+            if result.is_err() {
+                break;
+            }
+        }
+        IM2COL_BUF.set(buf);
+        result
+    }
+}
+
+/// Fills `dst` (`[C/g · K, cols.len()]`) with the input patches of output positions `cols`.
+fn im2col(geo: &Geometry, x: &[f32], cols: Range<usize>, dst: &mut [f32]) {
+    let [_, oh_n, ow_n] = geo.output;
+    let [_, h_n, w_n] = geo.input;
+    let [kd_n, kh_n, kw_n] = geo.kernel;
+    let in_len = geo.input_len();
+    let sw = geo.stride[2];
+    for (r, row) in dst.chunks_exact_mut(cols.len()).enumerate() {
+        let (ci, kd, kh, kw) = (
+            r / (kd_n * kh_n * kw_n),
+            r / (kh_n * kw_n) % kd_n,
+            r / kw_n % kh_n,
+            r % kw_n,
+        );
+        let plane = &x[ci * in_len..(ci + 1) * in_len];
+        let valid = geo.valid_outputs(kw);
+        let mut col = cols.start;
+        while col < cols.end {
+            let (od, oh, ow0) = (col / (oh_n * ow_n), col / ow_n % oh_n, col % ow_n);
+            let seg = (ow_n - ow0).min(cols.end - col);
+            let out = &mut row[col - cols.start..col - cols.start + seg];
+            match (geo.input_index(0, od, kd), geo.input_index(1, oh, kh)) {
+                (Some(id), Some(ih)) => {
+                    let src = &plane[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n];
+                    // Output columns ow0..ow0+seg; inside `valid` they read src[ow·sw + off].
+                    let lo = valid.start.clamp(ow0, ow0 + seg);
+                    let hi = valid.end.clamp(lo, ow0 + seg);
+                    out[..lo - ow0].fill(0.0);
+                    out[hi - ow0..].fill(0.0);
+                    let first = lo * sw + kw * geo.dilation[2] - geo.pad[2];
+                    let inside = &mut out[lo - ow0..hi - ow0];
+                    if sw == 1 {
+                        inside.copy_from_slice(&src[first..first + inside.len()]);
+                    } else {
+                        for (t, v) in inside.iter_mut().enumerate() {
+                            *v = src[first + t * sw];
+                        }
+                    }
+                }
+                _ => out.fill(0.0),
+            }
+            col += seg;
+        }
+    }
+}
+
+/// One depthwise plane: `y = Σ_taps w[tap] · shifted(x)`, accumulated row by row so the inner
+/// loop is a contiguous (for stride 1) multiply-add.
+fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let [od_n, oh_n, ow_n] = geo.output;
+    let [_, h_n, w_n] = geo.input;
+    let [kd_n, kh_n, kw_n] = geo.kernel;
+    let sw = geo.stride[2];
+    y.fill(0.0);
+    for od in 0..od_n {
+        for oh in 0..oh_n {
+            let out = &mut y[(od * oh_n + oh) * ow_n..(od * oh_n + oh + 1) * ow_n];
+            for kd in 0..kd_n {
+                let Some(id) = geo.input_index(0, od, kd) else {
+                    continue;
+                };
+                for kh in 0..kh_n {
+                    let Some(ih) = geo.input_index(1, oh, kh) else {
+                        continue;
+                    };
+                    let src = &x[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n];
+                    for kw in 0..kw_n {
+                        let wv = w[(kd * kh_n + kh) * kw_n + kw];
+                        let valid = geo.valid_outputs(kw);
+                        if valid.is_empty() {
+                            continue;
+                        }
+                        let first = valid.start * sw + kw * geo.dilation[2] - geo.pad[2];
+                        let dst = &mut out[valid];
+                        if sw == 1 {
+                            dst.iter_mut()
+                                .zip(&src[first..])
+                                .for_each(|(o, &v)| *o += wv * v);
+                        } else {
+                            dst.iter_mut()
+                                .zip(src[first..].iter().step_by(sw))
+                                .for_each(|(o, &v)| *o += wv * v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ONNX ConvTranspose (f32, f16 and bf16 computed in f32): per image and group, a GEMM
+/// `cols = Wᵀ · x` followed by a scatter-add of `cols` into the output (col2im).
+#[derive(Debug)]
+struct ConvTranspose {
+    spatial: SpatialAttrs,
+    group: usize,
+    output_padding: Option<Vec<usize>>,
+    output_shape: Option<Vec<usize>>,
+}
+
+impl ConvTranspose {
+    fn build(ctx: &BuildCtx) -> Result<Self> {
+        let attrs = ctx.attrs();
+        let group = attrs.int_or("group", 1)?;
+        ensure!(group >= 1, "group must be positive, got {group}");
+        Ok(ConvTranspose {
+            spatial: SpatialAttrs::parse(attrs)?,
+            group: group as usize,
+            output_padding: non_negative(attrs, "output_padding", 0)?,
+            output_shape: non_negative(attrs, "output_shape", 1)?,
+        })
+    }
+
+    /// The geometry of the equivalent forward convolution: its "input" is our output.
+    fn geometry(&self, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
+        let rank = input.len();
+        ensure!(
+            (1..=DIMS).contains(&rank),
+            "spatial rank {rank} is not supported (1 to {DIMS})"
+        );
+        let get = |v: &Option<Vec<usize>>, default: usize, name: &str| -> Result<Vec<usize>> {
+            match v {
+                Some(v) => {
+                    ensure!(
+                        v.len() >= rank,
+                        "'{name}' has {} values for {rank} spatial dims",
+                        v.len()
+                    );
+                    Ok(v[v.len() - rank..].to_vec())
+                }
+                None => Ok(vec![default; rank]),
+            }
+        };
+        let strides = get(&self.spatial.strides, 1, "strides")?;
+        let dilations = get(&self.spatial.dilations, 1, "dilations")?;
+        let out_pad = get(&self.output_padding, 0, "output_padding")?;
+        let same = matches!(
+            self.spatial.auto_pad,
+            AutoPad::SameUpper | AutoPad::SameLower
+        );
+        let mut g = Geometry::identity(rank);
+        for d in 0..rank {
+            let i = DIMS - rank + d;
+            let span = (kernel[d] - 1) * dilations[d] + 1;
+            let full = strides[d] * input[d].saturating_sub(1) + out_pad[d] + span;
+            let (out, begin, end) = match (&self.spatial.pads, same) {
+                (None, true) => {
+                    let out = match &self.output_shape {
+                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                        None => input[d] * strides[d],
+                    };
+                    let total = full
+                        .checked_sub(out)
+                        .ok_or_else(|| op_err!("output_shape {out} is too large"))?;
+                    let small = total / 2;
+                    if self.spatial.auto_pad == AutoPad::SameUpper {
+                        (out, small, total - small)
+                    } else {
+                        (out, total - small, small)
+                    }
+                }
+                (pads, _) => {
+                    let (b, e) = match pads {
+                        Some(p) => {
+                            ensure!(
+                                p.len() == 2 * rank,
+                                "'pads' has {} values for {rank} spatial dims",
+                                p.len()
+                            );
+                            (p[d], p[d + rank])
+                        }
+                        None => (0, 0),
+                    };
+                    let out = match &self.output_shape {
+                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                        None => full
+                            .checked_sub(b + e)
+                            .ok_or_else(|| op_err!("pads {b}+{e} exceed the output size {full}"))?,
+                    };
+                    (out, b, e)
+                }
+            };
+            g.input[i] = out;
+            g.output[i] = input[d];
+            g.kernel[i] = kernel[d];
+            g.stride[i] = strides[d];
+            g.dilation[i] = dilations[d];
+            g.pad[i] = begin;
+            g.pad_end[i] = end;
+        }
+        Ok(g)
+    }
+}
+
+impl Kernel for ConvTranspose {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+        let (n, c, spatial) = batch_and_channels(x)?;
+        let ws = w.shape();
+        ensure!(
+            ws.len() == x.rank() && ws[0] == c && c % self.group == 0,
+            "weights of shape {ws:?} do not fit input {:?} with group {}",
+            x.shape(),
+            self.group
+        );
+        let geo = self.geometry(spatial, &ws[2..])?;
+        let (cg, mg) = (c / self.group, ws[1]);
+        let m = mg * self.group;
+        let kernel_len = geo.kernel_len();
+        let (in_len, out_len) = (geo.output_len(), geo.input_len());
+        let mut out_shape = vec![n, m];
+        out_shape.extend_from_slice(&geo.input[DIMS - geo.rank..]);
+        let xd = f32_data(x)?;
+        let wd = f32_data(w)?;
+        let bias = opt_input(inputs, 2).map(f32_data).transpose()?;
+        ensure!(
+            bias.as_ref().is_none_or(|b| b.len() == m),
+            "bias must have {m} elements"
+        );
+
+        let mut out = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        let chunk = mg * out_len;
+        if chunk > 0 {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .try_for_each(|(idx, y)| -> Result<()> {
+                    let g = idx % self.group;
+                    let x = &xd[idx * cg * in_len..(idx + 1) * cg * in_len];
+                    // W_g is [C/g, M/g·K]; cols = W_gᵀ · x_g is [M/g·K, in_len].
+                    let wg =
+                        MatRef::row_major(&wd[g * cg * mg * kernel_len..], cg, mg * kernel_len)?;
+                    let mut cols = vec![0.0f32; mg * kernel_len * in_len];
+                    gemm(
+                        wg.t(),
+                        MatRef::row_major(x, cg, in_len)?,
+                        MatMut::row_major(&mut cols, mg * kernel_len, in_len)?,
+                        &Epilogue::default(),
+                    )?;
+                    for (oc, plane) in y.chunks_exact_mut(out_len).enumerate() {
+                        if let Some(b) = &bias {
+                            plane.fill(b[g * mg + oc]);
+                        }
+                        col2im(
+                            &geo,
+                            &cols[oc * kernel_len * in_len..(oc + 1) * kernel_len * in_len],
+                            plane,
+                        );
+                    }
+                    Ok(())
+                })?;
+        }
+        Ok(vec![from_f32(x.dtype(), out_shape, out)?])
+    }
+}
+
+/// Adds `cols` (`[K, positions]` of one channel) into `plane`: the transpose of `im2col`.
+fn col2im(geo: &Geometry, cols: &[f32], plane: &mut [f32]) {
+    let positions = geo.output_len();
+    let [_, oh_n, ow_n] = geo.output;
+    let [_, h_n, w_n] = geo.input;
+    let [_, kh_n, kw_n] = geo.kernel;
+    for (tap, row) in cols.chunks_exact(positions).enumerate() {
+        let (kd, kh, kw) = (tap / (kh_n * kw_n), tap / kw_n % kh_n, tap % kw_n);
+        for (pos, &v) in row.iter().enumerate() {
+            let (od, oh, ow) = (pos / (oh_n * ow_n), pos / ow_n % oh_n, pos % ow_n);
+            if let (Some(id), Some(ih), Some(iw)) = (
+                geo.input_index(0, od, kd),
+                geo.input_index(1, oh, kh),
+                geo.input_index(2, ow, kw),
+            ) {
+                plane[(id * h_n + ih) * w_n + iw] += v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Attr, Node};
+
+    fn run_op(
+        op: &str,
+        attrs: &[(&str, Attr)],
+        inputs: &[Option<&Tensor>],
+        constant_w: bool,
+    ) -> Result<Tensor> {
+        let node = Node {
+            name: "n".into(),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: vec![],
+            outputs: vec![],
+            attrs: Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        };
+        let mut constants = vec![None; inputs.len()];
+        if constant_w {
+            constants[1] = inputs[1];
+        }
+        let ctx = BuildCtx {
+            node: &node,
+            opset: 17,
+            constants,
+        };
+        Ok(build(op, &ctx).expect("claimed")?.run(inputs)?.remove(0))
+    }
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v).unwrap()
+    }
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    /// Direct-definition convolution in f64, 2-D only, for cross-checking every path.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_conv2d(
+        x: &[f32],
+        [n, c, h, w]: [usize; 4],
+        wt: &[f32],
+        [m, cg, kh, kw]: [usize; 4],
+        group: usize,
+        stride: [usize; 2],
+        pad: [usize; 4],
+        dil: [usize; 2],
+    ) -> (Vec<f32>, [usize; 4]) {
+        let oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) / stride[0] + 1;
+        let ow = (w + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) / stride[1] + 1;
+        let mg = m / group;
+        let mut y = vec![0.0f32; n * m * oh * ow];
+        for b in 0..n {
+            for o in 0..m {
+                let g = o / mg;
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut s = 0.0f64;
+                        for ci in 0..cg {
+                            for p in 0..kh {
+                                for q in 0..kw {
+                                    let hi =
+                                        (i * stride[0] + p * dil[0]) as isize - pad[0] as isize;
+                                    let wi =
+                                        (j * stride[1] + q * dil[1]) as isize - pad[1] as isize;
+                                    if hi >= 0 && wi >= 0 && (hi as usize) < h && (wi as usize) < w
+                                    {
+                                        let xv = x[((b * c + g * cg + ci) * h + hi as usize) * w
+                                            + wi as usize];
+                                        s += xv as f64
+                                            * wt[((o * cg + ci) * kh + p) * kw + q] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((b * m + o) * oh + i) * ow + j] = s as f32;
+                    }
+                }
+            }
+        }
+        (y, [n, m, oh, ow])
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 8.0)
+            .collect()
+    }
+
+    fn assert_close(got: &Tensor, shape: &[usize], want: &[f32]) {
+        assert_eq!(got.shape(), shape);
+        for (g, w) in got.as_slice::<f32>().unwrap().iter().zip(want) {
+            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "got {g}, want {w}");
+        }
+    }
+
+    #[test]
+    fn conv_paths_match_direct_definition() {
+        // (x shape, w shape, group, strides, pads [t, l, b, r], dilations): general im2col,
+        // strided + dilated, pointwise, grouped, depthwise (stride 1 and 2), channel multiplier.
+        type Case = (
+            [usize; 4],
+            [usize; 4],
+            usize,
+            [usize; 2],
+            [usize; 4],
+            [usize; 2],
+        );
+        let cases: [Case; 7] = [
+            ([1, 3, 7, 6], [4, 3, 3, 3], 1, [1, 1], [1, 1, 1, 1], [1, 1]),
+            ([2, 2, 9, 8], [3, 2, 3, 2], 1, [2, 3], [0, 1, 2, 0], [2, 1]),
+            ([2, 5, 4, 3], [7, 5, 1, 1], 1, [1, 1], [0, 0, 0, 0], [1, 1]),
+            ([1, 4, 5, 5], [6, 2, 3, 3], 2, [1, 1], [1, 0, 1, 0], [1, 1]),
+            ([2, 3, 6, 7], [3, 1, 3, 3], 3, [1, 1], [1, 1, 1, 1], [1, 1]),
+            ([1, 2, 7, 9], [2, 1, 3, 3], 2, [2, 2], [1, 1, 1, 1], [1, 2]),
+            ([1, 2, 5, 5], [4, 1, 3, 3], 2, [1, 1], [1, 1, 1, 1], [1, 1]),
+        ];
+        for (xs, ws, group, stride, pad, dil) in cases {
+            let x = values(xs.iter().product(), 1);
+            let w = values(ws.iter().product(), 2);
+            let (want, ys) = reference_conv2d(&x, xs, &w, ws, group, stride, pad, dil);
+            let attrs = [
+                ("group", Attr::Int(group as i64)),
+                ("strides", ints(&[stride[0] as i64, stride[1] as i64])),
+                ("pads", ints(&pad.map(|p| p as i64))),
+                ("dilations", ints(&[dil[0] as i64, dil[1] as i64])),
+            ];
+            let (xt, wt) = (t(&xs, x.clone()), t(&ws, w.clone()));
+            for constant in [false, true] {
+                let y = run_op("Conv", &attrs, &[Some(&xt), Some(&wt)], constant).unwrap();
+                assert_close(&y, &ys, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_fused_bias_residual_activation() {
+        // 1-D: x = [1, 2, 3, 4], w = [1, -1] → [-1, -1, -1]; + bias 0.5, + residual [1, 0, 2],
+        // then Relu → [0.5, 0, 1.5].
+        let x = t(&[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[1, 1, 2], vec![1.0, -1.0]);
+        let b = t(&[1], vec![0.5]);
+        let r = t(&[1, 1, 3], vec![1.0, 0.0, 2.0]);
+        let attrs = [("_activation", Attr::String("Relu".into()))];
+        let y = run_op(
+            "Conv",
+            &attrs,
+            &[Some(&x), Some(&w), Some(&b), Some(&r)],
+            true,
+        )
+        .unwrap();
+        assert_close(&y, &[1, 1, 3], &[0.5, 0.0, 1.5]);
+    }
+
+    #[test]
+    fn conv_auto_pad_and_3d() {
+        // SAME_UPPER, stride 2 on a 5-wide input: output ceil(5/2) = 3, total pad 2 → (1, 1).
+        let x = t(&[1, 1, 1, 5], vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let w = t(&[1, 1, 1, 3], vec![1.0, 1.0, 1.0]);
+        let same = [
+            ("auto_pad", Attr::String("SAME_UPPER".into())),
+            ("strides", ints(&[1, 2])),
+        ];
+        let y = run_op("Conv", &same, &[Some(&x), Some(&w)], false).unwrap();
+        assert_close(&y, &[1, 1, 1, 3], &[3.0, 9.0, 9.0]);
+        // SAME_LOWER with an even kernel puts the extra pad first: [0,1,2,3,4,5] windows of 2.
+        let w2 = t(&[1, 1, 1, 2], vec![1.0, 1.0]);
+        let lower = [("auto_pad", Attr::String("SAME_LOWER".into()))];
+        let y = run_op("Conv", &lower, &[Some(&x), Some(&w2)], false).unwrap();
+        assert_close(&y, &[1, 1, 1, 5], &[1.0, 3.0, 5.0, 7.0, 9.0]);
+        // 3-D: a 2×2×2 box sum over a 2×2×3 input of ones → 8s.
+        let x3 = t(&[1, 1, 2, 2, 3], vec![1.0; 12]);
+        let w3 = t(&[1, 1, 2, 2, 2], vec![1.0; 8]);
+        let y = run_op("Conv", &[], &[Some(&x3), Some(&w3)], true).unwrap();
+        assert_close(&y, &[1, 1, 1, 1, 2], &[8.0, 8.0]);
+    }
+
+    #[test]
+    fn conv_bad_inputs_are_errors() {
+        let x = t(&[1, 2, 3, 3], vec![0.0; 18]);
+        let w = t(&[1, 3, 1, 1], vec![0.0; 3]);
+        assert!(run_op("Conv", &[], &[Some(&x), Some(&w)], false).is_err());
+        let big = t(&[1, 2, 5, 5], vec![0.0; 50]);
+        assert!(run_op("Conv", &[], &[Some(&x), Some(&big)], false).is_err());
+        let w1 = t(&[1, 2, 1, 1], vec![0.0; 2]);
+        let bad_res = t(&[1, 1, 2, 2], vec![0.0; 4]);
+        assert!(run_op(
+            "Conv",
+            &[],
+            &[Some(&x), Some(&w1), None, Some(&bad_res)],
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn conv_transpose_matches_onnx_examples() {
+        // From the ONNX operator docs (test_convtranspose): x = 0..9 as 3×3, w = ones 2×3×3×3.
+        let x = t(&[1, 1, 3, 3], (0..9).map(|v| v as f32).collect());
+        let w = t(&[1, 2, 3, 3], vec![1.0; 18]);
+        let y = run_op("ConvTranspose", &[], &[Some(&x), Some(&w)], false).unwrap();
+        let plane = [
+            0., 1., 3., 3., 2., 3., 8., 15., 12., 7., 9., 21., 36., 27., 15., 9., 20., 33., 24.,
+            13., 6., 13., 21., 15., 8.,
+        ];
+        let want: Vec<f32> = plane.iter().chain(&plane).copied().collect();
+        assert_close(&y, &[1, 2, 5, 5], &want);
+        // Strided 1-D with pads and a bias: x = [1, 2], w = [1, 1, 1], stride 2, pads (1, 1):
+        // full output [1, 1, 3, 2, 2] cropped to [1, 3, 2], plus 0.5.
+        let x1 = t(&[1, 1, 2], vec![1.0, 2.0]);
+        let w1 = t(&[1, 1, 3], vec![1.0; 3]);
+        let b1 = t(&[1], vec![0.5]);
+        let attrs = [("strides", ints(&[2])), ("pads", ints(&[1, 1]))];
+        let y = run_op(
+            "ConvTranspose",
+            &attrs,
+            &[Some(&x1), Some(&w1), Some(&b1)],
+            false,
+        )
+        .unwrap();
+        assert_close(&y, &[1, 1, 3], &[1.5, 3.5, 2.5]);
+        // output_shape with SAME_UPPER: 2 inputs, stride 2 → 4 outputs, total pad 1 → (0, 1).
+        let same = [
+            ("strides", ints(&[2])),
+            ("auto_pad", Attr::String("SAME_UPPER".into())),
+        ];
+        let y = run_op("ConvTranspose", &same, &[Some(&x1), Some(&w1)], false).unwrap();
+        assert_close(&y, &[1, 1, 4], &[1.0, 1.0, 3.0, 2.0]);
+    }
 }

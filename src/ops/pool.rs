@@ -1,9 +1,497 @@
-//! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool).
+//! Pooling (MaxPool, AveragePool, LpPool and their Global variants) over NCHW tensors with 1 to
+//! 3 spatial dims, sharing Conv's geometry (padding, strides, dilations, auto_pad).
+//!
+//! Each output plane (one image and channel) is independent; planes run in parallel for large
+//! inputs. Averages and Lp norms accumulate in f64, which makes one generic implementation
+//! exact enough for every float type.
 
+use super::conv::{Geometry, SpatialAttrs};
+use super::util::input;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
+use crate::tensor::{Storable, Tensor};
+use crate::{ensure, op_err, with_dtype};
+use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
-    let _ = (op, ctx);
-    None
+    let kind = match op {
+        "MaxPool" => PoolKind::Max,
+        "AveragePool" => PoolKind::Average,
+        "LpPool" => PoolKind::Lp,
+        "GlobalMaxPool" => return Some(Ok(Box::new(GlobalPool(PoolKind::Max, 2.0)))),
+        "GlobalAveragePool" => return Some(Ok(Box::new(GlobalPool(PoolKind::Average, 2.0)))),
+        "GlobalLpPool" => {
+            return Some(
+                lp_order(ctx).map(|p| Box::new(GlobalPool(PoolKind::Lp, p)) as Box<dyn Kernel>),
+            )
+        }
+        _ => return None,
+    };
+    Some(Pool::build(kind, ctx).map(|k| Box::new(k) as Box<dyn Kernel>))
+}
+
+/// Inputs with more elements than this are pooled plane-parallel.
+const PARALLEL_MIN_LEN: usize = 1 << 15;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PoolKind {
+    Max,
+    Average,
+    Lp,
+}
+
+fn lp_order(ctx: &BuildCtx) -> Result<f64> {
+    let p = ctx.attrs().int_or("p", 2)?;
+    ensure!(p >= 1, "LpPool order p must be positive, got {p}");
+    Ok(p as f64)
+}
+
+/// A windowed pool.
+#[derive(Debug)]
+struct Pool {
+    kind: PoolKind,
+    spatial: SpatialAttrs,
+    kernel: Vec<usize>,
+    ceil_mode: bool,
+    /// AveragePool: divide by the window size including explicit padding.
+    count_include_pad: bool,
+    /// LpPool's p.
+    p: f64,
+    /// MaxPool Indices: whether the node asks for them, and column-major positions within
+    /// each plane.
+    with_indices: bool,
+    column_major_indices: bool,
+}
+
+impl Pool {
+    fn build(kind: PoolKind, ctx: &BuildCtx) -> Result<Self> {
+        let attrs = ctx.attrs();
+        let spatial = SpatialAttrs::parse(attrs)?;
+        let kernel = spatial
+            .kernel_shape
+            .clone()
+            .ok_or_else(|| op_err!("attribute 'kernel_shape' is required"))?;
+        Ok(Pool {
+            kind,
+            spatial,
+            kernel,
+            ceil_mode: attrs.int_or("ceil_mode", 0)? != 0,
+            count_include_pad: attrs.int_or("count_include_pad", 0)? != 0,
+            p: if kind == PoolKind::Lp {
+                lp_order(ctx)?
+            } else {
+                2.0
+            },
+            with_indices: ctx.node.outputs.get(1).is_some_and(Option::is_some),
+            column_major_indices: attrs.int_or("storage_order", 0)? != 0,
+        })
+    }
+}
+
+/// The taps of one output window along each dim: input coordinates inside the input, and how
+/// many window positions fall inside the explicitly padded input.
+struct Window {
+    taps: [Vec<usize>; 3],
+    padded: [usize; 3],
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            taps: [Vec::new(), Vec::new(), Vec::new()],
+            padded: [0; 3],
+        }
+    }
+
+    fn set(&mut self, geo: &Geometry, out: [usize; 3]) {
+        for (d, (taps, padded)) in self.taps.iter_mut().zip(&mut self.padded).enumerate() {
+            taps.clear();
+            *padded = 0;
+            let limit = geo.input[d] + geo.pad[d] + geo.pad_end[d];
+            for k in 0..geo.kernel[d] {
+                if out[d] * geo.stride[d] + k * geo.dilation[d] < limit {
+                    *padded += 1;
+                }
+                taps.extend(geo.input_index(d, out[d], k));
+            }
+        }
+    }
+
+    /// Flat in-plane offsets of the window's positions inside the input.
+    fn offsets<'a>(&'a self, geo: &'a Geometry) -> impl Iterator<Item = usize> + 'a {
+        let [_, h, w] = geo.input;
+        self.taps[0].iter().flat_map(move |&d| {
+            self.taps[1]
+                .iter()
+                .flat_map(move |&r| self.taps[2].iter().map(move |&c| (d * h + r) * w + c))
+        })
+    }
+}
+
+/// Runs `f(x_plane, y_plane, plane_index)` for each plane, in parallel when large.
+fn for_planes<T: Send + Sync, U: Send>(
+    x: &[T],
+    in_len: usize,
+    y: &mut [U],
+    out_len: usize,
+    f: impl Fn(&[T], &mut [U], usize) + Sync,
+) {
+    if in_len == 0 || out_len == 0 {
+        return;
+    }
+    if x.len() > PARALLEL_MIN_LEN {
+        y.par_chunks_mut(out_len)
+            .zip(x.par_chunks(in_len))
+            .enumerate()
+            .for_each(|(i, (y, x))| f(x, y, i));
+    } else {
+        y.chunks_mut(out_len)
+            .zip(x.chunks(in_len))
+            .enumerate()
+            .for_each(|(i, (y, x))| f(x, y, i));
+    }
+}
+
+/// Output positions of a geometry, as `[d, h, w]`, in row-major order.
+fn positions(geo: &Geometry) -> impl Iterator<Item = [usize; 3]> + '_ {
+    let [d, h, w] = geo.output;
+    (0..d).flat_map(move |a| (0..h).flat_map(move |b| (0..w).map(move |c| [a, b, c])))
+}
+
+impl Pool {
+    fn max<T: Storable + PartialOrd>(
+        &self,
+        x: &Tensor,
+        geo: &Geometry,
+        out_shape: Vec<usize>,
+        with_indices: bool,
+    ) -> Result<Vec<Tensor>> {
+        let xs = x.as_slice::<T>()?;
+        let (in_len, out_len) = (geo.input_len(), geo.output_len());
+        let mut y = vec![T::default(); crate::tensor::checked_numel(&out_shape)?];
+        let mut idx = vec![0i64; if with_indices { y.len() } else { 0 }];
+        let [id, ih, iw] = geo.input;
+        // Indices count in the input's element order, or column-major within the plane.
+        let index_of = |off: usize| -> usize {
+            if self.column_major_indices {
+                let (d, r, c) = (off / (ih * iw), off / iw % ih, off % iw);
+                (c * ih + r) * id + d
+            } else {
+                off
+            }
+        };
+        let pool_plane = |x: &[T], y: &mut [T], mut indices: Option<&mut [i64]>, plane: usize| {
+            let mut win = Window::new();
+            for (o, pos) in positions(geo).enumerate() {
+                win.set(geo, pos);
+                let mut best: Option<(T, usize)> = None;
+                for off in win.offsets(geo) {
+                    let v = x[off];
+                    if best.is_none_or(|(b, _)| v > b) {
+                        best = Some((v, off));
+                    }
+                }
+                // An all-padding window (possible only with huge pads) yields 0.
+                let (v, off) = best.unwrap_or((T::default(), 0));
+                y[o] = v;
+                if let Some(ix) = indices.as_deref_mut() {
+                    ix[o] = (plane * in_len + index_of(off)) as i64;
+                }
+            }
+        };
+        if with_indices {
+            // Indices need a second output slice; pair the chunks up (sequentially: rare).
+            if in_len > 0 && out_len > 0 {
+                let planes = y.chunks_mut(out_len).zip(idx.chunks_mut(out_len));
+                for (i, ((y, ix), x)) in planes.zip(xs.chunks(in_len)).enumerate() {
+                    pool_plane(x, y, Some(ix), i);
+                }
+            }
+        } else {
+            for_planes(xs, in_len, &mut y, out_len, |x, y, i| {
+                pool_plane(x, y, None, i)
+            });
+        }
+        let mut outs = vec![Tensor::from_vec(out_shape.clone(), y)?];
+        if with_indices {
+            outs.push(Tensor::from_vec(out_shape, idx)?);
+        }
+        Ok(outs)
+    }
+
+    fn average_or_lp<T: Storable>(
+        &self,
+        x: &Tensor,
+        geo: &Geometry,
+        out_shape: Vec<usize>,
+    ) -> Result<Vec<Tensor>> {
+        let xs = x.as_slice::<T>()?;
+        let mut y = vec![T::default(); crate::tensor::checked_numel(&out_shape)?];
+        let p = self.p;
+        for_planes(xs, geo.input_len(), &mut y, geo.output_len(), |x, y, _| {
+            let mut win = Window::new();
+            for (o, pos) in positions(geo).enumerate() {
+                win.set(geo, pos);
+                y[o] = T::from_f64(if self.kind == PoolKind::Lp {
+                    win.offsets(geo)
+                        .map(|i| x[i].to_f64().abs().powf(p))
+                        .sum::<f64>()
+                        .powf(1.0 / p)
+                } else {
+                    let sum: f64 = win.offsets(geo).map(|i| x[i].to_f64()).sum();
+                    let count = if self.count_include_pad {
+                        win.padded.iter().product::<usize>()
+                    } else {
+                        win.taps.iter().map(Vec::len).product::<usize>()
+                    };
+                    if count == 0 {
+                        0.0
+                    } else {
+                        sum / count as f64
+                    }
+                });
+            }
+        });
+        Ok(vec![Tensor::from_vec(out_shape, y)?])
+    }
+}
+
+impl Kernel for Pool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let s = x.shape();
+        ensure!(
+            s.len() >= 3,
+            "input must be [N, C, spatial...], got shape {s:?}"
+        );
+        let geo = self
+            .spatial
+            .resolve(&s[2..], &self.kernel, self.ceil_mode)?;
+        let mut out_shape = s[..2].to_vec();
+        out_shape.extend_from_slice(geo.output_dims());
+        match self.kind {
+            PoolKind::Max => {
+                with_dtype!(x.dtype(), T, {
+                    self.max::<T>(x, &geo, out_shape, self.with_indices)
+                })
+            }
+            _ => {
+                ensure!(
+                    x.dtype().is_float(),
+                    "{:?} pooling needs a float input, got {}",
+                    self.kind,
+                    x.dtype()
+                );
+                with_dtype!(x.dtype(), T, {
+                    self.average_or_lp::<T>(x, &geo, out_shape)
+                })
+            }
+        }
+    }
+}
+
+/// A pool over all spatial dims: `[N, C, ...] → [N, C, 1, ...]`. The f64 is LpPool's p.
+#[derive(Debug)]
+struct GlobalPool(PoolKind, f64);
+
+impl GlobalPool {
+    fn pool<T: Storable + PartialOrd>(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        let plane: usize = s[2..].iter().product();
+        ensure!(
+            plane > 0,
+            "global pooling over an empty spatial extent {s:?}"
+        );
+        let mut shape = s.to_vec();
+        shape[2..].iter_mut().for_each(|d| *d = 1);
+        let xs = x.as_slice::<T>()?;
+        let mut y = vec![T::default(); s[0] * s[1]];
+        let p = self.1;
+        for_planes(xs, plane, &mut y, 1, |x, y, _| {
+            y[0] = match self.0 {
+                PoolKind::Max => x
+                    .iter()
+                    .copied()
+                    .fold(x[0], |m, v| if v > m { v } else { m }),
+                PoolKind::Average => {
+                    T::from_f64(x.iter().map(|v| v.to_f64()).sum::<f64>() / x.len() as f64)
+                }
+                PoolKind::Lp => T::from_f64(
+                    x.iter()
+                        .map(|v| v.to_f64().abs().powf(p))
+                        .sum::<f64>()
+                        .powf(1.0 / p),
+                ),
+            };
+        });
+        Tensor::from_vec(shape, y)
+    }
+}
+
+impl Kernel for GlobalPool {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        ensure!(
+            x.rank() >= 3,
+            "input must be [N, C, spatial...], got shape {:?}",
+            x.shape()
+        );
+        ensure!(
+            self.0 == PoolKind::Max || x.dtype().is_float(),
+            "global {:?} pooling needs a float input, got {}",
+            self.0,
+            x.dtype()
+        );
+        with_dtype!(x.dtype(), T, { Ok(vec![self.pool::<T>(x)?]) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Attr, Attrs, Node};
+
+    fn run_op(op: &str, attrs: &[(&str, Attr)], x: &Tensor) -> Result<Vec<Tensor>> {
+        let node = Node {
+            name: "n".into(),
+            op_type: op.into(),
+            domain: String::new(),
+            inputs: vec![Some(0)],
+            outputs: vec![Some(1), Some(2)],
+            attrs: Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        };
+        let ctx = BuildCtx {
+            node: &node,
+            opset: 19,
+            constants: vec![],
+        };
+        build(op, &ctx).expect("claimed")?.run(&[Some(x)])
+    }
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    fn grid() -> Tensor {
+        // 1×1×4×4 with values 1..16.
+        Tensor::from_vec(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect()).unwrap()
+    }
+
+    fn assert_close(t: &Tensor, shape: &[usize], want: &[f32]) {
+        assert_eq!(t.shape(), shape);
+        let got = t.as_slice::<f32>().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn max_pool_with_indices_and_storage_order() {
+        let attrs = [("kernel_shape", ints(&[2, 2])), ("strides", ints(&[2, 2]))];
+        let out = run_op("MaxPool", &attrs, &grid()).unwrap();
+        assert_close(&out[0], &[1, 1, 2, 2], &[6.0, 8.0, 14.0, 16.0]);
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[5, 7, 13, 15]);
+        let col = [
+            ("kernel_shape", ints(&[2, 2])),
+            ("strides", ints(&[2, 2])),
+            ("storage_order", Attr::Int(1)),
+        ];
+        let out = run_op("MaxPool", &col, &grid()).unwrap();
+        // Row 1, col 1 is column-major index 1·4 + 1 = 5; (1, 3) → 13; (3, 1) → 7; (3, 3) → 15.
+        assert_eq!(out[1].as_slice::<i64>().unwrap(), &[5, 13, 7, 15]);
+    }
+
+    #[test]
+    fn max_pool_ceil_mode_pads_and_dilations() {
+        // ceil_mode: 4 wide, kernel 3, stride 2 → ceil(1/2)+1 = 2 windows: [1..3], [3..4].
+        let attrs = [
+            ("kernel_shape", ints(&[3, 3])),
+            ("strides", ints(&[2, 2])),
+            ("ceil_mode", Attr::Int(1)),
+        ];
+        let out = run_op("MaxPool", &attrs, &grid()).unwrap();
+        assert_close(&out[0], &[1, 1, 2, 2], &[11.0, 12.0, 15.0, 16.0]);
+        // pads 1 all round, kernel 2, stride 1, dilation 2: output i reads input rows/cols
+        // {i-1, i+1}, so the maxima sit at rows/cols [1, 2, 3, 2].
+        let attrs = [
+            ("kernel_shape", ints(&[2, 2])),
+            ("pads", ints(&[1, 1, 1, 1])),
+            ("dilations", ints(&[2, 2])),
+        ];
+        let out = run_op("MaxPool", &attrs, &grid()).unwrap();
+        assert_close(
+            &out[0],
+            &[1, 1, 4, 4],
+            &[
+                6., 7., 8., 7., 10., 11., 12., 11., 14., 15., 16., 15., 10., 11., 12., 11.,
+            ],
+        );
+        // Integer input keeps its type.
+        let xi = Tensor::from_vec(vec![1, 1, 3], vec![3u8, 9, 4]).unwrap();
+        let out = run_op("MaxPool", &[("kernel_shape", ints(&[2]))], &xi).unwrap();
+        assert_eq!(out[0].as_slice::<u8>().unwrap(), &[9, 9]);
+    }
+
+    #[test]
+    fn average_pool_padding_counts() {
+        // 3×3 windows, pads 1: the corner window holds 1, 2, 5, 6 (sum 14) of 9 positions.
+        let base = [
+            ("kernel_shape", ints(&[3, 3])),
+            ("pads", ints(&[1, 1, 1, 1])),
+            ("strides", ints(&[3, 3])),
+        ];
+        let out = run_op("AveragePool", &base, &grid()).unwrap();
+        // The others hold 3, 4, 7, 8 / 9, 10, 13, 14 / 11, 12, 15, 16.
+        assert_close(&out[0], &[1, 1, 2, 2], &[3.5, 5.5, 11.5, 13.5]);
+        let mut incl = base.to_vec();
+        incl.push(("count_include_pad", Attr::Int(1)));
+        let out = run_op("AveragePool", &incl, &grid()).unwrap();
+        assert_close(
+            &out[0],
+            &[1, 1, 2, 2],
+            &[14.0 / 9.0, 22.0 / 9.0, 46.0 / 9.0, 6.0],
+        );
+    }
+
+    #[test]
+    fn lp_and_global_pools() {
+        let x = Tensor::from_vec(vec![1, 1, 4], vec![3.0f32, 4.0, 0.0, -5.0]).unwrap();
+        let out = run_op(
+            "LpPool",
+            &[("kernel_shape", ints(&[2])), ("strides", ints(&[2]))],
+            &x,
+        )
+        .unwrap();
+        assert_close(&out[0], &[1, 1, 2], &[5.0, 5.0]);
+        let g = grid();
+        assert_close(
+            &run_op("GlobalAveragePool", &[], &g).unwrap()[0],
+            &[1, 1, 1, 1],
+            &[8.5],
+        );
+        assert_close(
+            &run_op("GlobalMaxPool", &[], &g).unwrap()[0],
+            &[1, 1, 1, 1],
+            &[16.0],
+        );
+        let y = run_op("GlobalLpPool", &[("p", Attr::Int(1))], &x).unwrap();
+        assert_close(&y[0], &[1, 1, 1], &[12.0]);
+        let f64x = x.cast(crate::DType::F64).unwrap();
+        let y = run_op("GlobalAveragePool", &[], &f64x).unwrap();
+        assert_eq!(y[0].as_slice::<f64>().unwrap(), &[0.5]);
+    }
+
+    #[test]
+    fn bad_pool_inputs_are_errors() {
+        assert!(run_op("MaxPool", &[], &grid()).is_err());
+        let big = [("kernel_shape", ints(&[5, 5]))];
+        assert!(run_op("MaxPool", &big, &grid()).is_err());
+        let flat = Tensor::from_vec(vec![4], vec![1.0f32; 4]).unwrap();
+        assert!(run_op("GlobalMaxPool", &[], &flat).is_err());
+    }
 }

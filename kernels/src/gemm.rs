@@ -1,1 +1,0 @@
-//! Packed single-precision GEMM with fused epilogues.

@@ -1,0 +1,190 @@
+//! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr) and the
+//! split of one product across threads.
+
+use super::kernel::{KernelSpec, Tile};
+use super::pack::{pack, AlignedBuf, Packed};
+use super::{Epilogue, MatRef};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::ops::Range;
+
+/// Products with fewer multiply-adds than this (~2 MFLOP, tens of microseconds) run on the
+/// calling thread: below it, waking other threads costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 20;
+
+/// An operand in panel-major form (see `pack.rs`): `A` itself, or `Bᵀ`.
+#[derive(Clone, Copy)]
+pub(super) enum Src<'a> {
+    /// Packed block by block during the product.
+    Mat(MatRef<'a>),
+    /// Packed ahead of time for the kernel in use.
+    Packed(&'a Packed),
+}
+
+/// The output matrix, shared by the threads of one product.
+#[derive(Clone, Copy)]
+pub(super) struct COut {
+    pub ptr: *mut f32,
+    pub ldc: usize,
+}
+
+// SAFETY: `COut` is only handed to the tasks of one product, and those write disjoint sets of
+// rows or columns of C (see `run`), while the `MatMut` it came from stays borrowed.
+unsafe impl Send for COut {}
+// SAFETY: as above.
+unsafe impl Sync for COut {}
+
+impl COut {
+    /// Row `i`, columns `cols`.
+    ///
+    /// # Safety
+    /// The element range lies inside C and no other live reference covers it while the
+    /// returned one lives.
+    unsafe fn row<'c>(self, i: usize, cols: Range<usize>) -> &'c mut [f32] {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(i * self.ldc + cols.start), cols.len())
+        }
+    }
+}
+
+/// Per-thread packing buffers, kept between products to avoid re-allocating.
+#[derive(Default)]
+struct PackBufs {
+    a: AlignedBuf,
+    b: AlignedBuf,
+}
+
+thread_local! {
+    static PACK_BUFS: Cell<PackBufs> = Cell::new(PackBufs::default());
+}
+
+/// `C[m × n] = epilogue(A[m × k] · B[k × n])`, with `a` and `bt` (= Bᵀ) in panel-major form.
+///
+/// # Safety
+/// `c` addresses an `m × n` matrix (row stride `ldc >= n`) that nothing else accesses during
+/// the call; operand and epilogue shapes were validated; packed operands were packed for `spec`.
+pub(super) unsafe fn run(
+    spec: &KernelSpec,
+    (m, n, k): (usize, usize, usize),
+    a: Src,
+    bt: Src,
+    c: COut,
+    epi: &Epilogue,
+) {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || m * n * k < PARALLEL_MIN_WORK {
+        // SAFETY: the whole of C, owned by this call (caller's guarantee).
+        return unsafe { serial(spec, k, a, bt, c, 0..m, 0..n, epi) };
+    }
+    // One contiguous range of panels per thread. Splitting along n makes every task pack its
+    // own copy of A (unless prepacked), splitting along m copies B: split the cheaper way.
+    let (m_panels, n_panels) = (m.div_ceil(spec.mr), n.div_ceil(spec.nr));
+    let copies_if_n = if matches!(a, Src::Packed(_)) { 0 } else { m };
+    let copies_if_m = if matches!(bt, Src::Packed(_)) { 0 } else { n };
+    let split_n = if m_panels >= threads && n_panels >= threads {
+        copies_if_n <= copies_if_m
+    } else {
+        n_panels >= m_panels
+    };
+    let (panels, width, len) = if split_n {
+        (n_panels, spec.nr, n)
+    } else {
+        (m_panels, spec.mr, m)
+    };
+    let tasks = threads.min(panels);
+    (0..tasks).into_par_iter().for_each(|t| {
+        let part = (panels * t / tasks * width)..(panels * (t + 1) / tasks * width).min(len);
+        let (rows, cols) = if split_n { (0..m, part) } else { (part, 0..n) };
+        // SAFETY: the parts are disjoint ranges of rows (or of columns) of C, each starting on
+        // a panel boundary as packed operands require.
+        unsafe { serial(spec, k, a, bt, c, rows, cols, epi) };
+    });
+}
+
+/// The product restricted to `rows × cols` of C, on the calling thread.
+///
+/// # Safety
+/// As for `run`, for the `rows × cols` block of C, whose starts are multiples of MR / NR.
+#[allow(clippy::too_many_arguments)]
+unsafe fn serial(
+    spec: &KernelSpec,
+    k: usize,
+    a: Src,
+    bt: Src,
+    c: COut,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    epi: &Epilogue,
+) {
+    if k == 0 {
+        for i in rows {
+            // SAFETY: inside this call's block of C (caller's guarantee).
+            let row = unsafe { c.row(i, cols.clone()) };
+            row.fill(0.0);
+            epi.apply_row(row, i, cols.start);
+        }
+        return;
+    }
+    // Taken out rather than borrowed, so that even a re-entrant product on this thread (say,
+    // an activation that uses rayon) finds a usable, if empty, slot.
+    let mut bufs = PACK_BUFS.take();
+    let (mr, nr) = (spec.mr, spec.nr);
+    for jc in cols.clone().step_by(spec.nc) {
+        let nc_len = spec.nc.min(cols.end - jc);
+        for pc in (0..k).step_by(spec.kc) {
+            let kc_len = spec.kc.min(k - pc);
+            let last_k = pc + kc_len == k;
+            let bp: &[f32] = match bt {
+                Src::Packed(p) => p.block(jc, pc, kc_len),
+                Src::Mat(m) => {
+                    let dst = bufs.b.get_mut(nc_len.div_ceil(nr) * nr * kc_len);
+                    pack(dst, m, jc..jc + nc_len, pc..pc + kc_len, nr);
+                    dst
+                }
+            };
+            for ic in rows.clone().step_by(spec.mc) {
+                let mc_len = spec.mc.min(rows.end - ic);
+                let ap: &[f32] = match a {
+                    Src::Packed(p) => p.block(ic, pc, kc_len),
+                    Src::Mat(m) => {
+                        let dst = bufs.a.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
+                        pack(dst, m, ic..ic + mc_len, pc..pc + kc_len, mr);
+                        dst
+                    }
+                };
+                for jr in (0..nc_len).step_by(nr) {
+                    let b_panel = &bp[jr * kc_len..(jr + nr) * kc_len];
+                    let j = jc + jr;
+                    for ir in (0..mc_len).step_by(mr) {
+                        let a_panel = &ap[ir * kc_len..(ir + mr) * kc_len];
+                        let i = ic + ir;
+                        let tile = Tile {
+                            kc: kc_len,
+                            a: a_panel.as_ptr(),
+                            b: b_panel.as_ptr(),
+                            // SAFETY: (i, j) is inside this call's block of C.
+                            c: unsafe { c.ptr.add(i * c.ldc + j) },
+                            ldc: c.ldc,
+                            rows: mr.min(mc_len - ir),
+                            cols: nr.min(nc_len - jr),
+                            accumulate: pc > 0,
+                        };
+                        // SAFETY: `spec` came from `kernel::available`, so the CPU runs it; the
+                        // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
+                        // valid corner lies inside this call's block of C.
+                        unsafe { (spec.run)(&tile) };
+                        if last_k && !epi.is_identity() {
+                            for r in 0..tile.rows {
+                                // SAFETY: a row of the tile just written, inside our block.
+                                let row = unsafe { c.row(i + r, j..j + tile.cols) };
+                                epi.apply_row(row, i + r, j);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    PACK_BUFS.set(bufs);
+}

@@ -1,0 +1,234 @@
+//! Microkernels: one generic register-tile loop, instantiated per ISA, and the run-time choice
+//! among them.
+//!
+//! # Microkernel contract
+//!
+//! A microkernel computes one `MR × NR` tile of `C` from one packed micro-panel of `A` and one
+//! of `B` (see `pack.rs` for the layouts):
+//!
+//! * `a` points to `kc * MR` floats: for each `p` in `0..kc`, the `MR` values `A[i, p]`.
+//! * `b` points to `kc * NR` floats: for each `p` in `0..kc`, the `NR` values `B[p, j]`.
+//!   Rows and columns past the edge of the matrix are zero in both panels, so the kernel
+//!   always computes the full tile.
+//! * `c` points to the tile's top-left element; rows are `ldc` floats apart and columns are
+//!   contiguous. Only the `rows × cols` corner (`rows ≤ MR`, `cols ≤ NR`) is read or written,
+//!   so tiles at the matrix edge never touch memory outside `C`.
+//! * With `accumulate` the tile is added to `C`, else it overwrites `C` (which is then not
+//!   read, so it may hold garbage such as NaN).
+//! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
+//!   helps speed). `kc` may be 0 (the tile is then zero).
+
+use super::simd::{Portable, Simd};
+use std::sync::OnceLock;
+
+/// Largest `MR * NR` of any kernel: the size of the stack buffer for edge tiles.
+const MAX_TILE: usize = 8 * 32;
+
+/// Arguments of one microkernel call; see the module docs for the contract.
+pub(super) struct Tile {
+    pub kc: usize,
+    pub a: *const f32,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub accumulate: bool,
+}
+
+/// A microkernel with its tile shape and the cache blocking tuned for it.
+#[derive(Debug)]
+pub struct KernelSpec {
+    /// For logs and tests, e.g. "avx512f 8x32".
+    pub name: &'static str,
+    /// Rows of the register tile (of `A`'s micro-panels).
+    pub mr: usize,
+    /// Columns of the register tile (of `B`'s micro-panels).
+    pub nr: usize,
+    /// Depth of one packed block: a `kc × NR` panel of `B` stays in L1.
+    pub kc: usize,
+    /// Rows of `A` packed at once: an `mc × kc` block of `A` stays in L2.
+    pub mc: usize,
+    /// Columns of `B` packed at once: a `kc × nc` block of `B` stays in L3.
+    pub nc: usize,
+    pub(super) run: unsafe fn(&Tile),
+}
+
+/// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`.
+///
+/// # Safety
+/// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract.
+#[inline(always)]
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
+    const {
+        assert!(
+            MR * NV * S::LANES <= MAX_TILE,
+            "tile larger than the edge buffer"
+        )
+    };
+    let nr = NV * S::LANES;
+    debug_assert!(t.rows <= MR && t.cols <= nr);
+    // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
+    // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
+    unsafe {
+        let mut acc = [[S::zero(); NV]; MR];
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc {
+            let bv: [S::V; NV] = std::array::from_fn(|v| S::load(b.add(v * S::LANES)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = S::splat(*a.add(i));
+                for (x, &bj) in row.iter_mut().zip(&bv) {
+                    *x = S::mul_add(*x, ai, bj);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(nr);
+        }
+
+        if t.rows == MR && t.cols == nr {
+            for (i, row) in acc.iter().enumerate() {
+                let c = t.c.add(i * t.ldc);
+                for (v, &x) in row.iter().enumerate() {
+                    let p = c.add(v * S::LANES);
+                    let x = if t.accumulate {
+                        S::add(S::load(p), x)
+                    } else {
+                        x
+                    };
+                    S::store(p, x);
+                }
+            }
+        } else {
+            // Edge tile: spill the registers, then touch only the valid corner of C.
+            let mut buf = [0.0f32; MAX_TILE];
+            for (i, row) in acc.iter().enumerate() {
+                for (v, &x) in row.iter().enumerate() {
+                    S::store(buf.as_mut_ptr().add(i * nr + v * S::LANES), x);
+                }
+            }
+            for (i, src) in buf.chunks_exact(nr).take(t.rows).enumerate() {
+                let dst = std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols);
+                if t.accumulate {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    dst.copy_from_slice(&src[..t.cols]);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `t` satisfies the microkernel contract.
+unsafe fn portable_4x8(t: &Tile) {
+    // SAFETY: `Portable` needs no CPU feature; the caller upholds the tile contract.
+    unsafe { tile::<Portable, 4, 1>(t) }
+}
+
+/// The portable fallback, also used by tests as the baseline every ISA must agree with.
+pub(super) static PORTABLE: KernelSpec = KernelSpec {
+    name: "portable 4x8",
+    mr: 4,
+    nr: 8,
+    kc: 256,
+    mc: 128,
+    nc: 4096,
+    run: portable_4x8,
+};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::simd::{Avx2, Avx512};
+    use super::{tile, KernelSpec, Tile};
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and `t` satisfies the microkernel contract.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_6x16(t: &Tile) {
+        // SAFETY: features enabled on this function; contract upheld by the caller.
+        unsafe { tile::<Avx2, 6, 2>(t) }
+    }
+
+    /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
+    /// kc = 256 keeps a 16 KiB B micro-panel in L1; a 240×256 A block is 240 KiB of L2.
+    pub(in crate::gemm) static AVX2: KernelSpec = KernelSpec {
+        name: "avx2+fma 6x16",
+        mr: 6,
+        nr: 16,
+        kc: 256,
+        mc: 240,
+        nc: 4096,
+        run: avx2_6x16,
+    };
+
+    /// # Safety
+    /// The CPU has AVX-512F, and `t` satisfies the microkernel contract.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_8x32(t: &Tile) {
+        // SAFETY: feature enabled on this function; contract upheld by the caller.
+        unsafe { tile::<Avx512, 8, 2>(t) }
+    }
+
+    /// 8×32: 16 zmm accumulators cover the FMA latency × 2 pipes of Zen 4/5 and Intel cores,
+    /// and each k step costs 2 vector loads + 8 broadcasts for 16 FMAs (FMA-bound). MR = 8
+    /// wastes nothing on the power-of-two channel counts of convolutions. kc = 192 keeps the
+    /// 24 KiB B micro-panel in a 32–48 KiB L1; a 256×192 A block is 192 KiB of L2.
+    pub(in crate::gemm) static AVX512: KernelSpec = KernelSpec {
+        name: "avx512f 8x32",
+        mr: 8,
+        nr: 32,
+        kc: 192,
+        mc: 256,
+        nc: 4096,
+        run: avx512_8x32,
+    };
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::super::simd::Neon;
+    use super::{tile, KernelSpec, Tile};
+
+    /// # Safety
+    /// `t` satisfies the microkernel contract (NEON is baseline on aarch64).
+    #[target_feature(enable = "neon")]
+    unsafe fn neon_8x12(t: &Tile) {
+        // SAFETY: NEON is enabled; contract upheld by the caller.
+        unsafe { tile::<Neon, 8, 3>(t) }
+    }
+
+    /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.
+    pub(in crate::gemm) static NEON: KernelSpec = KernelSpec {
+        name: "neon 8x12",
+        mr: 8,
+        nr: 12,
+        kc: 256,
+        mc: 128,
+        nc: 4096,
+        run: neon_8x12,
+    };
+}
+
+/// Every kernel this CPU can run, best first.
+pub fn available() -> Vec<&'static KernelSpec> {
+    let mut v: Vec<&'static KernelSpec> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            v.push(&x86::AVX512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(&x86::AVX2);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    v.push(&arm::NEON);
+    v.push(&PORTABLE);
+    v
+}
+
+/// The best kernel for this CPU, detected once.
+pub fn best() -> &'static KernelSpec {
+    static BEST: OnceLock<&'static KernelSpec> = OnceLock::new();
+    BEST.get_or_init(|| available()[0])
+}

@@ -1,0 +1,400 @@
+//! Packed single-precision GEMM with fused epilogues.
+//!
+//! `C[m × n] = epilogue(A[m × k] · B[k × n])` where `A` and `B` are strided views (so transposed
+//! operands need no copy) or operands packed once ahead of time (`PackedA`, `PackedB`: constant
+//! weights, packed at plan time), and the epilogue (scale, bias, residual, activation) is
+//! applied to each tile of `C` while it is still in cache.
+//!
+//! The design is Goto/BLIS: operands are packed block by block into panels (`pack.rs`), a
+//! register-tile microkernel (`kernel.rs`, one generic loop instantiated for AVX-512F,
+//! AVX2+FMA, NEON and portable code) runs over them, and the blocked loops and the split across
+//! rayon threads live in `driver.rs`. The kernel is chosen once per process from the CPU's
+//! features.
+
+mod driver;
+mod epilogue;
+mod kernel;
+mod pack;
+mod simd;
+
+pub use epilogue::{Activation, Bias, Epilogue};
+pub use kernel::KernelSpec;
+
+use driver::{COut, Src};
+use pack::Packed;
+use rayon::prelude::*;
+use std::fmt;
+
+/// A shape or layout error in a GEMM call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GemmError(String);
+
+impl fmt::Display for GemmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GemmError {}
+
+fn err(msg: String) -> GemmError {
+    GemmError(msg)
+}
+
+/// Index of the last element of a strided `rows × cols` layout, `None` when empty.
+fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Option<usize>, GemmError> {
+    if rows == 0 || cols == 0 {
+        return Ok(None);
+    }
+    (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+        .map(Some)
+        .ok_or_else(|| {
+            err(format!(
+                "{rows}x{cols} matrix with strides ({rs}, {cs}) overflows"
+            ))
+        })
+}
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+///
+/// Invariant (checked by `new`): every element of the `rows × cols` matrix lies in `data`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, GemmError> {
+        if let Some(last) = last_index(rows, cols, row_stride, col_stride)? {
+            if last >= data.len() {
+                return Err(err(format!(
+                    "{rows}x{cols} matrix with strides ({row_stride}, {col_stride}) needs {} \
+                     elements, slice has {}",
+                    last + 1,
+                    data.len()
+                )));
+            }
+        }
+        Ok(MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A contiguous row-major matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self, GemmError> {
+        MatRef::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose, as a view of the same data.
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// The output: a row-major matrix with row stride `row_stride >= cols` (rows never overlap).
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    pub fn new(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+    ) -> Result<Self, GemmError> {
+        if rows > 1 && row_stride < cols {
+            return Err(err(format!(
+                "row stride {row_stride} < {cols} columns: rows overlap"
+            )));
+        }
+        if let Some(last) = last_index(rows, cols, row_stride, 1)? {
+            if last >= data.len() {
+                return Err(err(format!(
+                    "{rows}x{cols} output with row stride {row_stride} does not fit in {} elements",
+                    data.len()
+                )));
+            }
+        }
+        Ok(MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+        })
+    }
+
+    /// A contiguous row-major output.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self, GemmError> {
+        MatMut::new(data, rows, cols, cols)
+    }
+}
+
+/// `A`, packed ahead of time for the kernel chosen on this CPU.
+#[derive(Clone)]
+pub struct PackedA {
+    spec: &'static KernelSpec,
+    rows: usize,
+    cols: usize,
+    packed: Packed,
+}
+
+impl PackedA {
+    pub fn new(a: MatRef) -> Self {
+        Self::for_kernel(kernel::best(), a)
+    }
+
+    fn for_kernel(spec: &'static KernelSpec, a: MatRef) -> Self {
+        PackedA {
+            spec,
+            rows: a.rows,
+            cols: a.cols,
+            packed: Packed::new(a, spec.mr, spec.kc),
+        }
+    }
+}
+
+impl fmt::Debug for PackedA {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PackedA({}x{}, {})",
+            self.rows, self.cols, self.spec.name
+        )
+    }
+}
+
+/// `B`, packed ahead of time for the kernel chosen on this CPU.
+#[derive(Clone)]
+pub struct PackedB {
+    spec: &'static KernelSpec,
+    rows: usize,
+    cols: usize,
+    packed: Packed,
+}
+
+impl PackedB {
+    pub fn new(b: MatRef) -> Self {
+        Self::for_kernel(kernel::best(), b)
+    }
+
+    fn for_kernel(spec: &'static KernelSpec, b: MatRef) -> Self {
+        PackedB {
+            spec,
+            rows: b.rows,
+            cols: b.cols,
+            packed: Packed::new(b.t(), spec.nr, spec.kc),
+        }
+    }
+}
+
+impl fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PackedB({}x{}, {})",
+            self.rows, self.cols, self.spec.name
+        )
+    }
+}
+
+/// The left operand.
+#[derive(Clone, Copy, Debug)]
+pub enum Lhs<'a> {
+    Mat(MatRef<'a>),
+    Packed(&'a PackedA),
+}
+
+/// The right operand.
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    Mat(MatRef<'a>),
+    Packed(&'a PackedB),
+}
+
+impl<'a> From<MatRef<'a>> for Lhs<'a> {
+    fn from(m: MatRef<'a>) -> Self {
+        Lhs::Mat(m)
+    }
+}
+
+impl<'a> From<&'a PackedA> for Lhs<'a> {
+    fn from(p: &'a PackedA) -> Self {
+        Lhs::Packed(p)
+    }
+}
+
+impl<'a> From<MatRef<'a>> for Rhs<'a> {
+    fn from(m: MatRef<'a>) -> Self {
+        Rhs::Mat(m)
+    }
+}
+
+impl<'a> From<&'a PackedB> for Rhs<'a> {
+    fn from(p: &'a PackedB) -> Self {
+        Rhs::Packed(p)
+    }
+}
+
+/// Name of the microkernel this CPU uses, e.g. "avx512f 8x32".
+pub fn kernel_name() -> &'static str {
+    kernel::best().name
+}
+
+/// `C = epilogue(A · B)`; multithreaded on the current rayon pool when large enough.
+pub fn gemm<'a>(
+    a: impl Into<Lhs<'a>>,
+    b: impl Into<Rhs<'a>>,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<(), GemmError> {
+    gemm_with(kernel::best(), a.into(), b.into(), c, epilogue)
+}
+
+/// `gemm` with a given kernel (which packed operands must have been packed for).
+fn gemm_with(
+    spec: &'static KernelSpec,
+    a: Lhs,
+    b: Rhs,
+    c: MatMut,
+    epi: &Epilogue,
+) -> Result<(), GemmError> {
+    let ((m, ka), a) = match a {
+        Lhs::Mat(x) => ((x.rows, x.cols), Src::Mat(x)),
+        Lhs::Packed(p) => {
+            ensure_kernel(p.spec, spec)?;
+            ((p.rows, p.cols), Src::Packed(&p.packed))
+        }
+    };
+    let ((kb, n), bt) = match b {
+        Rhs::Mat(x) => ((x.rows, x.cols), Src::Mat(x.t())),
+        Rhs::Packed(p) => {
+            ensure_kernel(p.spec, spec)?;
+            ((p.rows, p.cols), Src::Packed(&p.packed))
+        }
+    };
+    if ka != kb || c.rows != m || c.cols != n {
+        return Err(err(format!(
+            "cannot multiply {m}x{ka} by {kb}x{n} into {}x{}",
+            c.rows, c.cols
+        )));
+    }
+    check_epilogue(epi, m, n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let out = COut {
+        ptr: c.data.as_mut_ptr(),
+        ldc: c.row_stride,
+    };
+    // SAFETY: `c` (validated by `MatMut::new`: m×n, non-overlapping rows, inside its slice) is
+    // exclusively borrowed for the call; shapes and the kernel of packed operands are checked.
+    unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi) };
+    Ok(())
+}
+
+fn ensure_kernel(packed: &KernelSpec, used: &KernelSpec) -> Result<(), GemmError> {
+    if std::ptr::eq(packed, used) {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "operand packed for kernel {} used with {}",
+            packed.name, used.name
+        )))
+    }
+}
+
+fn check_epilogue(epi: &Epilogue, m: usize, n: usize) -> Result<(), GemmError> {
+    let bias_ok = match epi.bias {
+        Bias::None | Bias::Scalar(_) => true,
+        Bias::PerRow(b) => b.len() == m,
+        Bias::PerCol(b) => b.len() == n,
+    };
+    if !bias_ok {
+        return Err(err(format!(
+            "bias {:?} does not fit a {m}x{n} output",
+            epi.bias
+        )));
+    }
+    if let Some(r) = epi.residual {
+        if (r.rows, r.cols) != (m, n) {
+            return Err(err(format!(
+                "residual is {}x{}, output is {m}x{n}",
+                r.rows, r.cols
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `count` independent products into consecutive `m × n` row-major blocks of `c`
+/// (e.g. attention's per-head matmuls); `item(i)` gives the operands and epilogue of block `i`
+/// (or the error that making them hit). Blocks run in parallel, and each large one is itself
+/// split across threads.
+pub fn gemm_batched<'a, F>(
+    c: &mut [f32],
+    (m, n): (usize, usize),
+    count: usize,
+    item: F,
+) -> Result<(), GemmError>
+where
+    F: Fn(usize) -> Result<(Lhs<'a>, Rhs<'a>, Epilogue<'a>), GemmError> + Sync,
+{
+    let size = m
+        .checked_mul(n)
+        .filter(|s| s.checked_mul(count) == Some(c.len()))
+        .ok_or_else(|| {
+            err(format!(
+                "{count} outputs of {m}x{n} do not fill {} elements",
+                c.len()
+            ))
+        })?;
+    if size == 0 {
+        // Still validate the operands, which may be inconsistent even when C is empty.
+        return (0..count).try_for_each(|i| {
+            let (a, b, e) = item(i)?;
+            gemm(a, b, MatMut::row_major(&mut [], m, n)?, &e)
+        });
+    }
+    c.par_chunks_mut(size).enumerate().try_for_each(|(i, ci)| {
+        let (a, b, e) = item(i)?;
+        gemm(a, b, MatMut::row_major(ci, m, n)?, &e)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! Packing operands into the panel layout the microkernels read.
+//!
+//! Both operands are packed by the same routine, seen as a "panel-major" matrix `P` of shape
+//! `width_dim × k`: for `A` that is `A` itself (panels of `MR` rows), for `B` it is `Bᵀ`
+//! (panels of `NR` columns). A block `rows r0..r1, depth p0..p1` is laid out panel after panel;
+//! panel `q` holds, for each `p` in the depth range, the `width` values `P[r0 + q·width + i, p]`,
+//! zero past `r1`. A whole prepacked matrix is the concatenation over depth blocks of `kc`,
+//! so the panel covering row `r` (a multiple of `width`) of the block starting at depth `p0`
+//! begins at `p0 · padded_rows + r · block_depth`.
+
+use super::MatRef;
+use std::ops::Range;
+
+/// One cache line of floats; vectors of these give 64-byte aligned buffers without unsafe
+/// allocation code.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A growable, 64-byte aligned float buffer.
+#[derive(Clone, Default)]
+pub(super) struct AlignedBuf(Vec<Line>);
+
+impl AlignedBuf {
+    /// Zero-filled buffer of at least `len` floats.
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBuf(vec![Line([0.0; 16]); len.div_ceil(16)])
+    }
+
+    /// The first `len` floats, growing the buffer when needed (contents are unspecified).
+    pub fn get_mut(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.0.len() < lines {
+            self.0.resize(lines, Line([0.0; 16]));
+        }
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]` with no padding (64 bytes, align 64),
+        // so `lines` lines are `16 * lines >= len` initialized, exclusively borrowed floats.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        // SAFETY: as in `get_mut`: the lines are `16 * len` initialized floats.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<f32>(), self.0.len() * 16) }
+    }
+}
+
+/// Packs the block `rows × depth` of `src` (panel-major view, see module docs) into `dst`, in
+/// panels of `width` rows, zero-padding the last panel. Returns the number of floats written:
+/// `rows.len().div_ceil(width) * width * depth.len()`.
+pub(super) fn pack(
+    dst: &mut [f32],
+    src: MatRef,
+    rows: Range<usize>,
+    depth: Range<usize>,
+    width: usize,
+) -> usize {
+    let kc = depth.len();
+    let panels = rows.len().div_ceil(width);
+    let total = panels * width * kc;
+    assert!(
+        dst.len() >= total && rows.end <= src.rows && depth.end <= src.cols,
+        "pack: block out of range"
+    );
+    let (rs, cs) = (src.row_stride, src.col_stride);
+    for (q, panel) in dst[..total].chunks_exact_mut(width * kc).enumerate() {
+        let r0 = rows.start + q * width;
+        let valid = width.min(rows.end - r0);
+        if valid < width {
+            panel.fill(0.0);
+        }
+        // Every read below is `src[r, p]` with `r < rows.end <= src.rows` and
+        // `p < depth.end <= src.cols` (asserted above), which `MatRef`'s invariant places inside
+        // `src.data`; every write is inside `panel` (`p < kc`, `i < width`).
+        if rs == 1 {
+            // Rows contiguous (B row-major, or a transposed A): one short copy per depth step.
+            for (p, out) in panel.chunks_exact_mut(width).enumerate() {
+                let base = r0 + (depth.start + p) * cs;
+                // SAFETY: reads `src[r0..r0 + valid, p]`, in bounds as noted above; `out` holds
+                // `width >= valid` floats and cannot overlap the shared `src`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.data.as_ptr().add(base),
+                        out.as_mut_ptr(),
+                        valid,
+                    )
+                };
+            }
+        } else {
+            // Depth contiguous or general strides: walk each row, scatter with stride `width`.
+            for i in 0..valid {
+                let row = (r0 + i) * rs + depth.start * cs;
+                for p in 0..kc {
+                    // SAFETY: `src[r0 + i, depth.start + p]` and `panel[p·width + i]` are in
+                    // bounds as noted above.
+                    unsafe {
+                        *panel.get_unchecked_mut(p * width + i) =
+                            *src.data.get_unchecked(row + p * cs)
+                    };
+                }
+            }
+        }
+    }
+    total
+}
+
+/// A whole matrix packed for one kernel's `width` and `kc`: depth blocks of `kc`, each a run of
+/// panels (see module docs).
+#[derive(Clone)]
+pub(super) struct Packed {
+    pub buf: AlignedBuf,
+    /// Rows of the panel-major view, rounded up to a multiple of `width`.
+    pub padded_rows: usize,
+}
+
+impl Packed {
+    pub fn new(src: MatRef, width: usize, kc: usize) -> Self {
+        let padded_rows = src.rows.div_ceil(width) * width;
+        let mut buf = AlignedBuf::zeroed(padded_rows * src.cols);
+        let dst = buf.get_mut(padded_rows * src.cols);
+        let mut p0 = 0;
+        while p0 < src.cols {
+            let p1 = (p0 + kc).min(src.cols);
+            pack(
+                &mut dst[p0 * padded_rows..],
+                src,
+                0..src.rows,
+                p0..p1,
+                width,
+            );
+            p0 = p1;
+        }
+        Packed { buf, padded_rows }
+    }
+
+    /// The panels of rows `r0..` (`r0` a multiple of `width`) of the depth block at `p0`
+    /// (`p0` a multiple of `kc`) of depth `kc_len`.
+    pub fn block(&self, r0: usize, p0: usize, kc_len: usize) -> &[f32] {
+        &self.buf.as_slice()[p0 * self.padded_rows + r0 * kc_len..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_are_depth_major_and_zero_padded() {
+        // P = [[1, 2, 3], [4, 5, 6], [7, 8, 9]] (3 rows × depth 3), width 2.
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let p = MatRef::new(&data, 3, 3, 3, 1).unwrap();
+        let mut dst = [f32::NAN; 12];
+        assert_eq!(pack(&mut dst, p, 0..3, 0..3, 2), 12);
+        assert_eq!(
+            dst,
+            [1.0, 4.0, 2.0, 5.0, 3.0, 6.0, 7.0, 0.0, 8.0, 0.0, 9.0, 0.0]
+        );
+        // The same matrix stored column-major packs identically (contiguous-rows path).
+        let t = [1.0, 4.0, 7.0, 2.0, 5.0, 8.0, 3.0, 6.0, 9.0];
+        let pt = MatRef::new(&t, 3, 3, 1, 3).unwrap();
+        let mut dst2 = [f32::NAN; 12];
+        pack(&mut dst2, pt, 0..3, 0..3, 2);
+        assert_eq!(dst, dst2);
+    }
+}
