@@ -1,5 +1,8 @@
 //! Reductions and normalizing reductions (ReduceMean, ArgMax, Softmax, ...).
 
+#[path = "reduce_num.rs"]
+pub(crate) mod num;
+
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 
