@@ -16,10 +16,10 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.cache/venv"
 req="$root/models/requirements.txt"
 zoo_py="$root/models/zoo.py"
-python="${PYTHON:-python3}"
+# shellcheck source=models/venv.sh
+source "$root/models/venv.sh"
 
 small=0
 args=()
@@ -33,33 +33,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-# Hash with Python rather than sha256sum/shasum so it works the same on Linux and macOS.
-sha256_of() {
-    "$python" -c 'import hashlib, sys
-h = hashlib.sha256()
-for p in sys.argv[1:]:
-    h.update(open(p, "rb").read())
-print(h.hexdigest())' "$@"
-}
-
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
-    echo "build_zoo.sh: $python is $("$python" --version 2>&1); need Python 3.10+" >&2
-    exit 1
-}
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    echo "[build_zoo] creating venv at $venv" >&2
-    "$python" -m venv "$venv"
-fi
-
-req_hash="$(sha256_of "$req")"
-stamp="$venv/.requirements.sha256"
-if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$req_hash" ]]; then
-    echo "[build_zoo] installing models/requirements.txt into $venv" >&2
-    # pip's progress goes to stderr so stdout stays clean for the final path line.
-    "$venv/bin/python" -m pip install --disable-pip-version-check -r "$req" >&2
-    echo "$req_hash" > "$stamp"
-fi
+ensure_venv
 
 zoo_hash="$(sha256_of "$zoo_py" "$req" | cut -c1-16)"
 suffix=""

@@ -4,7 +4,7 @@
 pub mod proto;
 mod tensor;
 
-pub use tensor::tensor_from_proto;
+pub use tensor::{tensor_from_proto, ExternalData};
 
 use crate::error::{Error, Result};
 use crate::ir::{Attr, Attrs, Dim, Graph, Node, ValueId, ValueType};
@@ -15,7 +15,6 @@ use proto::{attribute_proto::AttributeType, type_proto, GraphProto, ModelProto, 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use tensor::ExternalData;
 
 /// Loads an ONNX model file. Initializer bytes stay in the mapped file (zero-copy).
 pub fn load_file(path: &Path) -> Result<Graph> {

@@ -17,6 +17,8 @@ pub struct ExternalData {
 }
 
 impl ExternalData {
+    /// External data of tensors read from `model_path` (its folder bounds what they may name);
+    /// `None` for tensors that do not come from a file, which then cannot use external data.
     pub fn new(model_path: Option<&Path>) -> ExternalData {
         let dir = model_path.map(|p| match p.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
