@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 /// Slices at least this long are split across the rayon pool.
 const PAR_MIN_LEN: usize = 1 << 15;
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
-const PAR_CHUNK: usize = 1 << 13;
+const PAR_CHUNK: usize = 1 << 14;
 
 /// Unary math functions with a vectorized implementation.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 /// Outputs at least this long are computed in parallel.
 pub(crate) const PAR_MIN_LEN: usize = 1 << 15;
 /// Elements per parallel task.
-const PAR_CHUNK: usize = 1 << 13;
+const PAR_CHUNK: usize = 1 << 14;
 
 /// `out[i] = f(x[i])` over a whole tensor.
 pub(crate) fn map<T: Storable, O: Storable>(
@@ -178,6 +178,10 @@ impl<const N: usize> Rows<N> {
     /// large outputs.
     fn fill<O: Storable>(&self, seg: impl Fn(&mut [O], [usize; N]) + Sync) -> Vec<O> {
         let n = self.dims.iter().product();
+        if n == 0 {
+            // Some dim is 0, possibly the row: nothing to compute, nor to divide by.
+            return Vec::new();
+        }
         let mut out = vec![O::default(); n];
         let chunk = |dst: &mut [O], start: usize| {
             let row_len = self.row_len();
@@ -254,15 +258,16 @@ mod tests {
         let y = binary(&a, &b, |x: f32, y: f32| x - y).unwrap();
         let want = [0., -1., -2., -3., 1., 0., -1., -2., 2., 1., 0., -1.];
         assert_eq!(y.as_slice::<f32>().unwrap(), want);
-        // Scalar on the left, empty tensor, incompatible shapes.
-        let y = binary(&t(&[], vec![2.0]), &t(&[3], seq(3)), |x: f32, y: f32| x * y).unwrap();
+        // Scalar on the left, empty tensors (the row or an outer dim of length 0),
+        // incompatible shapes.
+        let mul = |x: f32, y: f32| x * y;
+        let y = binary(&t(&[], vec![2.0]), &t(&[3], seq(3)), mul).unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), [0.0, 2.0, 4.0]);
-        let y = binary(&t(&[0, 3], vec![]), &t(&[3], seq(3)), |x: f32, y: f32| {
-            x * y
-        })
-        .unwrap();
+        let y = binary(&t(&[0, 3], vec![]), &t(&[3], seq(3)), mul).unwrap();
         assert_eq!(y.shape(), &[0, 3]);
-        assert!(binary(&t(&[2], seq(2)), &t(&[3], seq(3)), |x: f32, y: f32| x * y).is_err());
+        let y = binary(&t(&[3, 0], vec![]), &t(&[1], seq(1)), mul).unwrap();
+        assert_eq!(y.shape(), &[3, 0]);
+        assert!(binary(&t(&[2], seq(2)), &t(&[3], seq(3)), mul).is_err());
     }
 
     #[test]
