@@ -13,7 +13,7 @@ use crate::tensor::{Storable, Tensor};
 use rayon::prelude::*;
 
 /// Outputs at least this long are computed in parallel.
-pub(crate) const PAR_MIN_LEN: usize = 1 << 15;
+const PAR_MIN_LEN: usize = 1 << 15;
 /// Elements per parallel task.
 const PAR_CHUNK: usize = 1 << 14;
 
@@ -78,7 +78,7 @@ pub(crate) fn binary<A: Storable, B: Storable, O: Storable>(
     Tensor::from_vec(rows.out_shape, out)
 }
 
-/// `out = f(a, b, c)` with numpy broadcasting (for Where; not vectorized).
+/// `out = f(a, b, c)` with numpy broadcasting (for Where).
 pub(crate) fn ternary<A: Storable, B: Storable, C: Storable, O: Storable>(
     a: &Tensor,
     b: &Tensor,
@@ -87,14 +87,48 @@ pub(crate) fn ternary<A: Storable, B: Storable, C: Storable, O: Storable>(
 ) -> Result<Tensor> {
     let (xa, xb, xc) = (a.as_slice::<A>()?, b.as_slice::<B>()?, c.as_slice::<C>()?);
     let rows = Rows::new([a.shape(), b.shape(), c.shape()])?;
-    let [fa, fb, fc] = rows.inner_full.map(usize::from);
+    let [fa, fb, fc] = rows.inner_full;
     let out = rows.fill(|dst, [ia, ib, ic]| {
-        // Stride 1 walks the operand along the row, 0 repeats its first element.
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = f(xa[ia + i * fa], xb[ib + i * fb], xc[ic + i * fc]);
+        let n = dst.len();
+        let row = |full: bool, at: usize| at..at + if full { n } else { 1 };
+        let (ra, rb, rc) = (&xa[row(fa, ia)], &xb[row(fb, ib)], &xc[row(fc, ic)]);
+        // One loop per pattern of walking and repeated operands, so that each is a plain
+        // vectorizable loop.
+        macro_rules! by_pattern {
+            ($(($a:literal, $b:literal, $c:literal)),*) => {
+                match (fa, fb, fc) {
+                    $(($a, $b, $c) => zip3::<$a, $b, $c, _, _, _, _>(dst, ra, rb, rc, &f),)*
+                }
+            };
         }
+        by_pattern!(
+            (true, true, true),
+            (true, true, false),
+            (true, false, true),
+            (true, false, false),
+            (false, true, true),
+            (false, true, false),
+            (false, false, true),
+            (false, false, false)
+        );
     });
     Tensor::from_vec(rows.out_shape, out)
+}
+
+/// `dst[i] = f(a[i], b[i], c[i])`, where an operand that is not `FULL` has one element that
+/// stands for all.
+#[inline(always)]
+fn zip3<const FA: bool, const FB: bool, const FC: bool, A: Copy, B: Copy, C: Copy, O>(
+    dst: &mut [O],
+    a: &[A],
+    b: &[B],
+    c: &[C],
+    f: &impl Fn(A, B, C) -> O,
+) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        let at = |full: bool| if full { i } else { 0 };
+        *d = f(a[at(FA)], b[at(FB)], c[at(FC)]);
+    }
 }
 
 /// The output of a broadcast, as rows over merged dims.
@@ -289,11 +323,15 @@ mod tests {
         let c = Tensor::from_vec(vec![2, 1], vec![true, false]).unwrap();
         let x = t(&[3], vec![1.0, 2.0, 3.0]);
         let y = t(&[], vec![0.5]);
-        let out = ternary(&c, &x, &y, |c: bool, x: f32, y: f32| if c { x } else { y }).unwrap();
+        let select = |c: bool, x: f32, y: f32| if c { x } else { y };
+        let out = ternary(&c, &x, &y, select).unwrap();
         assert_eq!(out.shape(), &[2, 3]);
-        assert_eq!(
-            out.as_slice::<f32>().unwrap(),
-            [1.0, 2.0, 3.0, 0.5, 0.5, 0.5]
-        );
+        let want = [1.0, 2.0, 3.0, 0.5, 0.5, 0.5];
+        assert_eq!(out.as_slice::<f32>().unwrap(), want);
+        // Same shapes: every operand walks the row.
+        let c = Tensor::from_vec(vec![3], vec![false, true, false]).unwrap();
+        let y = t(&[3], vec![-1.0, -2.0, -3.0]);
+        let out = ternary(&c, &x, &y, select).unwrap();
+        assert_eq!(out.as_slice::<f32>().unwrap(), [-1.0, 2.0, -3.0]);
     }
 }
