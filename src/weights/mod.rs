@@ -203,3 +203,28 @@ pub fn find_weights_file(dir: &Path) -> Result<PathBuf> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_recognized_by_content() {
+        assert_eq!(
+            detect_format(b"PK\x03\x04rest", 100),
+            Some(WeightFormat::TorchZip)
+        );
+        assert_eq!(
+            detect_format(b"\x80\x02\x8a\x0a", 100),
+            Some(WeightFormat::TorchLegacy)
+        );
+        let st = b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"";
+        assert_eq!(detect_format(st, 24), Some(WeightFormat::Safetensors));
+        // A header length beyond the file is not safetensors.
+        assert_eq!(detect_format(st, 23), None);
+        // An ONNX ModelProto starts with field 1 (ir_version): 0x08.
+        assert_eq!(detect_format(b"\x08\x07\x12\x07pytorch", 1000), None);
+        assert_eq!(detect_format(b"\x80\x01", 100), None);
+        assert_eq!(detect_format(b"", 0), None);
+    }
+}

@@ -581,3 +581,147 @@ fn pairs(items: Vec<Value>) -> Res<Vec<(Value, Value)>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python-like text of a value, for comparing whole structures.
+    fn repr(heap: &Heap, v: &Value) -> String {
+        let join = |items: &[Value]| {
+            items
+                .iter()
+                .map(|x| repr(heap, x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match v {
+            Value::None => "None".into(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+            Value::Int(i) => i.to_string(),
+            Value::BigInt(b) => format!("big{:02x?}", &b[..]),
+            Value::Float(f) => format!("{f:?}"),
+            Value::Str(s) => format!("'{s}'"),
+            Value::Bytes(b) => format!("b{:?}", &b[..]),
+            Value::Tuple(id) | Value::List(id) | Value::Dict(id) => match heap.get(*id) {
+                Object::Tuple(items) => format!("({})", join(items)),
+                Object::List(items) => format!("[{}]", join(items)),
+                Object::Dict(entries) => format!(
+                    "{{{}}}",
+                    entries
+                        .iter()
+                        .map(|(k, x)| format!("{}: {}", repr(heap, k), repr(heap, x)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            other => other.kind().into(),
+        }
+    }
+
+    fn load(bytes: &[u8]) -> Result<String, String> {
+        let mut vm = Unpickler::new(bytes);
+        let v = vm.load()?;
+        Ok(repr(vm.heap(), &v))
+    }
+
+    /// `{'a': 1, 'b': [1.5, None, True], 'c': (-2, 'é', 2**40, -2**70)}`
+    const EXPECTED: &str =
+        "{'a': 1, 'b': [1.5, None, True], 'c': (-2, 'é', 1099511627776, big[00, 00, 00, 00, 00, 00, 00, 00, c0])}";
+
+    #[test]
+    fn reads_protocol_2_as_python_writes_it() {
+        // pickle.dumps(EXPECTED's value, protocol=2)
+        let p2 = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01X\x01\x00\x00\x00bq\x02]q\x03(G?\xf8\x00\x00\x00\x00\x00\x00N\x88eX\x01\x00\x00\x00cq\x04(J\xfe\xff\xff\xffX\x02\x00\x00\x00\xc3\xa9q\x05\x8a\x06\x00\x00\x00\x00\x00\x01\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00\xc0tq\x06u.";
+        assert_eq!(load(p2).unwrap(), EXPECTED);
+    }
+
+    #[test]
+    fn reads_protocol_4_frames_and_memoize() {
+        // pickle.dumps(same value, protocol=4)
+        let p4 = b"\x80\x04\x95B\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x01a\x94K\x01\x8c\x01b\x94]\x94(G?\xf8\x00\x00\x00\x00\x00\x00N\x88e\x8c\x01c\x94(J\xfe\xff\xff\xff\x8c\x02\xc3\xa9\x94\x8a\x06\x00\x00\x00\x00\x00\x01\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00\xc0t\x94u.";
+        assert_eq!(load(p4).unwrap(), EXPECTED);
+    }
+
+    #[test]
+    fn memo_gets_share_the_container() {
+        // l = []; pickle.dumps({'x': l, 'y': l}, protocol=2)
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00xq\x01]q\x02X\x01\x00\x00\x00yq\x03h\x02u.";
+        let mut vm = Unpickler::new(p);
+        let v = vm.load().unwrap();
+        let Value::Dict(id) = v else { panic!("{v:?}") };
+        let Object::Dict(entries) = vm.heap().get(id) else {
+            panic!()
+        };
+        let ids: Vec<_> = entries
+            .iter()
+            .map(|(_, v)| match v {
+                Value::List(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn globals_outside_the_allowlist_are_refused_by_name() {
+        // GLOBAL 'os system' (protocol 2) and STACK_GLOBAL 'builtins' 'eval' (protocol 4).
+        let err = load(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.").unwrap_err();
+        assert!(
+            err.contains("`os.system`") && err.contains("state_dict()"),
+            "{err}"
+        );
+        let err = load(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.").unwrap_err();
+        assert!(err.contains("`builtins.eval`"), "{err}");
+        let err = load(b"\x80\x02ctorch.nn.modules.linear\nLinear\n.").unwrap_err();
+        assert!(err.contains("`torch.nn.modules.linear.Linear`"), "{err}");
+    }
+
+    #[test]
+    fn lengths_beyond_the_input_are_refused_before_allocating() {
+        for p in [
+            &b"\x80\x02X\xff\xff\xff\x7fab."[..], // BINUNICODE 2 GiB
+            b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\xffab.", // BINUNICODE8 2^64-1
+            b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\x7f.", // FRAME past the end
+            b"\x80\x02\x8b\xff\xff\xff\x7f\x00.", // LONG4 2 GiB
+        ] {
+            let err = load(p).unwrap_err();
+            assert!(
+                err.contains("remain") || err.contains("past the end"),
+                "{err}"
+            );
+        }
+        let err = load(b"\x80\x02X\xff\xff\xff\xffab.").unwrap_err();
+        assert!(err.contains("negative length"), "{err}");
+    }
+
+    #[test]
+    fn malformed_programs_are_errors() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"\x80\x02I1\n.", "unsupported pickle opcode 0x49"), // protocol-0 INT
+            (b"\x80\x07N.", "protocol 7"),
+            (b"\x80\x02N", "remain"),           // no STOP
+            (b"\x80\x02a.", "stack underflow"), // APPEND with nothing
+            (b"\x80\x02NNa.", "APPEND needs a list"),
+            (b"\x80\x02h\x05.", "memo entry 5"),
+            (b"\x80\x02\x8f.", "sets are not supported"),
+        ];
+        for (p, want) in cases {
+            let err = load(p).unwrap_err();
+            assert!(err.contains(want), "{p:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_builds_without_recursion() {
+        // 100 000 nested lists: [[[...]]]. Building, cloning and dropping must not recurse
+        // (walkers bound the depth they follow, see `torch`).
+        let n = 100_000;
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(b'.');
+        let mut vm = Unpickler::new(&p);
+        assert!(matches!(vm.load().unwrap(), Value::List(0)));
+    }
+}

@@ -171,3 +171,83 @@ fn dtype_of(name: &str) -> Option<DType> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Bytes {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn tensors_come_in_data_order_with_their_values() {
+        // Data order is b, e (empty), a, although the JSON lists a first; trailing spaces
+        // pad headers in real files.
+        let header = r#"{"a":{"dtype":"I16","shape":[2],"data_offsets":[1,5]},"b":{"dtype":"U8","shape":[],"data_offsets":[0,1]},"e":{"dtype":"F64","shape":[0,4],"data_offsets":[1,1]}}   "#;
+        let c = load(&file(header, &[7, 0xff, 0xff, 2, 0])).unwrap();
+        let keys: Vec<&str> = c.tensors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["b", "e", "a"]);
+        assert_eq!(c.tensors[0].1.as_slice::<u8>().unwrap(), &[7]);
+        assert_eq!(c.tensors[0].1.shape(), &[] as &[usize]);
+        assert_eq!(c.tensors[1].1.shape(), &[0, 4]);
+        assert_eq!(c.tensors[2].1.as_slice::<i16>().unwrap(), &[-1, 2]);
+    }
+
+    #[test]
+    fn invalid_headers_are_refused_with_the_reason() {
+        let f32x2 = |a: u64, b: u64| {
+            format!(r#"{{"w":{{"dtype":"F32","shape":[2],"data_offsets":[{a},{b}]}}}}"#)
+        };
+        let cases = [
+            (f32x2(0, 8), 4, "end past the data section"),
+            (f32x2(0, 4), 8, "do not hold a float32 tensor of shape [2]"),
+            (f32x2(8, 0), 8, "do not hold"),
+            (
+                f32x2(4, 12),
+                12,
+                "data starts at byte 4 but the previous tensor ends at 0",
+            ),
+            (f32x2(0, 8), 12, "has 12 bytes but the tensors cover 8"),
+            (
+                r#"{"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}"#.into(),
+                1,
+                "tensor 'w': dtype F8_E4M3 is not supported",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.into(),
+                4,
+                "shape entry -1 is not a size",
+            ),
+            (
+                r#"{"__metadata__":{"n":1}}"#.into(),
+                0,
+                "__metadata__ value 'n' is not a string",
+            ),
+            ("[1, 2]".into(), 0, "header is not a JSON object"),
+        ];
+        for (header, data_len, want) in cases {
+            let err = load(&file(&header, &vec![0; data_len])).err().unwrap();
+            assert!(err.contains(want), "{header}: {err}");
+        }
+    }
+
+    #[test]
+    fn header_lengths_are_bounded() {
+        let mut f = u64::MAX.to_le_bytes().to_vec();
+        f.extend(b"{}");
+        let err = load(&Bytes::from(f)).err().unwrap();
+        assert!(
+            err.contains("header length 18446744073709551615 exceeds"),
+            "{err}"
+        );
+        let err = load(&Bytes::from_static(b"\x02\x00")).err().unwrap();
+        assert!(
+            err.contains("shorter than the 8-byte header length"),
+            "{err}"
+        );
+    }
+}

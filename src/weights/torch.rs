@@ -418,3 +418,289 @@ fn gather(src: &[u8], esz: usize, offset: usize, shape: &[usize], stride: &[usiz
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    // --- A tiny pickle writer, spelling out what torch.save emits (protocol 2) ---------
+
+    fn s(x: &str) -> Vec<u8> {
+        let mut v = vec![b'X'];
+        v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        v.extend_from_slice(x.as_bytes());
+        v
+    }
+
+    fn int(i: u32) -> Vec<u8> {
+        let mut v = vec![b'J'];
+        v.extend_from_slice(&(i as i32).to_le_bytes());
+        v
+    }
+
+    fn tuple(items: &[u32]) -> Vec<u8> {
+        let mut v = vec![b'('];
+        items.iter().for_each(|&i| v.extend(int(i)));
+        v.push(b't');
+        v
+    }
+
+    /// A tensor view as torch pickles it: `_rebuild_tensor_v2(persistent storage, offset,
+    /// size, stride, False, OrderedDict())`.
+    struct View<'a> {
+        storage_type: &'a str,
+        storage: &'a str,
+        numel: u32,
+        offset: u32,
+        size: &'a [u32],
+        stride: &'a [u32],
+    }
+
+    fn tensor(v: &View) -> Vec<u8> {
+        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+        p.extend(s("storage"));
+        p.extend(format!("ctorch\n{}\n", v.storage_type).bytes());
+        p.extend(s(v.storage));
+        p.extend(s("cpu"));
+        p.extend(int(v.numel));
+        p.extend(b"tQ");
+        p.extend(int(v.offset));
+        p.extend(tuple(v.size));
+        p.extend(tuple(v.stride));
+        p.extend(b"\x89ccollections\nOrderedDict\n)RtR");
+        p
+    }
+
+    /// `{key: tensor, ...}` as a whole pickle.
+    fn state_dict(items: &[(&str, View)]) -> Vec<u8> {
+        let mut p = b"\x80\x02}(".to_vec();
+        for (k, v) in items {
+            p.extend(s(k));
+            p.extend(tensor(v));
+        }
+        p.extend(b"u.");
+        p
+    }
+
+    fn f32_view<'a>(size: &'a [u32], stride: &'a [u32], offset: u32) -> View<'a> {
+        View {
+            storage_type: "FloatStorage",
+            storage: "0",
+            numel: 6,
+            offset,
+            size,
+            stride,
+        }
+    }
+
+    /// Storage "0": six float32 values 0..6.
+    fn storage0() -> Vec<u8> {
+        (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect()
+    }
+
+    fn values(c: &Contents) -> Vec<(&str, Vec<usize>, Vec<f32>)> {
+        c.tensors
+            .iter()
+            .map(|(k, t)| {
+                let v = t.as_slice::<f32>().unwrap().to_vec();
+                (k.as_str(), t.shape().to_vec(), v)
+            })
+            .collect()
+    }
+
+    fn zip(entries: &[(&str, &[u8], zip::CompressionMethod)]) -> Bytes {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for &(name, data, method) in entries {
+            let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+            w.start_file(name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        Bytes::from(w.finish().unwrap().into_inner())
+    }
+
+    fn stored_zip(pickle: &[u8], storage: &[u8]) -> Bytes {
+        let stored = zip::CompressionMethod::Stored;
+        zip(&[
+            ("weights/data.pkl", pickle, stored),
+            ("weights/data/0", storage, stored),
+        ])
+    }
+
+    /// The legacy container around one object pickle and its storages, in key order.
+    fn legacy(pickle: &[u8], storages: &[(&str, &[u8], u64)]) -> Bytes {
+        let mut f = b"\x80\x02\x8a\x0a".to_vec();
+        f.extend(LEGACY_MAGIC);
+        f.extend(b".\x80\x02M\xe9\x03."); // protocol version 1001
+        f.extend(b"\x80\x02}(");
+        f.extend(s("little_endian"));
+        f.extend(b"\x88u.");
+        f.extend(pickle);
+        f.extend(b"\x80\x02](");
+        storages.iter().for_each(|(k, _, _)| f.extend(s(k)));
+        f.extend(b"e.");
+        for (_, bytes, count) in storages {
+            f.extend(count.to_le_bytes());
+            f.extend(*bytes);
+        }
+        Bytes::from(f)
+    }
+
+    #[test]
+    fn views_of_one_storage_in_both_containers() {
+        // Storage [0, 1, 2, 3, 4, 5] seen as w (2x3), its transpose, and w[:, 1:].
+        let pickle = state_dict(&[
+            ("w", f32_view(&[2, 3], &[3, 1], 0)),
+            ("w_t", f32_view(&[3, 2], &[1, 3], 0)),
+            ("w_sliced", f32_view(&[2, 2], &[3, 1], 1)),
+            ("row", f32_view(&[3], &[1], 3)),
+        ]);
+        let want = vec![
+            ("w", vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+            ("w_t", vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]),
+            ("w_sliced", vec![2, 2], vec![1.0, 2.0, 4.0, 5.0]),
+            ("row", vec![3], vec![3.0, 4.0, 5.0]),
+        ];
+        let from_zip = load_zip(&stored_zip(&pickle, &storage0())).unwrap();
+        assert_eq!(values(&from_zip), want);
+        let from_legacy = load_legacy(&legacy(&pickle, &[("0", &storage0(), 6)])).unwrap();
+        assert_eq!(values(&from_legacy), want);
+    }
+
+    #[test]
+    fn nested_containers_flatten_with_dots() {
+        // {'model': {'w': t}, 'opt': {'state': {0: {'m': t}}}, 'epoch': 3}
+        let t = tensor(&f32_view(&[6], &[1], 0));
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(s("model"));
+        p.extend(b"}(");
+        p.extend(s("w"));
+        p.extend(&t);
+        p.extend(b"u");
+        p.extend(s("opt"));
+        p.extend(b"}(");
+        p.extend(s("state"));
+        p.extend(b"}(K\x00}(");
+        p.extend(s("m"));
+        p.extend(&t);
+        p.extend(b"uuu");
+        p.extend(s("epoch"));
+        p.extend(b"K\x03u.");
+        let c = load_zip(&stored_zip(&p, &storage0())).unwrap();
+        let keys: Vec<&str> = c.tensors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["model.w", "opt.state.0.m"]);
+        assert_eq!(c.metadata, vec![("epoch".to_string(), MetaValue::Int(3))]);
+    }
+
+    #[test]
+    fn views_reading_past_their_storage_are_refused() {
+        let p = state_dict(&[("w", f32_view(&[2, 3], &[3, 1], 1))]);
+        let err = load_zip(&stored_zip(&p, &storage0())).err().unwrap();
+        assert!(
+            err.contains("tensor 'w'") && err.contains("past the end"),
+            "{err}"
+        );
+        // The pickle declares 6 elements; the entry holds 5.
+        let p = state_dict(&[("w", f32_view(&[6], &[1], 0))]);
+        let err = load_zip(&stored_zip(&p, &storage0()[..20])).err().unwrap();
+        assert!(err.contains("should hold 24 bytes"), "{err}");
+    }
+
+    #[test]
+    fn expanded_views_cannot_demand_unbounded_memory() {
+        // 2^30 x 2^10 elements of stride 0 over one float: 4 TiB if copied.
+        let p = state_dict(&[("w", f32_view(&[1 << 30, 1 << 10], &[0, 0], 0))]);
+        let err = load_zip(&stored_zip(&p, &storage0())).err().unwrap();
+        assert!(
+            err.contains("tensor 'w'") && err.contains("exceeds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unsupported_dtypes_name_the_tensor() {
+        let view = View {
+            storage_type: "ComplexFloatStorage",
+            numel: 3,
+            ..f32_view(&[3], &[1], 0)
+        };
+        let err = load_zip(&stored_zip(&state_dict(&[("c", view)]), &storage0()))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("tensor 'c': dtype complex64 is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hostile_zip_archives_are_refused() {
+        let pickle = state_dict(&[("w", f32_view(&[6], &[1], 0))]);
+        let (stored, deflated) = (
+            zip::CompressionMethod::Stored,
+            zip::CompressionMethod::Deflated,
+        );
+        let climbing = zip(&[
+            ("weights/data.pkl", &pickle, stored),
+            ("weights/../../data/0", &storage0(), stored),
+        ]);
+        let err = load_zip(&climbing).err().unwrap();
+        assert!(err.contains("'weights/../../data/0' escapes"), "{err}");
+
+        let compressed = zip(&[
+            ("weights/data.pkl", &pickle, stored),
+            ("weights/data/0", &storage0(), deflated),
+        ]);
+        let err = load_zip(&compressed).err().unwrap();
+        assert!(err.contains("'weights/data/0' is compressed"), "{err}");
+
+        let whole = stored_zip(&pickle, &storage0());
+        let err = load_zip(&whole.slice(..whole.len() - 10)).err().unwrap();
+        assert!(err.contains("not a valid zip archive"), "{err}");
+
+        let no_pickle = zip(&[("weights/data/0", &storage0(), stored)]);
+        let err = load_zip(&no_pickle).err().unwrap();
+        assert!(err.contains("no <folder>/data.pkl"), "{err}");
+    }
+
+    #[test]
+    fn legacy_storages_past_the_end_are_refused() {
+        let pickle = state_dict(&[("w", f32_view(&[6], &[1], 0))]);
+        let err = load_legacy(&legacy(&pickle, &[("0", &storage0(), 7)]))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("storage '0': 7 elements run past the end"),
+            "{err}"
+        );
+        let err = load_legacy(&Bytes::from_static(b"\x80\x02K\x01."))
+            .err()
+            .unwrap();
+        assert!(err.contains("not a PyTorch file"), "{err}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let n = MAX_DEPTH + 2;
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(b'.');
+        let err = load_zip(&stored_zip(&p, &[])).err().unwrap();
+        assert!(err.contains("nest deeper than 64"), "{err}");
+    }
+
+    #[test]
+    fn colliding_flattened_keys_are_refused() {
+        // {'a.b': 1, 'a': {'b': 2}}
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(s("a.b"));
+        p.extend(b"K\x01");
+        p.extend(s("a"));
+        p.extend(b"}(");
+        p.extend(s("b"));
+        p.extend(b"K\x02uu.");
+        let err = load_zip(&stored_zip(&p, &[])).err().unwrap();
+        assert!(err.contains("key 'a.b' appears twice"), "{err}");
+    }
+}
