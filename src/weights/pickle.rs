@@ -571,7 +571,7 @@ impl<'a> Unpickler<'a> {
 
 /// Pairs up `[k0, v0, k1, v1, ...]`.
 fn pairs(items: Vec<Value>) -> Res<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of items for a dict".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -335,3 +335,50 @@ fn elements_to_bytes(n: u64, size: usize) -> Result<u64, String> {
     n.checked_mul(size as u64)
         .ok_or_else(|| format!("{n} elements of {size} bytes overflow"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_classes_and_dtypes_resolve_to_element_types() {
+        let storage = |name| match resolve_global("torch", name) {
+            Ok(Global::StorageType(d)) => (d.size, d.dtype),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(storage("FloatStorage"), (4, Some(DType::F32)));
+        assert_eq!(storage("BFloat16Storage"), (2, Some(DType::BF16)));
+        assert_eq!(storage("BoolStorage"), (1, Some(DType::Bool)));
+        assert_eq!(storage("ComplexDoubleStorage"), (16, None));
+        assert_eq!(
+            resolve_global("torch.storage", "UntypedStorage"),
+            Ok(Global::StorageType(UNTYPED))
+        );
+        let dtype = |name| match resolve_global("torch", name) {
+            Ok(Global::Dtype(d)) => (d.size, d.dtype),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(dtype("uint64"), (8, Some(DType::U64)));
+        assert_eq!(dtype("float8_e4m3fn"), (1, None));
+        // Only torch's own names: no aliases, no other attributes of `torch`.
+        assert!(resolve_global("torch", "float").is_err());
+        assert!(resolve_global("torch", "load").is_err());
+        assert!(resolve_global("torch._utils", "_rebuild_qtensor").is_err());
+    }
+
+    #[test]
+    fn rebuild_calls_check_their_arguments() {
+        let heap = Heap::default();
+        let err = call(&Global::RebuildTensorV2, &[Value::Int(1)], &heap).unwrap_err();
+        assert!(err.contains("unexpected arguments for torch._utils._rebuild_tensor_v2: (an int)"));
+        let err = call(&Global::Dtype(UNTYPED), &[], &heap).unwrap_err();
+        assert!(err.contains("torch.uint8 is not callable"), "{err}");
+        let err = call(
+            &Global::RebuildParameter,
+            &[Value::None, Value::None, Value::None],
+            &heap,
+        )
+        .unwrap_err();
+        assert!(err.contains("unexpected arguments"), "{err}");
+    }
+}
