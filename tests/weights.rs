@@ -133,15 +133,25 @@ fn hostile_samples_are_refused_and_nothing_runs() {
 
 #[test]
 #[ignore = "needs samples: python tests/data/make_weights.py .cache/weights-samples"]
-fn hugging_face_folders_load_their_weights_file() {
+fn hugging_face_folders_load_their_weights_files_in_order() {
     let expected = expected();
-    for (dir, file) in [
-        ("hf_bert_safetensors", "model.safetensors"),
-        ("hf_bert_bin", "pytorch_model.bin"),
-    ] {
-        let store = load_weights(&samples().join(dir)).unwrap();
-        let want = &expected["files"][format!("{dir}/{file}")]["tensors"];
-        assert_eq!(store.tensors.len(), want.as_array().unwrap().len(), "{dir}");
+    let folders = expected["folders"].as_object().unwrap();
+    assert_eq!(folders.len(), 3);
+    for (dir, files) in folders {
+        let want: Vec<&str> = files
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| {
+                expected["files"][f.as_str().unwrap()]["tensors"]
+                    .as_array()
+                    .unwrap()
+            })
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
+        let store = load_weights(&samples().join(dir)).unwrap_or_else(|e| panic!("{e}"));
+        let keys: Vec<&str> = store.tensors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, want, "{dir}");
     }
 }
 
@@ -284,4 +294,72 @@ fn inspect_still_reads_onnx_models() {
     let (ok, out) = inspect(&write_temp("relu.onnx", &m));
     assert!(ok, "{out}");
     assert!(out.contains("Relu: 1"), "{out}");
+}
+
+/// A folder holding `files`, fresh for each call.
+fn temp_folder(name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("infer-weights-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, bytes) in files {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    dir
+}
+
+/// A one-tensor safetensors file: `key` = [v] as float32.
+fn one_tensor(key: &str, v: f32) -> Vec<u8> {
+    let header = format!(r#"{{"{key}":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#);
+    safetensors(&header, &v.to_le_bytes())
+}
+
+#[test]
+fn sharded_folders_load_every_shard_and_check_the_index() {
+    let index = |map: &str| format!(r#"{{"metadata": {{}}, "weight_map": {{{map}}}}}"#);
+    let (s1, s2) = (one_tensor("b", 2.0), one_tensor("a", 1.0));
+    let good = index(r#""a": "model-2.safetensors", "b": "model-1.safetensors""#);
+    let dir = temp_folder(
+        "sharded",
+        &[
+            ("model.safetensors.index.json", good.as_bytes()),
+            ("model-1.safetensors", &s1),
+            ("model-2.safetensors", &s2),
+        ],
+    );
+    let store = load_weights(&dir).unwrap();
+    let got: Vec<(&str, f32)> = store
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.as_slice::<f32>().unwrap()[0]))
+        .collect();
+    assert_eq!(got, [("b", 2.0), ("a", 1.0)]);
+
+    let missing = index(r#""a": "model-1.safetensors", "c": "model-1.safetensors""#);
+    let dir = temp_folder(
+        "missing",
+        &[
+            ("model.safetensors.index.json", missing.as_bytes()),
+            ("model-1.safetensors", &s1),
+        ],
+    );
+    let err = load_weights(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("lists tensor 'a' but no shard holds it"),
+        "{err}"
+    );
+
+    let escaping = index(r#""a": "../model-1.safetensors""#);
+    let dir = temp_folder(
+        "escaping",
+        &[("model.safetensors.index.json", escaping.as_bytes())],
+    );
+    let err = load_weights(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("'../model-1.safetensors' is not a file of this folder"),
+        "{err}"
+    );
+
+    let dir = temp_folder("empty", &[("config.json", b"{}")]);
+    let err = load_weights(&dir).unwrap_err().to_string();
+    assert!(err.contains("no weights file in this folder"), "{err}");
 }

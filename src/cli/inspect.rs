@@ -33,7 +33,7 @@ pub fn inspect(model: &Path) -> CliResult {
 
 /// A Hugging Face folder: what config.json says the model is, then its weights.
 fn inspect_folder(dir: &Path) -> CliResult {
-    let weights_file = weights::find_weights_file(dir)?;
+    let files = weights::find_weights_files(dir)?;
     println!("folder: {}", dir.display());
     let config_path = dir.join("config.json");
     if let Ok(text) = std::fs::read_to_string(&config_path) {
@@ -47,7 +47,13 @@ fn inspect_folder(dir: &Path) -> CliResult {
             println!("architectures: {}", names.join(", "));
         }
     }
-    inspect_weights(&weights_file)
+    let store = weights::load_weights(dir)?;
+    for f in &files {
+        println!("weights: {}", f.display());
+    }
+    println!("format: {}", store.format);
+    print_weights(&store);
+    Ok(())
 }
 
 fn inspect_weights(path: &Path) -> CliResult {

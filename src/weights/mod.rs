@@ -10,6 +10,7 @@
 //! only the globals that rebuild tensors (`rebuild`); a file naming anything else (`os.system`,
 //! a model class of a whole-model `torch.save(model)`) fails with an error naming it.
 
+mod hf;
 mod pickle;
 mod rebuild;
 mod safetensors;
@@ -21,7 +22,9 @@ use memmap2::Mmap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub use hf::find_weights_files;
 
 /// The container a weights file was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,15 +138,18 @@ pub fn detect_file_format(path: &Path) -> Result<Option<WeightFormat>> {
     Ok(detect_format(&head, len))
 }
 
-/// Loads every tensor of a safetensors or PyTorch file, or of the weights file in a
-/// Hugging Face model folder (see `find_weights_file`).
+/// Loads every tensor of a safetensors or PyTorch file, or of a Hugging Face model folder
+/// (its weights file, or all its shards in order; see `find_weights_files`).
 pub fn load_weights(path: &Path) -> Result<WeightStore> {
-    let path = if path.is_dir() {
-        find_weights_file(path)?
+    if path.is_dir() {
+        hf::load_folder(path)
     } else {
-        path.to_path_buf()
-    };
-    let path = path.as_path();
+        load_file(path)
+    }
+}
+
+/// Loads one weights file, whatever its name: the format is recognized by content.
+fn load_file(path: &Path) -> Result<WeightStore> {
     let fmt_err = |reason: String| Error::Format {
         path: path.to_path_buf(),
         reason,
@@ -175,32 +181,6 @@ pub fn load_weights(path: &Path) -> Result<WeightStore> {
         format,
         tensors: contents.tensors,
         metadata: contents.metadata,
-    })
-}
-
-/// Weights file names of a Hugging Face model folder, by preference.
-const HF_WEIGHTS: &[&str] = &["model.safetensors", "pytorch_model.bin"];
-
-/// The weights file of a Hugging Face model folder (`config.json` beside
-/// `model.safetensors` or `pytorch_model.bin`).
-pub fn find_weights_file(dir: &Path) -> Result<PathBuf> {
-    if let Some(found) = HF_WEIGHTS.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
-        return Ok(found);
-    }
-    let sharded = HF_WEIGHTS
-        .iter()
-        .map(|n| dir.join(format!("{n}.index.json")))
-        .any(|p| p.is_file());
-    Err(Error::Format {
-        path: dir.to_path_buf(),
-        reason: if sharded {
-            "sharded checkpoints (*.index.json) are not supported yet".into()
-        } else {
-            format!(
-                "no weights file in this folder (looked for {})",
-                HF_WEIGHTS.join(", ")
-            )
-        },
     })
 }
 

@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 /// The most values one pickle may create (each push onto the stack counts): far above any
 /// checkpoint's pickle (a few values per tensor), far below what would exhaust memory.
-const MAX_VALUES: usize = 1 << 24;
+const MAX_VALUES: usize = 1 << 22;
 /// Deepest container nesting a walker follows; checkpoints nest a handful of levels.
 pub(super) const MAX_DEPTH: usize = 64;
 

@@ -6,8 +6,8 @@ Writes into OUT_DIR:
   * PyTorch files of one state_dict (every dtype, a 0-d and an empty tensor, a sliced and a
     transposed view, tensors sharing one storage, a Parameter) and of a nested training
     checkpoint, in zip and legacy containers and pickle protocols 2 and 4;
-  * a safetensors file of every dtype, and two tiny Hugging Face folders (safetensors and
-    pytorch_model.bin);
+  * a safetensors file of every dtype, and tiny Hugging Face folders (model.safetensors,
+    pytorch_model.bin, and safetensors shards with their index);
   * hostile files that must be refused without running anything: a pickle calling
     `os.system` (its command would create OUT_DIR/pwned.txt), `builtins.eval`, a set, full
     `torch.save(model)` pickles, and a zip whose entry names climb out with `..`;
@@ -189,6 +189,12 @@ bert = BertModel(
 )
 bert.save_pretrained(os.path.join(OUT, "hf_bert_safetensors"))
 expect_safetensors("hf_bert_safetensors/model.safetensors")
+bert.save_pretrained(os.path.join(OUT, "hf_bert_sharded"), max_shard_size="2KB")
+with open(os.path.join(OUT, "hf_bert_sharded", "model.safetensors.index.json")) as f:
+    shards = sorted(set(json.load(f)["weight_map"].values()))
+for shard in shards:
+    expect_safetensors(f"hf_bert_sharded/{shard}")
+
 # transformers 5 always writes safetensors; the legacy layout it used to write is a zip
 # torch.save of the state_dict beside config.json.
 bin_dir = os.path.join(OUT, "hf_bert_bin")
@@ -196,6 +202,15 @@ os.makedirs(bin_dir, exist_ok=True)
 bert.config.to_json_file(os.path.join(bin_dir, "config.json"))
 torch.save(bert.state_dict(), os.path.join(bin_dir, "pytorch_model.bin"))
 expect("hf_bert_bin/pytorch_model.bin", "torch-zip", bert.state_dict())
+
+
+# A folder loads as its files' tensors, one file after the other.
+expected["folders"] = {
+    "hf_bert_safetensors": ["hf_bert_safetensors/model.safetensors"],
+    "hf_bert_bin": ["hf_bert_bin/pytorch_model.bin"],
+    "hf_bert_sharded": [f"hf_bert_sharded/{s}" for s in shards],
+}
+assert len(shards) > 1
 
 
 # --- Hostile files: each must fail with an error naming the culprit, running nothing ------
