@@ -55,14 +55,17 @@ pub(super) fn load_zip(file: &Bytes) -> Res<Contents> {
             },
         );
     }
-    let pickles: Vec<&String> = entries
-        .keys()
-        .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
-        .collect();
-    let pkl_name = match pickles.as_slice() {
-        [one] => (*one).clone(),
-        [] => return Err("the zip archive has no <folder>/data.pkl: not a torch.save file".into()),
-        _ => return Err("the zip archive has several <folder>/data.pkl entries".into()),
+    let mut pickles = entries
+        .iter()
+        .filter(|(n, _)| n.ends_with("/data.pkl") && n.matches('/').count() == 1);
+    let (pkl_name, pkl_entry) = match (pickles.next(), pickles.next()) {
+        (Some(one), None) => one,
+        (None, _) => {
+            return Err("the zip archive has no <folder>/data.pkl: not a torch.save file".into())
+        }
+        (Some(_), Some(_)) => {
+            return Err("the zip archive has several <folder>/data.pkl entries".into())
+        }
     };
     let top = pkl_name.trim_end_matches("data.pkl");
     if entries.contains_key(&format!("{top}constants.pkl")) {
@@ -78,7 +81,7 @@ pub(super) fn load_zip(file: &Bytes) -> Res<Contents> {
             return Err("the file was saved on a big-endian machine; not supported".into());
         }
     }
-    let pkl = entry_bytes(file, &entries[&pkl_name], &pkl_name)?;
+    let pkl = entry_bytes(file, pkl_entry, pkl_name)?;
     let mut vm = Unpickler::new(&pkl);
     let root = vm.load()?;
     flatten_and_bind(vm.heap(), &root, file.len(), |storage| {
@@ -112,7 +115,8 @@ const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
 /// Reads a legacy file (`_use_new_zipfile_serialization=False`): five pickles (magic
 /// number, protocol version, system info, the object, the sorted storage keys), then each
-/// storage in key order as an 8-byte little-endian element count and the raw bytes.
+/// storage in key order as an 8-byte little-endian element count and the raw bytes. Those
+/// bytes sit at arbitrary offsets, so tensors are copied unless they happen to be aligned.
 pub(super) fn load_legacy(file: &Bytes) -> Res<Contents> {
     let mut vm = Unpickler::new(file);
     match vm.load()? {
