@@ -21,6 +21,7 @@ pub mod ops;
 pub mod plan;
 pub mod session;
 pub mod tensor;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use plan::OptLevel;

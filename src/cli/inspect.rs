@@ -1,9 +1,102 @@
 //! `infer inspect`: what a model contains, without planning it.
 
+use infer::weights::{self, WeightStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub fn inspect(model: &Path) -> Result<(), Box<dyn std::error::Error>> {
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Inspects an ONNX model, a weights file (safetensors, PyTorch) or a Hugging Face folder.
+pub fn inspect(model: &Path) -> CliResult {
+    if model.is_dir() {
+        return inspect_folder(model);
+    }
+    if weights::detect_file_format(model)?.is_some() {
+        return inspect_weights(model);
+    }
+    inspect_onnx(model).map_err(|e| {
+        let is_onnx = model
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("onnx"));
+        if is_onnx {
+            e
+        } else {
+            format!(
+                "{}: not a recognized model file (ONNX, safetensors, PyTorch checkpoint or \
+                 Hugging Face folder): {e}",
+                model.display()
+            )
+            .into()
+        }
+    })
+}
+
+/// A Hugging Face folder: what config.json says the model is, then its weights.
+fn inspect_folder(dir: &Path) -> CliResult {
+    let files = weights::find_weights_files(dir)?;
+    println!("folder: {}", dir.display());
+    let config_path = dir.join("config.json");
+    if let Ok(text) = std::fs::read_to_string(&config_path) {
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not valid JSON: {e}", config_path.display()))?;
+        if let Some(t) = config.get("model_type").and_then(|v| v.as_str()) {
+            println!("model_type: {t}");
+        }
+        if let Some(archs) = config.get("architectures").and_then(|v| v.as_array()) {
+            let names: Vec<&str> = archs.iter().filter_map(|a| a.as_str()).collect();
+            println!("architectures: {}", names.join(", "));
+        }
+    }
+    let store = weights::load_weights(dir)?;
+    for f in &files {
+        println!("weights: {}", f.display());
+    }
+    println!("format: {}", store.format);
+    print_weights(&store);
+    Ok(())
+}
+
+fn inspect_weights(path: &Path) -> CliResult {
+    let store = weights::load_weights(path)?;
+    println!("weights: {}", path.display());
+    println!("format: {}", store.format);
+    print_weights(&store);
+    Ok(())
+}
+
+/// Every tensor with its dtype, shape and size, then metadata and totals.
+fn print_weights(store: &WeightStore) {
+    let key_width = store
+        .tensors
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    println!("tensors ({}):", store.tensors.len());
+    for (key, t) in &store.tensors {
+        let shape = format!("{:?}", t.shape());
+        println!(
+            "  {key:key_width$}  {:<8}  {shape:<16}  {} bytes",
+            t.dtype().name(),
+            t.as_bytes().len()
+        );
+    }
+    if !store.metadata.is_empty() {
+        println!("metadata ({}):", store.metadata.len());
+        for (key, v) in &store.metadata {
+            println!("  {key}: {v}");
+        }
+    }
+    let elements: usize = store.tensors.iter().map(|(_, t)| t.len()).sum();
+    let bytes = store.total_bytes();
+    println!(
+        "total: {} tensors, {elements} elements, {bytes} bytes ({:.2} MiB)",
+        store.tensors.len(),
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+}
+
+fn inspect_onnx(model: &Path) -> CliResult {
     let g = infer::onnx::load_file(model)?;
     let mut opsets: Vec<_> = g.opsets.iter().collect();
     opsets.sort();

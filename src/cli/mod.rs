@@ -34,9 +34,10 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Show a model's opset, inputs, outputs, operators and parameters.
+    /// Show a model's opset, inputs, outputs, operators and parameters, or every tensor of a
+    /// weights file (safetensors, PyTorch checkpoint, Hugging Face folder).
     Inspect {
-        /// The model file.
+        /// The model file, weights file or Hugging Face model folder.
         model: PathBuf,
     },
     /// Time a model: load + plan, then repeated runs.

@@ -1,0 +1,210 @@
+//! Weights-only files: safetensors and PyTorch `torch.save` checkpoints → named tensors.
+//!
+//! `load_weights` memory-maps the file, recognizes its format by content (not extension)
+//! and returns every tensor under its full stored key, in file order. Tensor bytes stay in
+//! the map whenever they are contiguous and aligned (safetensors, torch zip files), so
+//! loading costs no copies.
+//!
+//! PyTorch files are pickles, which can run arbitrary code when Python loads them. Here
+//! they are read by a strict pickle machine (`pickle`) that executes nothing and accepts
+//! only the globals that rebuild tensors (`rebuild`); a file naming anything else (`os.system`,
+//! a model class of a whole-model `torch.save(model)`) fails with an error naming it.
+
+mod hf;
+mod pickle;
+mod rebuild;
+mod safetensors;
+mod torch;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use memmap2::Mmap;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+pub use hf::find_weights_files;
+
+/// The container a weights file was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    Safetensors,
+    /// `torch.save` with the zip container (the default since torch 1.6).
+    TorchZip,
+    /// `torch.save(..., _use_new_zipfile_serialization=False)`.
+    TorchLegacy,
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WeightFormat::Safetensors => "safetensors",
+            WeightFormat::TorchZip => "PyTorch (zip)",
+            WeightFormat::TorchLegacy => "PyTorch (legacy)",
+        })
+    }
+}
+
+/// A non-tensor value stored beside the tensors: safetensors `__metadata__` strings, or the
+/// scalar leaves of a pickled checkpoint (`epoch`, `optimizer.param_groups.0.lr`, …).
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaValue {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    /// A value kept as a description: a dtype, an integer wider than 64 bits, …
+    Other(String),
+}
+
+impl fmt::Display for MetaValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaValue::None => f.write_str("None"),
+            MetaValue::Bool(b) => f.write_str(if *b { "True" } else { "False" }),
+            MetaValue::Int(i) => write!(f, "{i}"),
+            MetaValue::Float(x) => write!(f, "{x:?}"),
+            MetaValue::Str(s) => write!(f, "{s:?}"),
+            MetaValue::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+            MetaValue::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Everything a weights file holds.
+#[derive(Clone, Debug)]
+pub struct WeightStore {
+    pub format: WeightFormat,
+    /// Every tensor under its full stored key (nested checkpoint keys joined with `.`), in
+    /// file order: data order for safetensors, pickle order for PyTorch files.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Non-tensor values, in file order.
+    pub metadata: Vec<(String, MetaValue)>,
+}
+
+impl WeightStore {
+    /// The tensor stored under `key` (a linear scan: index `tensors` yourself for many
+    /// lookups).
+    pub fn get(&self, key: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t)
+    }
+
+    /// Total bytes of tensor data.
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.iter().map(|(_, t)| t.as_bytes().len()).sum()
+    }
+}
+
+/// What a format reader returns.
+struct Contents {
+    tensors: Vec<(String, Tensor)>,
+    metadata: Vec<(String, MetaValue)>,
+}
+
+/// Recognizes a weights file from its first bytes and its length: zip magic (PyTorch zip),
+/// a pickle `PROTO` opcode (PyTorch legacy), or a plausible safetensors header length
+/// followed by `{`. `None` for anything else (e.g. an ONNX protobuf).
+pub fn detect_format(head: &[u8], file_len: u64) -> Option<WeightFormat> {
+    if head.starts_with(b"PK\x03\x04") {
+        return Some(WeightFormat::TorchZip);
+    }
+    if let [0x80, proto, ..] = head {
+        if (2..=5).contains(proto) {
+            return Some(WeightFormat::TorchLegacy);
+        }
+    }
+    if let (Some(len), Some(b'{')) = (head.get(..8), head.get(8)) {
+        let header_len = u64::from_le_bytes(len.try_into().ok()?);
+        if header_len >= 2 && header_len <= file_len.saturating_sub(8) {
+            return Some(WeightFormat::Safetensors);
+        }
+    }
+    None
+}
+
+/// The weights format of a file, from its first bytes; `Ok(None)` if it is not one.
+pub fn detect_file_format(path: &Path) -> Result<Option<WeightFormat>> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = Vec::with_capacity(16);
+    file.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
+    Ok(detect_format(&head, len))
+}
+
+/// Loads every tensor of a safetensors or PyTorch file, or of a Hugging Face model folder
+/// (its weights file, or all its shards in order; see `find_weights_files`).
+pub fn load_weights(path: &Path) -> Result<WeightStore> {
+    if path.is_dir() {
+        hf::load_folder(path)
+    } else {
+        load_file(path)
+    }
+}
+
+/// Loads one weights file, whatever its name: the format is recognized by content.
+fn load_file(path: &Path) -> Result<WeightStore> {
+    let fmt_err = |reason: String| Error::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        // (Nor can an empty file be mapped on every platform.)
+        return Err(fmt_err("the file is empty".into()));
+    }
+    // SAFETY: read-only map; the file must not be modified while its tensors are alive (the
+    // same contract as every mmap-based model loader).
+    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+    let bytes = bytes::Bytes::from_owner(map);
+    let format = detect_format(&bytes, len).ok_or_else(|| {
+        fmt_err("not a safetensors or PyTorch file (unrecognized first bytes)".into())
+    })?;
+    let contents = match format {
+        WeightFormat::Safetensors => safetensors::load(&bytes),
+        WeightFormat::TorchZip => torch::load_zip(&bytes),
+        WeightFormat::TorchLegacy => torch::load_legacy(&bytes),
+    }
+    .map_err(fmt_err)?;
+    Ok(WeightStore {
+        format,
+        tensors: contents.tensors,
+        metadata: contents.metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_recognized_by_content() {
+        assert_eq!(
+            detect_format(b"PK\x03\x04rest", 100),
+            Some(WeightFormat::TorchZip)
+        );
+        assert_eq!(
+            detect_format(b"\x80\x02\x8a\x0a", 100),
+            Some(WeightFormat::TorchLegacy)
+        );
+        let st = b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"";
+        assert_eq!(detect_format(st, 24), Some(WeightFormat::Safetensors));
+        // A header length beyond the file is not safetensors.
+        assert_eq!(detect_format(st, 23), None);
+        // An ONNX ModelProto starts with field 1 (ir_version): 0x08.
+        assert_eq!(detect_format(b"\x08\x07\x12\x07pytorch", 1000), None);
+        assert_eq!(detect_format(b"\x80\x01", 100), None);
+        assert_eq!(detect_format(b"", 0), None);
+    }
+}
