@@ -62,12 +62,18 @@ pub(crate) fn filled_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
 }
 
 /// Runs `f(index, chunk)` over `chunk`-sized pieces of `out`, on rayon when `out` is large.
-pub(crate) fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+pub(crate) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
     if chunk == 0 {
         return;
     }
     if out.len() >= PAR_THRESHOLD && out.len() > chunk {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
@@ -131,7 +137,12 @@ pub(crate) mod testing {
     }
 
     /// Runs an op expected to have one output.
-    pub fn run1(op: &str, opset: i64, attrs: &[(&str, Attr)], inputs: &[&Tensor]) -> Result<Tensor> {
+    pub fn run1(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        inputs: &[&Tensor],
+    ) -> Result<Tensor> {
         let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|&t| Some(t)).collect();
         let mut out = run_op(op, opset, attrs, &inputs)?;
         assert_eq!(out.len(), 1, "{op} should have one output");
@@ -161,7 +172,10 @@ pub(crate) mod testing {
     pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
         assert_eq!(got.len(), want.len(), "length: {got:?} vs {want:?}");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol, "at {i}: got {g}, want {w} (tol {tol})");
+            assert!(
+                (g - w).abs() <= tol,
+                "at {i}: got {g}, want {w} (tol {tol})"
+            );
         }
     }
 }

@@ -33,10 +33,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 }
 
 /// Axes given as an attribute before `input_from_opset`, as optional input 1 from then on.
-fn axes_arg(
-    ctx: &BuildCtx,
-    input_from_opset: i64,
-) -> Result<Option<Vec<i64>>> {
+fn axes_arg(ctx: &BuildCtx, input_from_opset: i64) -> Result<Option<Vec<i64>>> {
     if ctx.opset < input_from_opset {
         Ok(ctx.attrs().ints("axes")?.map(<[i64]>::to_vec))
     } else {
@@ -56,7 +53,10 @@ impl Reshape {
     fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         let shape_attr = if ctx.opset < 5 {
             let s = ctx.attrs().ints("shape")?;
-            Some(s.ok_or_else(|| op_err!("Reshape needs a 'shape' attribute"))?.to_vec())
+            Some(
+                s.ok_or_else(|| op_err!("Reshape needs a 'shape' attribute"))?
+                    .to_vec(),
+            )
         } else {
             None
         };
@@ -79,13 +79,15 @@ impl Reshape {
                 0 if !self.allowzero => *from
                     .get(i)
                     .ok_or_else(|| op_err!("shape {spec:?} copies dimension {i} of {from:?}"))?,
-                d => usize::try_from(d).map_err(|_| op_err!("invalid dimension {d} in {spec:?}"))?,
+                d => {
+                    usize::try_from(d).map_err(|_| op_err!("invalid dimension {d} in {spec:?}"))?
+                }
             });
         }
         if let Some(i) = inferred {
             let known = checked_numel(&out)?;
             ensure!(
-                known != 0 && len % known == 0,
+                known != 0 && len.is_multiple_of(known),
                 "cannot infer -1 reshaping {from:?} into {spec:?}"
             );
             out[i] = len / known;
@@ -130,7 +132,11 @@ impl Kernel for Flatten {
             "axis {} is out of range for rank {r}",
             self.axis
         );
-        let axis = (if self.axis < 0 { self.axis + r } else { self.axis }) as usize;
+        let axis = (if self.axis < 0 {
+            self.axis + r
+        } else {
+            self.axis
+        }) as usize;
         let outer = x.shape()[..axis].iter().product();
         let inner = x.shape()[axis..].iter().product();
         Ok(vec![x.reshape(vec![outer, inner])?])
@@ -220,7 +226,13 @@ impl Kernel for Unsqueeze {
         let mut dims = x.shape().iter();
         let shape = inserted
             .iter()
-            .map(|&new| if new { 1 } else { dims.next().copied().unwrap_or(1) })
+            .map(|&new| {
+                if new {
+                    1
+                } else {
+                    dims.next().copied().unwrap_or(1)
+                }
+            })
             .collect();
         Ok(vec![x.reshape(shape)?])
     }
@@ -328,7 +340,11 @@ struct Range;
 /// A Range operand: a scalar (or one-element) tensor.
 fn range_operand(inputs: &[Option<&Tensor>], i: usize, name: &str) -> Result<Tensor> {
     let t = input(inputs, i)?;
-    ensure!(t.len() == 1, "{name} must be a scalar, got shape {:?}", t.shape());
+    ensure!(
+        t.len() == 1,
+        "{name} must be a scalar, got shape {:?}",
+        t.shape()
+    );
     Ok(t.clone())
 }
 
@@ -472,7 +488,11 @@ impl Kernel for NonZero {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
         let positions = with_dtype!(x.dtype(), T, { nonzero_positions::<T>(x.as_slice::<T>()?) });
-        let shape = if x.rank() == 0 { vec![1] } else { x.shape().to_vec() };
+        let shape = if x.rank() == 0 {
+            vec![1]
+        } else {
+            x.shape().to_vec()
+        };
         let strides = strides_of(&shape);
         let nnz = positions.len();
         let mut out = vec![0i64; shape.len() * nnz];
@@ -537,7 +557,12 @@ mod tests {
     #[test]
     fn flatten_at_each_axis() {
         let x = iota(&[2, 3, 4]);
-        let shape = |axis: i64| run1("Flatten", 13, &[("axis", Attr::Int(axis))], &[&x]).unwrap().shape().to_vec();
+        let shape = |axis: i64| {
+            run1("Flatten", 13, &[("axis", Attr::Int(axis))], &[&x])
+                .unwrap()
+                .shape()
+                .to_vec()
+        };
         assert_eq!(shape(0), vec![1, 24]);
         assert_eq!(shape(1), vec![2, 12]);
         assert_eq!(shape(3), vec![24, 1]);
@@ -549,25 +574,65 @@ mod tests {
     fn squeeze_and_unsqueeze_across_opsets() {
         let x = iota(&[1, 3, 1, 2]);
         assert_eq!(run1("Squeeze", 13, &[], &[&x]).unwrap().shape(), &[3, 2]);
-        assert_eq!(run1("Squeeze", 13, &[], &[&x, &i64s(&[-2])]).unwrap().shape(), &[1, 3, 2]);
-        assert_eq!(run1("Squeeze", 11, &[("axes", ints(&[0]))], &[&x]).unwrap().shape(), &[3, 1, 2]);
+        assert_eq!(
+            run1("Squeeze", 13, &[], &[&x, &i64s(&[-2])])
+                .unwrap()
+                .shape(),
+            &[1, 3, 2]
+        );
+        assert_eq!(
+            run1("Squeeze", 11, &[("axes", ints(&[0]))], &[&x])
+                .unwrap()
+                .shape(),
+            &[3, 1, 2]
+        );
         assert!(run1("Squeeze", 13, &[], &[&x, &i64s(&[1])]).is_err());
         let y = iota(&[3, 2]);
-        assert_eq!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, -1])]).unwrap().shape(), &[1, 3, 2, 1]);
-        assert_eq!(run1("Unsqueeze", 11, &[("axes", ints(&[1]))], &[&y]).unwrap().shape(), &[3, 1, 2]);
+        assert_eq!(
+            run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, -1])])
+                .unwrap()
+                .shape(),
+            &[1, 3, 2, 1]
+        );
+        assert_eq!(
+            run1("Unsqueeze", 11, &[("axes", ints(&[1]))], &[&y])
+                .unwrap()
+                .shape(),
+            &[3, 1, 2]
+        );
         assert!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, 0])]).is_err());
         assert!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[3])]).is_err());
         let s = t(&[], vec![5i64]);
-        assert_eq!(run1("Unsqueeze", 13, &[], &[&s, &i64s(&[0])]).unwrap().shape(), &[1]);
+        assert_eq!(
+            run1("Unsqueeze", 13, &[], &[&s, &i64s(&[0])])
+                .unwrap()
+                .shape(),
+            &[1]
+        );
     }
 
     #[test]
     fn shape_with_start_and_end_and_size() {
         let x = iota(&[2, 3, 4]);
-        assert_eq!(vals::<i64>(&run1("Shape", 13, &[], &[&x]).unwrap()), vec![2, 3, 4]);
-        let y = run1("Shape", 15, &[("start", Attr::Int(-2)), ("end", Attr::Int(10))], &[&x]).unwrap();
+        assert_eq!(
+            vals::<i64>(&run1("Shape", 13, &[], &[&x]).unwrap()),
+            vec![2, 3, 4]
+        );
+        let y = run1(
+            "Shape",
+            15,
+            &[("start", Attr::Int(-2)), ("end", Attr::Int(10))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(vals::<i64>(&y), vec![3, 4]);
-        let y = run1("Shape", 15, &[("start", Attr::Int(2)), ("end", Attr::Int(1))], &[&x]).unwrap();
+        let y = run1(
+            "Shape",
+            15,
+            &[("start", Attr::Int(2)), ("end", Attr::Int(1))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[0]);
         let n = run1("Size", 13, &[], &[&x]).unwrap();
         assert_eq!(n.shape(), &[] as &[usize]);
@@ -630,9 +695,21 @@ mod tests {
         assert_eq!(vals::<f32>(&c("value_float", Attr::Float(1.5))), vec![1.5]);
         assert_eq!(vals::<i64>(&c("value_ints", ints(&[1, 2]))), vec![1, 2]);
         assert_eq!(c("value_int", Attr::Int(3)).shape(), &[] as &[usize]);
-        assert_eq!(vals::<f32>(&c("value_floats", Attr::Floats(vec![0.5]))), vec![0.5]);
-        assert_eq!(vals::<f32>(&c("value", Attr::Tensor(x.clone()))), vec![0.0, 1.0]);
-        assert!(run1("Constant", 13, &[("value_string", Attr::String("a".into()))], &[]).is_err());
+        assert_eq!(
+            vals::<f32>(&c("value_floats", Attr::Floats(vec![0.5]))),
+            vec![0.5]
+        );
+        assert_eq!(
+            vals::<f32>(&c("value", Attr::Tensor(x.clone()))),
+            vec![0.0, 1.0]
+        );
+        assert!(run1(
+            "Constant",
+            13,
+            &[("value_string", Attr::String("a".into()))],
+            &[]
+        )
+        .is_err());
         assert!(run1("Constant", 13, &[], &[]).is_err());
     }
 
@@ -641,7 +718,13 @@ mod tests {
         let x = t(&[2, 3], vec![0i32; 6]);
         let y = run1("EyeLike", 9, &[("k", Attr::Int(1))], &[&x]).unwrap();
         assert_eq!(vals::<i32>(&y), vec![0, 1, 0, 0, 0, 1]);
-        let y = run1("EyeLike", 9, &[("dtype", Attr::Int(1)), ("k", Attr::Int(-1))], &[&x]).unwrap();
+        let y = run1(
+            "EyeLike",
+            9,
+            &[("dtype", Attr::Int(1)), ("k", Attr::Int(-1))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(vals::<f32>(&y), vec![0., 0., 0., 1., 0., 0.]);
         assert!(run1("EyeLike", 9, &[], &[&iota(&[3])]).is_err());
     }
