@@ -13,9 +13,10 @@ mod seq;
 #[path = "movement_strided.rs"]
 pub(crate) mod strided;
 
+use super::util::normalize_axis;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
-use crate::op_err;
+use crate::{ensure, op_err};
 use rayon::prelude::*;
 
 /// Element count above which kernels split their work over rayon tasks.
@@ -77,6 +78,12 @@ pub(crate) fn for_each_chunk<T: Send>(
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
+}
+
+/// The axis an op works along, in `0..rank`. Unlike `util::normalize_axis`, a scalar has none.
+pub(crate) fn axis_of(axis: i64, rank: usize) -> Result<usize> {
+    ensure!(rank > 0, "axis {axis} given for a scalar input");
+    normalize_axis(axis, rank)
 }
 
 /// Maps an index read from data (negative counts from the end) into `0..n`.
@@ -176,6 +183,111 @@ pub(crate) mod testing {
                 (g - w).abs() <= tol,
                 "at {i}: got {g}, want {w} (tol {tol})"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use crate::ir::Attr;
+    use crate::tensor::Tensor;
+
+    /// Every op of the shape, movement and reduce families, fed every combination of up to
+    /// three hostile inputs (scalars, empty tensors, negative and huge indices, wrong types),
+    /// must return a result or an error, never panic or abort.
+    #[test]
+    fn hostile_inputs_never_panic() {
+        let pool: Vec<Tensor> = vec![
+            t(&[2, 3], vec![1.0f32, -2.0, 3.0, 0.0, f32::NAN, 6.0]),
+            t(&[], vec![2.5f32]),
+            t(&[0, 2], Vec::<f32>::new()),
+            t(&[2], vec![-1i64, 3]),
+            t(&[3], vec![0i64, 1 << 40, i64::MIN]),
+            t(&[], vec![i64::MAX]),
+            t(&[], vec![-2i64]),
+            t(&[3], vec![true, false, true]),
+            t(&[2, 2], vec![1i32, -7, 0, 2]),
+        ];
+        let ops = [
+            "Reshape",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "Shape",
+            "Size",
+            "Expand",
+            "ConstantOfShape",
+            "Range",
+            "Identity",
+            "EyeLike",
+            "NonZero",
+            "Transpose",
+            "Concat",
+            "Split",
+            "Slice",
+            "Tile",
+            "Pad",
+            "Trilu",
+            "Gather",
+            "GatherElements",
+            "GatherND",
+            "ScatterElements",
+            "ScatterND",
+            "OneHot",
+            "Compress",
+            "ReverseSequence",
+            "CumSum",
+            "TopK",
+            "ReduceSum",
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceL2",
+            "ReduceLogSumExp",
+            "ArgMax",
+            "Softmax",
+            "Hardmax",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "ReduceProd",
+            "ReduceMin",
+            "ReduceL1",
+            "ReduceLogSum",
+            "ReduceSumSquare",
+            "ArgMin",
+            "LogSoftmax",
+        ];
+        let attr_sets: Vec<Vec<(&str, Attr)>> = vec![
+            vec![],
+            vec![("axis", Attr::Int(-1)), ("keepdims", Attr::Int(0))],
+            vec![("axis", Attr::Int(1)), ("batch_dims", Attr::Int(1))],
+            vec![
+                ("axes", ints(&[0, -1])),
+                ("perm", ints(&[1, 0])),
+                ("blocksize", Attr::Int(2)),
+                ("mode", Attr::String("reflect".into())),
+                ("reduction", Attr::String("mul".into())),
+            ],
+        ];
+        let n = pool.len();
+        let mut combos: Vec<Vec<Option<&Tensor>>> = vec![vec![]];
+        for a in 0..n {
+            combos.push(vec![Some(&pool[a])]);
+            for b in 0..n {
+                combos.push(vec![Some(&pool[a]), Some(&pool[b])]);
+                for c in 0..n {
+                    combos.push(vec![Some(&pool[a]), Some(&pool[b]), Some(&pool[c])]);
+                }
+            }
+        }
+        for op in ops {
+            for opset in [11, 18] {
+                for attrs in &attr_sets {
+                    for inputs in &combos {
+                        let _ = run_op(op, opset, attrs, inputs);
+                    }
+                }
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! against its dimension before any element is read or written.
 
 use super::strided::for_each_offset;
-use super::{filled_vec, for_each_chunk, wrap_index};
+use super::{axis_of, filled_vec, for_each_chunk, wrap_index};
 use crate::error::Result;
 use crate::ops::reduce::num::{Acc, Numeric};
 use crate::ops::util::{input, normalize_axis, strides_of};
@@ -60,7 +60,7 @@ impl Kernel for Gather {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (data, indices) = (input(inputs, 0)?, input(inputs, 1)?);
         ensure!(data.rank() > 0, "cannot gather from a scalar");
-        let axis = normalize_axis(self.axis, data.rank())?;
+        let axis = axis_of(self.axis, data.rank())?;
         let n = data.shape()[axis];
         let idx = wrap_all(&indices.to_i64_vec()?, n)?;
         let shape = [
@@ -87,7 +87,7 @@ fn element_offsets(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Vec<usi
         indices.shape(),
         data.shape()
     );
-    let axis = normalize_axis(axis, r)?;
+    let axis = axis_of(axis, r)?;
     let fits = (0..r).all(|d| d == axis || indices.shape()[d] <= data.shape()[d]);
     ensure!(
         fits,
@@ -353,10 +353,12 @@ impl OneHot {
 impl Kernel for OneHot {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (indices, depth, values) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
-        let d = *depth
+        // A fractional depth truncates, like a cast to int64.
+        let d = depth
             .to_f64_vec()?
             .first()
-            .ok_or_else(|| op_err!("depth is empty"))?;
+            .ok_or_else(|| op_err!("depth is empty"))?
+            .trunc();
         ensure!(d.is_finite() && d >= 1.0, "depth must be positive, got {d}");
         let depth = d as usize;
         let axis = normalize_axis(self.axis, indices.rank() + 1)?;
@@ -415,7 +417,7 @@ impl Kernel for Compress {
             .collect();
         let (n, inner, mut shape, axis) = match self.axis {
             Some(a) => {
-                let axis = normalize_axis(a, x.rank())?;
+                let axis = axis_of(a, x.rank())?;
                 let inner = x.shape()[axis + 1..].iter().product();
                 (x.shape()[axis], inner, x.shape().to_vec(), axis)
             }

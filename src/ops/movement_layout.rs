@@ -2,9 +2,9 @@
 //! DepthToSpace and SpaceToDepth.
 
 use super::strided::{view_tensor, View};
-use super::{dims_from_i64, filled_vec, for_each_chunk};
+use super::{axis_of, dims_from_i64, filled_vec, for_each_chunk};
 use crate::error::Result;
-use crate::ops::util::{input, normalize_axis, opt_input, strides_of};
+use crate::ops::util::{input, opt_input, strides_of};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{checked_numel, Elem, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
@@ -62,7 +62,7 @@ impl Kernel for Concat {
             .first()
             .ok_or_else(|| op_err!("Concat needs at least one input"))?;
         ensure!(first.rank() > 0, "cannot concatenate scalars");
-        let axis = normalize_axis(self.axis, first.rank())?;
+        let axis = axis_of(self.axis, first.rank())?;
         let mut shape = first.shape().to_vec();
         shape[axis] = 0;
         for x in &xs {
@@ -170,7 +170,7 @@ impl Split {
 impl Kernel for Split {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let n = x.shape()[axis];
         let sizes = self.sizes(inputs, n)?;
         with_dtype!(x.dtype(), T, { split::<T>(x, axis, &sizes) })
@@ -260,7 +260,7 @@ impl Kernel for Slice {
         let mut base = 0usize;
         let mut seen = vec![false; x.rank()];
         for i in 0..k {
-            let a = normalize_axis(axes[i], x.rank())?;
+            let a = axis_of(axes[i], x.rank())?;
             ensure!(!seen[a], "axis {} is sliced twice", axes[i]);
             seen[a] = true;
             let (first, len) = slice_range(starts[i], ends[i], steps[i], shape[a])?;
@@ -367,9 +367,10 @@ enum PadMode {
 
 impl PadMode {
     /// The source index of padded coordinate `c` (relative to the input's start) on an axis
-    /// of `n >= 1` elements, or `None` for the constant value.
-    fn source(self, c: i64, n: usize) -> Option<usize> {
-        let n = n as i64;
+    /// of `n >= 1` elements, or `None` for the constant value. Coordinates are i128 because
+    /// pads come from data and may be near the ends of the i64 range.
+    fn source(self, c: i128, n: usize) -> Option<usize> {
+        let n = n as i128;
         if (0..n).contains(&c) {
             return Some(c as usize);
         }
@@ -441,7 +442,7 @@ impl Kernel for Pad {
             Some(t) => t
                 .to_i64_vec()?
                 .iter()
-                .map(|&a| normalize_axis(a, r))
+                .map(|&a| axis_of(a, r))
                 .collect::<Result<Vec<_>>>()?,
             None => (0..r).collect(),
         };
@@ -451,13 +452,13 @@ impl Kernel for Pad {
             "{} pads for {k} axes (need begin and end values for each)",
             pads.len()
         );
-        let mut begin = vec![0i64; r];
+        let mut begin = vec![0i128; r];
         let mut shape = x.shape().to_vec();
         let mut seen = vec![false; r];
         for (i, &a) in axes.iter().enumerate() {
             ensure!(!seen[a], "axis {a} is padded twice");
             seen[a] = true;
-            begin[a] = pads[i];
+            begin[a] = pads[i] as i128;
             let n = shape[a] as i128 + pads[i] as i128 + pads[i + k] as i128;
             shape[a] = usize::try_from(n)
                 .map_err(|_| op_err!("pads {pads:?} crop axis {a} below zero"))?;
@@ -485,7 +486,7 @@ impl Kernel for Pad {
 fn pad<T: Storable>(
     x: &Tensor,
     mode: PadMode,
-    begin: &[i64],
+    begin: &[i128],
     shape: Vec<usize>,
     fill: T,
 ) -> Result<Tensor> {
@@ -509,14 +510,14 @@ fn pad<T: Storable>(
     let mut out = filled_vec(numel, fill)?;
     let (w, n, b) = (shape[r - 1], in_shape[r - 1], begin[r - 1]);
     // Output columns [lo, hi) come straight from the source row; the rest are padding.
-    let lo = b.clamp(0, w as i64) as usize;
-    let hi = (b + n as i64).clamp(0, w as i64).max(lo as i64) as usize;
+    let lo = b.clamp(0, w as i128) as usize;
+    let hi = (b + n as i128).clamp(0, w as i128).max(lo as i128) as usize;
     for_each_chunk(&mut out, w, |k, row| {
         // Map the row's outer coordinates to a source row, or leave it as the fill value.
         let mut rem = k;
         let mut src_off = 0;
         for d in (0..r - 1).rev() {
-            let c = (rem % shape[d]) as i64;
+            let c = (rem % shape[d]) as i128;
             rem /= shape[d];
             match mode.source(c - begin[d], in_shape[d]) {
                 Some(i) => src_off += i * in_strides[d],
@@ -524,11 +525,14 @@ fn pad<T: Storable>(
             }
         }
         let src_row = &src[src_off..src_off + n];
-        let from = (lo as i64 - b) as usize;
-        row[lo..hi].copy_from_slice(&src_row[from..from + (hi - lo)]);
+        if hi > lo {
+            // Here b <= lo < b + n, so the source range lies in the row.
+            let from = (lo as i128 - b) as usize;
+            row[lo..hi].copy_from_slice(&src_row[from..from + (hi - lo)]);
+        }
         if mode != PadMode::Constant {
             for j in (0..lo).chain(hi..w) {
-                if let Some(i) = mode.source(j as i64 - b, n) {
+                if let Some(i) = mode.source(j as i128 - b, n) {
                     row[j] = src_row[i];
                 }
             }
@@ -627,12 +631,11 @@ impl Kernel for DepthToSpace {
         let x = input(inputs, 0)?;
         let [n, c, h, w] = nchw(x)?;
         let b = self.block;
-        ensure!(
-            c % (b * b) == 0,
-            "{c} channels are not divisible by blocksize² = {}",
-            b * b
-        );
-        let c2 = c / (b * b);
+        let bb = b
+            .checked_mul(b)
+            .filter(|&bb| c.is_multiple_of(bb))
+            .ok_or_else(|| op_err!("{c} channels are not divisible by blocksize² ({b}²)"))?;
+        let c2 = c / bb;
         let (split, perm) = if self.crd {
             ([n, c2, b, b, h, w], [0, 1, 4, 2, 5, 3])
         } else {
@@ -937,6 +940,36 @@ mod tests {
             13,
             &[("mode", Attr::String("edge".into()))],
             &[&empty, &i64s(&[1, 1])]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn extreme_pads_and_scalar_axes_are_errors_not_panics() {
+        // Crop by i64::MIN and pad by i64::MAX: 3 + MIN + MAX = 2 columns, all wrapped values.
+        let x = t(&[3], vec![1, 2, 3]);
+        let y = run1(
+            "Pad",
+            19,
+            &[("mode", Attr::String("wrap".into()))],
+            &[&x, &i64s(&[i64::MIN, i64::MAX])],
+        );
+        assert_eq!(y.unwrap().shape(), &[2]);
+        let s = t(&[], vec![1.0f32]);
+        assert!(run_node(&split_node(1, &[]), 13, &[Some(&s)]).is_err());
+        assert!(run1(
+            "Slice",
+            13,
+            &[],
+            &[&s, &i64s(&[0]), &i64s(&[1]), &i64s(&[0])]
+        )
+        .is_err());
+        assert!(run1("Concat", 13, &[("axis", Attr::Int(0))], &[&s, &s]).is_err());
+        assert!(run1(
+            "DepthToSpace",
+            13,
+            &[("blocksize", Attr::Int(1 << 40))],
+            &[&iota(&[1, 4, 1, 1])]
         )
         .is_err());
     }

@@ -1,9 +1,9 @@
 //! Ops that walk along one axis: ReverseSequence, CumSum and TopK.
 
-use super::{filled_vec, for_each_chunk, PAR_THRESHOLD};
+use super::{axis_of, filled_vec, for_each_chunk, PAR_THRESHOLD};
 use crate::error::Result;
 use crate::ops::reduce::num::{Acc, Numeric};
-use crate::ops::util::{input, normalize_axis, strides_of};
+use crate::ops::util::{input, strides_of};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err, with_dtype};
@@ -110,7 +110,7 @@ impl Kernel for CumSum {
             .to_i64_vec()?
             .first()
             .ok_or_else(|| op_err!("axis is empty"))?;
-        let axis = normalize_axis(axis, x.rank())?;
+        let axis = axis_of(axis, x.rank())?;
         let dims = split_at_axis(x.shape(), axis);
         let out = with_dtype!(x.dtype(), T, {
             Tensor::from_vec(
@@ -194,7 +194,7 @@ impl Kernel for TopK {
                 .first()
                 .ok_or_else(|| op_err!("k is empty"))?,
         };
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let dims = split_at_axis(x.shape(), axis);
         let k = usize::try_from(k)
             .ok()

@@ -12,8 +12,8 @@ pub(crate) mod num;
 mod softmax;
 
 use super::movement::strided::View;
-use super::movement::PAR_THRESHOLD;
-use super::util::{input, normalize_axis, opt_input};
+use super::movement::{axis_of, PAR_THRESHOLD};
+use super::util::{input, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
@@ -108,7 +108,7 @@ impl Kernel for Reduce {
         let r = x.rank();
         let mut reduced = vec![axes.is_empty(); r];
         for &a in &axes {
-            let d = normalize_axis(a, r)?;
+            let d = axis_of(a, r)?;
             ensure!(!reduced[d], "axis {a} is listed twice");
             reduced[d] = true;
         }
@@ -317,7 +317,7 @@ impl Kernel for ArgReduce {
             x.dtype() != DType::Bool,
             "ArgMax/ArgMin do not take bool tensors"
         );
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let n = x.shape()[axis];
         ensure!(n > 0, "cannot take the arg-extremum of an empty axis");
         let dims = (
@@ -564,5 +564,7 @@ mod tests {
         assert_eq!(y.shape(), &[3]);
         assert_eq!(vals::<i64>(&y), vec![0, 1, 1]);
         assert!(run1("ArgMax", 13, &[], &[&t(&[0, 2], Vec::<f32>::new())]).is_err());
+        assert!(run1("ArgMax", 13, &[], &[&t(&[], vec![1.0f32])]).is_err());
+        assert!(run1("ReduceSum", 13, &[], &[&t(&[], vec![1.0f32]), &i64s(&[0])]).is_err());
     }
 }

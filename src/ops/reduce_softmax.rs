@@ -7,8 +7,8 @@
 //! with vector-wide running maxima and sums. Half types compute in f32.
 
 use crate::error::Result;
-use crate::ops::movement::PAR_THRESHOLD;
-use crate::ops::util::{input, normalize_axis};
+use crate::ops::movement::{axis_of, PAR_THRESHOLD};
+use crate::ops::util::input;
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
@@ -50,7 +50,7 @@ impl Kernel for Softmax {
             "{:?} needs an input of rank 1 or more",
             self.kind
         );
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let s = x.shape();
         let outer = s[..axis].iter().product();
         let dims = if self.coerce_2d {

@@ -2,7 +2,7 @@
 //! Expand, Range, ...). Reshape-like ops share the input's storage instead of copying it.
 
 use super::movement::strided::{view_tensor, View};
-use super::movement::{dims_from_i64, filled_vec};
+use super::movement::{axis_of, dims_from_i64, filled_vec};
 use super::util::{broadcast_shapes, input, normalize_axis, opt_input, strides_of};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
@@ -11,7 +11,7 @@ use crate::tensor::{checked_numel, DType, Elem, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 
 /// Longest output Range may produce: far beyond any real use, short of exhausting memory.
-const MAX_RANGE_LEN: usize = 1 << 30;
+const MAX_RANGE_LEN: usize = 1 << 28;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     Some(match op {
@@ -169,7 +169,7 @@ impl Kernel for Squeeze {
         match axes {
             Some(axes) => {
                 for a in axes {
-                    let d = normalize_axis(a, x.rank())?;
+                    let d = axis_of(a, x.rank())?;
                     ensure!(!drop[d], "axis {a} is listed twice");
                     ensure!(
                         x.shape()[d] == 1,
@@ -467,7 +467,7 @@ impl Kernel for EyeLike {
             let mut v = vec![T::default(); rows * cols];
             // Row i holds its one at column i + k, when that column exists.
             for i in 0..rows {
-                if let Ok(j) = usize::try_from(i as i64 + self.k) {
+                if let Ok(j) = usize::try_from(i as i128 + self.k as i128) {
                     if j < cols {
                         v[i * cols + j] = T::from_f64(1.0);
                     }
