@@ -51,15 +51,15 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 /// A vector of `n` copies of `v`, or an error (instead of an abort) when a shape read from
 /// the model asks for more memory than can be reserved.
 pub(crate) fn filled_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| {
+    // Probe with a fallible reservation, then build with `vec!`, which for a zero fill of a
+    // primitive type takes already-zeroed pages from the allocator instead of writing them.
+    Vec::<T>::new().try_reserve_exact(n).map_err(|_| {
         op_err!(
             "cannot allocate {n} elements of {} bytes",
             std::mem::size_of::<T>()
         )
     })?;
-    out.resize(n, v);
-    Ok(out)
+    Ok(vec![v; n])
 }
 
 /// Runs `f(index, chunk)` over `chunk`-sized pieces of `out`, on rayon when `out` is large.

@@ -166,7 +166,8 @@ impl Kernel for Squeeze {
             (None, None) => None,
         };
         let mut drop = vec![false; x.rank()];
-        match axes {
+        // An empty axes list squeezes every size-1 axis, like an absent one (as onnxruntime).
+        match axes.filter(|a| !a.is_empty()) {
             Some(axes) => {
                 for a in axes {
                     let d = axis_of(a, x.rank())?;
