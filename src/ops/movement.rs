@@ -13,9 +13,10 @@ mod seq;
 #[path = "movement_strided.rs"]
 pub(crate) mod strided;
 
+use super::util::normalize_axis;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
-use crate::op_err;
+use crate::{ensure, op_err};
 use rayon::prelude::*;
 
 /// Element count above which kernels split their work over rayon tasks.
@@ -50,27 +51,39 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 /// A vector of `n` copies of `v`, or an error (instead of an abort) when a shape read from
 /// the model asks for more memory than can be reserved.
 pub(crate) fn filled_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| {
+    // Probe with a fallible reservation, then build with `vec!`, which for a zero fill of a
+    // primitive type takes already-zeroed pages from the allocator instead of writing them.
+    Vec::<T>::new().try_reserve_exact(n).map_err(|_| {
         op_err!(
             "cannot allocate {n} elements of {} bytes",
             std::mem::size_of::<T>()
         )
     })?;
-    out.resize(n, v);
-    Ok(out)
+    Ok(vec![v; n])
 }
 
 /// Runs `f(index, chunk)` over `chunk`-sized pieces of `out`, on rayon when `out` is large.
-pub(crate) fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+pub(crate) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
     if chunk == 0 {
         return;
     }
     if out.len() >= PAR_THRESHOLD && out.len() > chunk {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }
+}
+
+/// The axis an op works along, in `0..rank`. Unlike `util::normalize_axis`, a scalar has none.
+pub(crate) fn axis_of(axis: i64, rank: usize) -> Result<usize> {
+    ensure!(rank > 0, "axis {axis} given for a scalar input");
+    normalize_axis(axis, rank)
 }
 
 /// Maps an index read from data (negative counts from the end) into `0..n`.
@@ -131,7 +144,12 @@ pub(crate) mod testing {
     }
 
     /// Runs an op expected to have one output.
-    pub fn run1(op: &str, opset: i64, attrs: &[(&str, Attr)], inputs: &[&Tensor]) -> Result<Tensor> {
+    pub fn run1(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        inputs: &[&Tensor],
+    ) -> Result<Tensor> {
         let inputs: Vec<Option<&Tensor>> = inputs.iter().map(|&t| Some(t)).collect();
         let mut out = run_op(op, opset, attrs, &inputs)?;
         assert_eq!(out.len(), 1, "{op} should have one output");
@@ -161,7 +179,115 @@ pub(crate) mod testing {
     pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
         assert_eq!(got.len(), want.len(), "length: {got:?} vs {want:?}");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol, "at {i}: got {g}, want {w} (tol {tol})");
+            assert!(
+                (g - w).abs() <= tol,
+                "at {i}: got {g}, want {w} (tol {tol})"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use crate::ir::Attr;
+    use crate::tensor::Tensor;
+
+    /// Every op of the shape, movement and reduce families, fed every combination of up to
+    /// three hostile inputs (scalars, empty tensors, negative and huge indices, wrong types),
+    /// must return a result or an error, never panic or abort.
+    #[test]
+    fn hostile_inputs_never_panic() {
+        let pool: Vec<Tensor> = vec![
+            t(&[2, 3], vec![1.0f32, -2.0, 3.0, 0.0, f32::NAN, 6.0]),
+            t(&[], vec![2.5f32]),
+            t(&[0, 2], Vec::<f32>::new()),
+            t(&[2], vec![-1i64, 3]),
+            t(&[3], vec![0i64, 1 << 40, i64::MIN]),
+            t(&[], vec![i64::MAX]),
+            t(&[], vec![-2i64]),
+            t(&[3], vec![true, false, true]),
+            t(&[2, 2], vec![1i32, -7, 0, 2]),
+        ];
+        let ops = [
+            "Reshape",
+            "Flatten",
+            "Squeeze",
+            "Unsqueeze",
+            "Shape",
+            "Size",
+            "Expand",
+            "ConstantOfShape",
+            "Range",
+            "Identity",
+            "EyeLike",
+            "NonZero",
+            "Transpose",
+            "Concat",
+            "Split",
+            "Slice",
+            "Tile",
+            "Pad",
+            "Trilu",
+            "Gather",
+            "GatherElements",
+            "GatherND",
+            "ScatterElements",
+            "ScatterND",
+            "OneHot",
+            "Compress",
+            "ReverseSequence",
+            "CumSum",
+            "TopK",
+            "ReduceSum",
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceL2",
+            "ReduceLogSumExp",
+            "ArgMax",
+            "Softmax",
+            "Hardmax",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "ReduceProd",
+            "ReduceMin",
+            "ReduceL1",
+            "ReduceLogSum",
+            "ReduceSumSquare",
+            "ArgMin",
+            "LogSoftmax",
+        ];
+        let attr_sets: Vec<Vec<(&str, Attr)>> = vec![
+            vec![],
+            vec![("axis", Attr::Int(-1)), ("keepdims", Attr::Int(0))],
+            vec![("axis", Attr::Int(1)), ("batch_dims", Attr::Int(1))],
+            vec![
+                ("axes", ints(&[0, -1])),
+                ("perm", ints(&[1, 0])),
+                ("blocksize", Attr::Int(2)),
+                ("mode", Attr::String("reflect".into())),
+                ("reduction", Attr::String("mul".into())),
+            ],
+        ];
+        let n = pool.len();
+        let mut combos: Vec<Vec<Option<&Tensor>>> = vec![vec![]];
+        for a in 0..n {
+            combos.push(vec![Some(&pool[a])]);
+            for b in 0..n {
+                combos.push(vec![Some(&pool[a]), Some(&pool[b])]);
+                for c in 0..n {
+                    combos.push(vec![Some(&pool[a]), Some(&pool[b]), Some(&pool[c])]);
+                }
+            }
+        }
+        for op in ops {
+            for opset in [11, 18] {
+                for attrs in &attr_sets {
+                    for inputs in &combos {
+                        let _ = run_op(op, opset, attrs, inputs);
+                    }
+                }
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! against its dimension before any element is read or written.
 
 use super::strided::for_each_offset;
-use super::{filled_vec, for_each_chunk, wrap_index};
+use super::{axis_of, filled_vec, for_each_chunk, wrap_index};
 use crate::error::Result;
 use crate::ops::reduce::num::{Acc, Numeric};
 use crate::ops::util::{input, normalize_axis, strides_of};
@@ -60,10 +60,15 @@ impl Kernel for Gather {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (data, indices) = (input(inputs, 0)?, input(inputs, 1)?);
         ensure!(data.rank() > 0, "cannot gather from a scalar");
-        let axis = normalize_axis(self.axis, data.rank())?;
+        let axis = axis_of(self.axis, data.rank())?;
         let n = data.shape()[axis];
         let idx = wrap_all(&indices.to_i64_vec()?, n)?;
-        let shape = [&data.shape()[..axis], indices.shape(), &data.shape()[axis + 1..]].concat();
+        let shape = [
+            &data.shape()[..axis],
+            indices.shape(),
+            &data.shape()[axis + 1..],
+        ]
+        .concat();
         let inner = data.shape()[axis + 1..].iter().product();
         let out = with_dtype!(data.dtype(), T, {
             gather_rows(data.as_slice::<T>()?, &idx, n, inner, shape)?
@@ -82,7 +87,7 @@ fn element_offsets(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Vec<usi
         indices.shape(),
         data.shape()
     );
-    let axis = normalize_axis(axis, r)?;
+    let axis = axis_of(axis, r)?;
     let fits = (0..r).all(|d| d == axis || indices.shape()[d] <= data.shape()[d]);
     ensure!(
         fits,
@@ -156,10 +161,12 @@ fn nd_offsets(data: &Tensor, indices: &Tensor, batch_dims: usize) -> Result<(Vec
     let offsets = (0..tuples)
         .map(|t| {
             let tuple = &raw[t * k..(t + 1) * k];
-            tuple.iter().enumerate().try_fold(
-                (t / per_batch.max(1)) * batch_size,
-                |off, (j, &i)| Ok(off + wrap_index(i, data.shape()[b + j])? * ds[b + j]),
-            )
+            tuple
+                .iter()
+                .enumerate()
+                .try_fold((t / per_batch.max(1)) * batch_size, |off, (j, &i)| {
+                    Ok(off + wrap_index(i, data.shape()[b + j])? * ds[b + j])
+                })
         })
         .collect::<Result<Vec<usize>>>()?;
     Ok((offsets, data.shape()[b + k..].iter().product()))
@@ -186,7 +193,11 @@ impl Kernel for GatherNd {
         let (offsets, len) = nd_offsets(data, indices, self.batch_dims)?;
         let q = indices.rank();
         let k = indices.shape()[q - 1];
-        let shape = [&indices.shape()[..q - 1], &data.shape()[self.batch_dims + k..]].concat();
+        let shape = [
+            &indices.shape()[..q - 1],
+            &data.shape()[self.batch_dims + k..],
+        ]
+        .concat();
         let out = with_dtype!(data.dtype(), T, {
             let src = data.as_slice::<T>()?;
             let mut out = Vec::with_capacity(offsets.len() * len);
@@ -313,7 +324,10 @@ impl Kernel for ScatterNd {
                 let (dst, src) = (&mut out[o..o + len], &upd[i * len..(i + 1) * len]);
                 match red {
                     Reduction::None => dst.copy_from_slice(src),
-                    _ => dst.iter_mut().zip(src).for_each(|(d, &u)| *d = red.apply(*d, u)),
+                    _ => dst
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &u)| *d = red.apply(*d, u)),
                 }
             }
             Tensor::from_vec(data.shape().to_vec(), out)?
@@ -339,10 +353,12 @@ impl OneHot {
 impl Kernel for OneHot {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (indices, depth, values) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
-        let d = *depth
+        // A fractional depth truncates, like a cast to int64.
+        let d = depth
             .to_f64_vec()?
             .first()
-            .ok_or_else(|| op_err!("depth is empty"))?;
+            .ok_or_else(|| op_err!("depth is empty"))?
+            .trunc();
         ensure!(d.is_finite() && d >= 1.0, "depth must be positive, got {d}");
         let depth = d as usize;
         let axis = normalize_axis(self.axis, indices.rank() + 1)?;
@@ -387,7 +403,11 @@ impl Compress {
 impl Kernel for Compress {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (x, cond) = (input(inputs, 0)?, input(inputs, 1)?);
-        ensure!(cond.rank() == 1, "condition must be 1-D, got {:?}", cond.shape());
+        ensure!(
+            cond.rank() == 1,
+            "condition must be 1-D, got {:?}",
+            cond.shape()
+        );
         let keep: Vec<usize> = cond
             .to_i64_vec()?
             .iter()
@@ -397,14 +417,17 @@ impl Kernel for Compress {
             .collect();
         let (n, inner, mut shape, axis) = match self.axis {
             Some(a) => {
-                let axis = normalize_axis(a, x.rank())?;
+                let axis = axis_of(a, x.rank())?;
                 let inner = x.shape()[axis + 1..].iter().product();
                 (x.shape()[axis], inner, x.shape().to_vec(), axis)
             }
             None => (x.len(), 1, vec![x.len()], 0),
         };
         if let Some(&last) = keep.last() {
-            ensure!(last < n, "condition selects index {last} of a dimension of {n}");
+            ensure!(
+                last < n,
+                "condition selects index {last} of a dimension of {n}"
+            );
         }
         shape[axis] = keep.len();
         let out = with_dtype!(x.dtype(), T, {
@@ -425,17 +448,38 @@ mod tests {
         let idx = t(&[2, 2], vec![0i64, 1, -1, 2]);
         let y = run1("Gather", 13, &[], &[&data, &idx]).unwrap();
         assert_eq!(y.shape(), &[2, 2, 2]);
-        assert_eq!(vals::<f32>(&y), vec![1.0, 1.2, 2.3, 3.4, 4.5, 5.7, 4.5, 5.7]);
+        assert_eq!(
+            vals::<f32>(&y),
+            vec![1.0, 1.2, 2.3, 3.4, 4.5, 5.7, 4.5, 5.7]
+        );
     }
 
     #[test]
     fn gather_axis1_scalar_index_and_errors() {
         let data = t(&[2, 3], vec![1, 2, 3, 4, 5, 6]);
-        let y = run1("Gather", 13, &[("axis", Attr::Int(1))], &[&data, &t(&[], vec![2i32])]).unwrap();
+        let y = run1(
+            "Gather",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &t(&[], vec![2i32])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[2]);
         assert_eq!(vals::<i32>(&y), vec![3, 6]);
-        assert!(run1("Gather", 13, &[("axis", Attr::Int(1))], &[&data, &t(&[], vec![3i64])]).is_err());
-        assert!(run1("Gather", 13, &[("axis", Attr::Int(1))], &[&data, &t(&[], vec![-4i64])]).is_err());
+        assert!(run1(
+            "Gather",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &t(&[], vec![3i64])]
+        )
+        .is_err());
+        assert!(run1(
+            "Gather",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &t(&[], vec![-4i64])]
+        )
+        .is_err());
         assert!(run1("Gather", 13, &[], &[&data, &t(&[1], vec![0.5f32])]).is_err());
     }
 
@@ -444,10 +488,22 @@ mod tests {
         // ONNX spec example: data [[1,2],[3,4]], indices [[0,0],[1,0]], axis 1.
         let data = t(&[2, 2], vec![1, 2, 3, 4]);
         let idx = t(&[2, 2], vec![0i64, 0, 1, 0]);
-        let y = run1("GatherElements", 13, &[("axis", Attr::Int(1))], &[&data, &idx]).unwrap();
+        let y = run1(
+            "GatherElements",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &idx],
+        )
+        .unwrap();
         assert_eq!(vals::<i32>(&y), vec![1, 1, 4, 3]);
         let bad = t(&[2, 2], vec![0i64, 2, 1, 0]);
-        assert!(run1("GatherElements", 13, &[("axis", Attr::Int(1))], &[&data, &bad]).is_err());
+        assert!(run1(
+            "GatherElements",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &bad]
+        )
+        .is_err());
     }
 
     #[test]
@@ -459,7 +515,13 @@ mod tests {
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(vals::<i32>(&y), vec![2, 3, 4, 5]);
         let idx = t(&[2, 1], vec![1i64, 0]);
-        let y = run1("GatherND", 13, &[("batch_dims", Attr::Int(1))], &[&data, &idx]).unwrap();
+        let y = run1(
+            "GatherND",
+            13,
+            &[("batch_dims", Attr::Int(1))],
+            &[&data, &idx],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(vals::<i32>(&y), vec![2, 3, 4, 5]);
         assert!(run1("GatherND", 13, &[], &[&data, &t(&[1, 4], vec![0i64; 4])]).is_err());
@@ -471,13 +533,25 @@ mod tests {
         let data = t(&[1, 5], vec![1.0f32, 2.0, 3.0, 4.0, 5.0]);
         let idx = t(&[1, 2], vec![1i64, -2]);
         let upd = t(&[1, 2], vec![1.1f32, 2.1]);
-        let y = run1("ScatterElements", 13, &[("axis", Attr::Int(1))], &[&data, &idx, &upd]).unwrap();
+        let y = run1(
+            "ScatterElements",
+            13,
+            &[("axis", Attr::Int(1))],
+            &[&data, &idx, &upd],
+        )
+        .unwrap();
         assert_eq!(vals::<f32>(&y), vec![1.0, 1.1, 3.0, 2.1, 5.0]);
         let dup = t(&[1, 2], vec![1i64, 1]);
-        let attrs = [("axis", Attr::Int(1)), ("reduction", Attr::String("add".into()))];
+        let attrs = [
+            ("axis", Attr::Int(1)),
+            ("reduction", Attr::String("add".into())),
+        ];
         let y = run1("ScatterElements", 18, &attrs, &[&data, &dup, &upd]).unwrap();
         assert_close(&vals::<f32>(&y), &[1.0, 5.2, 3.0, 4.0, 5.0], 1e-6);
-        let attrs = [("axis", Attr::Int(1)), ("reduction", Attr::String("max".into()))];
+        let attrs = [
+            ("axis", Attr::Int(1)),
+            ("reduction", Attr::String("max".into())),
+        ];
         let y = run1("ScatterElements", 18, &attrs, &[&data, &dup, &upd]).unwrap();
         assert_eq!(vals::<f32>(&y), vec![1.0, 2.1, 3.0, 4.0, 5.0]);
     }
@@ -490,13 +564,31 @@ mod tests {
         let upd = t(&[4], vec![9i64, 10, 11, 12]);
         let y = run1("ScatterND", 13, &[], &[&data, &idx, &upd]).unwrap();
         assert_eq!(vals::<i64>(&y), vec![1, 11, 3, 10, 9, 6, 7, 12]);
-        let y = run1("ScatterND", 16, &[("reduction", Attr::String("mul".into()))], &[&data, &idx, &upd]).unwrap();
+        let y = run1(
+            "ScatterND",
+            16,
+            &[("reduction", Attr::String("mul".into()))],
+            &[&data, &idx, &upd],
+        )
+        .unwrap();
         assert_eq!(vals::<i64>(&y), vec![1, 22, 3, 40, 45, 6, 7, 96]);
         // Row slices of a matrix.
         let m = t(&[2, 2], vec![1, 2, 3, 4]);
-        let y = run1("ScatterND", 13, &[], &[&m, &t(&[1, 1], vec![1i64]), &t(&[1, 2], vec![7, 8])]).unwrap();
+        let y = run1(
+            "ScatterND",
+            13,
+            &[],
+            &[&m, &t(&[1, 1], vec![1i64]), &t(&[1, 2], vec![7, 8])],
+        )
+        .unwrap();
         assert_eq!(vals::<i32>(&y), vec![1, 2, 7, 8]);
-        assert!(run1("ScatterND", 13, &[], &[&data, &t(&[1, 1], vec![8i64]), &t(&[1], vec![0i64])]).is_err());
+        assert!(run1(
+            "ScatterND",
+            13,
+            &[],
+            &[&data, &t(&[1, 1], vec![8i64]), &t(&[1], vec![0i64])]
+        )
+        .is_err());
     }
 
     #[test]
@@ -506,7 +598,13 @@ mod tests {
         let y = run1("OneHot", 11, &[], &[&idx, &t(&[], vec![3i64]), &values]).unwrap();
         assert_eq!(y.shape(), &[3, 3]);
         assert_eq!(vals::<f32>(&y), vec![1., 0., 0., 0., 0., 1., 0., 0., 0.]);
-        let y = run1("OneHot", 11, &[("axis", Attr::Int(0))], &[&idx, &t(&[], vec![3.0f32]), &values]).unwrap();
+        let y = run1(
+            "OneHot",
+            11,
+            &[("axis", Attr::Int(0))],
+            &[&idx, &t(&[], vec![3.0f32]), &values],
+        )
+        .unwrap();
         assert_eq!(vals::<f32>(&y), vec![1., 0., 0., 0., 0., 0., 0., 1., 0.]);
         assert!(run1("OneHot", 11, &[], &[&idx, &t(&[], vec![0i64]), &values]).is_err());
     }

@@ -2,9 +2,9 @@
 //! DepthToSpace and SpaceToDepth.
 
 use super::strided::{view_tensor, View};
-use super::{dims_from_i64, filled_vec, for_each_chunk};
+use super::{axis_of, dims_from_i64, filled_vec, for_each_chunk};
 use crate::error::Result;
-use crate::ops::util::{input, normalize_axis, opt_input, strides_of};
+use crate::ops::util::{input, opt_input, strides_of};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{checked_numel, Elem, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
@@ -58,9 +58,11 @@ impl Kernel for Concat {
         let xs: Vec<&Tensor> = (0..inputs.len())
             .map(|i| input(inputs, i))
             .collect::<Result<_>>()?;
-        let first = *xs.first().ok_or_else(|| op_err!("Concat needs at least one input"))?;
+        let first = *xs
+            .first()
+            .ok_or_else(|| op_err!("Concat needs at least one input"))?;
         ensure!(first.rank() > 0, "cannot concatenate scalars");
-        let axis = normalize_axis(self.axis, first.rank())?;
+        let axis = axis_of(self.axis, first.rank())?;
         let mut shape = first.shape().to_vec();
         shape[axis] = 0;
         for x in &xs {
@@ -157,7 +159,10 @@ impl Split {
             sizes[k - 1] = last;
             return Ok(sizes);
         }
-        ensure!(n % k == 0, "cannot split a dimension of {n} evenly into {k} outputs");
+        ensure!(
+            n.is_multiple_of(k),
+            "cannot split a dimension of {n} evenly into {k} outputs"
+        );
         Ok(vec![n / k; k])
     }
 }
@@ -165,7 +170,7 @@ impl Split {
 impl Kernel for Split {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let n = x.shape()[axis];
         let sizes = self.sizes(inputs, n)?;
         with_dtype!(x.dtype(), T, { split::<T>(x, axis, &sizes) })
@@ -197,8 +202,15 @@ fn split<T: Storable>(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Te
 /// Slice: attributes `starts`/`ends`/`axes` before opset 10, inputs (plus `steps`) after.
 #[derive(Debug)]
 pub(super) struct Slice {
-    /// Opset 1 attributes: starts, ends, axes.
-    attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    /// Opsets 1-9 took the bounds as attributes.
+    attrs: Option<SliceAttrs>,
+}
+
+#[derive(Debug)]
+struct SliceAttrs {
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    axes: Option<Vec<i64>>,
 }
 
 impl Slice {
@@ -210,7 +222,11 @@ impl Slice {
                     .map(<[i64]>::to_vec)
                     .ok_or_else(|| op_err!("Slice needs the '{name}' attribute"))
             };
-            Some((req("starts")?, req("ends")?, a.ints("axes")?.map(<[i64]>::to_vec)))
+            Some(SliceAttrs {
+                starts: req("starts")?,
+                ends: req("ends")?,
+                axes: a.ints("axes")?.map(<[i64]>::to_vec),
+            })
         } else {
             None
         };
@@ -223,7 +239,7 @@ impl Kernel for Slice {
         let x = input(inputs, 0)?;
         let opt_vec = |i| opt_input(inputs, i).map(Tensor::to_i64_vec).transpose();
         let (starts, ends, axes, steps) = match &self.attrs {
-            Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
+            Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
             None => (
                 input(inputs, 1)?.to_i64_vec()?,
                 input(inputs, 2)?.to_i64_vec()?,
@@ -244,7 +260,7 @@ impl Kernel for Slice {
         let mut base = 0usize;
         let mut seen = vec![false; x.rank()];
         for i in 0..k {
-            let a = normalize_axis(axes[i], x.rank())?;
+            let a = axis_of(axes[i], x.rank())?;
             ensure!(!seen[a], "axis {} is sliced twice", axes[i]);
             seen[a] = true;
             let (first, len) = slice_range(starts[i], ends[i], steps[i], shape[a])?;
@@ -351,9 +367,10 @@ enum PadMode {
 
 impl PadMode {
     /// The source index of padded coordinate `c` (relative to the input's start) on an axis
-    /// of `n >= 1` elements, or `None` for the constant value.
-    fn source(self, c: i64, n: usize) -> Option<usize> {
-        let n = n as i64;
+    /// of `n >= 1` elements, or `None` for the constant value. Coordinates are i128 because
+    /// pads come from data and may be near the ends of the i64 range.
+    fn source(self, c: i128, n: usize) -> Option<usize> {
+        let n = n as i128;
         if (0..n).contains(&c) {
             return Some(c as usize);
         }
@@ -398,7 +415,10 @@ impl Pad {
         let pads_attr = if ctx.opset < 11 {
             // Opset 1 named the attribute `paddings`.
             let pads = a.ints("pads")?.or(a.ints("paddings")?);
-            Some(pads.ok_or_else(|| op_err!("Pad needs a 'pads' attribute"))?.to_vec())
+            Some(
+                pads.ok_or_else(|| op_err!("Pad needs a 'pads' attribute"))?
+                    .to_vec(),
+            )
         } else {
             None
         };
@@ -422,7 +442,7 @@ impl Kernel for Pad {
             Some(t) => t
                 .to_i64_vec()?
                 .iter()
-                .map(|&a| normalize_axis(a, r))
+                .map(|&a| axis_of(a, r))
                 .collect::<Result<Vec<_>>>()?,
             None => (0..r).collect(),
         };
@@ -432,13 +452,13 @@ impl Kernel for Pad {
             "{} pads for {k} axes (need begin and end values for each)",
             pads.len()
         );
-        let mut begin = vec![0i64; r];
+        let mut begin = vec![0i128; r];
         let mut shape = x.shape().to_vec();
         let mut seen = vec![false; r];
         for (i, &a) in axes.iter().enumerate() {
             ensure!(!seen[a], "axis {a} is padded twice");
             seen[a] = true;
-            begin[a] = pads[i];
+            begin[a] = pads[i] as i128;
             let n = shape[a] as i128 + pads[i] as i128 + pads[i + k] as i128;
             shape[a] = usize::try_from(n)
                 .map_err(|_| op_err!("pads {pads:?} crop axis {a} below zero"))?;
@@ -466,14 +486,18 @@ impl Kernel for Pad {
 fn pad<T: Storable>(
     x: &Tensor,
     mode: PadMode,
-    begin: &[i64],
+    begin: &[i128],
     shape: Vec<usize>,
     fill: T,
 ) -> Result<Tensor> {
     let numel = checked_numel(&shape)?;
     let r = shape.len();
     if numel == 0 || r == 0 {
-        let out = if r == 0 { x.as_slice::<T>()?.to_vec() } else { vec![] };
+        let out = if r == 0 {
+            x.as_slice::<T>()?.to_vec()
+        } else {
+            vec![]
+        };
         return Tensor::from_vec(shape, out);
     }
     let in_shape = x.shape();
@@ -486,14 +510,14 @@ fn pad<T: Storable>(
     let mut out = filled_vec(numel, fill)?;
     let (w, n, b) = (shape[r - 1], in_shape[r - 1], begin[r - 1]);
     // Output columns [lo, hi) come straight from the source row; the rest are padding.
-    let lo = b.clamp(0, w as i64) as usize;
-    let hi = (b + n as i64).clamp(0, w as i64).max(lo as i64) as usize;
+    let lo = b.clamp(0, w as i128) as usize;
+    let hi = (b + n as i128).clamp(0, w as i128).max(lo as i128) as usize;
     for_each_chunk(&mut out, w, |k, row| {
         // Map the row's outer coordinates to a source row, or leave it as the fill value.
         let mut rem = k;
         let mut src_off = 0;
         for d in (0..r - 1).rev() {
-            let c = (rem % shape[d]) as i64;
+            let c = (rem % shape[d]) as i128;
             rem /= shape[d];
             match mode.source(c - begin[d], in_shape[d]) {
                 Some(i) => src_off += i * in_strides[d],
@@ -501,11 +525,14 @@ fn pad<T: Storable>(
             }
         }
         let src_row = &src[src_off..src_off + n];
-        let from = (lo as i64 - b) as usize;
-        row[lo..hi].copy_from_slice(&src_row[from..from + (hi - lo)]);
+        if hi > lo {
+            // Here b <= lo < b + n, so the source range lies in the row.
+            let from = (lo as i128 - b) as usize;
+            row[lo..hi].copy_from_slice(&src_row[from..from + (hi - lo)]);
+        }
         if mode != PadMode::Constant {
             for j in (0..lo).chain(hi..w) {
-                if let Some(i) = mode.source(j as i64 - b, n) {
+                if let Some(i) = mode.source(j as i128 - b, n) {
                     row[j] = src_row[i];
                 }
             }
@@ -604,12 +631,11 @@ impl Kernel for DepthToSpace {
         let x = input(inputs, 0)?;
         let [n, c, h, w] = nchw(x)?;
         let b = self.block;
-        ensure!(
-            c % (b * b) == 0,
-            "{c} channels are not divisible by blocksize² = {}",
-            b * b
-        );
-        let c2 = c / (b * b);
+        let bb = b
+            .checked_mul(b)
+            .filter(|&bb| c.is_multiple_of(bb))
+            .ok_or_else(|| op_err!("{c} channels are not divisible by blocksize² ({b}²)"))?;
+        let c2 = c / bb;
         let (split, perm) = if self.crd {
             ([n, c2, b, b, h, w], [0, 1, 4, 2, 5, 3])
         } else {
@@ -644,7 +670,11 @@ impl Kernel for SpaceToDepth {
             "spatial size {h}x{w} is not divisible by blocksize {b}"
         );
         let view = View::permuted(&[n, c, h / b, b, w / b, b], &[0, 3, 5, 1, 2, 4])?;
-        Ok(vec![view_tensor(x, &view, vec![n, c * b * b, h / b, w / b])?])
+        Ok(vec![view_tensor(
+            x,
+            &view,
+            vec![n, c * b * b, h / b, w / b],
+        )?])
     }
 }
 
@@ -687,7 +717,10 @@ mod tests {
         let b = t(&[2, 2], vec![true, false, false, false]);
         let y = run1("Transpose", 13, &[], &[&b]).unwrap();
         assert_eq!(vals::<bool>(&y), vec![true, false, false, false]);
-        let h: Vec<half::f16> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|&v| half::f16::from_f32(v)).collect();
+        let h: Vec<half::f16> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
         let y = run1("Transpose", 13, &[], &[&t(&[2, 2], h)]).unwrap();
         let got: Vec<f32> = vals::<half::f16>(&y).iter().map(|v| v.to_f32()).collect();
         assert_eq!(got, vec![1.0, 3.0, 2.0, 4.0]);
@@ -699,11 +732,20 @@ mod tests {
         let b = t(&[2, 2, 2], vec![10, 11, 12, 13, 14, 15, 16, 17]);
         let y = run1("Concat", 13, &[("axis", Attr::Int(-2))], &[&a, &b]).unwrap();
         assert_eq!(y.shape(), &[2, 3, 2]);
-        assert_eq!(vals::<i32>(&y), vec![0, 1, 10, 11, 12, 13, 2, 3, 14, 15, 16, 17]);
+        assert_eq!(
+            vals::<i32>(&y),
+            vec![0, 1, 10, 11, 12, 13, 2, 3, 14, 15, 16, 17]
+        );
         let empty = t(&[2, 0, 2], Vec::<i32>::new());
         let y = run1("Concat", 13, &[("axis", Attr::Int(1))], &[&empty, &a]).unwrap();
         assert_eq!(vals::<i32>(&y), vec![0, 1, 2, 3]);
-        assert!(run1("Concat", 13, &[("axis", Attr::Int(0))], &[&a, &iota(&[2, 2])]).is_err());
+        assert!(run1(
+            "Concat",
+            13,
+            &[("axis", Attr::Int(0))],
+            &[&a, &iota(&[2, 2])]
+        )
+        .is_err());
     }
 
     fn split_node(outputs: usize, attrs: &[(&str, Attr)]) -> Node {
@@ -713,7 +755,12 @@ mod tests {
             domain: String::new(),
             inputs: vec![Some(0), Some(1)],
             outputs: (0..outputs).map(|i| Some(10 + i)).collect(),
-            attrs: crate::ir::Attrs(attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()),
+            attrs: crate::ir::Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -723,12 +770,20 @@ mod tests {
         let even = run_node(&split_node(3, &[("axis", Attr::Int(1))]), 13, &[Some(&x)]).unwrap();
         assert_eq!(vals::<i32>(&even[1]), vec![2, 3, 8, 9]);
         let sizes = i64s(&[1, 5]);
-        let parts = run_node(&split_node(2, &[("axis", Attr::Int(-1))]), 13, &[Some(&x), Some(&sizes)]).unwrap();
+        let parts = run_node(
+            &split_node(2, &[("axis", Attr::Int(-1))]),
+            13,
+            &[Some(&x), Some(&sizes)],
+        )
+        .unwrap();
         assert_eq!(parts[0].shape(), &[2, 1]);
         assert_eq!(vals::<i32>(&parts[1]), vec![1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
         // Opset 11: sizes as an attribute.
         let attr = split_node(2, &[("axis", Attr::Int(1)), ("split", ints(&[4, 2]))]);
-        assert_eq!(run_node(&attr, 11, &[Some(&x)]).unwrap()[1].shape(), &[2, 2]);
+        assert_eq!(
+            run_node(&attr, 11, &[Some(&x)]).unwrap()[1].shape(),
+            &[2, 2]
+        );
         // Opset 18: 7 into 3 gives 3, 3, 1.
         let y = iota(&[7]);
         let n = split_node(3, &[("num_outputs", Attr::Int(3))]);
@@ -745,25 +800,59 @@ mod tests {
             "Slice",
             13,
             &[],
-            &[&x, &i64s(&[0, -1]), &i64s(&[2, i64::MIN]), &i64s(&[0, 1]), &i64s(&[1, -2])],
+            &[
+                &x,
+                &i64s(&[0, -1]),
+                &i64s(&[2, i64::MIN]),
+                &i64s(&[0, 1]),
+                &i64s(&[1, -2]),
+            ],
         )
         .unwrap();
         assert_eq!(y.shape(), &[2, 2]);
         assert_eq!(vals::<i32>(&y), vec![3, 1, 7, 5]);
         // x[1:INT_MAX] along axis 0, ends past the dimension clamp.
-        let y = run1("Slice", 13, &[], &[&x, &i64s(&[1]), &i64s(&[i64::MAX]), &i64s(&[0])]).unwrap();
+        let y = run1(
+            "Slice",
+            13,
+            &[],
+            &[&x, &i64s(&[1]), &i64s(&[i64::MAX]), &i64s(&[0])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[2, 4]);
         // Empty result when start >= end.
-        let y = run1("Slice", 13, &[], &[&x, &i64s(&[3]), &i64s(&[1]), &i64s(&[1])]).unwrap();
+        let y = run1(
+            "Slice",
+            13,
+            &[],
+            &[&x, &i64s(&[3]), &i64s(&[1]), &i64s(&[1])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[3, 0]);
-        assert!(run1("Slice", 13, &[], &[&x, &i64s(&[0]), &i64s(&[1]), &i64s(&[0]), &i64s(&[0])]).is_err());
-        assert!(run1("Slice", 13, &[], &[&x, &i64s(&[0]), &i64s(&[1]), &i64s(&[2])]).is_err());
+        assert!(run1(
+            "Slice",
+            13,
+            &[],
+            &[&x, &i64s(&[0]), &i64s(&[1]), &i64s(&[0]), &i64s(&[0])]
+        )
+        .is_err());
+        assert!(run1(
+            "Slice",
+            13,
+            &[],
+            &[&x, &i64s(&[0]), &i64s(&[1]), &i64s(&[2])]
+        )
+        .is_err());
     }
 
     #[test]
     fn slice_opset1_uses_attributes() {
         let x = iota(&[3, 4]);
-        let attrs = [("starts", ints(&[1])), ("ends", ints(&[-1])), ("axes", ints(&[1]))];
+        let attrs = [
+            ("starts", ints(&[1])),
+            ("ends", ints(&[-1])),
+            ("axes", ints(&[1])),
+        ];
         let y = run1("Slice", 1, &attrs, &[&x]).unwrap();
         assert_eq!(vals::<i32>(&y), vec![1, 2, 5, 6, 9, 10]);
     }
@@ -785,32 +874,104 @@ mod tests {
         let x = t(&[3], vec![1.0f32, 2.0, 3.0]);
         let pads = i64s(&[4, 4]);
         let run_mode = |mode: &str| {
-            let y = run1("Pad", 19, &[("mode", Attr::String(mode.into()))], &[&x, &pads]).unwrap();
+            let y = run1(
+                "Pad",
+                19,
+                &[("mode", Attr::String(mode.into()))],
+                &[&x, &pads],
+            )
+            .unwrap();
             vals::<f32>(&y)
         };
         // np.pad([1,2,3], 4, mode=...).
-        assert_eq!(run_mode("constant"), vec![0., 0., 0., 0., 1., 2., 3., 0., 0., 0., 0.]);
-        assert_eq!(run_mode("reflect"), vec![1., 2., 3., 2., 1., 2., 3., 2., 1., 2., 3.]);
-        assert_eq!(run_mode("edge"), vec![1., 1., 1., 1., 1., 2., 3., 3., 3., 3., 3.]);
-        assert_eq!(run_mode("wrap"), vec![3., 1., 2., 3., 1., 2., 3., 1., 2., 3., 1.]);
+        assert_eq!(
+            run_mode("constant"),
+            vec![0., 0., 0., 0., 1., 2., 3., 0., 0., 0., 0.]
+        );
+        assert_eq!(
+            run_mode("reflect"),
+            vec![1., 2., 3., 2., 1., 2., 3., 2., 1., 2., 3.]
+        );
+        assert_eq!(
+            run_mode("edge"),
+            vec![1., 1., 1., 1., 1., 2., 3., 3., 3., 3., 3.]
+        );
+        assert_eq!(
+            run_mode("wrap"),
+            vec![3., 1., 2., 3., 1., 2., 3., 1., 2., 3., 1.]
+        );
     }
 
     #[test]
     fn pad_2d_constant_value_negative_pads_and_axes() {
         let x = iota(&[2, 3]);
         // Pad one row on top with 9, crop the last column.
-        let y = run1("Pad", 13, &[], &[&x, &i64s(&[1, 0, 0, -1]), &t(&[], vec![9])]).unwrap();
+        let y = run1(
+            "Pad",
+            13,
+            &[],
+            &[&x, &i64s(&[1, 0, 0, -1]), &t(&[], vec![9])],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[3, 2]);
         assert_eq!(vals::<i32>(&y), vec![9, 9, 0, 1, 3, 4]);
         // Opset 18 axes: pad only axis -1 by one on each side.
-        let y = run_op("Pad", 18, &[], &[Some(&x), Some(&i64s(&[1, 1])), None, Some(&i64s(&[-1]))]).unwrap();
+        let y = run_op(
+            "Pad",
+            18,
+            &[],
+            &[Some(&x), Some(&i64s(&[1, 1])), None, Some(&i64s(&[-1]))],
+        )
+        .unwrap();
         assert_eq!(vals::<i32>(&y[0]), vec![0, 0, 1, 2, 0, 0, 3, 4, 5, 0]);
         // Opset 2: pads and value as attributes.
-        let y = run1("Pad", 2, &[("pads", ints(&[0, 1, 0, 0])), ("value", Attr::Float(7.0))], &[&x]).unwrap();
+        let y = run1(
+            "Pad",
+            2,
+            &[("pads", ints(&[0, 1, 0, 0])), ("value", Attr::Float(7.0))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(vals::<i32>(&y), vec![7, 0, 1, 2, 7, 3, 4, 5]);
         assert!(run1("Pad", 13, &[], &[&x, &i64s(&[0, -4, 0, 0])]).is_err());
         let empty = t(&[0], Vec::<i32>::new());
-        assert!(run1("Pad", 13, &[("mode", Attr::String("edge".into()))], &[&empty, &i64s(&[1, 1])]).is_err());
+        assert!(run1(
+            "Pad",
+            13,
+            &[("mode", Attr::String("edge".into()))],
+            &[&empty, &i64s(&[1, 1])]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn extreme_pads_and_scalar_axes_are_errors_not_panics() {
+        // Crop by i64::MIN and pad by i64::MAX: 3 + MIN + MAX = 2 columns, all wrapped values.
+        let x = t(&[3], vec![1, 2, 3]);
+        let y = run1(
+            "Pad",
+            19,
+            &[("mode", Attr::String("wrap".into()))],
+            &[&x, &i64s(&[i64::MIN, i64::MAX])],
+        );
+        assert_eq!(y.unwrap().shape(), &[2]);
+        let s = t(&[], vec![1.0f32]);
+        assert!(run_node(&split_node(1, &[]), 13, &[Some(&s)]).is_err());
+        assert!(run1(
+            "Slice",
+            13,
+            &[],
+            &[&s, &i64s(&[0]), &i64s(&[1]), &i64s(&[0])]
+        )
+        .is_err());
+        assert!(run1("Concat", 13, &[("axis", Attr::Int(0))], &[&s, &s]).is_err());
+        assert!(run1(
+            "DepthToSpace",
+            13,
+            &[("blocksize", Attr::Int(1 << 40))],
+            &[&iota(&[1, 4, 1, 1])]
+        )
+        .is_err());
     }
 
     #[test]
@@ -818,7 +979,13 @@ mod tests {
         let x = t(&[3, 3], (1..=9).collect::<Vec<i64>>());
         let y = run1("Trilu", 14, &[], &[&x]).unwrap();
         assert_eq!(vals::<i64>(&y), vec![1, 2, 3, 0, 5, 6, 0, 0, 9]);
-        let y = run1("Trilu", 14, &[("upper", Attr::Int(0))], &[&x, &t(&[], vec![-1i64])]).unwrap();
+        let y = run1(
+            "Trilu",
+            14,
+            &[("upper", Attr::Int(0))],
+            &[&x, &t(&[], vec![-1i64])],
+        )
+        .unwrap();
         assert_eq!(vals::<i64>(&y), vec![0, 0, 0, 4, 0, 0, 7, 8, 0]);
         let y = run1("Trilu", 14, &[], &[&x, &t(&[], vec![i64::MAX])]).unwrap();
         assert_eq!(vals::<i64>(&y), vec![0; 9]);
@@ -831,7 +998,10 @@ mod tests {
         let d = run1("DepthToSpace", 13, &[("blocksize", Attr::Int(2))], &[&x]).unwrap();
         assert_eq!(d.shape(), &[1, 2, 4, 6]);
         assert_eq!(&vals::<i32>(&d)[..6], &[0, 12, 1, 13, 2, 14]);
-        let crd = [("blocksize", Attr::Int(2)), ("mode", Attr::String("CRD".into()))];
+        let crd = [
+            ("blocksize", Attr::Int(2)),
+            ("mode", Attr::String("CRD".into())),
+        ];
         let c = run1("DepthToSpace", 13, &crd, &[&x]).unwrap();
         assert_eq!(&vals::<i32>(&c)[..6], &[0, 6, 1, 7, 2, 8]);
         let back = run1("SpaceToDepth", 13, &[("blocksize", Attr::Int(2))], &[&d]).unwrap();

@@ -1,9 +1,9 @@
 //! Ops that walk along one axis: ReverseSequence, CumSum and TopK.
 
-use super::{filled_vec, for_each_chunk, PAR_THRESHOLD};
+use super::{axis_of, filled_vec, for_each_chunk, PAR_THRESHOLD};
 use crate::error::Result;
 use crate::ops::reduce::num::{Acc, Numeric};
-use crate::ops::util::{input, normalize_axis, strides_of};
+use crate::ops::util::{input, strides_of};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err, with_dtype};
@@ -62,7 +62,11 @@ impl Kernel for ReverseSequence {
             })
             .collect::<Result<Vec<usize>>>()?;
         let strides = strides_of(x.shape());
-        let (ts, bs, inner) = (strides[self.time_axis], strides[self.batch_axis], strides[1]);
+        let (ts, bs, inner) = (
+            strides[self.time_axis],
+            strides[self.batch_axis],
+            strides[1],
+        );
         let out = with_dtype!(x.dtype(), T, {
             let src = x.as_slice::<T>()?;
             let mut out = src.to_vec();
@@ -98,15 +102,21 @@ impl CumSum {
 impl Kernel for CumSum {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        ensure!(x.dtype() != DType::Bool, "CumSum does not take bool tensors");
+        ensure!(
+            x.dtype() != DType::Bool,
+            "CumSum does not take bool tensors"
+        );
         let axis = *input(inputs, 1)?
             .to_i64_vec()?
             .first()
             .ok_or_else(|| op_err!("axis is empty"))?;
-        let axis = normalize_axis(axis, x.rank())?;
+        let axis = axis_of(axis, x.rank())?;
         let dims = split_at_axis(x.shape(), axis);
         let out = with_dtype!(x.dtype(), T, {
-            Tensor::from_vec(x.shape().to_vec(), self.scan::<T>(x.as_slice::<T>()?, dims)?)?
+            Tensor::from_vec(
+                x.shape().to_vec(),
+                self.scan::<T>(x.as_slice::<T>()?, dims)?,
+            )?
         });
         Ok(vec![out])
     }
@@ -122,7 +132,10 @@ impl CumSum {
             let mut acc = vec![T::Acc::ZERO; inner];
             for step in 0..n {
                 let k = if reverse { n - 1 - step } else { step };
-                let (row, dst) = (&s[k * inner..(k + 1) * inner], &mut block[k * inner..(k + 1) * inner]);
+                let (row, dst) = (
+                    &s[k * inner..(k + 1) * inner],
+                    &mut block[k * inner..(k + 1) * inner],
+                );
                 let lanes = dst.iter_mut().zip(acc.iter_mut()).zip(row);
                 if exclusive {
                     lanes.for_each(|((d, a), &x)| {
@@ -155,7 +168,10 @@ impl TopK {
     pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         let a = ctx.attrs();
         let k_attr = if ctx.opset < 10 {
-            Some(a.int("k")?.ok_or_else(|| op_err!("TopK needs a 'k' attribute"))?)
+            Some(
+                a.int("k")?
+                    .ok_or_else(|| op_err!("TopK needs a 'k' attribute"))?,
+            )
         } else {
             None
         };
@@ -178,7 +194,7 @@ impl Kernel for TopK {
                 .first()
                 .ok_or_else(|| op_err!("k is empty"))?,
         };
-        let axis = normalize_axis(self.axis, x.rank())?;
+        let axis = axis_of(self.axis, x.rank())?;
         let dims = split_at_axis(x.shape(), axis);
         let k = usize::try_from(k)
             .ok()
@@ -188,7 +204,10 @@ impl Kernel for TopK {
         shape[axis] = k;
         let (values, indices) = with_dtype!(x.dtype(), T, {
             let (v, i) = top_k::<T>(x.as_slice::<T>()?, dims, k, self.largest);
-            (Tensor::from_vec(shape.clone(), v)?, Tensor::from_vec(shape, i)?)
+            (
+                Tensor::from_vec(shape.clone(), v)?,
+                Tensor::from_vec(shape, i)?,
+            )
         });
         Ok(vec![values, indices])
     }
@@ -206,7 +225,10 @@ fn top_k<T: Numeric>(
     k: usize,
     largest: bool,
 ) -> (Vec<T>, Vec<i64>) {
-    let (mut values, mut indices) = (vec![T::default(); outer * k * inner], vec![0i64; outer * k * inner]);
+    let (mut values, mut indices) = (
+        vec![T::default(); outer * k * inner],
+        vec![0i64; outer * k * inner],
+    );
     if k == 0 {
         return (values, indices);
     }
@@ -233,7 +255,10 @@ fn top_k<T: Numeric>(
             }
         };
         if src.len() >= PAR_THRESHOLD {
-            let rows = values.par_chunks_mut(k).zip(indices.par_chunks_mut(k)).enumerate();
+            let rows = values
+                .par_chunks_mut(k)
+                .zip(indices.par_chunks_mut(k))
+                .enumerate();
             rows.for_each_init(Vec::new, fill);
         } else {
             let mut line = Vec::new();
@@ -267,11 +292,17 @@ mod tests {
         let x = t(&[4, 4], (0..16).collect::<Vec<i32>>());
         let lens = i64s(&[4, 3, 2, 1]);
         let y = run1("ReverseSequence", 10, &[], &[&x, &lens]).unwrap();
-        assert_eq!(vals::<i32>(&y), vec![12, 9, 6, 3, 8, 5, 2, 7, 4, 1, 10, 11, 0, 13, 14, 15]);
+        assert_eq!(
+            vals::<i32>(&y),
+            vec![12, 9, 6, 3, 8, 5, 2, 7, 4, 1, 10, 11, 0, 13, 14, 15]
+        );
         let attrs = [("batch_axis", Attr::Int(0)), ("time_axis", Attr::Int(1))];
         let lens = i64s(&[1, 2, 3, 4]);
         let y = run1("ReverseSequence", 10, &attrs, &[&x, &lens]).unwrap();
-        assert_eq!(vals::<i32>(&y), vec![0, 1, 2, 3, 5, 4, 6, 7, 10, 9, 8, 11, 15, 14, 13, 12]);
+        assert_eq!(
+            vals::<i32>(&y),
+            vec![0, 1, 2, 3, 5, 4, 6, 7, 10, 9, 8, 11, 15, 14, 13, 12]
+        );
         assert!(run1("ReverseSequence", 10, &attrs, &[&x, &i64s(&[1, 2, 3, 5])]).is_err());
     }
 
@@ -302,20 +333,33 @@ mod tests {
             domain: String::new(),
             inputs: vec![Some(0), Some(1)],
             outputs: vec![Some(2), Some(3)],
-            attrs: Attrs(attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()),
+            attrs: Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
         }
     }
 
     #[test]
     fn topk_largest_smallest_and_stable_ties() {
-        let x = t(&[2, 4], vec![1.0f32, 3.0, 3.0, 2.0, 0.0, f32::NAN, -1.0, 5.0]);
+        let x = t(
+            &[2, 4],
+            vec![1.0f32, 3.0, 3.0, 2.0, 0.0, f32::NAN, -1.0, 5.0],
+        );
         let k = i64s(&[2]);
         let out = run_node(&topk_node(&[]), 11, &[Some(&x), Some(&k)]).unwrap();
         let v = vals::<f32>(&out[0]);
         assert_eq!(&v[..2], &[3.0, 3.0]);
         assert!(v[2].is_nan() && v[3] == 5.0);
         assert_eq!(vals::<i64>(&out[1]), vec![1, 2, 1, 3]);
-        let out = run_node(&topk_node(&[("largest", Attr::Int(0))]), 11, &[Some(&x), Some(&k)]).unwrap();
+        let out = run_node(
+            &topk_node(&[("largest", Attr::Int(0))]),
+            11,
+            &[Some(&x), Some(&k)],
+        )
+        .unwrap();
         assert_eq!(vals::<f32>(&out[0]), vec![1.0, 2.0, -1.0, 0.0]);
         assert_eq!(vals::<i64>(&out[1]), vec![0, 3, 2, 0]);
         // Along axis 0 (strided lines) with opset 1's attribute k.

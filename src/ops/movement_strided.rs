@@ -252,7 +252,9 @@ fn copy_serial<T: Copy>(dst: &mut [T], src: &[T], base: usize, dims: &[usize], s
                         for (j, d) in row.iter_mut().enumerate() {
                             // SAFETY: `so + j*s` for j < n_a is an element of the view, inside
                             // `src` as validated by `View::new`.
-                            *d = unsafe { *src.get_unchecked((so as isize + j as isize * s) as usize) };
+                            *d = unsafe {
+                                *src.get_unchecked((so as isize + j as isize * s) as usize)
+                            };
                         }
                     }
                 }
@@ -325,7 +327,10 @@ mod tests {
         ] {
             let n = shape.iter().product();
             let src = iota(n);
-            let out = View::permuted(&shape, &perm).unwrap().materialize(&src).unwrap();
+            let out = View::permuted(&shape, &perm)
+                .unwrap()
+                .materialize(&src)
+                .unwrap();
             let os: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
             let ist = crate::ops::util::strides_of(&shape);
             let mut k = 0;
@@ -364,7 +369,9 @@ mod tests {
 
     #[test]
     fn merged_identity_is_detected() {
-        assert!(View::permuted(&[4, 1, 5], &[1, 0, 2]).unwrap().is_identity());
+        assert!(View::permuted(&[4, 1, 5], &[1, 0, 2])
+            .unwrap()
+            .is_identity());
         assert!(!View::permuted(&[4, 5], &[1, 0]).unwrap().is_identity());
     }
 }

@@ -7,8 +7,8 @@
 //! with vector-wide running maxima and sums. Half types compute in f32.
 
 use crate::error::Result;
-use crate::ops::movement::PAR_THRESHOLD;
-use crate::ops::util::{input, normalize_axis};
+use crate::ops::movement::{axis_of, PAR_THRESHOLD};
+use crate::ops::util::input;
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
@@ -33,9 +33,7 @@ pub(super) struct Softmax {
 impl Softmax {
     pub(super) fn build(ctx: &BuildCtx, kind: Kind) -> Result<Box<dyn Kernel>> {
         let coerce_2d = ctx.opset < 13;
-        let axis = ctx
-            .attrs()
-            .int_or("axis", if coerce_2d { 1 } else { -1 })?;
+        let axis = ctx.attrs().int_or("axis", if coerce_2d { 1 } else { -1 })?;
         Ok(Box::new(Softmax {
             kind,
             axis,
@@ -47,8 +45,12 @@ impl Softmax {
 impl Kernel for Softmax {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        ensure!(x.rank() > 0, "{:?} needs an input of rank 1 or more", self.kind);
-        let axis = normalize_axis(self.axis, x.rank())?;
+        ensure!(
+            x.rank() > 0,
+            "{:?} needs an input of rank 1 or more",
+            self.kind
+        );
+        let axis = axis_of(self.axis, x.rank())?;
         let s = x.shape();
         let outer = s[..axis].iter().product();
         let dims = if self.coerce_2d {
@@ -58,8 +60,12 @@ impl Kernel for Softmax {
         };
         let shape = s.to_vec();
         let out = match x.dtype() {
-            DType::F32 => Tensor::from_vec(shape, normalize(x.as_slice::<f32>()?, dims, self.kind))?,
-            DType::F64 => Tensor::from_vec(shape, normalize(x.as_slice::<f64>()?, dims, self.kind))?,
+            DType::F32 => {
+                Tensor::from_vec(shape, normalize(x.as_slice::<f32>()?, dims, self.kind))?
+            }
+            DType::F64 => {
+                Tensor::from_vec(shape, normalize(x.as_slice::<f64>()?, dims, self.kind))?
+            }
             DType::F16 => {
                 let v: Vec<f32> = x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
                 let y = normalize(&v, dims, self.kind);
@@ -137,7 +143,7 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^n, with n read back from t's mantissa, placed in the exponent field.
     let n_int = t.to_bits() as i32 - SHIFTER.to_bits() as i32;
@@ -158,7 +164,10 @@ fn max_of<F: Float>(v: &[F]) -> F {
             lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
         }
     }
-    let m = chunks.remainder().iter().fold(F::NEG_INF, |m, &x| if x > m { x } else { m });
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(F::NEG_INF, |m, &x| if x > m { x } else { m });
     lanes.into_iter().fold(m, |m, x| if x > m { x } else { m })
 }
 
@@ -277,7 +286,11 @@ fn normalize_cols<F: Float>(x: &[F], inner: usize, c0: usize, rows: &mut [&mut [
     }
     let mut sum = vec![F::ZERO; w];
     for (r, row) in rows.iter_mut().enumerate() {
-        for ((o, s), (&v, &m)) in row.iter_mut().zip(sum.iter_mut()).zip(src(r).iter().zip(&m)) {
+        for ((o, s), (&v, &m)) in row
+            .iter_mut()
+            .zip(sum.iter_mut())
+            .zip(src(r).iter().zip(&m))
+        {
             *o = (v - m).exp();
             *s = *s + *o;
         }
@@ -324,7 +337,10 @@ mod tests {
         for i in -8700..=8800 {
             let x = i as f32 / 100.0;
             let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
-            assert!(((got - want) / want).abs() < 3e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 3e-7,
+                "exp({x}) = {got}, want {want}"
+            );
         }
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
         assert!(exp_f32(f32::NAN).is_nan());
@@ -335,9 +351,17 @@ mod tests {
         // [[1,2,3],[-1,0,1000]]: the second row saturates without overflow.
         let x = t(&[2, 3], vec![1.0f32, 2.0, 3.0, -1.0, 0.0, 1000.0]);
         let y = run1("Softmax", 13, &[], &[&x]).unwrap();
-        assert_close(&vals::<f32>(&y), &[0.09003057, 0.24472847, 0.66524096, 0.0, 0.0, 1.0], 1e-6);
+        assert_close(
+            &vals::<f32>(&y),
+            &[0.09003057, 0.24472847, 0.66524096, 0.0, 0.0, 1.0],
+            1e-6,
+        );
         let y = run1("LogSoftmax", 13, &[], &[&x]).unwrap();
-        assert_close(&vals::<f32>(&y), &[-2.407606, -1.4076059, -0.40760595, -1001.0, -1000.0, 0.0], 1e-5);
+        assert_close(
+            &vals::<f32>(&y),
+            &[-2.407606, -1.4076059, -0.40760595, -1001.0, -1000.0, 0.0],
+            1e-5,
+        );
     }
 
     #[test]
@@ -361,13 +385,25 @@ mod tests {
 
     #[test]
     fn large_softmax_uses_parallel_paths() {
-        let v: Vec<f32> = (0..64 * 1000).map(|i| ((i * 31) % 97) as f32 / 10.0).collect();
+        let v: Vec<f32> = (0..64 * 1000)
+            .map(|i| ((i * 31) % 97) as f32 / 10.0)
+            .collect();
         let x = t(&[64, 1000], v.clone());
         let y = vals::<f32>(&run1("Softmax", 13, &[], &[&x]).unwrap());
         assert_close(&y, &reference(&v, 1000, false), 1e-7);
         // Axis 0 of [1000, 64] columns: transpose of the same rows.
-        let xt: Vec<f32> = (0..1000 * 64).map(|j| v[(j % 64) * 1000 + j / 64]).collect();
-        let y = vals::<f32>(&run1("Softmax", 13, &[("axis", Attr::Int(0))], &[&t(&[1000, 64], xt)]).unwrap());
+        let xt: Vec<f32> = (0..1000 * 64)
+            .map(|j| v[(j % 64) * 1000 + j / 64])
+            .collect();
+        let y = vals::<f32>(
+            &run1(
+                "Softmax",
+                13,
+                &[("axis", Attr::Int(0))],
+                &[&t(&[1000, 64], xt)],
+            )
+            .unwrap(),
+        );
         let want = reference(&v, 1000, false);
         for j in (0..64_000).step_by(997) {
             assert!((y[j] - want[(j % 64) * 1000 + j / 64]).abs() < 1e-7);
@@ -385,7 +421,10 @@ mod tests {
 
     #[test]
     fn half_types_and_non_floats() {
-        let x = t(&[2], vec![half::f16::from_f32(0.0), half::f16::from_f32(0.0)]);
+        let x = t(
+            &[2],
+            vec![half::f16::from_f32(0.0), half::f16::from_f32(0.0)],
+        );
         let y = run1("Softmax", 13, &[], &[&x]).unwrap();
         assert_eq!(vals::<half::f16>(&y), vec![half::f16::from_f32(0.5); 2]);
         assert!(run1("Softmax", 13, &[], &[&t(&[2], vec![1i32, 2])]).is_err());

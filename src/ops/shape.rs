@@ -2,7 +2,7 @@
 //! Expand, Range, ...). Reshape-like ops share the input's storage instead of copying it.
 
 use super::movement::strided::{view_tensor, View};
-use super::movement::{dims_from_i64, filled_vec};
+use super::movement::{axis_of, dims_from_i64, filled_vec};
 use super::util::{broadcast_shapes, input, normalize_axis, opt_input, strides_of};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
@@ -11,7 +11,7 @@ use crate::tensor::{checked_numel, DType, Elem, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 
 /// Longest output Range may produce: far beyond any real use, short of exhausting memory.
-const MAX_RANGE_LEN: usize = 1 << 30;
+const MAX_RANGE_LEN: usize = 1 << 28;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     Some(match op {
@@ -33,10 +33,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 }
 
 /// Axes given as an attribute before `input_from_opset`, as optional input 1 from then on.
-fn axes_arg(
-    ctx: &BuildCtx,
-    input_from_opset: i64,
-) -> Result<Option<Vec<i64>>> {
+fn axes_arg(ctx: &BuildCtx, input_from_opset: i64) -> Result<Option<Vec<i64>>> {
     if ctx.opset < input_from_opset {
         Ok(ctx.attrs().ints("axes")?.map(<[i64]>::to_vec))
     } else {
@@ -56,7 +53,10 @@ impl Reshape {
     fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         let shape_attr = if ctx.opset < 5 {
             let s = ctx.attrs().ints("shape")?;
-            Some(s.ok_or_else(|| op_err!("Reshape needs a 'shape' attribute"))?.to_vec())
+            Some(
+                s.ok_or_else(|| op_err!("Reshape needs a 'shape' attribute"))?
+                    .to_vec(),
+            )
         } else {
             None
         };
@@ -79,13 +79,15 @@ impl Reshape {
                 0 if !self.allowzero => *from
                     .get(i)
                     .ok_or_else(|| op_err!("shape {spec:?} copies dimension {i} of {from:?}"))?,
-                d => usize::try_from(d).map_err(|_| op_err!("invalid dimension {d} in {spec:?}"))?,
+                d => {
+                    usize::try_from(d).map_err(|_| op_err!("invalid dimension {d} in {spec:?}"))?
+                }
             });
         }
         if let Some(i) = inferred {
             let known = checked_numel(&out)?;
             ensure!(
-                known != 0 && len % known == 0,
+                known != 0 && len.is_multiple_of(known),
                 "cannot infer -1 reshaping {from:?} into {spec:?}"
             );
             out[i] = len / known;
@@ -130,7 +132,11 @@ impl Kernel for Flatten {
             "axis {} is out of range for rank {r}",
             self.axis
         );
-        let axis = (if self.axis < 0 { self.axis + r } else { self.axis }) as usize;
+        let axis = (if self.axis < 0 {
+            self.axis + r
+        } else {
+            self.axis
+        }) as usize;
         let outer = x.shape()[..axis].iter().product();
         let inner = x.shape()[axis..].iter().product();
         Ok(vec![x.reshape(vec![outer, inner])?])
@@ -160,10 +166,11 @@ impl Kernel for Squeeze {
             (None, None) => None,
         };
         let mut drop = vec![false; x.rank()];
-        match axes {
+        // An empty axes list squeezes every size-1 axis, like an absent one (as onnxruntime).
+        match axes.filter(|a| !a.is_empty()) {
             Some(axes) => {
                 for a in axes {
-                    let d = normalize_axis(a, x.rank())?;
+                    let d = axis_of(a, x.rank())?;
                     ensure!(!drop[d], "axis {a} is listed twice");
                     ensure!(
                         x.shape()[d] == 1,
@@ -220,7 +227,13 @@ impl Kernel for Unsqueeze {
         let mut dims = x.shape().iter();
         let shape = inserted
             .iter()
-            .map(|&new| if new { 1 } else { dims.next().copied().unwrap_or(1) })
+            .map(|&new| {
+                if new {
+                    1
+                } else {
+                    dims.next().copied().unwrap_or(1)
+                }
+            })
             .collect();
         Ok(vec![x.reshape(shape)?])
     }
@@ -328,7 +341,11 @@ struct Range;
 /// A Range operand: a scalar (or one-element) tensor.
 fn range_operand(inputs: &[Option<&Tensor>], i: usize, name: &str) -> Result<Tensor> {
     let t = input(inputs, i)?;
-    ensure!(t.len() == 1, "{name} must be a scalar, got shape {:?}", t.shape());
+    ensure!(
+        t.len() == 1,
+        "{name} must be a scalar, got shape {:?}",
+        t.shape()
+    );
     Ok(t.clone())
 }
 
@@ -451,7 +468,7 @@ impl Kernel for EyeLike {
             let mut v = vec![T::default(); rows * cols];
             // Row i holds its one at column i + k, when that column exists.
             for i in 0..rows {
-                if let Ok(j) = usize::try_from(i as i64 + self.k) {
+                if let Ok(j) = usize::try_from(i as i128 + self.k as i128) {
                     if j < cols {
                         v[i * cols + j] = T::from_f64(1.0);
                     }
@@ -472,7 +489,11 @@ impl Kernel for NonZero {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
         let positions = with_dtype!(x.dtype(), T, { nonzero_positions::<T>(x.as_slice::<T>()?) });
-        let shape = if x.rank() == 0 { vec![1] } else { x.shape().to_vec() };
+        let shape = if x.rank() == 0 {
+            vec![1]
+        } else {
+            x.shape().to_vec()
+        };
         let strides = strides_of(&shape);
         let nnz = positions.len();
         let mut out = vec![0i64; shape.len() * nnz];
@@ -537,7 +558,12 @@ mod tests {
     #[test]
     fn flatten_at_each_axis() {
         let x = iota(&[2, 3, 4]);
-        let shape = |axis: i64| run1("Flatten", 13, &[("axis", Attr::Int(axis))], &[&x]).unwrap().shape().to_vec();
+        let shape = |axis: i64| {
+            run1("Flatten", 13, &[("axis", Attr::Int(axis))], &[&x])
+                .unwrap()
+                .shape()
+                .to_vec()
+        };
         assert_eq!(shape(0), vec![1, 24]);
         assert_eq!(shape(1), vec![2, 12]);
         assert_eq!(shape(3), vec![24, 1]);
@@ -549,25 +575,65 @@ mod tests {
     fn squeeze_and_unsqueeze_across_opsets() {
         let x = iota(&[1, 3, 1, 2]);
         assert_eq!(run1("Squeeze", 13, &[], &[&x]).unwrap().shape(), &[3, 2]);
-        assert_eq!(run1("Squeeze", 13, &[], &[&x, &i64s(&[-2])]).unwrap().shape(), &[1, 3, 2]);
-        assert_eq!(run1("Squeeze", 11, &[("axes", ints(&[0]))], &[&x]).unwrap().shape(), &[3, 1, 2]);
+        assert_eq!(
+            run1("Squeeze", 13, &[], &[&x, &i64s(&[-2])])
+                .unwrap()
+                .shape(),
+            &[1, 3, 2]
+        );
+        assert_eq!(
+            run1("Squeeze", 11, &[("axes", ints(&[0]))], &[&x])
+                .unwrap()
+                .shape(),
+            &[3, 1, 2]
+        );
         assert!(run1("Squeeze", 13, &[], &[&x, &i64s(&[1])]).is_err());
         let y = iota(&[3, 2]);
-        assert_eq!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, -1])]).unwrap().shape(), &[1, 3, 2, 1]);
-        assert_eq!(run1("Unsqueeze", 11, &[("axes", ints(&[1]))], &[&y]).unwrap().shape(), &[3, 1, 2]);
+        assert_eq!(
+            run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, -1])])
+                .unwrap()
+                .shape(),
+            &[1, 3, 2, 1]
+        );
+        assert_eq!(
+            run1("Unsqueeze", 11, &[("axes", ints(&[1]))], &[&y])
+                .unwrap()
+                .shape(),
+            &[3, 1, 2]
+        );
         assert!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[0, 0])]).is_err());
         assert!(run1("Unsqueeze", 13, &[], &[&y, &i64s(&[3])]).is_err());
         let s = t(&[], vec![5i64]);
-        assert_eq!(run1("Unsqueeze", 13, &[], &[&s, &i64s(&[0])]).unwrap().shape(), &[1]);
+        assert_eq!(
+            run1("Unsqueeze", 13, &[], &[&s, &i64s(&[0])])
+                .unwrap()
+                .shape(),
+            &[1]
+        );
     }
 
     #[test]
     fn shape_with_start_and_end_and_size() {
         let x = iota(&[2, 3, 4]);
-        assert_eq!(vals::<i64>(&run1("Shape", 13, &[], &[&x]).unwrap()), vec![2, 3, 4]);
-        let y = run1("Shape", 15, &[("start", Attr::Int(-2)), ("end", Attr::Int(10))], &[&x]).unwrap();
+        assert_eq!(
+            vals::<i64>(&run1("Shape", 13, &[], &[&x]).unwrap()),
+            vec![2, 3, 4]
+        );
+        let y = run1(
+            "Shape",
+            15,
+            &[("start", Attr::Int(-2)), ("end", Attr::Int(10))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(vals::<i64>(&y), vec![3, 4]);
-        let y = run1("Shape", 15, &[("start", Attr::Int(2)), ("end", Attr::Int(1))], &[&x]).unwrap();
+        let y = run1(
+            "Shape",
+            15,
+            &[("start", Attr::Int(2)), ("end", Attr::Int(1))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[0]);
         let n = run1("Size", 13, &[], &[&x]).unwrap();
         assert_eq!(n.shape(), &[] as &[usize]);
@@ -630,9 +696,21 @@ mod tests {
         assert_eq!(vals::<f32>(&c("value_float", Attr::Float(1.5))), vec![1.5]);
         assert_eq!(vals::<i64>(&c("value_ints", ints(&[1, 2]))), vec![1, 2]);
         assert_eq!(c("value_int", Attr::Int(3)).shape(), &[] as &[usize]);
-        assert_eq!(vals::<f32>(&c("value_floats", Attr::Floats(vec![0.5]))), vec![0.5]);
-        assert_eq!(vals::<f32>(&c("value", Attr::Tensor(x.clone()))), vec![0.0, 1.0]);
-        assert!(run1("Constant", 13, &[("value_string", Attr::String("a".into()))], &[]).is_err());
+        assert_eq!(
+            vals::<f32>(&c("value_floats", Attr::Floats(vec![0.5]))),
+            vec![0.5]
+        );
+        assert_eq!(
+            vals::<f32>(&c("value", Attr::Tensor(x.clone()))),
+            vec![0.0, 1.0]
+        );
+        assert!(run1(
+            "Constant",
+            13,
+            &[("value_string", Attr::String("a".into()))],
+            &[]
+        )
+        .is_err());
         assert!(run1("Constant", 13, &[], &[]).is_err());
     }
 
@@ -641,7 +719,13 @@ mod tests {
         let x = t(&[2, 3], vec![0i32; 6]);
         let y = run1("EyeLike", 9, &[("k", Attr::Int(1))], &[&x]).unwrap();
         assert_eq!(vals::<i32>(&y), vec![0, 1, 0, 0, 0, 1]);
-        let y = run1("EyeLike", 9, &[("dtype", Attr::Int(1)), ("k", Attr::Int(-1))], &[&x]).unwrap();
+        let y = run1(
+            "EyeLike",
+            9,
+            &[("dtype", Attr::Int(1)), ("k", Attr::Int(-1))],
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(vals::<f32>(&y), vec![0., 0., 0., 1., 0., 0.]);
         assert!(run1("EyeLike", 9, &[], &[&iota(&[3])]).is_err());
     }
