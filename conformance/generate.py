@@ -178,17 +178,22 @@ def value_proto(value: object, vi: onnx.ValueInfoProto) -> bytes:
     return numpy_helper.from_array(value, vi.name).SerializeToString()
 
 
-def write_data_set(case_dir: Path, model: ModelProto, inputs, outputs) -> None:
-    data_dir = case_dir / "test_data_set_0"
+def graph_inputs(model: ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds: old exporters also list the initializers among them."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [vi for vi in model.graph.input if vi.name not in initializers]
+
+
+def write_data_set(data_dir: Path, model: ModelProto, inputs, outputs) -> None:
     data_dir.mkdir(parents=True)
-    graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    for k, (value, vi) in enumerate(zip(inputs, graph_inputs, strict=True)):
+    for k, (value, vi) in enumerate(zip(inputs, graph_inputs(model), strict=True)):
         (data_dir / f"input_{k}.pb").write_bytes(value_proto(value, vi))
     for k, (value, vi) in enumerate(zip(outputs, model.graph.output, strict=True)):
         (data_dir / f"output_{k}.pb").write_bytes(value_proto(value, vi))
 
 
-def entry(suite: str, name: str, model: ModelProto, feeds: dict, rtol: float, atol: float, op=None) -> dict:
+def entry(suite: str, name: str, model: ModelProto, feeds: dict, rtol: float, atol: float,
+          op: str | None = None) -> dict:
     reasons = noncore_reasons(model, feeds)
     return {
         "suite": suite,
@@ -215,10 +220,9 @@ def node_suite(out: Path) -> list[dict]:
         case_dir = out / "node" / case.name
         case_dir.mkdir(parents=True)
         (case_dir / "model.onnx").write_bytes(case.model.SerializeToString())
-        for inputs, outputs in case.data_sets:
-            write_data_set(case_dir, case.model, inputs, outputs)
-        inputs = case.data_sets[0][0]
-        feeds = {vi.name: v for vi, v in zip(case.model.graph.input, inputs)}
+        for i, (inputs, outputs) in enumerate(case.data_sets):
+            write_data_set(case_dir / f"test_data_set_{i}", case.model, inputs, outputs)
+        feeds = {vi.name: v for vi, v in zip(graph_inputs(case.model), case.data_sets[0][0])}
         op = tested[case.name.split("_expanded")[0]]
         entries.append(entry("node", case.name, case.model, feeds, case.rtol, case.atol, op))
     return entries
@@ -244,13 +248,12 @@ def copied_suite(out: Path, suite: str) -> list[dict]:
         if json_path.is_file():
             data = json.loads(json_path.read_text())
         feeds = {}
-        inits = {t.name for t in model.graph.initializer}
-        graph_inputs = [i for i in model.graph.input if i.name not in inits]
-        for k, vi in enumerate(graph_inputs):
+        for k, vi in enumerate(graph_inputs(model)):
             pb = case_src / "test_data_set_0" / f"input_{k}.pb"
             if vi.type.HasField("tensor_type") and pb.is_file():
                 feeds[vi.name] = onnx.load_tensor(pb)
-        entries.append(entry(suite, case_src.name, model, feeds, data.get("rtol", 1e-3), data.get("atol", 1e-7)))
+        rtol, atol = data.get("rtol", 1e-3), data.get("atol", 1e-7)
+        entries.append(entry(suite, case_src.name, model, feeds, rtol, atol))
     return entries
 
 
@@ -261,29 +264,32 @@ def light_suite(out: Path) -> list[dict]:
         if case.kind != "real" or not (case.url or "").startswith("onnx/backend/test/data/light/"):
             continue
         src = DATA_DIR / "light" / f"light_{case.model_name}.onnx"
-        expected = DATA_DIR / "light" / f"light_{case.model_name}_output_0.pb"
         model = onnx.load(src)
         case_dir = out / "light" / case.name
-        data_dir = case_dir / "test_data_set_0"
-        data_dir.mkdir(parents=True)
+        case_dir.mkdir(parents=True)
         link_or_copy(src, case_dir / "model.onnx")
-        link_or_copy(expected, data_dir / "output_0.pb")
-        inits = {t.name for t in model.graph.initializer}
-        feeds = {}
-        for k, vi in enumerate(i for i in model.graph.input if i.name not in inits):
-            # Mirrors onnx.backend.test.runner.Runner.generate_dummy_data(random=False).
-            shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim)
-            n = int(np.prod(shape))
-            value = (np.arange(n).reshape(shape) / n).astype(np.float32)
-            (data_dir / f"input_{k}.pb").write_bytes(numpy_helper.from_array(value, vi.name).SerializeToString())
-            feeds[vi.name] = value
+        feeds = {vi.name: dummy_input(vi) for vi in graph_inputs(model)}
+        expected = onnx.load_tensor(DATA_DIR / "light" / f"light_{case.model_name}_output_0.pb")
+        write_data_set(case_dir / "test_data_set_0", model, list(feeds.values()), [expected])
         entries.append(entry("light", case.name, model, feeds, case.rtol, case.atol))
     return entries
 
 
+def dummy_input(vi: onnx.ValueInfoProto) -> np.ndarray:
+    """Mirrors onnx.backend.test.runner.Runner.generate_dummy_data(random=False)."""
+    dims = vi.type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+    n = int(np.prod(shape))
+    return (np.arange(n).reshape(shape) / n).astype(np.float32)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, type=Path, help="output folder (replaced if it exists)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder (replaced if it exists)"
+    )
     args = parser.parse_args()
     out: Path = args.out
     # Write next to the target and rename at the end, so an interrupted run never leaves a

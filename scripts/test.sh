@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: builds the model zoo (pinned Python venv and
-# exported models, both cached under .cache/ by content hash), then runs every Rust test in
-# release mode, including the zoo parity tests that compare against onnxruntime.
+# The whole test suite, from a fresh clone: builds the model zoo and the ONNX conformance cases
+# (pinned Python venv, exported models and generated cases, all cached under .cache/ by content
+# hash), then runs every Rust test in release mode, including the zoo parity tests that compare
+# against onnxruntime and the conformance run (which rewrites docs/conformance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 zoo=$(models/build_zoo.sh | tail -n 1)
 echo "zoo: $zoo"
 export INFER_ZOO_DIR="$zoo"
+conformance=$(conformance/build.sh | tail -n 1)
+echo "conformance cases: $conformance"
+export INFER_CONFORMANCE_DIR="$conformance"
 
 cargo test --release -p infer -p infer-kernels -- --include-ignored
