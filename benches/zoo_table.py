@@ -32,6 +32,17 @@ def parse(out):
     return vals
 
 
+# The benchmark shapes of record: MLP at batch 64, text models at 1x128, images at batch 1.
+PREFERRED_CASES = ["b64", "b1_s128", "b1"]
+
+
+def pick_case(cases):
+    for c in PREFERRED_CASES:
+        if c in cases:
+            return c
+    return sorted(cases)[0]
+
+
 def run(cmd):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -54,7 +65,7 @@ def main():
     ratios = {}
     for name in a.models.split(","):
         mdir = os.path.join(a.zoo, name)
-        case = sorted(os.listdir(os.path.join(mdir, "cases")))[0]
+        case = pick_case(os.listdir(os.path.join(mdir, "cases")))
         inputs = os.path.join(mdir, "cases", case, "inputs.npz")
         model = os.path.join(mdir, "model.onnx")
         for t in [int(x) for x in a.threads.split(",")]:
