@@ -189,6 +189,39 @@ fn output_with_row_stride_keeps_the_gaps() {
 }
 
 #[test]
+fn column_blocks_of_one_output_fill_in_parallel() {
+    // C = A·B split into column blocks of 7, filled concurrently, equals the whole product.
+    let (m, n, k) = (9, 40, 13);
+    let a = values(m * k, 3);
+    let b = values(k * n, 4);
+    let (am, bm) = (
+        MatRef::row_major(&a, m, k).unwrap(),
+        MatRef::row_major(&b, k, n).unwrap(),
+    );
+    let mut c = vec![f32::NAN; m * n];
+    let mut blocks = Vec::new();
+    let mut rest = MatMut::row_major(&mut c, m, n).unwrap();
+    let mut j0 = 0;
+    while rest.cols() > 0 {
+        let (block, tail) = rest.split_at_col(7);
+        blocks.push((j0, block));
+        j0 += 7;
+        rest = tail;
+    }
+    blocks.into_par_iter().for_each(|(j0, block)| {
+        let cols = block.cols();
+        let b_cols = MatRef::new(&b[j0..], k, cols, n, 1).unwrap();
+        gemm(am, b_cols, block, &Epilogue::default()).unwrap();
+    });
+    assert_close(
+        &c,
+        &reference(am, bm, &Epilogue::default()),
+        k,
+        "column blocks",
+    );
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     let x = [0.0f32; 6];
     assert!(MatRef::new(&x, 2, 3, 3, 1).is_ok());
