@@ -631,6 +631,10 @@ impl ConvTranspose {
         let strides = get(&self.spatial.strides, 1, "strides")?;
         let dilations = get(&self.spatial.dilations, 1, "dilations")?;
         let out_pad = get(&self.output_padding, 0, "output_padding")?;
+        let output_shape = match &self.output_shape {
+            Some(_) => Some(get(&self.output_shape, 0, "output_shape")?),
+            None => None,
+        };
         let same = matches!(
             self.spatial.auto_pad,
             AutoPad::SameUpper | AutoPad::SameLower
@@ -642,8 +646,8 @@ impl ConvTranspose {
             let full = strides[d] * input[d].saturating_sub(1) + out_pad[d] + span;
             let (out, begin, end) = match (&self.spatial.pads, same) {
                 (None, true) => {
-                    let out = match &self.output_shape {
-                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                    let out = match &output_shape {
+                        Some(s) => s[d],
                         None => input[d] * strides[d],
                     };
                     let total = full
@@ -668,8 +672,8 @@ impl ConvTranspose {
                         }
                         None => (0, 0),
                     };
-                    let out = match &self.output_shape {
-                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                    let out = match &output_shape {
+                        Some(s) => s[d],
                         None => full
                             .checked_sub(b + e)
                             .ok_or_else(|| op_err!("pads {b}+{e} exceed the output size {full}"))?,
