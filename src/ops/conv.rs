@@ -91,6 +91,7 @@ impl SpatialAttrs {
             (1..=DIMS).contains(&rank) && kernel.len() == rank,
             "spatial rank {rank} with kernel {kernel:?} is not supported (1 to {DIMS} dims)"
         );
+        ensure!(kernel.iter().all(|&k| k >= 1), "empty kernel {kernel:?}");
         let per_dim = |v: &Option<Vec<usize>>, name: &str| -> Result<Vec<usize>> {
             match v {
                 Some(v) => {
@@ -146,7 +147,7 @@ impl SpatialAttrs {
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let out = inp.div_ceil(s);
-                    let total = ((out - 1) * s + span).saturating_sub(inp);
+                    let total = (out.saturating_sub(1) * s + span).saturating_sub(inp);
                     let small = total / 2;
                     if self.auto_pad == AutoPad::SameUpper {
                         (out, small, total - small)
@@ -612,8 +613,8 @@ impl ConvTranspose {
     fn geometry(&self, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
         let rank = input.len();
         ensure!(
-            (1..=DIMS).contains(&rank),
-            "spatial rank {rank} is not supported (1 to {DIMS})"
+            (1..=DIMS).contains(&rank) && kernel.iter().all(|&k| k >= 1),
+            "spatial rank {rank} with kernel {kernel:?} is not supported (1 to {DIMS} dims)"
         );
         let get = |v: &Option<Vec<usize>>, default: usize, name: &str| -> Result<Vec<usize>> {
             match v {
@@ -989,6 +990,15 @@ mod tests {
         assert!(run_op("Conv", &[], &[Some(&x), Some(&w)], false).is_err());
         let big = t(&[1, 2, 5, 5], vec![0.0; 50]);
         assert!(run_op("Conv", &[], &[Some(&x), Some(&big)], false).is_err());
+        let empty_kernel = t(&[1, 2, 0, 1], vec![]);
+        assert!(run_op("Conv", &[], &[Some(&x), Some(&empty_kernel)], false).is_err());
+        assert!(run_op(
+            "ConvTranspose",
+            &[],
+            &[Some(&x), Some(&empty_kernel)],
+            false
+        )
+        .is_err());
         let w1 = t(&[1, 2, 1, 1], vec![0.0; 2]);
         let bad_res = t(&[1, 1, 2, 2], vec![0.0; 4]);
         assert!(run_op(
