@@ -213,13 +213,25 @@ impl Kernel for BatchNorm {
         );
         let xd = f32_data(x)?;
         let mut y = vec![0.0f32; xd.len()];
-        for_rows(&xd, &mut y, spatial, |i, x, y| {
-            let (a, b) = (a[i % c], b[i % c]);
-            y.iter_mut().zip(x).for_each(|(y, x)| *y = x * a + b);
+        // Rows are whole images when planes are too small to be worth a task each.
+        let row = if spatial >= MIN_PLANE_ROW {
+            spatial
+        } else {
+            c * spatial
+        };
+        for_rows(&xd, &mut y, row, |i, x, y| {
+            let first = if row == spatial { i % c } else { 0 };
+            for (ch, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                let (a, b) = (a[first + ch], b[first + ch]);
+                y.iter_mut().zip(x).for_each(|(y, x)| *y = x * a + b);
+            }
         });
         Ok(vec![from_f32(x.dtype(), x.shape().to_vec(), y)?])
     }
 }
+
+/// Smallest per-channel plane processed as a row of its own.
+const MIN_PLANE_ROW: usize = 256;
 
 /// LayerNormalization over the dims from `axis` on, with optional Mean / InvStdDev outputs.
 #[derive(Debug)]
@@ -536,6 +548,29 @@ mod tests {
         )
         .unwrap();
         assert_close(&y[0], &[2.5, 4.5, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_norm_on_2d_and_large_planes() {
+        // [N, C] input: channel c of every row gets a[c]·x + b[c] (here x·(c+1) + c).
+        let params = |v: Vec<f32>| Tensor::from_vec(vec![3], v).unwrap();
+        let (s, b) = (params(vec![1.0, 2.0, 3.0]), params(vec![0.0, 1.0, 2.0]));
+        let (m, v) = (params(vec![0.0; 3]), params(vec![1.0; 3]));
+        let ins = |x: &Tensor| -> Vec<Tensor> {
+            run_op(
+                "BatchNormalization",
+                &[("epsilon", Attr::Float(0.0))],
+                &[Some(x), Some(&s), Some(&b), Some(&m), Some(&v)],
+                1,
+            )
+            .unwrap()
+        };
+        let x = t(&[2, 3], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        assert_close(&ins(&x)[0], &[1.0, 3.0, 5.0, 2.0, 5.0, 8.0]);
+        // Planes of 300 values take the per-plane path.
+        let x = Tensor::from_vec(vec![1, 3, 300], vec![2.0f32; 900]).unwrap();
+        let want: Vec<f32> = [2.0, 5.0, 8.0].iter().flat_map(|&v| [v; 300]).collect();
+        assert_close(&ins(&x)[0], &want);
     }
 
     #[test]
