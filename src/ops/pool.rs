@@ -242,7 +242,7 @@ impl Pool {
                 .collect()
         });
         let (kind, p) = (self.kind, self.p as f32);
-        let [od_n, oh_n, ow_n] = geo.output;
+        let [_, oh_n, ow_n] = geo.output;
         let [_, h_n, w_n] = geo.input;
         let [kd_n, kh_n, kw_n] = geo.kernel;
         let sw = geo.stride[2];
