@@ -71,9 +71,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {
+        // C is read (when accumulating) and written after the k loop; start fetching its rows
+        // now so the misses overlap the arithmetic.
+        for i in 0..t.rows {
+            S::prefetch(t.c.add(i * t.ldc));
+            S::prefetch(t.c.add(i * t.ldc + t.cols - 1));
+        }
         let mut acc = [[S::zero(); NV]; MR];
         let (mut a, mut b) = (t.a, t.b);
-        for _ in 0..t.kc {
+        // One k step: a row of B times a column of A into the accumulators.
+        let step = |acc: &mut [[S::V; NV]; MR], a: *const f32, b: *const f32| {
             let bv: [S::V; NV] = std::array::from_fn(|v| S::load(b.add(v * S::LANES)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = S::splat(*a.add(i));
@@ -81,6 +88,17 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
                     *x = S::mul_add(*x, ai, bj);
                 }
             }
+        };
+        // Unrolled by 4 to cut loop overhead against the FMA stream.
+        for _ in 0..t.kc / 4 {
+            for u in 0..4 {
+                step(&mut acc, a.add(u * MR), b.add(u * nr));
+            }
+            a = a.add(4 * MR);
+            b = b.add(4 * nr);
+        }
+        for _ in 0..t.kc % 4 {
+            step(&mut acc, a, b);
             a = a.add(MR);
             b = b.add(nr);
         }

@@ -25,6 +25,13 @@ pub(super) trait Simd {
     /// # Safety
     /// As for `zero`; `p..p + LANES` is writable.
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// Hints that the cache line holding `p` will be read and written soon. Never faults.
+    /// # Safety
+    /// As for `zero` (`p` may point anywhere).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        let _ = p;
+    }
     /// `acc + a * b`, fused where the ISA has it.
     /// # Safety
     /// As for `zero`.
@@ -83,6 +90,12 @@ mod x86 {
     pub(in crate::gemm) struct Avx2;
 
     impl Simd for Avx2 {
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+
         const LANES: usize = 8;
         type V = __m256;
 
@@ -122,6 +135,12 @@ mod x86 {
     pub(in crate::gemm) struct Avx512;
 
     impl Simd for Avx512 {
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+
         const LANES: usize = 16;
         type V = __m512;
 
