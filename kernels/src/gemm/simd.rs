@@ -70,11 +70,19 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
         // Not `f32::mul_add`: without hardware FMA that is a slow libm call.
-        std::array::from_fn(|i| acc[i] + a[i] * b[i])
+        let mut r = acc;
+        for ((r, a), b) in r.iter_mut().zip(a).zip(b) {
+            *r += a * b;
+        }
+        r
     }
     #[inline(always)]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::array::from_fn(|i| a[i] + b[i])
+        let mut r = a;
+        for (r, b) in r.iter_mut().zip(b) {
+            *r += b;
+        }
+        r
     }
 }
 

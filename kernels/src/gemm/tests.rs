@@ -155,6 +155,9 @@ fn large_products_split_across_threads() {
     check(131, 150, 70, Layout::RowMajor, 1);
     check(131, 150, 70, Layout::AT, 0);
     check(50, 700, 40, Layout::BT, 2);
+    // A vector times a matrix: the one-row kernel, split along n.
+    check(1, 2100, 600, Layout::RowMajor, 3);
+    check(3, 1500, 300, Layout::BT, 1);
 }
 
 #[test]
@@ -290,6 +293,8 @@ fn throughput() {
         (1024, 1024, 1024),
         (128, 3072, 768),
         (128, 768, 3072),
+        (1, 3072, 768),
+        (1, 4096, 4096),
     ] {
         let a = values(m * k, 1);
         let b = values(k * n, 2);
