@@ -10,7 +10,7 @@ use std::ops::Range;
 
 /// Products with fewer multiply-adds than this (~2 MFLOP, tens of microseconds) run on the
 /// calling thread: below it, waking other threads costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
+pub(super) const PARALLEL_MIN_WORK: usize = 1 << 20;
 
 /// An operand in panel-major form (see `pack.rs`): `A` itself, or `Bᵀ`.
 #[derive(Clone, Copy)]

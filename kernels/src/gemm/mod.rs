@@ -9,10 +9,11 @@
 //! register-tile microkernel (`kernel.rs`, one generic loop instantiated for AVX-512F,
 //! AVX2+FMA, NEON and portable code) runs over them, and the blocked loops and the split across
 //! rayon threads live in `driver.rs`. The kernel is chosen once per process from the CPU's
-//! features.
+//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`).
 
 mod driver;
 mod epilogue;
+mod gemv;
 mod kernel;
 mod pack;
 mod simd;
@@ -184,6 +185,14 @@ impl<'a> MatMut<'a> {
         self.cols
     }
 
+    /// Row `i < rows`.
+    fn row(self, i: usize) -> &'a mut [f32] {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        // SAFETY: by the type's invariant the row's `cols` elements lie in the borrowed slice
+        // and belong to this view alone, which is consumed here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride), self.cols) }
+    }
+
     /// Splits into columns `..j` and `j..` (`j` is clamped to the width).
     pub fn split_at_col(self, j: usize) -> (MatMut<'a>, MatMut<'a>) {
         let j = j.min(self.cols);
@@ -349,6 +358,10 @@ fn gemm_with(
     }
     check_epilogue(epi, m, n)?;
     if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
+        gemv::row_times_matrix(a, bt.t(), c.row(0), epi);
         return Ok(());
     }
     let out = COut {

@@ -157,7 +157,30 @@ fn large_products_split_across_threads() {
     check(50, 700, 40, Layout::BT, 2);
     // A vector times a matrix: the one-row kernel, split along n.
     check(1, 2100, 600, Layout::RowMajor, 3);
+    check(1, 2100, 600, Layout::BT, 2);
     check(3, 1500, 300, Layout::BT, 1);
+}
+
+#[test]
+fn operands_without_any_unit_stride() {
+    // Every other element of every other row: neither rows nor columns are contiguous.
+    let (m, n, k) = (5, 9, 7);
+    let a_store = values(4 * m * k, 5);
+    let b_store = values(4 * k * n, 6);
+    let b = MatRef::new(&b_store, k, n, 4 * n, 2).unwrap();
+    for rows in [1, m] {
+        let a = MatRef::new(&a_store, rows, k, 4 * k, 2).unwrap();
+        let want = reference(a, b, &Epilogue::default());
+        let mut c = vec![f32::NAN; rows * n];
+        gemm(
+            a,
+            b,
+            MatMut::row_major(&mut c, rows, n).unwrap(),
+            &Epilogue::default(),
+        )
+        .unwrap();
+        assert_close(&c, &want, k, &format!("{rows} rows"));
+    }
 }
 
 #[test]
