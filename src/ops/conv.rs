@@ -91,6 +91,7 @@ impl SpatialAttrs {
             (1..=DIMS).contains(&rank) && kernel.len() == rank,
             "spatial rank {rank} with kernel {kernel:?} is not supported (1 to {DIMS} dims)"
         );
+        ensure!(kernel.iter().all(|&k| k >= 1), "empty kernel {kernel:?}");
         let per_dim = |v: &Option<Vec<usize>>, name: &str| -> Result<Vec<usize>> {
             match v {
                 Some(v) => {
@@ -146,7 +147,7 @@ impl SpatialAttrs {
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let out = inp.div_ceil(s);
-                    let total = ((out - 1) * s + span).saturating_sub(inp);
+                    let total = (out.saturating_sub(1) * s + span).saturating_sub(inp);
                     let small = total / 2;
                     if self.auto_pad == AutoPad::SameUpper {
                         (out, small, total - small)
@@ -374,8 +375,10 @@ impl Kernel for Conv {
     }
 }
 
-/// Floats of im2col buffer per tile: big enough for long GEMM rows, small enough to stay in L2/L3.
-const IM2COL_TILE_FLOATS: usize = 1 << 20;
+/// Floats of im2col buffer per output tile: about half an L2, so the GEMM packs it from cache.
+const IM2COL_TILE_FLOATS: usize = 1 << 17;
+/// Narrowest output tile, to keep GEMM rows long enough for whole register tiles.
+const MIN_TILE_COLS: usize = 64;
 
 thread_local! {
     static IM2COL_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
@@ -463,35 +466,33 @@ impl ConvProblem<'_> {
                 ..Default::default()
             })
         };
+        let y = MatMut::row_major(y, self.mg, out_len)?;
         if self.geo.is_pointwise() {
             let cols = MatRef::row_major(x, self.cg, out_len)?;
-            gemm(
-                w,
-                cols,
-                MatMut::row_major(y, self.mg, out_len)?,
-                &epilogue(0..out_len)?,
-            )?;
+            gemm(w, cols, y, &epilogue(0..out_len)?)?;
             return Ok(());
         }
-        let tile = (IM2COL_TILE_FLOATS / self.kg).clamp(64, out_len.max(64));
-        let mut buf = IM2COL_BUF.take();
-        let mut result = Ok(());
-        for start in (0..out_len).step_by(tile) {
-            let cols = start..(start + tile).min(out_len);
+        // Column tiles of the output, each with its own im2col block, run in parallel.
+        let width = (IM2COL_TILE_FLOATS / self.kg).max(MIN_TILE_COLS);
+        let mut tiles = Vec::with_capacity(out_len.div_ceil(width));
+        let mut rest = y;
+        while rest.cols() > 0 {
+            let start = out_len - rest.cols();
+            let (tile, tail) = rest.split_at_col(width);
+            tiles.push((start, tile));
+            rest = tail;
+        }
+        tiles.into_par_iter().try_for_each(|(start, tile)| {
+            let cols = start..start + tile.cols();
+            let mut buf = IM2COL_BUF.take();
             buf.resize(self.kg * cols.len(), 0.0);
             im2col(&self.geo, x, cols.clone(), &mut buf);
-            result = (|| {
-                let b = MatRef::row_major(&buf, self.kg, cols.len())?;
-                let c = MatMut::new(&mut y[cols.start..], self.mg, cols.len(), out_len)?;
-                gemm(w, b, c, &epilogue(cols.clone())?)?;
-                Ok(())
-            })();
-            if result.is_err() {
-                break;
-            }
-        }
-        IM2COL_BUF.set(buf);
-        result
+            let result = MatRef::row_major(&buf, self.kg, cols.len())
+                .map_err(Into::into)
+                .and_then(|b| Ok(gemm(w, b, tile, &epilogue(cols)?)?));
+            IM2COL_BUF.set(buf);
+            result
+        })
     }
 }
 
@@ -612,8 +613,8 @@ impl ConvTranspose {
     fn geometry(&self, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
         let rank = input.len();
         ensure!(
-            (1..=DIMS).contains(&rank),
-            "spatial rank {rank} is not supported (1 to {DIMS})"
+            (1..=DIMS).contains(&rank) && kernel.iter().all(|&k| k >= 1),
+            "spatial rank {rank} with kernel {kernel:?} is not supported (1 to {DIMS} dims)"
         );
         let get = |v: &Option<Vec<usize>>, default: usize, name: &str| -> Result<Vec<usize>> {
             match v {
@@ -631,6 +632,10 @@ impl ConvTranspose {
         let strides = get(&self.spatial.strides, 1, "strides")?;
         let dilations = get(&self.spatial.dilations, 1, "dilations")?;
         let out_pad = get(&self.output_padding, 0, "output_padding")?;
+        let output_shape = match &self.output_shape {
+            Some(_) => Some(get(&self.output_shape, 0, "output_shape")?),
+            None => None,
+        };
         let same = matches!(
             self.spatial.auto_pad,
             AutoPad::SameUpper | AutoPad::SameLower
@@ -642,8 +647,8 @@ impl ConvTranspose {
             let full = strides[d] * input[d].saturating_sub(1) + out_pad[d] + span;
             let (out, begin, end) = match (&self.spatial.pads, same) {
                 (None, true) => {
-                    let out = match &self.output_shape {
-                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                    let out = match &output_shape {
+                        Some(s) => s[d],
                         None => input[d] * strides[d],
                     };
                     let total = full
@@ -668,8 +673,8 @@ impl ConvTranspose {
                         }
                         None => (0, 0),
                     };
-                    let out = match &self.output_shape {
-                        Some(s) => get(&Some(s.clone()), 0, "output_shape")?[d],
+                    let out = match &output_shape {
+                        Some(s) => s[d],
                         None => full
                             .checked_sub(b + e)
                             .ok_or_else(|| op_err!("pads {b}+{e} exceed the output size {full}"))?,
@@ -878,7 +883,8 @@ mod tests {
     #[test]
     fn conv_paths_match_direct_definition() {
         // (x shape, w shape, group, strides, pads [t, l, b, r], dilations): general im2col,
-        // strided + dilated, pointwise, grouped, depthwise (stride 1 and 2), channel multiplier.
+        // strided + dilated, pointwise, grouped, depthwise (stride 1 and 2), channel multiplier,
+        // and a deep kernel whose output spans several im2col tiles.
         type Case = (
             [usize; 4],
             [usize; 4],
@@ -887,7 +893,7 @@ mod tests {
             [usize; 4],
             [usize; 2],
         );
-        let cases: [Case; 7] = [
+        let cases: [Case; 8] = [
             ([1, 3, 7, 6], [4, 3, 3, 3], 1, [1, 1], [1, 1, 1, 1], [1, 1]),
             ([2, 2, 9, 8], [3, 2, 3, 2], 1, [2, 3], [0, 1, 2, 0], [2, 1]),
             ([2, 5, 4, 3], [7, 5, 1, 1], 1, [1, 1], [0, 0, 0, 0], [1, 1]),
@@ -895,6 +901,14 @@ mod tests {
             ([2, 3, 6, 7], [3, 1, 3, 3], 3, [1, 1], [1, 1, 1, 1], [1, 1]),
             ([1, 2, 7, 9], [2, 1, 3, 3], 2, [2, 2], [1, 1, 1, 1], [1, 2]),
             ([1, 2, 5, 5], [4, 1, 3, 3], 2, [1, 1], [1, 1, 1, 1], [1, 1]),
+            (
+                [1, 256, 15, 9],
+                [3, 256, 3, 3],
+                1,
+                [1, 1],
+                [1, 1, 1, 1],
+                [1, 1],
+            ),
         ];
         for (xs, ws, group, stride, pad, dil) in cases {
             let x = values(xs.iter().product(), 1);
@@ -911,6 +925,19 @@ mod tests {
                 let y = run_op("Conv", &attrs, &[Some(&xt), Some(&wt)], constant).unwrap();
                 assert_close(&y, &ys, &want);
             }
+            // The same with the whole fused epilogue: relu(conv + bias[c] + residual).
+            let bias = values(ws[0], 3);
+            let residual = values(want.len(), 4);
+            let plane = ys[2] * ys[3];
+            let fused: Vec<f32> = (0..want.len())
+                .map(|i| (want[i] + bias[i / plane % ws[0]] + residual[i]).max(0.0))
+                .collect();
+            let (bt, rt) = (t(&[ws[0]], bias), t(&ys, residual));
+            let mut relu = attrs.to_vec();
+            relu.push(("_activation", Attr::String("Relu".into())));
+            let inputs = [Some(&xt), Some(&wt), Some(&bt), Some(&rt)];
+            let y = run_op("Conv", &relu, &inputs, true).unwrap();
+            assert_close(&y, &ys, &fused);
         }
     }
 
@@ -963,6 +990,15 @@ mod tests {
         assert!(run_op("Conv", &[], &[Some(&x), Some(&w)], false).is_err());
         let big = t(&[1, 2, 5, 5], vec![0.0; 50]);
         assert!(run_op("Conv", &[], &[Some(&x), Some(&big)], false).is_err());
+        let empty_kernel = t(&[1, 2, 0, 1], vec![]);
+        assert!(run_op("Conv", &[], &[Some(&x), Some(&empty_kernel)], false).is_err());
+        assert!(run_op(
+            "ConvTranspose",
+            &[],
+            &[Some(&x), Some(&empty_kernel)],
+            false
+        )
+        .is_err());
         let w1 = t(&[1, 2, 1, 1], vec![0.0; 2]);
         let bad_res = t(&[1, 1, 2, 2], vec![0.0; 4]);
         assert!(run_op(

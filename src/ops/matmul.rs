@@ -1,7 +1,7 @@
-//! Matrix products (MatMul, Gemm) over the packed sgemm of `infer-kernels`.
+//! Matrix products (MatMul, Gemm, MatMulInteger) over the packed sgemm of `infer-kernels`.
 //!
 //! f32 runs on the packed GEMM (constant right-hand sides are packed once, at build time);
-//! f16/bf16 are computed in f32; f64 and integers use a plain loop (rare in models).
+//! f16/bf16 are computed in f32; f64 and integers (MatMulInteger included) use plain loops.
 //!
 //! Besides the ONNX attributes, MatMul, Gemm and Conv accept fused epilogue attributes set by
 //! the graph optimizer (not part of ONNX): `_activation` (e.g. "Relu", "Gelu") with its
@@ -22,6 +22,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
     Some(match op {
         "MatMul" => MatMul::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "Gemm" => Gemm::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
+        "MatMulInteger" => Ok(Box::new(MatMulInteger) as Box<dyn Kernel>),
         _ => return None,
     })
 }
@@ -301,7 +302,12 @@ macro_rules! wrapping_plain_elem {
 wrapping_plain_elem!(i32, i64, u32, u64);
 
 fn plain_matmul<T: PlainElem>(plan: &BatchPlan, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
-    let (a, b) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
+    let out = plain_product(plan, a.as_slice::<T>()?, b.as_slice::<T>()?);
+    Ok(vec![Tensor::from_vec(plan.out_shape.clone(), out)?])
+}
+
+/// The batched product in plain loops (the inner one over a row of B vectorizes).
+fn plain_product<T: PlainElem>(plan: &BatchPlan, a: &[T], b: &[T]) -> Vec<T> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let mut out = vec![T::default(); plan.count() * m * n];
     if m * n > 0 {
@@ -321,7 +327,67 @@ fn plain_matmul<T: PlainElem>(plan: &BatchPlan, a: &Tensor, b: &Tensor) -> Resul
             }
         }
     }
-    Ok(vec![Tensor::from_vec(plan.out_shape.clone(), out)?])
+    out
+}
+
+/// ONNX MatMulInteger: `(A - a_zero_point) · (B - b_zero_point)` over 8-bit integers into
+/// int32, with per-tensor or per-row (A) / per-column (B) zero points.
+#[derive(Debug)]
+struct MatMulInteger;
+
+/// An 8-bit operand widened to i32 with its zero point subtracted. Zero point `zp[j]` applies
+/// to the elements whose index `i` has `(i / stride) % zp.len() == j`.
+fn widen(t: &Tensor, zp: Option<&Tensor>, stride: usize, name: &str) -> Result<Vec<i32>> {
+    let vals = t.to_i64_vec()?;
+    let zp = match zp {
+        Some(z) => {
+            ensure!(
+                z.dtype() == t.dtype(),
+                "{name} zero point type {} differs from {}",
+                z.dtype(),
+                t.dtype()
+            );
+            z.to_i64_vec()?
+        }
+        None => vec![0],
+    };
+    ensure!(!zp.is_empty(), "{name} zero point is empty");
+    Ok(vals
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v - zp[(i / stride.max(1)) % zp.len()]) as i32)
+        .collect())
+}
+
+impl Kernel for MatMulInteger {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        for t in [a, b] {
+            ensure!(
+                matches!(t.dtype(), DType::U8 | DType::I8),
+                "MatMulInteger needs uint8/int8 inputs, got {}",
+                t.dtype()
+            );
+        }
+        let plan = BatchPlan::new(a.shape(), b.shape())?;
+        let (a_zp, b_zp) = (opt_input(inputs, 2), opt_input(inputs, 3));
+        // Per-row zero points of A have one value per row (of M); per-column ones of B one
+        // per column (of N).
+        let a_rows = a.shape().len().checked_sub(2).map_or(1, |r| a.shape()[r]);
+        ensure!(
+            a_zp.is_none_or(|z| z.len() == 1 || z.len() == a_rows),
+            "a_zero_point must have 1 or {a_rows} elements"
+        );
+        ensure!(
+            b_zp.is_none_or(|z| z.len() == 1 || z.len() == plan.n),
+            "b_zero_point must have 1 or {} elements",
+            plan.n
+        );
+        let a = widen(a, a_zp, plan.k, "A")?;
+        let b = widen(b, b_zp, 1, "B")?;
+        let out = plain_product(&plan, &a, &b);
+        Ok(vec![Tensor::from_vec(plan.out_shape.clone(), out)?])
+    }
 }
 
 /// ONNX Gemm: `alpha · op(A) · op(B) + beta · C` with C broadcast to `[M, N]`, plus an
@@ -722,6 +788,33 @@ mod tests {
         }
         let bad = t(&[3], &[0.0; 3]);
         assert!(run_op("Gemm", &[], &[Some(&a), Some(&a), Some(&bad)], &[]).is_err());
+    }
+
+    #[test]
+    fn matmul_integer_subtracts_zero_points() {
+        // The ONNX operator example: A - 12 times B.
+        let a = Tensor::from_vec(vec![4, 3], vec![11u8, 7, 3, 10, 6, 2, 9, 5, 1, 8, 4, 0]).unwrap();
+        let b = Tensor::from_vec(vec![3, 2], vec![1u8, 4, 2, 5, 3, 6]).unwrap();
+        let za = Tensor::scalar(12u8);
+        let y = run_op("MatMulInteger", &[], &[Some(&a), Some(&b), Some(&za)], &[]).unwrap();
+        assert_eq!(
+            y.as_slice::<i32>().unwrap(),
+            &[-38, -83, -44, -98, -50, -113, -56, -128]
+        );
+        // Per-row zero points of A ([12, 12, 0, 0]) and per-column of B ([0, 1]).
+        let za = Tensor::from_vec(vec![4], vec![12u8, 12, 0, 0]).unwrap();
+        let zb = Tensor::from_vec(vec![2], vec![0u8, 1]).unwrap();
+        let y = run_op(
+            "MatMulInteger",
+            &[],
+            &[Some(&a), Some(&b), Some(&za), Some(&zb)],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            y.as_slice::<i32>().unwrap(),
+            &[-38, -68, -44, -80, 22, 52, 16, 40]
+        );
     }
 
     #[test]

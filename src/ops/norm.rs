@@ -1,4 +1,4 @@
-//! Normalizations: BatchNormalization (inference), LayerNormalization, RMSNormalization,
+//! Normalizations: BatchNormalization, LayerNormalization, RMSNormalization,
 //! InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization.
 //!
 //! All compute in f32 (f16/bf16 inputs are converted). Each reduces to "rows": contiguous runs
@@ -145,64 +145,110 @@ fn per_channel<'a>(
     Ok(Some(v))
 }
 
-/// BatchNormalization in inference mode: `y = x · a[c] + b[c]` with
-/// `a = scale / sqrt(var + epsilon)` and `b = bias - mean · a`, folded at build time when the
-/// statistics are constants.
+/// BatchNormalization: `y = x · a[c] + b[c]` with `a = scale / sqrt(var + epsilon)` and
+/// `b = bias - mean · a`. In inference mode mean and var are the given running statistics
+/// (folded into `a`, `b` at build time when constant); in training mode (opset 14+) they are
+/// the batch's own, and the updated running statistics are two extra outputs.
 #[derive(Debug)]
 struct BatchNorm {
     epsilon: f32,
+    /// `Some(momentum)` in training mode.
+    training: Option<f32>,
     folded: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl BatchNorm {
     fn build(ctx: &BuildCtx) -> Result<Self> {
         let attrs = ctx.attrs();
-        ensure!(
-            attrs.int_or("training_mode", 0)? == 0,
-            "BatchNormalization in training mode is not supported"
-        );
         let epsilon = attrs.float_or("epsilon", 1e-5)?;
+        let training = (attrs.int_or("training_mode", 0)? != 0)
+            .then(|| attrs.float_or("momentum", 0.9))
+            .transpose()?;
         let constants: Option<Vec<&Tensor>> = (1..5).map(|i| ctx.constant(i)).collect();
         let folded = match constants {
-            Some(p) => Some(Self::fold(&p, p[0].len(), epsilon)?),
-            None => None,
+            Some(p) if training.is_none() => {
+                Some(Self::fold(&Self::params(&p, p[0].len())?, epsilon))
+            }
+            _ => None,
         };
-        Ok(BatchNorm { epsilon, folded })
+        Ok(BatchNorm {
+            epsilon,
+            training,
+            folded,
+        })
     }
 
-    /// Per-channel `(a, b)` from scale, bias, mean and variance.
-    fn fold(p: &[&Tensor], c: usize, epsilon: f32) -> Result<(Vec<f32>, Vec<f32>)> {
-        let names = ["scale", "bias", "mean", "var"];
-        let v: Vec<_> = p
-            .iter()
-            .zip(names)
+    /// Scale, bias, mean and variance as f32, each checked to hold `c` values.
+    fn params<'a>(p: &[&'a Tensor], c: usize) -> Result<Vec<std::borrow::Cow<'a, [f32]>>> {
+        p.iter()
+            .zip(["scale", "bias", "mean", "var"])
             .map(|(t, name)| per_channel(Some(t), c, name).map(Option::unwrap_or_default))
-            .collect::<Result<_>>()?;
-        let a: Vec<f32> = v[0]
+            .collect()
+    }
+
+    /// Per-channel `(a, b)` from `[scale, bias, mean, var]`.
+    fn fold(v: &[impl AsRef<[f32]>], epsilon: f32) -> (Vec<f32>, Vec<f32>) {
+        let [s, b, m, var] = [0, 1, 2, 3].map(|i| v[i].as_ref());
+        let a: Vec<f32> = s
             .iter()
-            .zip(v[3].iter())
-            .map(|(s, var)| s / (var + epsilon).sqrt())
+            .zip(var)
+            .map(|(s, v)| s / (v + epsilon).sqrt())
             .collect();
-        let b = v[1]
+        let b = b
             .iter()
-            .zip(v[2].iter())
+            .zip(m)
             .zip(&a)
             .map(|((b, m), a)| b - m * a)
             .collect();
-        Ok((a, b))
+        (a, b)
     }
+}
+
+/// Per-channel mean and population variance of `[N, C, spatial]` data, in f64.
+fn channel_moments(x: &[f32], c: usize, spatial: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+    if spatial > 0 {
+        for (i, plane) in x.chunks(spatial).enumerate() {
+            let ch = i % c;
+            s1[ch] += plane.iter().map(|&v| v as f64).sum::<f64>();
+            s2[ch] += plane.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+        }
+    }
+    let count = (x.len() / c.max(1)).max(1) as f64;
+    s1.iter()
+        .zip(&s2)
+        .map(|(s1, s2)| {
+            let mean = s1 / count;
+            (mean as f32, (s2 / count - mean * mean).max(0.0) as f32)
+        })
+        .unzip()
 }
 
 impl Kernel for BatchNorm {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
         let (_, c, spatial) = nc_spatial(x)?;
+        let xd = f32_data(x)?;
+        let mut running = None;
         let computed;
-        let (a, b) = match &self.folded {
-            Some(f) => f,
-            None => {
+        let (a, b) = match (&self.folded, self.training) {
+            (Some(f), _) => f,
+            (None, training) => {
                 let p: Vec<&Tensor> = (1..5).map(|i| input(inputs, i)).collect::<Result<_>>()?;
-                computed = Self::fold(&p, c, self.epsilon)?;
+                let mut v = Self::params(&p, c)?;
+                if let Some(momentum) = training {
+                    let (mean, var) = channel_moments(&xd, c, spatial);
+                    let update = |old: &[f32], new: &[f32]| -> Vec<f32> {
+                        old.iter()
+                            .zip(new)
+                            .map(|(o, n)| o * momentum + n * (1.0 - momentum))
+                            .collect()
+                    };
+                    running = Some((update(&v[2], &mean), update(&v[3], &var)));
+                    v[2] = mean.into();
+                    v[3] = var.into();
+                }
+                computed = Self::fold(&v, self.epsilon);
                 &computed
             }
         };
@@ -211,15 +257,31 @@ impl Kernel for BatchNorm {
             "BatchNormalization parameters have {} channels, input has {c}",
             a.len()
         );
-        let xd = f32_data(x)?;
         let mut y = vec![0.0f32; xd.len()];
-        for_rows(&xd, &mut y, spatial, |i, x, y| {
-            let (a, b) = (a[i % c], b[i % c]);
-            y.iter_mut().zip(x).for_each(|(y, x)| *y = x * a + b);
+        // Rows are whole images when planes are too small to be worth a task each.
+        let row = if spatial >= MIN_PLANE_ROW {
+            spatial
+        } else {
+            c * spatial
+        };
+        for_rows(&xd, &mut y, row, |i, x, y| {
+            let first = if row == spatial { i % c } else { 0 };
+            for (ch, (y, x)) in y.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+                let (a, b) = (a[first + ch], b[first + ch]);
+                y.iter_mut().zip(x).for_each(|(y, x)| *y = x * a + b);
+            }
         });
-        Ok(vec![from_f32(x.dtype(), x.shape().to_vec(), y)?])
+        let mut outs = vec![from_f32(x.dtype(), x.shape().to_vec(), y)?];
+        if let Some((mean, var)) = running {
+            outs.push(from_f32(x.dtype(), vec![c], mean)?);
+            outs.push(from_f32(x.dtype(), vec![c], var)?);
+        }
+        Ok(outs)
     }
 }
+
+/// Smallest per-channel plane processed as a row of its own.
+const MIN_PLANE_ROW: usize = 256;
 
 /// LayerNormalization over the dims from `axis` on, with optional Mean / InvStdDev outputs.
 #[derive(Debug)]
@@ -536,6 +598,53 @@ mod tests {
         )
         .unwrap();
         assert_close(&y[0], &[2.5, 4.5, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_norm_training_mode_uses_batch_statistics() {
+        // Channel values 1, 2 | 3, 4 across two images: mean 2.5, variance 1.25. Running
+        // statistics move from (0, 1) by momentum 0.9: mean 0.25, variance 1.025.
+        let x = t(&[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let one = |v: f32| t(&[1], &[v]);
+        let attrs = [
+            ("epsilon", Attr::Float(0.0)),
+            ("training_mode", Attr::Int(1)),
+        ];
+        let (s, b, m, v) = (one(1.0), one(0.0), one(0.0), one(1.0));
+        let y = run_op(
+            "BatchNormalization",
+            &attrs,
+            &[Some(&x), Some(&s), Some(&b), Some(&m), Some(&v)],
+            3,
+        )
+        .unwrap();
+        let z = 1.25f32.sqrt();
+        assert_close(&y[0], &[-1.5 / z, -0.5 / z, 0.5 / z, 1.5 / z]);
+        assert_close(&y[1], &[0.25]);
+        assert_close(&y[2], &[1.025]);
+    }
+
+    #[test]
+    fn batch_norm_on_2d_and_large_planes() {
+        // [N, C] input: channel c of every row gets a[c]·x + b[c] (here x·(c+1) + c).
+        let params = |v: Vec<f32>| Tensor::from_vec(vec![3], v).unwrap();
+        let (s, b) = (params(vec![1.0, 2.0, 3.0]), params(vec![0.0, 1.0, 2.0]));
+        let (m, v) = (params(vec![0.0; 3]), params(vec![1.0; 3]));
+        let ins = |x: &Tensor| -> Vec<Tensor> {
+            run_op(
+                "BatchNormalization",
+                &[("epsilon", Attr::Float(0.0))],
+                &[Some(x), Some(&s), Some(&b), Some(&m), Some(&v)],
+                1,
+            )
+            .unwrap()
+        };
+        let x = t(&[2, 3], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        assert_close(&ins(&x)[0], &[1.0, 3.0, 5.0, 2.0, 5.0, 8.0]);
+        // Planes of 300 values take the per-plane path.
+        let x = Tensor::from_vec(vec![1, 3, 300], vec![2.0f32; 900]).unwrap();
+        let want: Vec<f32> = [2.0, 5.0, 8.0].iter().flat_map(|&v| [v; 300]).collect();
+        assert_close(&ins(&x)[0], &want);
     }
 
     #[test]

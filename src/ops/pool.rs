@@ -219,6 +219,84 @@ impl Pool {
         Ok(outs)
     }
 
+    /// The f32 fast path: windows are accumulated row by row, one kernel tap at a time, so the
+    /// inner loops run over contiguous (or evenly strided) output and input rows.
+    fn pool_f32(&self, x: &Tensor, geo: &Geometry, out_shape: Vec<usize>) -> Result<Vec<Tensor>> {
+        let xs = x.as_slice::<f32>()?;
+        let mut y = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        // Per dim and output position: taps inside the input, and inside the padded input.
+        let counts: [Vec<(usize, usize)>; 3] = std::array::from_fn(|d| {
+            let limit = geo.input[d] + geo.pad[d] + geo.pad_end[d];
+            (0..geo.output[d])
+                .map(|o| {
+                    let taps = 0..geo.kernel[d];
+                    let inside = taps
+                        .clone()
+                        .filter(|&k| geo.input_index(d, o, k).is_some())
+                        .count();
+                    let padded = taps
+                        .filter(|&k| o * geo.stride[d] + k * geo.dilation[d] < limit)
+                        .count();
+                    (inside, padded)
+                })
+                .collect()
+        });
+        let (kind, p) = (self.kind, self.p as f32);
+        let [_, oh_n, ow_n] = geo.output;
+        let [_, h_n, w_n] = geo.input;
+        let [kd_n, kh_n, kw_n] = geo.kernel;
+        let sw = geo.stride[2];
+        for_planes(xs, geo.input_len(), &mut y, geo.output_len(), |x, y, _| {
+            for (row_idx, row) in y.chunks_exact_mut(ow_n).enumerate() {
+                let (od, oh) = (row_idx / oh_n, row_idx % oh_n);
+                row.fill(if kind == PoolKind::Max {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                });
+                for kd in 0..kd_n {
+                    let Some(id) = geo.input_index(0, od, kd) else {
+                        continue;
+                    };
+                    for kh in 0..kh_n {
+                        let Some(ih) = geo.input_index(1, oh, kh) else {
+                            continue;
+                        };
+                        let src = &x[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n];
+                        for kw in 0..kw_n {
+                            let valid = geo.valid_outputs(kw);
+                            if valid.is_empty() {
+                                continue;
+                            }
+                            let first = valid.start * sw + kw * geo.dilation[2] - geo.pad[2];
+                            let pairs = row[valid].iter_mut().zip(src[first..].iter().step_by(sw));
+                            match kind {
+                                PoolKind::Max => pairs.for_each(|(o, &v)| *o = o.max(v)),
+                                PoolKind::Average => pairs.for_each(|(o, &v)| *o += v),
+                                PoolKind::Lp if p == 2.0 => pairs.for_each(|(o, &v)| *o += v * v),
+                                PoolKind::Lp => pairs.for_each(|(o, &v)| *o += v.abs().powf(p)),
+                            }
+                        }
+                    }
+                }
+                match kind {
+                    PoolKind::Max => {}
+                    PoolKind::Average => {
+                        let pick =
+                            |c: (usize, usize)| if self.count_include_pad { c.1 } else { c.0 };
+                        let outer = pick(counts[0][od]) * pick(counts[1][oh]);
+                        for (o, &c) in row.iter_mut().zip(&counts[2]) {
+                            let n = outer * pick(c);
+                            *o = if n == 0 { 0.0 } else { *o / n as f32 };
+                        }
+                    }
+                    PoolKind::Lp => row.iter_mut().for_each(|o| *o = o.powf(1.0 / p)),
+                }
+            }
+        });
+        Ok(vec![Tensor::from_vec(out_shape, y)?])
+    }
+
     fn average_or_lp<T: Storable>(
         &self,
         x: &Tensor,
@@ -269,6 +347,9 @@ impl Kernel for Pool {
             .resolve(&s[2..], &self.kernel, self.ceil_mode)?;
         let mut out_shape = s[..2].to_vec();
         out_shape.extend_from_slice(geo.output_dims());
+        if x.dtype() == crate::DType::F32 && !(self.kind == PoolKind::Max && self.with_indices) {
+            return self.pool_f32(x, &geo, out_shape);
+        }
         match self.kind {
             PoolKind::Max => {
                 with_dtype!(x.dtype(), T, {
@@ -351,13 +432,23 @@ mod tests {
     use super::*;
     use crate::ir::{Attr, Attrs, Node};
 
+    /// Runs `op` with both outputs (MaxPool's Indices) requested.
     fn run_op(op: &str, attrs: &[(&str, Attr)], x: &Tensor) -> Result<Vec<Tensor>> {
+        run_op_with_outputs(op, attrs, x, 2)
+    }
+
+    fn run_op_with_outputs(
+        op: &str,
+        attrs: &[(&str, Attr)],
+        x: &Tensor,
+        outputs: usize,
+    ) -> Result<Vec<Tensor>> {
         let node = Node {
             name: "n".into(),
             op_type: op.into(),
             domain: String::new(),
             inputs: vec![Some(0)],
-            outputs: vec![Some(1), Some(2)],
+            outputs: (1..=outputs).map(Some).collect(),
             attrs: Attrs(
                 attrs
                     .iter()
@@ -484,6 +575,45 @@ mod tests {
         let f64x = x.cast(crate::DType::F64).unwrap();
         let y = run_op("GlobalAveragePool", &[], &f64x).unwrap();
         assert_eq!(y[0].as_slice::<f64>().unwrap(), &[0.5]);
+    }
+
+    #[test]
+    fn f32_fast_path_matches_generic_windows() {
+        // The generic window walk (used for f64 and for MaxPool with indices) is an
+        // independent implementation: both must agree on padded, dilated, ceil-mode windows.
+        let x = Tensor::from_vec(
+            vec![2, 3, 7, 9],
+            (0..378)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect(),
+        )
+        .unwrap();
+        let x64 = x.cast(crate::DType::F64).unwrap();
+        let geometry = [
+            ("kernel_shape", ints(&[3, 2])),
+            ("pads", ints(&[1, 0, 2, 1])),
+            ("strides", ints(&[2, 3])),
+            ("dilations", ints(&[1, 2])),
+            ("ceil_mode", Attr::Int(1)),
+        ];
+        for (op, extra) in [
+            ("MaxPool", None),
+            ("AveragePool", None),
+            ("AveragePool", Some(("count_include_pad", Attr::Int(1)))),
+            ("LpPool", Some(("p", Attr::Int(3)))),
+        ] {
+            let mut attrs = geometry.to_vec();
+            attrs.extend(extra);
+            let fast = run_op_with_outputs(op, &attrs, &x, 1).unwrap();
+            let slow = run_op(op, &attrs, &x64).unwrap();
+            let want: Vec<f32> = slow[0]
+                .as_slice::<f64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            assert_close(&fast[0], slow[0].shape(), &want);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 /// Products with fewer multiply-adds than this (~2 MFLOP, tens of microseconds) run on the
 /// calling thread: below it, waking other threads costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
+pub(super) const PARALLEL_MIN_WORK: usize = 1 << 20;
 
 /// An operand in panel-major form (see `pack.rs`): `A` itself, or `Bᵀ`.
 #[derive(Clone, Copy)]
@@ -72,10 +72,22 @@ pub(super) unsafe fn run(
     c: COut,
     epi: &Epilogue,
 ) {
+    // A few rows of a not-yet-packed A run one at a time (see `KernelSpec::run_row`).
+    let tile = if matches!(a, Src::Mat(_)) && m <= spec.mr / 2 {
+        TileKernel {
+            mr: 1,
+            run: spec.run_row,
+        }
+    } else {
+        TileKernel {
+            mr: spec.mr,
+            run: spec.run,
+        }
+    };
     let threads = rayon::current_num_threads();
     if threads < 2 || m * n * k < PARALLEL_MIN_WORK {
         // SAFETY: the whole of C, owned by this call (caller's guarantee).
-        return unsafe { serial(spec, k, a, bt, c, 0..m, 0..n, epi) };
+        return unsafe { serial(spec, tile, k, a, bt, c, 0..m, 0..n, epi) };
     }
     // One contiguous range of panels per thread. Splitting along n makes every task pack its
     // own copy of A (unless prepacked), splitting along m copies B: split the cheaper way.
@@ -98,17 +110,26 @@ pub(super) unsafe fn run(
         let (rows, cols) = if split_n { (0..m, part) } else { (part, 0..n) };
         // SAFETY: the parts are disjoint ranges of rows (or of columns) of C, each starting on
         // a panel boundary as packed operands require.
-        unsafe { serial(spec, k, a, bt, c, rows, cols, epi) };
+        unsafe { serial(spec, tile, k, a, bt, c, rows, cols, epi) };
     });
+}
+
+/// The register tile used for one product: the kernel's own, or its one-row variant.
+#[derive(Clone, Copy)]
+struct TileKernel {
+    mr: usize,
+    run: unsafe fn(&Tile),
 }
 
 /// The product restricted to `rows × cols` of C, on the calling thread.
 ///
 /// # Safety
-/// As for `run`, for the `rows × cols` block of C, whose starts are multiples of MR / NR.
+/// As for `run`, for the `rows × cols` block of C, whose starts are multiples of MR / NR;
+/// `tile` is one of `spec`'s kernels, and the one-row variant only with an unpacked A.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     spec: &KernelSpec,
+    tile: TileKernel,
     k: usize,
     a: Src,
     bt: Src,
@@ -129,7 +150,7 @@ unsafe fn serial(
     // Taken out rather than borrowed, so that even a re-entrant product on this thread (say,
     // an activation that uses rayon) finds a usable, if empty, slot.
     let mut bufs = PACK_BUFS.take();
-    let (mr, nr) = (spec.mr, spec.nr);
+    let (mr, nr) = (tile.mr, spec.nr);
     for jc in cols.clone().step_by(spec.nc) {
         let nc_len = spec.nc.min(cols.end - jc);
         for pc in (0..k).step_by(spec.kc) {
@@ -159,7 +180,7 @@ unsafe fn serial(
                     for ir in (0..mc_len).step_by(mr) {
                         let a_panel = &ap[ir * kc_len..(ir + mr) * kc_len];
                         let i = ic + ir;
-                        let tile = Tile {
+                        let t = Tile {
                             kc: kc_len,
                             a: a_panel.as_ptr(),
                             b: b_panel.as_ptr(),
@@ -173,11 +194,11 @@ unsafe fn serial(
                         // SAFETY: `spec` came from `kernel::available`, so the CPU runs it; the
                         // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
                         // valid corner lies inside this call's block of C.
-                        unsafe { (spec.run)(&tile) };
+                        unsafe { (tile.run)(&t) };
                         if last_k && !epi.is_identity() {
-                            for r in 0..tile.rows {
+                            for r in 0..t.rows {
                                 // SAFETY: a row of the tile just written, inside our block.
-                                let row = unsafe { c.row(i + r, j..j + tile.cols) };
+                                let row = unsafe { c.row(i + r, j..j + t.cols) };
                                 epi.apply_row(row, i + r, j);
                             }
                         }

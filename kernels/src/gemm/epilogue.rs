@@ -26,8 +26,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation in place. Branch-free per element so the loops vectorize where
-    /// the math does.
+    /// Applies the activation in place; every arm is branch-free arithmetic, so it vectorizes.
     pub fn apply(self, xs: &mut [f32]) {
         match self {
             Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
@@ -47,19 +46,48 @@ impl Activation {
                 .for_each(|x| *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2))),
             Activation::GeluTanh => {
                 const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-                xs.iter_mut().for_each(|x| {
-                    *x = 0.5 * *x * (1.0 + (C * (*x + 0.044715 * *x * *x * *x)).tanh())
-                })
+                xs.iter_mut()
+                    .for_each(|x| *x = 0.5 * *x * (1.0 + tanh(C * (*x + 0.044715 * *x * *x * *x))))
             }
             Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
-            Activation::Tanh => xs.iter_mut().for_each(|x| *x = x.tanh()),
+            Activation::Tanh => xs.iter_mut().for_each(|x| *x = tanh(*x)),
         }
     }
 }
 
-#[inline]
+/// `e^x` within 2 ulp over the range that matters here, from arithmetic and bit operations
+/// only, so loops over it vectorize (the libm call would not). Inputs are clamped to
+/// [-87.3, 88.3]: results saturate near the smallest normal and ~2e38 instead of 0 and ∞.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // Cephes expf: e^x = 2^n · e^f with n = round(x / ln 2) and |f| <= ln 2 / 2.
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a libm call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let f = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * f + 1.398_199_9e-3;
+    let p = p * f + 8.333_452e-3;
+    let p = p * f + 4.166_579_6e-2;
+    let p = p * f + 0.166_666_65;
+    let p = p * f + 0.5;
+    let ef = p * f * f + f + 1.0;
+    ef * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
 /// erf by Abramowitz & Stegun 7.1.26: absolute error below 1.5e-7, i.e. f32 precision.
@@ -76,7 +104,7 @@ fn erf(x: f32) -> f32 {
     ];
     let t = 1.0 / (1.0 + P * x.abs());
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * (-x * x).exp();
+    let y = 1.0 - poly * exp(-x * x);
     y.copysign(x)
 }
 
@@ -162,6 +190,17 @@ impl Epilogue<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate_over_the_useful_range() {
+        let mut worst = 0.0f64;
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let want = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64) - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+    }
 
     #[test]
     fn activations_match_reference_values() {

@@ -52,6 +52,38 @@ pub struct KernelSpec {
     /// Columns of `B` packed at once: a `kc × nc` block of `B` stays in L3.
     pub nc: usize,
     pub(super) run: unsafe fn(&Tile),
+    /// The same kernel for a single row (`MR = 1`, A panels of width 1): products with only a
+    /// few rows (a vector times a matrix) would waste most of a full tile on padding rows.
+    pub(super) run_row: unsafe fn(&Tile),
+}
+
+/// One k step: `MR` values of A (broadcast) times `NV` vectors of B into the accumulators.
+///
+/// A function rather than a closure so that `inline(always)` holds: a step left out of line
+/// would take the accumulators through memory and its intrinsics through calls.
+///
+/// # Safety
+/// As for `tile`; `a` and `b` point at `MR` and `NV · LANES` readable floats.
+#[inline(always)]
+unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    a: *const f32,
+    b: *const f32,
+) {
+    // SAFETY: the caller guarantees the ISA and the readable ranges.
+    unsafe {
+        // Plain loops, no closures: everything here must inline into the kernel.
+        let mut bv = [S::zero(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = S::load(b.add(v * S::LANES));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = S::splat(*a.add(i));
+            for (x, &bj) in row.iter_mut().zip(&bv) {
+                *x = S::mul_add(*x, ai, bj);
+            }
+        }
+    }
 }
 
 /// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`.
@@ -71,16 +103,24 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {
+        // C is read (when accumulating) and written after the k loop; start fetching its rows
+        // now so the misses overlap the arithmetic.
+        for i in 0..t.rows {
+            S::prefetch(t.c.add(i * t.ldc));
+            S::prefetch(t.c.add(i * t.ldc + t.cols - 1));
+        }
         let mut acc = [[S::zero(); NV]; MR];
         let (mut a, mut b) = (t.a, t.b);
-        for _ in 0..t.kc {
-            let bv: [S::V; NV] = std::array::from_fn(|v| S::load(b.add(v * S::LANES)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = S::splat(*a.add(i));
-                for (x, &bj) in row.iter_mut().zip(&bv) {
-                    *x = S::mul_add(*x, ai, bj);
-                }
+        // Unrolled by 4 to cut loop overhead against the FMA stream.
+        for _ in 0..t.kc / 4 {
+            for u in 0..4 {
+                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * nr));
             }
+            a = a.add(4 * MR);
+            b = b.add(4 * nr);
+        }
+        for _ in 0..t.kc % 4 {
+            step::<S, MR, NV>(&mut acc, a, b);
             a = a.add(MR);
             b = b.add(nr);
         }
@@ -125,6 +165,13 @@ unsafe fn portable_4x8(t: &Tile) {
     unsafe { tile::<Portable, 4, 1>(t) }
 }
 
+/// # Safety
+/// `t` satisfies the microkernel contract for MR = 1.
+unsafe fn portable_1x8(t: &Tile) {
+    // SAFETY: as above.
+    unsafe { tile::<Portable, 1, 1>(t) }
+}
+
 /// The portable fallback, also used by tests as the baseline every ISA must agree with.
 pub(super) static PORTABLE: KernelSpec = KernelSpec {
     name: "portable 4x8",
@@ -134,6 +181,7 @@ pub(super) static PORTABLE: KernelSpec = KernelSpec {
     mc: 128,
     nc: 4096,
     run: portable_4x8,
+    run_row: portable_1x8,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -149,6 +197,14 @@ mod x86 {
         unsafe { tile::<Avx2, 6, 2>(t) }
     }
 
+    /// # Safety
+    /// As for `avx2_6x16`, with MR = 1.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_1x16(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx2, 1, 2>(t) }
+    }
+
     /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
     /// kc = 256 keeps a 16 KiB B micro-panel in L1; a 240×256 A block is 240 KiB of L2.
     pub(in crate::gemm) static AVX2: KernelSpec = KernelSpec {
@@ -159,6 +215,7 @@ mod x86 {
         mc: 240,
         nc: 4096,
         run: avx2_6x16,
+        run_row: avx2_1x16,
     };
 
     /// # Safety
@@ -167,6 +224,14 @@ mod x86 {
     unsafe fn avx512_8x32(t: &Tile) {
         // SAFETY: feature enabled on this function; contract upheld by the caller.
         unsafe { tile::<Avx512, 8, 2>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx512_8x32`, with MR = 1.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_1x32(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx512, 1, 2>(t) }
     }
 
     /// 8×32: 16 zmm accumulators cover the FMA latency × 2 pipes of Zen 4/5 and Intel cores,
@@ -181,6 +246,7 @@ mod x86 {
         mc: 256,
         nc: 4096,
         run: avx512_8x32,
+        run_row: avx512_1x32,
     };
 }
 
@@ -197,6 +263,14 @@ mod arm {
         unsafe { tile::<Neon, 8, 3>(t) }
     }
 
+    /// # Safety
+    /// As for `neon_8x12`, with MR = 1.
+    #[target_feature(enable = "neon")]
+    unsafe fn neon_1x12(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Neon, 1, 3>(t) }
+    }
+
     /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.
     pub(in crate::gemm) static NEON: KernelSpec = KernelSpec {
         name: "neon 8x12",
@@ -206,6 +280,7 @@ mod arm {
         mc: 128,
         nc: 4096,
         run: neon_8x12,
+        run_row: neon_1x12,
     };
 }
 

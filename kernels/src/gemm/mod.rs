@@ -9,10 +9,11 @@
 //! register-tile microkernel (`kernel.rs`, one generic loop instantiated for AVX-512F,
 //! AVX2+FMA, NEON and portable code) runs over them, and the blocked loops and the split across
 //! rayon threads live in `driver.rs`. The kernel is chosen once per process from the CPU's
-//! features.
+//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`).
 
 mod driver;
 mod epilogue;
+mod gemv;
 mod kernel;
 mod pack;
 mod simd;
@@ -24,6 +25,7 @@ use driver::{COut, Src};
 use pack::Packed;
 use rayon::prelude::*;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// A shape or layout error in a GEMM call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,13 +124,24 @@ impl<'a> MatRef<'a> {
 }
 
 /// The output: a row-major matrix with row stride `row_stride >= cols` (rows never overlap).
+///
+/// Like `&mut [f32]` it grants exclusive access, but only to its own elements, so it can be
+/// split into column blocks that interleave in memory (`split_at_col`) and filled in parallel.
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
+    /// Element (0, 0); with the invariant below, every `(i, j)` of the matrix is inside the
+    /// borrowed slice and belongs to this view alone.
+    ptr: *mut f32,
     rows: usize,
     cols: usize,
     row_stride: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
 }
+
+// SAFETY: a `MatMut` is an exclusive borrow of its elements, like `&mut [f32]`, which is Send.
+unsafe impl Send for MatMut<'_> {}
+// SAFETY: shared references to a `MatMut` allow no access to its elements at all.
+unsafe impl Sync for MatMut<'_> {}
 
 impl<'a> MatMut<'a> {
     pub fn new(
@@ -151,16 +164,46 @@ impl<'a> MatMut<'a> {
             }
         }
         Ok(MatMut {
-            data,
+            ptr: data.as_mut_ptr(),
             rows,
             cols,
             row_stride,
+            _borrow: PhantomData,
         })
     }
 
     /// A contiguous row-major output.
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self, GemmError> {
         MatMut::new(data, rows, cols, cols)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i < rows`.
+    fn row(self, i: usize) -> &'a mut [f32] {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        // SAFETY: by the type's invariant the row's `cols` elements lie in the borrowed slice
+        // and belong to this view alone, which is consumed here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride), self.cols) }
+    }
+
+    /// Splits into columns `..j` and `j..` (`j` is clamped to the width).
+    pub fn split_at_col(self, j: usize) -> (MatMut<'a>, MatMut<'a>) {
+        let j = j.min(self.cols);
+        let right = MatMut {
+            // Wrapping: for an empty view the pointer may dangle; it is then never dereferenced.
+            ptr: self.ptr.wrapping_add(j),
+            cols: self.cols - j,
+            ..self
+        };
+        let left = MatMut { cols: j, ..self };
+        (left, right)
     }
 }
 
@@ -317,12 +360,17 @@ fn gemm_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
+        gemv::row_times_matrix(a, bt.t(), c.row(0), epi);
+        return Ok(());
+    }
     let out = COut {
-        ptr: c.data.as_mut_ptr(),
+        ptr: c.ptr,
         ldc: c.row_stride,
     };
-    // SAFETY: `c` (validated by `MatMut::new`: m×n, non-overlapping rows, inside its slice) is
-    // exclusively borrowed for the call; shapes and the kernel of packed operands are checked.
+    // SAFETY: `c` (validated by `MatMut::new`, or split from such a view: m×n, non-overlapping
+    // rows, inside its slice, no element shared with another view) is exclusively borrowed for
+    // the call; shapes and the kernel of packed operands are checked.
     unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi) };
     Ok(())
 }

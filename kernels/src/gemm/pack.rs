@@ -86,16 +86,13 @@ pub(super) fn pack(
                 };
             }
         } else {
-            // Depth contiguous or general strides: walk each row, scatter with stride `width`.
-            for i in 0..valid {
-                let row = (r0 + i) * rs + depth.start * cs;
-                for p in 0..kc {
-                    // SAFETY: `src[r0 + i, depth.start + p]` and `panel[p·width + i]` are in
-                    // bounds as noted above.
-                    unsafe {
-                        *panel.get_unchecked_mut(p * width + i) =
-                            *src.data.get_unchecked(row + p * cs)
-                    };
+            // Depth contiguous or general strides: gather one value per row for each depth
+            // step, so writes stay sequential.
+            for (p, out) in panel.chunks_exact_mut(width).enumerate() {
+                let col = (depth.start + p) * cs;
+                for (i, o) in out[..valid].iter_mut().enumerate() {
+                    // SAFETY: `src[r0 + i, depth.start + p]` is in bounds as noted above.
+                    *o = unsafe { *src.data.get_unchecked((r0 + i) * rs + col) };
                 }
             }
         }

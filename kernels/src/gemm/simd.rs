@@ -25,6 +25,13 @@ pub(super) trait Simd {
     /// # Safety
     /// As for `zero`; `p..p + LANES` is writable.
     unsafe fn store(p: *mut f32, v: Self::V);
+    /// Hints that the cache line holding `p` will be read and written soon. Never faults.
+    /// # Safety
+    /// As for `zero` (`p` may point anywhere).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        let _ = p;
+    }
     /// `acc + a * b`, fused where the ISA has it.
     /// # Safety
     /// As for `zero`.
@@ -63,11 +70,19 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
         // Not `f32::mul_add`: without hardware FMA that is a slow libm call.
-        std::array::from_fn(|i| acc[i] + a[i] * b[i])
+        let mut r = acc;
+        for ((r, a), b) in r.iter_mut().zip(a).zip(b) {
+            *r += a * b;
+        }
+        r
     }
     #[inline(always)]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::array::from_fn(|i| a[i] + b[i])
+        let mut r = a;
+        for (r, b) in r.iter_mut().zip(b) {
+            *r += b;
+        }
+        r
     }
 }
 
@@ -83,6 +98,12 @@ mod x86 {
     pub(in crate::gemm) struct Avx2;
 
     impl Simd for Avx2 {
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+
         const LANES: usize = 8;
         type V = __m256;
 
@@ -122,6 +143,12 @@ mod x86 {
     pub(in crate::gemm) struct Avx512;
 
     impl Simd for Avx512 {
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+
         const LANES: usize = 16;
         type V = __m512;
 
