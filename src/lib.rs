@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod ir;
+pub mod mapped;
 pub mod npy;
 pub mod onnx;
 pub mod ops;

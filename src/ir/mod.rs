@@ -89,6 +89,8 @@ pub struct Graph {
     pub initializers: HashMap<ValueId, Tensor>,
     /// Opset version per domain ("" is the default ONNX domain).
     pub opsets: HashMap<String, i64>,
+    /// The memory-mapped files the initializers view (released after planning).
+    pub mapped_files: Vec<crate::mapped::MappedFile>,
 }
 
 impl Graph {

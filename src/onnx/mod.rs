@@ -8,8 +8,8 @@ pub use tensor::{tensor_from_proto, ExternalData};
 
 use crate::error::{Error, Result};
 use crate::ir::{Attr, Attrs, Dim, Graph, Node, ValueId, ValueType};
+use crate::mapped::MappedFile;
 use crate::tensor::DType;
-use memmap2::Mmap;
 use prost::Message;
 use proto::{attribute_proto::AttributeType, type_proto, GraphProto, ModelProto, ValueInfoProto};
 use std::collections::HashMap;
@@ -36,17 +36,16 @@ pub fn load_file(path: &Path) -> Result<Graph> {
             reason: "the file is empty".into(),
         });
     }
-    // SAFETY: read-only map; the model file must not be modified while it is loaded (the same
-    // contract as every mmap-based model loader).
-    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-    let bytes = bytes::Bytes::from_owner(map);
-    load_bytes(bytes, Some(path)).map_err(|e| match e {
+    let (mapped, bytes) = MappedFile::map(&file, path)?;
+    let mut graph = load_bytes(bytes, Some(path)).map_err(|e| match e {
         Error::Graph(reason) | Error::Op(reason) => Error::Format {
             path: path.into(),
             reason,
         },
         other => other,
-    })
+    })?;
+    graph.mapped_files.push(mapped);
+    Ok(graph)
 }
 
 /// Loads an ONNX model from bytes. `path` (when known) resolves external data.
@@ -68,6 +67,7 @@ pub fn load_bytes(bytes: bytes::Bytes, path: Option<&Path>) -> Result<Graph> {
     let mut ext = ExternalData::new(path);
     let mut g = convert_graph(graph, &mut ext)?;
     g.opsets = opsets;
+    g.mapped_files.extend(ext.into_mapped_files());
     Ok(g)
 }
 

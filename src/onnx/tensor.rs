@@ -2,9 +2,9 @@
 
 use super::proto::{tensor_proto, TensorProto};
 use crate::error::{Error, Result};
+use crate::mapped::MappedFile;
 use crate::tensor::{checked_numel, DType, Tensor};
 use half::{bf16, f16};
-use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
@@ -14,6 +14,7 @@ pub struct ExternalData {
     /// The model's folder; external files must resolve inside it.
     dir: Option<PathBuf>,
     maps: HashMap<PathBuf, bytes::Bytes>,
+    mapped: Vec<MappedFile>,
 }
 
 impl ExternalData {
@@ -27,7 +28,13 @@ impl ExternalData {
         ExternalData {
             dir,
             maps: HashMap::new(),
+            mapped: Vec::new(),
         }
+    }
+
+    /// The files mapped so far.
+    pub fn into_mapped_files(self) -> Vec<MappedFile> {
+        self.mapped
     }
 
     /// Maps `location`, refusing anything that is not a regular file inside the model folder.
@@ -72,10 +79,9 @@ impl ExternalData {
         let bytes = if meta.len() == 0 {
             bytes::Bytes::new()
         } else {
-            // SAFETY: the map is read-only; like every mmap-based loader we rely on the model
-            // file not being truncated or modified while the session is alive.
-            let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-            bytes::Bytes::from_owner(map)
+            let (mapped, bytes) = MappedFile::map(&file, &canon)?;
+            self.mapped.push(mapped);
+            bytes
         };
         self.maps.insert(canon, bytes.clone());
         Ok(bytes)

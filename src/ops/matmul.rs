@@ -242,7 +242,12 @@ impl Kernel for MatMul {
                     }
                     _ => None,
                 };
-                let out = matmul_f32(&plan, &f32_data(a)?, &f32_data(b)?, packed, &epi)?;
+                // A prepacked B is never read again: its bytes (and their pages) stay released.
+                let b_data = match packed {
+                    Some(_) => Cow::Borrowed(&[][..]),
+                    None => f32_data(b)?,
+                };
+                let out = matmul_f32(&plan, &f32_data(a)?, &b_data, packed, &epi)?;
                 Ok(vec![from_f32(a.dtype(), plan.out_shape, out)?])
             }
             _ if fused => Err(op_err!(
@@ -522,11 +527,15 @@ impl Kernel for Gemm {
             activation: self.activation,
         };
         let a_data = f32_data(a)?;
-        let b_data = f32_data(b)?;
         let lhs = operand(&a_data, sa, self.trans_a)?;
+        // A prepacked B is never read again: its bytes (and their pages) stay released.
+        let b_data;
         let rhs = match &self.packed_b {
             Some((p, shape)) if a.dtype() == DType::F32 && *shape == sb => Rhs::Packed(p),
-            _ => Rhs::Mat(operand(&b_data, sb, self.trans_b)?),
+            _ => {
+                b_data = f32_data(b)?;
+                Rhs::Mat(operand(&b_data, sb, self.trans_b)?)
+            }
         };
         let mut out = vec![0.0f32; m * n];
         gemm(lhs, rhs, MatMut::row_major(&mut out, m, n)?, &epi)?;

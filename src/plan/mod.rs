@@ -78,6 +78,7 @@ impl ExecutionPlan {
                     .collect(),
             };
             let kernel = ops::build(&ctx)?;
+            release_weight_memory(&g, &node.inputs, &mut constants);
             steps.push(Step {
                 name: node.name.clone(),
                 op_type: node.op_type.clone(),
@@ -87,6 +88,9 @@ impl ExecutionPlan {
                 last_use_of: Vec::new(),
                 shape_only: false,
             });
+        }
+        for file in &g.mapped_files {
+            file.release_resident_pages();
         }
         let mut plan = ExecutionPlan {
             values: g.values,
@@ -156,6 +160,22 @@ impl ExecutionPlan {
     /// Op types of the planned steps, in execution order.
     pub fn step_op_types(&self) -> impl Iterator<Item = &str> {
         self.steps.iter().map(|s| s.op_type.as_str())
+    }
+}
+
+/// After a kernel is built, its constant inputs have usually been prepacked: drop their
+/// decoded copies and resident file pages, so that weights are not held twice. Constants still
+/// read at run time simply decode / fault in again on first use.
+fn release_weight_memory(g: &Graph, inputs: &[Option<ValueId>], constants: &mut [Option<Tensor>]) {
+    for v in inputs.iter().flatten() {
+        if let Some(t) = constants[*v].as_mut() {
+            *t = t.without_decoded_copy();
+            if let Some(bytes) = t.backing_bytes() {
+                for file in &g.mapped_files {
+                    file.release_range(bytes);
+                }
+            }
+        }
     }
 }
 

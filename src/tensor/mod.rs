@@ -161,6 +161,49 @@ enum Data {
     Owned(Arc<OwnedBox>),
     /// Little-endian bytes of a non-bool dtype, aligned for that dtype (checked on creation).
     Mapped(bytes::Bytes),
+    /// Bytes that cannot be viewed in place (misaligned, bool, or a big-endian host): decoded
+    /// on first typed access. Loading a model never copies, and weights that are only read
+    /// once to be prepacked are decoded into memory the plan can drop afterwards.
+    Lazy(Arc<LazyBytes>),
+}
+
+#[derive(Debug)]
+struct LazyBytes {
+    dtype: DType,
+    /// Exactly `numel · dtype.size()` little-endian bytes (checked on creation).
+    bytes: bytes::Bytes,
+    decoded: std::sync::OnceLock<OwnedBox>,
+}
+
+impl LazyBytes {
+    fn get(&self) -> &OwnedBox {
+        self.decoded
+            .get_or_init(|| decode_le(self.dtype, &self.bytes))
+    }
+}
+
+/// Decodes little-endian element bytes (whose length is a whole number of elements).
+fn decode_le(dtype: DType, bytes: &[u8]) -> OwnedBox {
+    if dtype == DType::Bool {
+        return bool::wrap(bytes.iter().map(|&b| b != 0).collect());
+    }
+    let n = bytes.len() / dtype.size();
+    with_dtype!(dtype, T, {
+        let mut v: Vec<T> = vec![T::default(); n];
+        // SAFETY: T is a plain numeric type (not bool, handled above) for which every bit
+        // pattern is valid; `v` holds `n · size_of::<T>()` bytes, and only that many are
+        // written (the caller guarantees `bytes` is a whole number of elements).
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), n * dtype.size())
+        };
+        dst.copy_from_slice(&bytes[..n * dtype.size()]);
+        if cfg!(target_endian = "big") {
+            for chunk in dst.chunks_mut(dtype.size()) {
+                chunk.reverse();
+            }
+        }
+        T::wrap(v)
+    })
 }
 
 /// A dense, row-major tensor.
@@ -239,7 +282,8 @@ impl Tensor {
         }
     }
 
-    /// Builds a tensor over little-endian bytes, without copying when they are aligned.
+    /// Builds a tensor over little-endian bytes without copying them: viewed in place when
+    /// aligned, else decoded on first typed access.
     pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: bytes::Bytes) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
         let expected = n
@@ -259,7 +303,15 @@ impl Tensor {
                 data: Data::Mapped(bytes),
             });
         }
-        Tensor::from_le_slice(dtype, shape, &bytes)
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: Data::Lazy(Arc::new(LazyBytes {
+                dtype,
+                bytes,
+                decoded: std::sync::OnceLock::new(),
+            })),
+        })
     }
 
     /// Copies little-endian bytes into a new owned tensor.
@@ -271,22 +323,10 @@ impl Tensor {
                 bytes.len()
             )));
         }
-        if dtype == DType::Bool {
-            return Tensor::from_vec(shape, bytes.iter().map(|&b| b != 0).collect::<Vec<bool>>());
-        }
-        with_dtype!(dtype, T, {
-            let mut v: Vec<T> = vec![T::default(); n];
-            // SAFETY: T is a plain numeric type (not bool, handled above) for which every bit
-            // pattern is valid; `v` holds exactly `bytes.len()` bytes (checked above).
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), bytes.len()) };
-            dst.copy_from_slice(bytes);
-            if cfg!(target_endian = "big") {
-                for chunk in dst.chunks_mut(dtype.size()) {
-                    chunk.reverse();
-                }
-            }
-            Tensor::from_vec(shape, v)
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: Data::Owned(Arc::new(decode_le(dtype, bytes))),
         })
     }
 
@@ -316,6 +356,7 @@ impl Tensor {
         match &self.data {
             Data::Owned(o) => o.as_bytes(),
             Data::Mapped(b) => b,
+            Data::Lazy(l) => l.get().as_bytes(),
         }
     }
 
@@ -332,6 +373,8 @@ impl Tensor {
             Data::Owned(o) => {
                 T::slice(o).ok_or_else(|| Error::Op("tensor storage does not match dtype".into()))
             }
+            Data::Lazy(l) => T::slice(l.get())
+                .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
             Data::Mapped(b) => {
                 // SAFETY: `Mapped` is only built (in `from_le_bytes`) for non-bool dtypes whose
                 // bytes are aligned for the element type and whose length is a whole number of
@@ -367,7 +410,7 @@ impl Tensor {
                     .map(|s| s.to_vec())
                     .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
             },
-            Data::Mapped(_) => {
+            Data::Mapped(_) | Data::Lazy(_) => {
                 let t = Tensor {
                     data: self.data.clone(),
                     ..self
@@ -435,6 +478,32 @@ impl Tensor {
                 Tensor::from_vec(shape, out)
             })
         })
+    }
+
+    /// The undecoded bytes this tensor views, when it views memory it does not own (a mapped
+    /// file): the planner uses this to release the pages of prepacked weights.
+    pub fn backing_bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Data::Mapped(b) => Some(b),
+            Data::Lazy(l) => Some(&l.bytes),
+            Data::Owned(_) => None,
+        }
+    }
+
+    /// The same tensor without the decoded copy a lazy tensor may have made: the memory is
+    /// freed once no other clone holds it, and the next typed access decodes again.
+    pub fn without_decoded_copy(&self) -> Tensor {
+        match &self.data {
+            Data::Lazy(l) if l.decoded.get().is_some() => Tensor {
+                data: Data::Lazy(Arc::new(LazyBytes {
+                    dtype: l.dtype,
+                    bytes: l.bytes.clone(),
+                    decoded: std::sync::OnceLock::new(),
+                })),
+                ..self.clone()
+            },
+            _ => self.clone(),
+        }
     }
 
     /// Whether both tensors have the same dtype, shape and bit-identical elements.
