@@ -1,7 +1,7 @@
 //! Node attributes with typed, error-reporting getters.
 
-use crate::error::{Error, Result};
 use super::Graph;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -121,4 +121,3 @@ impl Graph {
             .fold((0, 0), |(n, b), t| (n + t.len(), b + t.as_bytes().len()))
     }
 }
-

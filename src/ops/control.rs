@@ -101,13 +101,21 @@ impl Body {
 
 fn scalar_bool(t: &Tensor, what: &str) -> Result<bool> {
     let v = t.as_slice::<bool>()?;
-    ensure!(v.len() == 1, "{what} must hold one bool, got shape {:?}", t.shape());
+    ensure!(
+        v.len() == 1,
+        "{what} must hold one bool, got shape {:?}",
+        t.shape()
+    );
     Ok(v[0])
 }
 
 fn scalar_i64(t: &Tensor, what: &str) -> Result<i64> {
     let v = t.as_slice::<i64>()?;
-    ensure!(v.len() == 1, "{what} must hold one int64, got shape {:?}", t.shape());
+    ensure!(
+        v.len() == 1,
+        "{what} must hold one int64, got shape {:?}",
+        t.shape()
+    );
     Ok(v[0])
 }
 
@@ -187,7 +195,8 @@ impl Kernel for Loop {
         let mut carried = (2..2 + self.carried)
             .map(|i| input(inputs, i).cloned())
             .collect::<Result<Vec<Tensor>>>()?;
-        let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.body.num_outputs() - 1 - carried.len()];
+        let mut scans: Vec<Vec<Tensor>> =
+            vec![Vec::new(); self.body.num_outputs() - 1 - carried.len()];
         let mut i: i64 = 0;
         while cond && trip_count.is_none_or(|m| i < m) {
             ensure!(
@@ -447,11 +456,228 @@ fn stack_typed<T: Storable>(parts: &[Tensor], inner: usize, shape: Vec<usize>) -
         .collect::<Result<Vec<&[T]>>>()?;
     let total = slices.iter().map(|s| s.len()).sum();
     let mut out = Vec::with_capacity(total);
-    let outer = if inner == 0 { 0 } else { slices[0].len() / inner };
+    let outer = slices[0].len().checked_div(inner).unwrap_or(0);
     for o in 0..outer {
         for s in &slices {
             out.extend_from_slice(&s[o * inner..(o + 1) * inner]);
         }
     }
     Tensor::from_vec(shape, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Attr, Attrs, Graph, Node, ValueId, ValueType};
+    use crate::{Session, Tensor};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// A graph under construction: values by name, nodes as (op, inputs, outputs, attrs).
+    #[derive(Default)]
+    struct G(Graph);
+
+    impl G {
+        fn new() -> G {
+            let mut g = Graph::default();
+            g.opsets.insert(String::new(), 17);
+            G(g)
+        }
+
+        fn v(&mut self, name: &str) -> ValueId {
+            match self.0.values.iter().position(|v| v.name == name) {
+                Some(id) => id,
+                None => self.0.add_value(name, ValueType::default()),
+            }
+        }
+
+        fn inputs(mut self, names: &[&str]) -> G {
+            self.0.inputs = names.iter().map(|n| self.v(n)).collect();
+            self
+        }
+
+        fn captures(mut self, names: &[&str]) -> G {
+            self.0.captures = names.iter().map(|n| self.v(n)).collect();
+            self
+        }
+
+        fn outputs(mut self, names: &[&str]) -> G {
+            self.0.outputs = names.iter().map(|n| self.v(n)).collect();
+            self
+        }
+
+        fn init(mut self, name: &str, t: Tensor) -> G {
+            let id = self.v(name);
+            self.0.initializers.insert(id, t);
+            self
+        }
+
+        fn node(mut self, op: &str, ins: &[&str], outs: &[&str], attrs: Vec<(&str, Attr)>) -> G {
+            let n = Node {
+                name: format!("{op}_{}", self.0.nodes.len()),
+                op_type: op.into(),
+                domain: String::new(),
+                inputs: ins
+                    .iter()
+                    .map(|n| (!n.is_empty()).then(|| self.v(n)))
+                    .collect(),
+                outputs: outs.iter().map(|n| Some(self.v(n))).collect(),
+                attrs: Attrs(
+                    attrs
+                        .into_iter()
+                        .map(|(k, a)| (k.to_string(), a))
+                        .collect::<HashMap<_, _>>(),
+                ),
+            };
+            self.0.nodes.push(n);
+            self
+        }
+
+        fn graph(self) -> Attr {
+            Attr::Graph(Arc::new(self.0))
+        }
+
+        fn session(self) -> Session {
+            Session::builder()
+                .threads(1)
+                .build_from_graph(self.0)
+                .unwrap()
+        }
+    }
+
+    fn f32s(t: &Tensor) -> (Vec<usize>, Vec<f32>) {
+        (t.shape().to_vec(), t.as_slice::<f32>().unwrap().to_vec())
+    }
+
+    fn vec1(v: &[f32]) -> Tensor {
+        Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    /// If whose branches read `t = Neg(x)`, which no outer node but the If reads.
+    fn if_model() -> G {
+        let then_branch = G::new()
+            .captures(&["t"])
+            .node("Add", &["t", "t"], &["y"], vec![])
+            .outputs(&["y"]);
+        let else_branch = G::new().captures(&["t"]).outputs(&["t"]);
+        G::new()
+            .inputs(&["c", "x"])
+            .node("Neg", &["x"], &["t"], vec![])
+            .node(
+                "If",
+                &["c", "t"],
+                &["out"],
+                vec![
+                    ("then_branch", then_branch.graph()),
+                    ("else_branch", else_branch.graph()),
+                ],
+            )
+            .outputs(&["out"])
+    }
+
+    #[test]
+    fn if_runs_the_taken_branch_with_captured_values() {
+        let s = if_model().session();
+        let x = vec1(&[1.0, -2.0]);
+        let out = s
+            .run_positional(vec![Tensor::scalar(true), x.clone()])
+            .unwrap();
+        assert_eq!(f32s(&out[0]), (vec![2], vec![-2.0, 4.0]));
+        let out = s.run_positional(vec![Tensor::scalar(false), x]).unwrap();
+        assert_eq!(f32s(&out[0]), (vec![2], vec![-1.0, 2.0]));
+    }
+
+    #[test]
+    fn if_rejects_a_non_bool_condition() {
+        let s = if_model().session();
+        let err = s
+            .run_positional(vec![Tensor::scalar(1.0f32), vec1(&[1.0])])
+            .unwrap_err();
+        assert!(err.to_string().contains("If"), "{err}");
+    }
+
+    #[test]
+    fn if_on_constants_is_folded_away() {
+        let mut m = if_model();
+        m.0.inputs.clear();
+        let m = m.init("c", Tensor::scalar(false)).init("x", vec1(&[3.0]));
+        let s = m.session();
+        assert_eq!(s.plan().num_steps(), 0);
+        let out = s.run_positional(vec![]).unwrap();
+        assert_eq!(f32s(&out[0]), (vec![1], vec![-3.0]));
+    }
+
+    /// Loop doubling `v` until it reaches `limit` (a capture), with `v` as scan output too.
+    fn doubling_loop() -> G {
+        let body = G::new()
+            .inputs(&["i", "cond_in", "v"])
+            .captures(&["limit"])
+            .node("Add", &["v", "v"], &["v_out"], vec![])
+            .node("Less", &["v_out", "limit"], &["cond_out"], vec![])
+            .node("Identity", &["v_out"], &["scan"], vec![])
+            .outputs(&["cond_out", "v_out", "scan"]);
+        G::new()
+            .inputs(&["m", "v0", "limit"])
+            .init("c0", Tensor::scalar(true))
+            .node(
+                "Loop",
+                &["m", "c0", "v0", "limit"],
+                &["v_final", "scans"],
+                vec![("body", body.graph())],
+            )
+            .outputs(&["v_final", "scans"])
+    }
+
+    #[test]
+    fn loop_stops_on_the_condition_or_the_trip_count() {
+        let s = doubling_loop().session();
+        // 1 → 2, 4, 8: the condition 8 < 5 ends it after three iterations.
+        let out = s
+            .run_positional(vec![Tensor::scalar(10i64), vec1(&[1.0]), vec1(&[5.0])])
+            .unwrap();
+        assert_eq!(f32s(&out[0]), (vec![1], vec![8.0]));
+        assert_eq!(f32s(&out[1]), (vec![3, 1], vec![2.0, 4.0, 8.0]));
+        // The trip count ends it first.
+        let out = s
+            .run_positional(vec![Tensor::scalar(2i64), vec1(&[1.0]), vec1(&[100.0])])
+            .unwrap();
+        assert_eq!(f32s(&out[1]), (vec![2, 1], vec![2.0, 4.0]));
+        // No iteration at all: the carried value passes through, the scan output is empty.
+        let out = s
+            .run_positional(vec![Tensor::scalar(0i64), vec1(&[1.0]), vec1(&[100.0])])
+            .unwrap();
+        assert_eq!(f32s(&out[0]), (vec![1], vec![1.0]));
+        assert_eq!(out[1].shape(), &[0]);
+    }
+
+    #[test]
+    fn scan_reverses_inputs_and_stacks_on_the_requested_axis() {
+        let body = G::new()
+            .inputs(&["s", "x"])
+            .node("Add", &["s", "x"], &["s_out"], vec![])
+            .node("Identity", &["s_out"], &["y"], vec![])
+            .outputs(&["s_out", "y"]);
+        let s = G::new()
+            .inputs(&["s0", "xs"])
+            .node(
+                "Scan",
+                &["s0", "xs"],
+                &["s_final", "ys"],
+                vec![
+                    ("body", body.graph()),
+                    ("num_scan_inputs", Attr::Int(1)),
+                    ("scan_input_directions", Attr::Ints(vec![1])),
+                    ("scan_output_axes", Attr::Ints(vec![-1])),
+                ],
+            )
+            .outputs(&["s_final", "ys"])
+            .session();
+        let xs = Tensor::from_vec(vec![3, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let out = s.run_positional(vec![vec1(&[0.0, 0.0]), xs]).unwrap();
+        // Rows in reverse: [5,6], [3,4], [1,2]; running sums [5,6], [8,10], [9,12].
+        assert_eq!(f32s(&out[0]), (vec![2], vec![9.0, 12.0]));
+        assert_eq!(
+            f32s(&out[1]),
+            (vec![2, 3], vec![5.0, 8.0, 9.0, 6.0, 10.0, 12.0])
+        );
+    }
 }

@@ -10,7 +10,10 @@ pub(crate) type ShapeValues = Vec<(ValueId, Tensor)>;
 
 /// Runs a subgraph's plan from inside a kernel (already on the session's pool): `inputs`
 /// binds its formal inputs and captures by value id.
-pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Tensor)>) -> Result<Vec<Tensor>> {
+pub(crate) fn run_plan(
+    plan: &ExecutionPlan,
+    inputs: Vec<(ValueId, Tensor)>,
+) -> Result<Vec<Tensor>> {
     execute(plan, inputs, None, false).map(|(outputs, _)| outputs)
 }
 
