@@ -336,3 +336,112 @@ fn bad_attr(np: &proto::NodeProto, node: &str, attr: &str, reason: &str) -> Erro
         reason: format!("attribute '{attr}': {reason}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    };
+    use super::*;
+    use crate::{Session, Tensor};
+
+    fn node(
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        graphs: Vec<(&str, GraphProto)>,
+    ) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: graphs
+                .into_iter()
+                .map(|(name, g)| AttributeProto {
+                    name: Some(name.into()),
+                    r#type: Some(AttributeType::Graph as i32),
+                    g: Some(g),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn graph(inputs: &[&str], nodes: Vec<NodeProto>, outputs: &[&str]) -> GraphProto {
+        let info = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| ValueInfoProto {
+                    name: Some(n.to_string()),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        GraphProto {
+            input: info(inputs),
+            node: nodes,
+            output: info(outputs),
+            ..Default::default()
+        }
+    }
+
+    /// `Loop` (2 trips) whose body holds an `If` that reads the body's `v` and the top-level
+    /// `x` and `c`: names two scopes out become captures at every level in between.
+    #[test]
+    fn nested_subgraphs_capture_outer_values_through_every_level() {
+        let then_branch = graph(&[], vec![node("Add", &["v", "x"], &["t"], vec![])], &["t"]);
+        let else_branch = graph(&[], vec![], &["v"]);
+        let body = graph(
+            &["i", "cond_in", "v"],
+            vec![node(
+                "If",
+                &["c"],
+                &["y"],
+                vec![("then_branch", then_branch), ("else_branch", else_branch)],
+            )],
+            &["cond_in", "y"],
+        );
+        let mut top = graph(
+            &["x", "c"],
+            vec![node(
+                "Loop",
+                &["m", "", "x"],
+                &["out"],
+                vec![("body", body)],
+            )],
+            &["out"],
+        );
+        top.initializer.push(TensorProto {
+            name: Some("m".into()),
+            data_type: Some(7),
+            int64_data: vec![2],
+            ..Default::default()
+        });
+        let model = ModelProto {
+            graph: Some(top),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            ..Default::default()
+        };
+
+        let g = load_bytes(model.encode_to_vec().into(), None).unwrap();
+        // The Loop reads M, cond, x, then its captures: c (for the If) and x again.
+        let lp = &g.nodes[0];
+        let names: Vec<&str> = lp
+            .inputs
+            .iter()
+            .map(|v| v.map_or("", |v| g.value_name(v)))
+            .collect();
+        assert_eq!(names, ["m", "", "x", "c", "x"]);
+
+        let s = Session::builder().threads(1).build_from_graph(g).unwrap();
+        let x = || Tensor::from_vec(vec![1], vec![1.0f32]).unwrap();
+        let out = s.run_positional(vec![x(), Tensor::scalar(true)]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), [3.0]);
+        let out = s.run_positional(vec![x(), Tensor::scalar(false)]).unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), [1.0]);
+    }
+}
