@@ -1,8 +1,10 @@
 //! Node attributes with typed, error-reporting getters.
 
+use super::Graph;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub enum Attr {
@@ -13,6 +15,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     Floats(Vec<f32>),
     Strings(Vec<String>),
+    /// A subgraph (If branches, Loop and Scan bodies).
+    Graph(Arc<Graph>),
 }
 
 impl Attr {
@@ -25,6 +29,7 @@ impl Attr {
             Attr::Ints(_) => "ints",
             Attr::Floats(_) => "floats",
             Attr::Strings(_) => "strings",
+            Attr::Graph(_) => "graph",
         }
     }
 }
@@ -104,5 +109,21 @@ impl Attrs {
             Some(Attr::Tensor(t)) => Ok(Some(t)),
             Some(other) => Err(wrong(name, "a tensor", other)),
         }
+    }
+
+    pub fn graph(&self, name: &str) -> Result<Option<&Arc<Graph>>> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(Attr::Graph(g)) => Ok(Some(g)),
+            Some(other) => Err(wrong(name, "a graph", other)),
+        }
+    }
+
+    /// The subgraphs among the attributes.
+    pub fn graphs(&self) -> impl Iterator<Item = &Arc<Graph>> {
+        self.0.values().filter_map(|a| match a {
+            Attr::Graph(g) => Some(g),
+            _ => None,
+        })
     }
 }

@@ -11,7 +11,6 @@ pub use attr::{Attr, Attrs};
 use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 /// Index of a value in `Graph::values`.
 pub type ValueId = usize;
@@ -87,6 +86,11 @@ pub struct Graph {
     pub inputs: Vec<ValueId>,
     pub outputs: Vec<ValueId>,
     pub initializers: HashMap<ValueId, Tensor>,
+    /// Values of a subgraph that stand for values of the enclosing graph (read by name), bound
+    /// at run time like inputs. The node owning the subgraph lists the outer values as extra
+    /// inputs after its own, in this order, so its explicit input count is
+    /// `node.inputs.len() - captures.len()`. Empty for a top-level graph.
+    pub captures: Vec<ValueId>,
     /// Opset version per domain ("" is the default ONNX domain).
     pub opsets: HashMap<String, i64>,
     /// The memory-mapped files the initializers view (released after planning).
@@ -119,6 +123,3 @@ impl Graph {
             .fold((0, 0), |(n, b), t| (n + t.len(), b + t.as_bytes().len()))
     }
 }
-
-/// Nested graphs (If/Loop bodies) share the same structure.
-pub type SubGraph = Arc<Graph>;

@@ -2,22 +2,27 @@
 
 use super::topo::topological_order;
 use crate::error::Result;
-use crate::ir::Graph;
+use crate::ir::{Graph, Node};
 use crate::ops::{self, BuildCtx};
 use crate::tensor::Tensor;
 use std::collections::HashSet;
 
-/// Ops whose output must not be computed once at plan time.
-fn is_nondeterministic(op: &str) -> bool {
-    matches!(
-        op,
+/// Nodes whose output must not be computed once at plan time, subgraphs included.
+fn is_nondeterministic(node: &Node) -> bool {
+    let random = matches!(
+        node.op_type.as_str(),
         "RandomNormal"
             | "RandomUniform"
             | "RandomNormalLike"
             | "RandomUniformLike"
             | "Multinomial"
             | "Bernoulli"
-    )
+    );
+    random
+        || node
+            .attrs
+            .graphs()
+            .any(|g| g.nodes.iter().any(is_nondeterministic))
 }
 
 /// Evaluates every node whose inputs are all constants, replacing it by its outputs.
@@ -28,7 +33,7 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
     let mut folded = vec![false; g.nodes.len()];
     for i in order {
         let node = &g.nodes[i];
-        if is_nondeterministic(&node.op_type)
+        if is_nondeterministic(node)
             || !node
                 .inputs
                 .iter()

@@ -183,6 +183,7 @@ fn check_outputs_defined(g: &Graph) -> Result<()> {
     for &o in &g.outputs {
         let produced = g.initializers.contains_key(&o)
             || g.inputs.contains(&o)
+            || g.captures.contains(&o)
             || g.nodes.iter().any(|n| n.outputs.contains(&Some(o)));
         if !produced {
             return Err(Error::Graph(format!(

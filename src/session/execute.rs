@@ -8,6 +8,15 @@ use crate::tensor::Tensor;
 /// Values of the shape-only subgraph for one set of input shapes.
 pub(crate) type ShapeValues = Vec<(ValueId, Tensor)>;
 
+/// Runs a subgraph's plan from inside a kernel (already on the session's pool): `inputs`
+/// binds its formal inputs and captures by value id.
+pub(crate) fn run_plan(
+    plan: &ExecutionPlan,
+    inputs: Vec<(ValueId, Tensor)>,
+) -> Result<Vec<Tensor>> {
+    execute(plan, inputs, None, false).map(|(outputs, _)| outputs)
+}
+
 /// Runs `plan` once.
 ///
 /// With `cached` shape values, shape-only steps are skipped and their outputs taken from the

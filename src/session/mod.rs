@@ -23,6 +23,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub(crate) use execute::run_plan;
+
+/// Most iterations one Loop may run: a model whose loop never ends gets an error, not a hang.
+pub(crate) const MAX_LOOP_ITERATIONS: u64 = 1 << 24;
+
 /// Most distinct input-shape signatures whose shape-only values are kept.
 const SHAPE_CACHE_CAPACITY: usize = 64;
 
