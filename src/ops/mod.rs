@@ -4,6 +4,7 @@
 //! To add an op: implement it in its family's file and add its name to `build` below.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod matmul;
@@ -57,7 +58,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 9] = [
+    let families: [FamilyBuilder; 10] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -67,6 +68,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         conv::build,
         pool::build,
         norm::build,
+        attention::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
