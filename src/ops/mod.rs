@@ -12,6 +12,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 pub mod shape;
 pub mod util;
 
@@ -58,7 +59,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 10] = [
+    let families: [FamilyBuilder; 11] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -69,6 +70,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         pool::build,
         norm::build,
         attention::build,
+        resize::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
