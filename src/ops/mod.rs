@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod loss;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
@@ -59,7 +60,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 11] = [
+    let families: [FamilyBuilder; 12] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -71,6 +72,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         norm::build,
         attention::build,
         resize::build,
+        loss::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
