@@ -4,14 +4,17 @@
 //! To add an op: implement it in its family's file and add its name to `build` below.
 
 pub mod activation;
+pub mod attention;
 pub mod control;
 pub mod conv;
 pub mod elementwise;
+pub mod loss;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 pub mod shape;
 pub mod util;
 
@@ -58,7 +61,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 10] = [
+    let families: [FamilyBuilder; 13] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -68,6 +71,9 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         conv::build,
         pool::build,
         norm::build,
+        attention::build,
+        resize::build,
+        loss::build,
         control::build,
     ];
     for family in families {

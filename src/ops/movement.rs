@@ -42,7 +42,8 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "OneHot" => index::OneHot::build(ctx),
         "Compress" => index::Compress::build(ctx),
         "ReverseSequence" => seq::ReverseSequence::build(ctx),
-        "CumSum" => seq::CumSum::build(ctx),
+        "CumSum" => seq::CumSum::build(ctx, false),
+        "CumProd" => seq::CumSum::build(ctx, true),
         "TopK" => seq::TopK::build(ctx),
         _ => return None,
     })
@@ -238,6 +239,7 @@ mod tests {
             "Compress",
             "ReverseSequence",
             "CumSum",
+            "CumProd",
             "TopK",
             "ReduceSum",
             "ReduceMean",

@@ -646,16 +646,23 @@ impl Kernel for DepthToSpace {
     }
 }
 
-/// SpaceToDepth: the inverse of DepthToSpace in DCR order.
+/// SpaceToDepth: the inverse of DepthToSpace (DCR or CRD order).
 #[derive(Debug)]
 pub(super) struct SpaceToDepth {
     block: usize,
+    crd: bool,
 }
 
 impl SpaceToDepth {
     pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
+        let crd = match ctx.attrs().string_or("mode", "DCR")? {
+            "DCR" => false,
+            "CRD" => true,
+            m => return Err(op_err!("unknown SpaceToDepth mode '{m}'")),
+        };
         Ok(Box::new(SpaceToDepth {
             block: blocksize(ctx)?,
+            crd,
         }))
     }
 }
@@ -669,7 +676,13 @@ impl Kernel for SpaceToDepth {
             h % b == 0 && w % b == 0,
             "spatial size {h}x{w} is not divisible by blocksize {b}"
         );
-        let view = View::permuted(&[n, c, h / b, b, w / b, b], &[0, 3, 5, 1, 2, 4])?;
+        // Output channel `(bh·b + bw)·c + ci` in DCR order, `ci·b² + bh·b + bw` in CRD order.
+        let perm = if self.crd {
+            [0, 1, 3, 5, 2, 4]
+        } else {
+            [0, 3, 5, 1, 2, 4]
+        };
+        let view = View::permuted(&[n, c, h / b, b, w / b, b], &perm)?;
         Ok(vec![view_tensor(
             x,
             &view,

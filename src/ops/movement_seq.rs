@@ -1,4 +1,4 @@
-//! Ops that walk along one axis: ReverseSequence, CumSum and TopK.
+//! Ops that walk along one axis: ReverseSequence, CumSum, CumProd and TopK.
 
 use super::{axis_of, filled_vec, for_each_chunk, PAR_THRESHOLD};
 use crate::error::Result;
@@ -82,17 +82,20 @@ impl Kernel for ReverseSequence {
     }
 }
 
-/// CumSum along the axis given as input 1, optionally exclusive and/or reversed.
+/// CumSum / CumProd along the axis given as input 1, optionally exclusive and/or reversed.
 #[derive(Debug)]
 pub(super) struct CumSum {
+    /// CumProd: a running product (starting at 1) instead of a sum.
+    product: bool,
     exclusive: bool,
     reverse: bool,
 }
 
 impl CumSum {
-    pub(super) fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
+    pub(super) fn build(ctx: &BuildCtx, product: bool) -> Result<Box<dyn Kernel>> {
         let a = ctx.attrs();
         Ok(Box::new(CumSum {
+            product,
             exclusive: a.int_or("exclusive", 0)? != 0,
             reverse: a.int_or("reverse", 0)? != 0,
         }))
@@ -104,7 +107,8 @@ impl Kernel for CumSum {
         let x = input(inputs, 0)?;
         ensure!(
             x.dtype() != DType::Bool,
-            "CumSum does not take bool tensors"
+            "{} does not take bool tensors",
+            if self.product { "CumProd" } else { "CumSum" }
         );
         let axis = *input(inputs, 1)?
             .to_i64_vec()?
@@ -123,13 +127,18 @@ impl Kernel for CumSum {
 }
 
 impl CumSum {
-    /// Running sums in the accumulator type, one `inner`-wide vector per outer block.
+    /// Running sums (products) in the accumulator type, one `inner`-wide vector per outer block.
     fn scan<T: Numeric>(&self, src: &[T], (_, n, inner): (usize, usize, usize)) -> Result<Vec<T>> {
         let mut out = filled_vec(src.len(), T::default())?;
         let (exclusive, reverse) = (self.exclusive, self.reverse);
+        let (start, combine) = if self.product {
+            (T::Acc::ONE, T::Acc::mul as fn(_, _) -> _)
+        } else {
+            (T::Acc::ZERO, T::Acc::add as fn(_, _) -> _)
+        };
         for_each_chunk(&mut out, n * inner, |o, block| {
             let s = &src[o * n * inner..(o + 1) * n * inner];
-            let mut acc = vec![T::Acc::ZERO; inner];
+            let mut acc = vec![start; inner];
             for step in 0..n {
                 let k = if reverse { n - 1 - step } else { step };
                 let (row, dst) = (
@@ -140,11 +149,11 @@ impl CumSum {
                 if exclusive {
                     lanes.for_each(|((d, a), &x)| {
                         *d = T::narrow(*a);
-                        *a = a.add(x.widen());
+                        *a = combine(*a, x.widen());
                     });
                 } else {
                     lanes.for_each(|((d, a), &x)| {
-                        *a = a.add(x.widen());
+                        *a = combine(*a, x.widen());
                         *d = T::narrow(*a);
                     });
                 }
@@ -285,6 +294,18 @@ fn top_k<T: Numeric>(
 mod tests {
     use super::super::testing::*;
     use crate::ir::{Attr, Attrs, Node};
+
+    #[test]
+    fn cumprod_multiplies_along_the_axis() {
+        // [1, 2, 3, 4]: inclusive [1, 2, 6, 24]; exclusive reversed [24, 12, 4, 1].
+        let x = t(&[4], vec![1f32, 2., 3., 4.]);
+        let axis = t(&[], vec![0i64]);
+        let y = run1("CumProd", 26, &[], &[&x, &axis]).unwrap();
+        assert_eq!(vals::<f32>(&y), vec![1., 2., 6., 24.]);
+        let flags = [("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))];
+        let y = run1("CumProd", 26, &flags, &[&x, &axis]).unwrap();
+        assert_eq!(vals::<f32>(&y), vec![24., 12., 4., 1.]);
+    }
 
     #[test]
     fn reverse_sequence_time_major_and_batch_major() {

@@ -25,6 +25,9 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "ConstantOfShape" => ConstantOfShape::build(ctx),
         "Range" => Ok(Box::new(Range)),
         "Identity" => Ok(Box::new(Identity)),
+        "Dropout" => Ok(Box::new(Dropout {
+            mask: ctx.node.outputs.len() > 1,
+        })),
         "Constant" => Constant::build(ctx),
         "EyeLike" => EyeLike::build(ctx),
         "NonZero" => Ok(Box::new(NonZero)),
@@ -402,6 +405,36 @@ impl Kernel for Identity {
     }
 }
 
+/// Dropout at inference: the input unchanged, and an all-true mask when asked for. Training
+/// mode (input 2, opset 12+) with a non-zero ratio drops at random, which is not supported.
+#[derive(Debug)]
+struct Dropout {
+    mask: bool,
+}
+
+impl Kernel for Dropout {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let training = match opt_input(inputs, 2) {
+            Some(t) => t.to_i64_vec()?.first().is_some_and(|&v| v != 0),
+            None => false,
+        };
+        let ratio = match opt_input(inputs, 1) {
+            Some(r) => r.to_f64_vec()?.first().copied().unwrap_or(0.5),
+            None => 0.5,
+        };
+        ensure!(
+            !training || ratio == 0.0,
+            "Dropout in training mode (ratio {ratio}) is not supported"
+        );
+        let mut outs = vec![x.clone()];
+        if self.mask {
+            outs.push(Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?);
+        }
+        Ok(outs)
+    }
+}
+
 /// Constant: a value fixed when the node is built.
 #[derive(Debug)]
 struct Constant {
@@ -652,6 +685,16 @@ mod tests {
         assert_eq!(y.as_bytes().as_ptr(), x.as_bytes().as_ptr());
         assert!(run1("Expand", 13, &[], &[&x, &i64s(&[2, 2])]).is_err());
         assert!(run1("Expand", 13, &[], &[&x, &i64s(&[-1, 1])]).is_err());
+    }
+
+    #[test]
+    fn dropout_at_inference_passes_through() {
+        let x = Tensor::from_vec(vec![2], vec![1f32, 2.]).unwrap();
+        let y = run1("Dropout", 13, &[], &[&x]).unwrap();
+        assert_eq!(vals::<f32>(&y), vec![1.0, 2.0]);
+        let training = Tensor::from_vec(vec![], vec![true]).unwrap();
+        let ratio = Tensor::from_vec(vec![], vec![0.5f32]).unwrap();
+        assert!(run1("Dropout", 13, &[], &[&x, &ratio, &training]).is_err());
     }
 
     #[test]
