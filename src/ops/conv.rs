@@ -14,7 +14,9 @@ use crate::error::Result;
 use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
-use infer_kernels::gemm::{gemm, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA};
+use infer_kernels::gemm::{
+    axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Tap,
+};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -375,10 +377,12 @@ impl Kernel for Conv {
     }
 }
 
-/// Floats of im2col buffer per output tile: about half an L2, so the GEMM packs it from cache.
+/// Floats of `cols` per output tile: about half an L2, so the GEMM packs it from cache.
 const IM2COL_TILE_FLOATS: usize = 1 << 17;
 /// Narrowest output tile, to keep GEMM rows long enough for whole register tiles.
 const MIN_TILE_COLS: usize = 64;
+/// Outputs per depthwise task: fewer are not worth a rayon task.
+const MIN_TASK_FLOATS: usize = 1 << 12;
 
 thread_local! {
     static IM2COL_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
@@ -392,15 +396,17 @@ impl ConvProblem<'_> {
             return Ok(());
         }
         if self.cg == 1 && self.mg == 1 {
-            // Depthwise: one plane in, one plane out.
+            // Depthwise: one plane in, one plane out; small planes are grouped per task.
+            let taps = row_taps(&self.geo);
             return out
                 .par_chunks_mut(out_len)
                 .enumerate()
+                .with_min_len(MIN_TASK_FLOATS.div_ceil(out_len))
                 .try_for_each(|(plane, y)| {
                     let ch = plane % self.groups;
                     let x = &self.x[plane * in_len..(plane + 1) * in_len];
                     let w = &self.w[ch * self.kg..(ch + 1) * self.kg];
-                    depthwise(&self.geo, x, w, y);
+                    depthwise(&self.geo, &taps, x, w, y);
                     self.finish_plane(y, plane, ch);
                     Ok(())
                 });
@@ -466,30 +472,39 @@ impl ConvProblem<'_> {
                 ..Default::default()
             })
         };
-        let y = MatMut::row_major(y, self.mg, out_len)?;
-        if self.geo.is_pointwise() {
-            let cols = MatRef::row_major(x, self.cg, out_len)?;
-            gemm(w, cols, y, &epilogue(0..out_len)?)?;
-            return Ok(());
-        }
-        // Column tiles of the output, each with its own im2col block, run in parallel.
+        // Column tiles of the output, run in parallel. Each multiplies the weights by its own
+        // block of `cols`, sized so the GEMM packs it from L2: the input itself for pointwise
+        // kernels, an im2col copy otherwise.
         let width = (IM2COL_TILE_FLOATS / self.kg).max(MIN_TILE_COLS);
         let mut tiles = Vec::with_capacity(out_len.div_ceil(width));
-        let mut rest = y;
+        let mut rest = MatMut::row_major(y, self.mg, out_len)?;
         while rest.cols() > 0 {
             let start = out_len - rest.cols();
             let (tile, tail) = rest.split_at_col(width);
             tiles.push((start, tile));
             rest = tail;
         }
+        // With a tile per thread or more, each product runs on its own thread.
+        let split_each = tiles.len() < rayon::current_num_threads();
+        let product = |b: MatRef, tile: MatMut, e: &Epilogue| {
+            if split_each {
+                gemm(w, b, tile, e)
+            } else {
+                gemm_serial(w, b, tile, e)
+            }
+        };
         tiles.into_par_iter().try_for_each(|(start, tile)| {
             let cols = start..start + tile.cols();
+            if self.geo.is_pointwise() {
+                let b = MatRef::new(&x[start..], self.cg, cols.len(), out_len, 1)?;
+                return Ok(product(b, tile, &epilogue(cols)?)?);
+            }
             let mut buf = IM2COL_BUF.take();
             buf.resize(self.kg * cols.len(), 0.0);
             im2col(&self.geo, x, cols.clone(), &mut buf);
             let result = MatRef::row_major(&buf, self.kg, cols.len())
                 .map_err(Into::into)
-                .and_then(|b| Ok(gemm(w, b, tile, &epilogue(cols)?)?));
+                .and_then(|b| Ok(product(b, tile, &epilogue(cols)?)?));
             IM2COL_BUF.set(buf);
             result
         })
@@ -530,9 +545,8 @@ fn im2col(geo: &Geometry, x: &[f32], cols: Range<usize>, dst: &mut [f32]) {
                     if sw == 1 {
                         inside.copy_from_slice(&src[first..first + inside.len()]);
                     } else {
-                        for (t, v) in inside.iter_mut().enumerate() {
-                            *v = src[first + t * sw];
-                        }
+                        let picked = src[first..].iter().step_by(sw);
+                        inside.iter_mut().zip(picked).for_each(|(v, s)| *v = *s);
                     }
                 }
                 _ => out.fill(0.0),
@@ -542,13 +556,31 @@ fn im2col(geo: &Geometry, x: &[f32], cols: Range<usize>, dst: &mut [f32]) {
     }
 }
 
-/// One depthwise plane: `y = Σ_taps w[tap] · shifted(x)`, accumulated row by row so the inner
-/// loop is a contiguous (for stride 1) multiply-add.
-fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+/// The horizontal taps of a kernel: for each `kw`, the outputs along the last dim whose input
+/// is inside the input, and that input's index for the first of them.
+fn row_taps(geo: &Geometry) -> Vec<Tap> {
+    (0..geo.kernel[DIMS - 1])
+        .map(|kw| {
+            let outputs = geo.valid_outputs(kw);
+            let first = (outputs.start * geo.stride[DIMS - 1] + kw * geo.dilation[DIMS - 1])
+                .saturating_sub(geo.pad[DIMS - 1]);
+            Tap {
+                index: kw,
+                outputs,
+                first,
+            }
+        })
+        .filter(|tap| !tap.outputs.is_empty())
+        .collect()
+}
+
+/// One depthwise plane: `y = Σ_taps w[tap] · shifted(x)`, accumulated row by row, a whole
+/// kernel row of taps per `axpy_taps` call.
+fn depthwise(geo: &Geometry, taps: &[Tap], x: &[f32], w: &[f32], y: &mut [f32]) {
     let [od_n, oh_n, ow_n] = geo.output;
     let [_, h_n, w_n] = geo.input;
     let [kd_n, kh_n, kw_n] = geo.kernel;
-    let sw = geo.stride[2];
+    let sw = geo.stride[DIMS - 1];
     y.fill(0.0);
     for od in 0..od_n {
         for oh in 0..oh_n {
@@ -562,24 +594,8 @@ fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                         continue;
                     };
                     let src = &x[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n];
-                    for kw in 0..kw_n {
-                        let wv = w[(kd * kh_n + kh) * kw_n + kw];
-                        let valid = geo.valid_outputs(kw);
-                        if valid.is_empty() {
-                            continue;
-                        }
-                        let first = valid.start * sw + kw * geo.dilation[2] - geo.pad[2];
-                        let dst = &mut out[valid];
-                        if sw == 1 {
-                            dst.iter_mut()
-                                .zip(&src[first..])
-                                .for_each(|(o, &v)| *o += wv * v);
-                        } else {
-                            dst.iter_mut()
-                                .zip(src[first..].iter().step_by(sw))
-                                .for_each(|(o, &v)| *o += wv * v);
-                        }
-                    }
+                    let weights = &w[(kd * kh_n + kh) * kw_n..(kd * kh_n + kh + 1) * kw_n];
+                    axpy_taps(out, src, weights, taps, sw);
                 }
             }
         }
@@ -884,7 +900,7 @@ mod tests {
     fn conv_paths_match_direct_definition() {
         // (x shape, w shape, group, strides, pads [t, l, b, r], dilations): general im2col,
         // strided + dilated, pointwise, grouped, depthwise (stride 1 and 2), channel multiplier,
-        // and a deep kernel whose output spans several im2col tiles.
+        // and deep kernels whose outputs span several column tiles (im2col and pointwise).
         type Case = (
             [usize; 4],
             [usize; 4],
@@ -893,7 +909,7 @@ mod tests {
             [usize; 4],
             [usize; 2],
         );
-        let cases: [Case; 8] = [
+        let cases: [Case; 9] = [
             ([1, 3, 7, 6], [4, 3, 3, 3], 1, [1, 1], [1, 1, 1, 1], [1, 1]),
             ([2, 2, 9, 8], [3, 2, 3, 2], 1, [2, 3], [0, 1, 2, 0], [2, 1]),
             ([2, 5, 4, 3], [7, 5, 1, 1], 1, [1, 1], [0, 0, 0, 0], [1, 1]),
@@ -909,6 +925,7 @@ mod tests {
                 [1, 1, 1, 1],
                 [1, 1],
             ),
+            ([1, 2048, 9, 9], [2, 2048, 1, 1], 1, [1, 1], [0; 4], [1, 1]),
         ];
         for (xs, ws, group, stride, pad, dil) in cases {
             let x = values(xs.iter().product(), 1);

@@ -59,7 +59,8 @@ thread_local! {
     static PACK_BUFS: Cell<PackBufs> = Cell::new(PackBufs::default());
 }
 
-/// `C[m × n] = epilogue(A[m × k] · B[k × n])`, with `a` and `bt` (= Bᵀ) in panel-major form.
+/// `C[m × n] = epilogue(A[m × k] · B[k × n])`, with `a` and `bt` (= Bᵀ) in panel-major form,
+/// split across the rayon pool when `parallel` and large enough.
 ///
 /// # Safety
 /// `c` addresses an `m × n` matrix (row stride `ldc >= n`) that nothing else accesses during
@@ -71,6 +72,7 @@ pub(super) unsafe fn run(
     bt: Src,
     c: COut,
     epi: &Epilogue,
+    parallel: bool,
 ) {
     // A few rows of a not-yet-packed A run one at a time (see `KernelSpec::run_row`).
     let tile = if matches!(a, Src::Mat(_)) && m <= spec.mr / 2 {
@@ -84,18 +86,25 @@ pub(super) unsafe fn run(
             run: spec.run,
         }
     };
-    let threads = rayon::current_num_threads();
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     if threads < 2 || m * n * k < PARALLEL_MIN_WORK {
         // SAFETY: the whole of C, owned by this call (caller's guarantee).
         return unsafe { serial(spec, tile, k, a, bt, c, 0..m, 0..n, epi) };
     }
-    // One contiguous range of panels per thread. Splitting along n makes every task pack its
-    // own copy of A (unless prepacked), splitting along m copies B: split the cheaper way.
+    // One contiguous range of panels per thread. Splitting along n makes every task stream all
+    // of A (reading it, and writing it too when it still needs packing), splitting along m
+    // does that with B: split so that the operand every task goes through is the smaller.
     let (m_panels, n_panels) = (m.div_ceil(spec.mr), n.div_ceil(spec.nr));
-    let copies_if_n = if matches!(a, Src::Packed(_)) { 0 } else { m };
-    let copies_if_m = if matches!(bt, Src::Packed(_)) { 0 } else { n };
+    let traffic = |len: usize, src: &Src| match src {
+        Src::Packed(_) => len,
+        Src::Mat(_) => 2 * len,
+    };
     let split_n = if m_panels >= threads && n_panels >= threads {
-        copies_if_n <= copies_if_m
+        traffic(m, &a) <= traffic(n, &bt)
     } else {
         n_panels >= m_panels
     };

@@ -7,12 +7,23 @@ use super::driver::PARALLEL_MIN_WORK;
 use super::{Epilogue, MatRef};
 use rayon::prelude::*;
 
-/// `y = epilogue(a · b)` for a 1-row `a`; `y` is the output row (`b.cols` values).
-pub(super) fn row_times_matrix(a: MatRef, b: MatRef, y: &mut [f32], epi: &Epilogue) {
+/// `y = epilogue(a · b)` for a 1-row `a`; `y` is the output row (`b.cols` values). Split
+/// across threads when `parallel` and large enough.
+pub(super) fn row_times_matrix(
+    a: MatRef,
+    b: MatRef,
+    y: &mut [f32],
+    epi: &Epilogue,
+    parallel: bool,
+) {
     let k = a.cols;
     let x: Vec<f32> = (0..k).map(|p| a.data[p * a.col_stride]).collect();
     let n = y.len();
-    let threads = rayon::current_num_threads();
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let chunk = if threads > 1 && n * k >= PARALLEL_MIN_WORK {
         n.div_ceil(threads)
     } else {

@@ -9,8 +9,10 @@
 //! register-tile microkernel (`kernel.rs`, one generic loop instantiated for AVX-512F,
 //! AVX2+FMA, NEON and portable code) runs over them, and the blocked loops and the split across
 //! rayon threads live in `driver.rs`. The kernel is chosen once per process from the CPU's
-//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`).
+//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`), and
+//! `axpy_taps` (rows of direct convolutions) is dispatched the same way.
 
+mod axpy;
 mod driver;
 mod epilogue;
 mod gemv;
@@ -18,6 +20,7 @@ mod kernel;
 mod pack;
 mod simd;
 
+pub use axpy::{axpy_taps, Tap};
 pub use epilogue::{Activation, Bias, Epilogue};
 pub use kernel::KernelSpec;
 
@@ -325,16 +328,29 @@ pub fn gemm<'a>(
     c: MatMut,
     epilogue: &Epilogue,
 ) -> Result<(), GemmError> {
-    gemm_with(kernel::best(), a.into(), b.into(), c, epilogue)
+    gemm_with(kernel::best(), a.into(), b.into(), c, epilogue, true)
 }
 
-/// `gemm` with a given kernel (which packed operands must have been packed for).
+/// `gemm` on the calling thread only, for callers that already keep every thread busy with
+/// independent products (nested splits would only add synchronization).
+pub fn gemm_serial<'a>(
+    a: impl Into<Lhs<'a>>,
+    b: impl Into<Rhs<'a>>,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<(), GemmError> {
+    gemm_with(kernel::best(), a.into(), b.into(), c, epilogue, false)
+}
+
+/// `gemm` with a given kernel (which packed operands must have been packed for), split across
+/// threads or not.
 fn gemm_with(
     spec: &'static KernelSpec,
     a: Lhs,
     b: Rhs,
     c: MatMut,
     epi: &Epilogue,
+    parallel: bool,
 ) -> Result<(), GemmError> {
     let ((m, ka), a) = match a {
         Lhs::Mat(x) => ((x.rows, x.cols), Src::Mat(x)),
@@ -361,7 +377,7 @@ fn gemm_with(
         return Ok(());
     }
     if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
-        gemv::row_times_matrix(a, bt.t(), c.row(0), epi);
+        gemv::row_times_matrix(a, bt.t(), c.row(0), epi, parallel);
         return Ok(());
     }
     let out = COut {
@@ -371,7 +387,7 @@ fn gemm_with(
     // SAFETY: `c` (validated by `MatMut::new`, or split from such a view: m×n, non-overlapping
     // rows, inside its slice, no element shared with another view) is exclusively borrowed for
     // the call; shapes and the kernel of packed operands are checked.
-    unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi) };
+    unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi, parallel) };
     Ok(())
 }
 
@@ -411,8 +427,8 @@ fn check_epilogue(epi: &Epilogue, m: usize, n: usize) -> Result<(), GemmError> {
 
 /// `count` independent products into consecutive `m × n` row-major blocks of `c`
 /// (e.g. attention's per-head matmuls); `item(i)` gives the operands and epilogue of block `i`
-/// (or the error that making them hit). Blocks run in parallel, and each large one is itself
-/// split across threads.
+/// (or the error that making them hit). Blocks run in parallel; when there are fewer blocks
+/// than threads, each large one is itself split across threads.
 pub fn gemm_batched<'a, F>(
     c: &mut [f32],
     (m, n): (usize, usize),
@@ -438,9 +454,12 @@ where
             gemm(a, b, MatMut::row_major(&mut [], m, n)?, &e)
         });
     }
+    // With at least one block per thread, the blocks alone keep every thread busy.
+    let split_each = count < rayon::current_num_threads();
     c.par_chunks_mut(size).enumerate().try_for_each(|(i, ci)| {
         let (a, b, e) = item(i)?;
-        gemm(a, b, MatMut::row_major(ci, m, n)?, &e)
+        let (spec, c) = (kernel::best(), MatMut::row_major(ci, m, n)?);
+        gemm_with(spec, a, b, c, &e, split_each)
     })
 }
 

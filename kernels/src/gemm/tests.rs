@@ -106,8 +106,12 @@ fn check(m: usize, n: usize, k: usize, layout: Layout, epi_kind: usize) {
         for (la, rb, how) in operands {
             // Garbage in C: without a residual or accumulation it must never be read.
             let mut c = vec![f32::NAN; m * n];
-            gemm_with(spec, la, rb, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
-            assert_close(&c, &want, k, &format!("{what} {how}"));
+            for parallel in [true, false] {
+                let out = MatMut::row_major(&mut c, m, n).unwrap();
+                gemm_with(spec, la, rb, out, &epi, parallel).unwrap();
+                assert_close(&c, &want, k, &format!("{what} {how} parallel={parallel}"));
+                c.fill(f32::NAN);
+            }
         }
     }
 }
