@@ -13,4 +13,13 @@ conformance=$(conformance/build.sh | tail -n 1)
 echo "conformance cases: $conformance"
 export INFER_CONFORMANCE_DIR="$conformance"
 
+# PyTorch / safetensors sample files written by torch itself, cached by the script's hash.
+samples=".cache/weights-samples/$(cat tests/data/make_weights.py models/requirements.txt | sha256sum | cut -c1-16)"
+if [[ ! -f "$samples/.complete" ]]; then
+    rm -rf "$samples"
+    .cache/venv/bin/python tests/data/make_weights.py "$samples" >&2
+    touch "$samples/.complete"
+fi
+export INFER_WEIGHTS_SAMPLES="$PWD/$samples"
+
 cargo test --release -p infer -p infer-kernels -- --include-ignored
