@@ -24,7 +24,9 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "Neg" => boxed(Signed::Neg),
         "Sign" => boxed(Signed::Sign),
         "Relu" => boxed(Relu),
-        "PRelu" => boxed(PRelu),
+        "PRelu" => boxed(PRelu {
+            per_channel_slope: ctx.opset < 7,
+        }),
         "Clip" => Clip::build(ctx),
         "Shrink" => (|| {
             boxed(Shrink {
@@ -435,11 +437,24 @@ fn fast_activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 
 /// `x < 0 ? slope * x : x`, with the slope broadcast to X's shape.
 #[derive(Debug)]
-struct PRelu;
+struct PRelu {
+    /// Before opset 7 a 1-D slope of length C applies per channel (axis 1), not numpy-style.
+    per_channel_slope: bool,
+}
 
 impl Kernel for PRelu {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (x, slope) = (input(inputs, 0)?, input(inputs, 1)?);
+        let channel_slope;
+        let slope = match (x.shape(), slope.shape()) {
+            ([_, c, rest @ ..], [n]) if self.per_channel_slope && n == c && !rest.is_empty() => {
+                let mut shape = vec![*c];
+                shape.resize(rest.len() + 1, 1);
+                channel_slope = slope.reshape(shape)?;
+                &channel_slope
+            }
+            _ => slope,
+        };
         ensure!(
             x.dtype() == slope.dtype(),
             "X and slope have different types: {} and {}",

@@ -540,13 +540,17 @@ fn im2col(geo: &Geometry, x: &[f32], cols: Range<usize>, dst: &mut [f32]) {
                     let hi = valid.end.clamp(lo, ow0 + seg);
                     out[..lo - ow0].fill(0.0);
                     out[hi - ow0..].fill(0.0);
-                    let first = lo * sw + kw * geo.dilation[2] - geo.pad[2];
-                    let inside = &mut out[lo - ow0..hi - ow0];
-                    if sw == 1 {
-                        inside.copy_from_slice(&src[first..first + inside.len()]);
-                    } else {
-                        let picked = src[first..].iter().step_by(sw);
-                        inside.iter_mut().zip(picked).for_each(|(v, s)| *v = *s);
+                    // An empty `valid` range (a tap that only ever reads padding) has no
+                    // first input: computing one would underflow.
+                    if hi > lo {
+                        let first = lo * sw + kw * geo.dilation[2] - geo.pad[2];
+                        let inside = &mut out[lo - ow0..hi - ow0];
+                        if sw == 1 {
+                            inside.copy_from_slice(&src[first..first + inside.len()]);
+                        } else {
+                            let picked = src[first..].iter().step_by(sw);
+                            inside.iter_mut().zip(picked).for_each(|(v, s)| *v = *s);
+                        }
                     }
                 }
                 _ => out.fill(0.0),

@@ -1,5 +1,6 @@
 //! Normalizations: BatchNormalization, LayerNormalization, RMSNormalization,
-//! InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization.
+//! InstanceNormalization, GroupNormalization, LpNormalization, MeanVarianceNormalization,
+//! LRN.
 //!
 //! All compute in f32 (f16/bf16 inputs are converted). Each reduces to "rows": contiguous runs
 //! of elements that share statistics; rows are processed in parallel for large inputs, and
@@ -53,6 +54,18 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
             Ok(LpNorm {
                 axis: attrs.int_or("axis", -1)?,
                 p,
+            })
+        })()),
+        "LRN" => boxed((|| {
+            let size = attrs
+                .int("size")?
+                .ok_or_else(|| op_err!("LRN needs the 'size' attribute"))?;
+            ensure!(size >= 1, "LRN size must be positive, got {size}");
+            Ok(Lrn {
+                size: size as usize,
+                alpha: attrs.float_or("alpha", 1e-4)?,
+                beta: attrs.float_or("beta", 0.75)?,
+                bias: attrs.float_or("bias", 1.0)?,
             })
         })()),
         "MeanVarianceNormalization" => boxed((|| {
@@ -761,5 +774,54 @@ mod tests {
         )
         .unwrap();
         assert_close(&y[0], &[-1.0, 1.0, 0.0, 0.0]);
+    }
+}
+
+/// Local response normalization across channels (AlexNet/Inception era):
+/// `y = x / (bias + alpha/size · Σ x²)^beta`, the sum over a window of `size` neighbouring
+/// channels (`(size-1)/2` before, the rest after).
+#[derive(Debug)]
+struct Lrn {
+    size: usize,
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+}
+
+impl Kernel for Lrn {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let [n, c, ..] = *x.shape() else {
+            return Err(op_err!(
+                "LRN needs an input of rank >= 2, got {:?}",
+                x.shape()
+            ));
+        };
+        let plane: usize = x.shape()[2..].iter().product();
+        let xd = f32_data(x)?;
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        let scale = self.alpha / self.size as f32;
+        let mut out = vec![0.0f32; xd.len()];
+        if plane > 0 {
+            for (batch_in, batch_out) in xd
+                .chunks_exact(c * plane)
+                .zip(out.chunks_exact_mut(c * plane))
+                .take(n)
+            {
+                for ch in 0..c {
+                    let window = ch.saturating_sub(before)..(ch + after + 1).min(c);
+                    for p in 0..plane {
+                        let sum: f32 = window
+                            .clone()
+                            .map(|k| batch_in[k * plane + p].powi(2))
+                            .sum();
+                        let v = batch_in[ch * plane + p];
+                        batch_out[ch * plane + p] = v / (self.bias + scale * sum).powf(self.beta);
+                    }
+                }
+            }
+        }
+        Ok(vec![from_f32(x.dtype(), x.shape().to_vec(), out)?])
     }
 }
