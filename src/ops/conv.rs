@@ -441,7 +441,7 @@ impl ConvProblem<'_> {
             y.iter_mut().zip(r).for_each(|(v, r)| *v += r);
         }
         if let Some(act) = self.activation {
-            act.apply(y);
+            infer_kernels::elementwise::apply_activation(act, y);
         }
     }
 

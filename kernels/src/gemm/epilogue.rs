@@ -3,110 +3,8 @@
 
 use super::MatRef;
 
-/// An activation applied elementwise at the end of the epilogue.
-///
-/// Same variants (and parameter meaning) as ONNX's ops of the same names.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    Relu,
-    /// `alpha`: slope for negative inputs.
-    LeakyRelu(f32),
-    /// `(min, max)`.
-    Clip(f32, f32),
-    Sigmoid,
-    /// `(alpha, beta)`: `clamp(alpha·x + beta, 0, 1)`.
-    HardSigmoid(f32, f32),
-    HardSwish,
-    /// Exact, erf-based.
-    Gelu,
-    /// The tanh approximation.
-    GeluTanh,
-    Silu,
-    Tanh,
-}
-
-impl Activation {
-    /// Applies the activation in place; every arm is branch-free arithmetic, so it vectorizes.
-    pub fn apply(self, xs: &mut [f32]) {
-        match self {
-            Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Activation::LeakyRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x < 0.0 { *x * a } else { *x }),
-            Activation::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-            Activation::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
-            Activation::HardSigmoid(a, b) => xs
-                .iter_mut()
-                .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
-            Activation::HardSwish => xs
-                .iter_mut()
-                .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
-            Activation::Gelu => xs
-                .iter_mut()
-                .for_each(|x| *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2))),
-            Activation::GeluTanh => {
-                const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-                xs.iter_mut()
-                    .for_each(|x| *x = 0.5 * *x * (1.0 + tanh(C * (*x + 0.044715 * *x * *x * *x))))
-            }
-            Activation::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
-            Activation::Tanh => xs.iter_mut().for_each(|x| *x = tanh(*x)),
-        }
-    }
-}
-
-/// `e^x` within 2 ulp over the range that matters here, from arithmetic and bit operations
-/// only, so loops over it vectorize (the libm call would not). Inputs are clamped to
-/// [-87.3, 88.3]: results saturate near the smallest normal and ~2e38 instead of 0 and ∞.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    // Cephes expf: e^x = 2^n · e^f with n = round(x / ln 2) and |f| <= ln 2 / 2.
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a libm call.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let f = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * f + 1.398_199_9e-3;
-    let p = p * f + 8.333_452e-3;
-    let p = p * f + 4.166_579_6e-2;
-    let p = p * f + 0.166_666_65;
-    let p = p * f + 0.5;
-    let ef = p * f * f + f + 1.0;
-    ef * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    let e = exp(-2.0 * x.abs());
-    ((1.0 - e) / (1.0 + e)).copysign(x)
-}
-
-/// erf by Abramowitz & Stegun 7.1.26: absolute error below 1.5e-7, i.e. f32 precision.
-#[inline]
-fn erf(x: f32) -> f32 {
-    // The formula holds for x >= 0; erf is odd.
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let t = 1.0 / (1.0 + P * x.abs());
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let y = 1.0 - poly * exp(-x * x);
-    y.copysign(x)
-}
+/// The activation of the epilogue: the one vectorized set shared with the elementwise ops.
+pub use crate::elementwise::Activation;
 
 /// A bias added to every element of `C`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -182,7 +80,7 @@ impl Epilogue<'_> {
             }
         }
         if let Some(act) = self.activation {
-            act.apply(row);
+            crate::elementwise::apply_activation(act, row);
         }
     }
 }
@@ -190,17 +88,6 @@ impl Epilogue<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_exp_is_accurate_over_the_useful_range() {
-        let mut worst = 0.0f64;
-        for i in -8700..=8800 {
-            let x = i as f32 * 0.01;
-            let want = (x as f64).exp();
-            worst = worst.max(((exp(x) as f64) - want).abs() / want);
-        }
-        assert!(worst < 3e-7, "max relative error {worst}");
-    }
 
     #[test]
     fn activations_match_reference_values() {
@@ -241,7 +128,7 @@ mod tests {
         ];
         for (act, want) in cases {
             let mut y = x;
-            act.apply(&mut y);
+            crate::elementwise::apply_activation(act, &mut y);
             for (g, w) in y.iter().zip(want) {
                 assert!((g - w).abs() < 2e-6, "{act:?}: got {y:?}, want {want:?}");
             }

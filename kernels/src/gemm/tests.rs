@@ -38,7 +38,7 @@ fn reference(a: MatRef, b: MatRef, epi: &Epilogue) -> Vec<f32> {
         }
     }
     if let Some(act) = epi.activation {
-        act.apply(&mut out);
+        crate::elementwise::apply_activation(act, &mut out);
     }
     out
 }
