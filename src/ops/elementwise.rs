@@ -350,36 +350,11 @@ impl Kernel for CastLike {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::ir::{Attr, Attrs, Node};
+    use crate::ir::Attr;
     use crate::tensor::Storable;
 
-    /// Builds `op` at `opset` with `attrs` and runs it on `inputs`.
-    pub(crate) fn run_op(
-        op: &str,
-        opset: i64,
-        attrs: &[(&str, Attr)],
-        inputs: &[Option<&Tensor>],
-    ) -> Result<Vec<Tensor>> {
-        let node = Node {
-            name: "n".into(),
-            op_type: op.into(),
-            domain: String::new(),
-            inputs: (0..inputs.len()).map(Some).collect(),
-            outputs: vec![Some(inputs.len())],
-            attrs: Attrs(
-                attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
-        };
-        let ctx = BuildCtx {
-            node: &node,
-            opset,
-            constants: vec![None; inputs.len()],
-        };
-        super::super::build(&ctx)?.run(inputs)
-    }
+    /// Builds `op` at `opset` with `attrs` and runs it on `inputs` (the shared test helper).
+    pub(crate) use crate::ops::movement::testing::run_op;
 
     pub(crate) fn t<T: Storable>(shape: &[usize], v: Vec<T>) -> Tensor {
         Tensor::from_vec(shape.to_vec(), v).unwrap()
