@@ -7,7 +7,8 @@
 //! let session = infer::Session::builder().threads(2).build_from_file("model.onnx")?;
 //! let input = infer::Tensor::from_vec(vec![1, 4], vec![0.0f32, 1.0, 2.0, 3.0])?;
 //! let outputs = session.run([("x", input)])?;
-//! for (name, tensor) in outputs.iter() {
+//! for (name, value) in outputs.iter() {
+//!     let tensor = value.as_tensor()?; // outputs may also be sequences or optionals
 //!     println!("{name}: {:?} {:?}", tensor.dtype(), tensor.shape());
 //! }
 //! # Ok::<(), infer::Error>(())
@@ -27,4 +28,4 @@ pub mod weights;
 pub use error::{Error, Result};
 pub use plan::OptLevel;
 pub use session::{IoInfo, Outputs, Session, SessionBuilder};
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Sequence, Tensor, Value};

@@ -18,9 +18,9 @@
 //! Each case runs on its own thread under `catch_unwind` and a timeout, so a panic or a hang is
 //! one failed case, not a stopped run.
 
-use infer::onnx::proto::{type_proto, ModelProto, TensorProto};
+use infer::onnx::proto::{type_proto, ModelProto, TensorProto, TypeProto};
 use infer::onnx::{tensor_from_proto, ExternalData};
-use infer::{DType, Session, Tensor};
+use infer::{DType, Sequence, Session, Tensor, Value};
 use prost::Message;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,6 +119,13 @@ fn onnx_backend_conformance() {
     );
 
     let results: Vec<(&Case, &Outcome)> = cases.iter().zip(&outcomes).collect();
+    if filter.is_some() {
+        for (case, outcome) in &results {
+            if let Err(reason) = outcome {
+                println!("  FAIL {}: {reason}", case.id());
+            }
+        }
+    }
     let passing: BTreeSet<String> = results
         .iter()
         .filter(|(_, o)| o.is_ok())
@@ -307,19 +314,13 @@ fn run_case(case_dir: &Path, rtol: f64, atol: f64) -> Outcome {
         .map(|vi| vi.name())
         .filter(|n| !initializers.contains(n))
         .collect();
-    // The runtime's API takes and returns tensors only.
+    // Sequences and optionals of tensors are supported; maps and sparse tensors are not.
+    let mut kinds = BTreeMap::new();
     for vi in graph.input.iter().chain(&graph.output) {
-        match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            Some(type_proto::Value::SequenceType(_) | type_proto::Value::OptionalType(_)) => {
-                return Err("sequence/optional types unsupported".into())
-            }
-            Some(type_proto::Value::MapType(_)) => return Err("map types unsupported".into()),
-            Some(type_proto::Value::SparseTensorType(_)) => {
-                return Err("sparse tensors unsupported".into())
-            }
-            _ => {}
-        }
+        kinds.insert(vi.name(), data_kind(vi.r#type.as_ref())?);
     }
+    let kind_of = |name: &str| kinds.get(name).copied().unwrap_or(DataKind::Tensor);
+    let output_kinds: Vec<DataKind> = graph.output.iter().map(|vi| kind_of(vi.name())).collect();
 
     let session = Session::builder()
         .threads(1)
@@ -345,8 +346,12 @@ fn run_case(case_dir: &Path, rtol: f64, atol: f64) -> Outcome {
             .to_string_lossy()
             .into_owned();
         let mut feeds = Vec::new();
-        for (k, (name, tensor)) in read_pbs(data_set, "input")?.into_iter().enumerate() {
-            // The TensorProto's name is the input's when the writer set it; else go by position.
+        let input_kind = |k: usize| inputs.get(k).map_or(DataKind::Tensor, |n| kind_of(n));
+        for (k, (name, value)) in read_pbs(data_set, "input", input_kind)?
+            .into_iter()
+            .enumerate()
+        {
+            // The proto's name is the input's when the writer set it; else go by position.
             let bound = match name {
                 Some(n) if inputs.contains(&n.as_str()) => n,
                 _ => match inputs.get(k) {
@@ -354,12 +359,13 @@ fn run_case(case_dir: &Path, rtol: f64, atol: f64) -> Outcome {
                     None => return Err(format!("{set}: input_{k}.pb has no graph input to go to")),
                 },
             };
-            feeds.push((bound, tensor));
+            feeds.push((bound, value));
         }
         let outputs = session
-            .run(feeds.iter().map(|(n, t)| (n.as_str(), t.clone())))
+            .run_values(feeds.iter().map(|(n, v)| (n.as_str(), v.clone())))
             .map_err(|e| e.to_string())?;
-        let expected = read_pbs(data_set, "output")?;
+        let output_kind = |k: usize| output_kinds.get(k).copied().unwrap_or(DataKind::Tensor);
+        let expected = read_pbs(data_set, "output", output_kind)?;
         if outputs.len() != expected.len() {
             return Err(format!(
                 "{set}: {} outputs, expected {}",
@@ -368,14 +374,80 @@ fn run_case(case_dir: &Path, rtol: f64, atol: f64) -> Outcome {
             ));
         }
         for (k, (_, want)) in expected.iter().enumerate() {
-            compare(&outputs[k], want, rtol, atol).map_err(|e| format!("output {k}: {e}"))?;
+            compare_values(&outputs.values()[k], want, rtol, atol)
+                .map_err(|e| format!("output {k}: {e}"))?;
         }
     }
     Ok(())
 }
 
-/// Reads `{prefix}_0.pb`, `{prefix}_1.pb`, ... as tensors, with the names they carry.
-fn read_pbs(data_set: &Path, prefix: &str) -> Result<Vec<(Option<String>, Tensor)>, String> {
+/// How a test data file is encoded: as a TensorProto, a SequenceProto or an OptionalProto.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum DataKind {
+    Tensor,
+    Sequence,
+    Optional,
+}
+
+fn data_kind(ty: Option<&TypeProto>) -> Result<DataKind, String> {
+    match ty.and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::SequenceType(_)) => Ok(DataKind::Sequence),
+        Some(type_proto::Value::OptionalType(_)) => Ok(DataKind::Optional),
+        Some(type_proto::Value::MapType(_)) => Err("map types unsupported".into()),
+        Some(type_proto::Value::SparseTensorType(_)) => Err("sparse tensors unsupported".into()),
+        _ => Ok(DataKind::Tensor),
+    }
+}
+
+/// onnx-data.proto's SequenceProto, with the fields the backend tests use (tensors and
+/// nested sequences); prost skips the others.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SequenceProto {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(int32, optional, tag = "2")]
+    elem_type: Option<i32>,
+    #[prost(message, repeated, tag = "3")]
+    tensor_values: Vec<TensorProto>,
+}
+
+/// onnx-data.proto's OptionalProto: empty, a tensor or a sequence.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OptionalProto {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+    #[prost(int32, optional, tag = "2")]
+    elem_type: Option<i32>,
+    #[prost(message, optional, tag = "3")]
+    tensor_value: Option<TensorProto>,
+    #[prost(message, optional, tag = "5")]
+    sequence_value: Option<SequenceProto>,
+}
+
+fn tensor(proto: &TensorProto) -> Result<Tensor, String> {
+    tensor_from_proto(proto, &mut ExternalData::new(None)).map_err(|e| e.to_string())
+}
+
+fn sequence(proto: &SequenceProto) -> Result<Value, String> {
+    let items = proto
+        .tensor_values
+        .iter()
+        .map(tensor)
+        .collect::<Result<Vec<_>, _>>()?;
+    // An empty sequence carries no element type the comparison could check: f32 stands in.
+    let dtype = items.first().map_or(DType::F32, Tensor::dtype);
+    Sequence::new(dtype, items)
+        .map(Value::Sequence)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads `{prefix}_0.pb`, `{prefix}_1.pb`, ... as values of the kinds `kind_of(k)` gives, with
+/// the names they carry.
+fn read_pbs(
+    data_set: &Path,
+    prefix: &str,
+    kind_of: impl Fn(usize) -> DataKind,
+) -> Result<Vec<(Option<String>, Value)>, String> {
     let mut found = Vec::new();
     for k in 0.. {
         let path = data_set.join(format!("{prefix}_{k}.pb"));
@@ -384,12 +456,58 @@ fn read_pbs(data_set: &Path, prefix: &str) -> Result<Vec<(Option<String>, Tensor
         }
         let file = format!("{prefix}_{k}.pb");
         let bytes = std::fs::read(&path).map_err(|e| format!("{file}: {e}"))?;
-        let proto = TensorProto::decode(bytes.as_slice()).map_err(|e| format!("{file}: {e}"))?;
-        let tensor = tensor_from_proto(&proto, &mut ExternalData::new(None))
-            .map_err(|e| format!("{file}: {e}"))?;
-        found.push((proto.name.filter(|n| !n.is_empty()), tensor));
+        let bytes = bytes.as_slice();
+        let decoded = match kind_of(k) {
+            DataKind::Tensor => TensorProto::decode(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Ok((p.name.clone(), Value::Tensor(tensor(&p)?)))),
+            DataKind::Sequence => SequenceProto::decode(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Ok((p.name.clone(), sequence(&p)?))),
+            DataKind::Optional => OptionalProto::decode(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    let inner = match (&p.tensor_value, &p.sequence_value) {
+                        (Some(t), _) => Some(Value::Tensor(tensor(t)?)),
+                        (None, Some(s)) => Some(sequence(s)?),
+                        (None, None) => None,
+                    };
+                    Ok((p.name.clone(), Value::Optional(inner.map(Box::new))))
+                }),
+        };
+        let (name, value) = decoded.map_err(|e| format!("{file}: {e}"))?;
+        found.push((name.filter(|n| !n.is_empty()), value));
     }
     Ok(found)
+}
+
+/// `compare` through sequences and optionals (which must match in kind and length).
+fn compare_values(got: &Value, want: &Value, rtol: f64, atol: f64) -> Result<(), String> {
+    match (got, want) {
+        (Value::Tensor(g), Value::Tensor(w)) => compare(g, w, rtol, atol),
+        (Value::Sequence(g), Value::Sequence(w)) => {
+            if g.len() != w.len() {
+                return Err(format!("sequence of {}, expected {}", g.len(), w.len()));
+            }
+            for (i, (g, w)) in g.items().iter().zip(w.items()).enumerate() {
+                compare(g, w, rtol, atol).map_err(|e| format!("item {i}: {e}"))?;
+            }
+            Ok(())
+        }
+        (Value::Optional(None), Value::Optional(None)) => Ok(()),
+        (Value::Optional(Some(g)), Value::Optional(Some(w))) => compare_values(g, w, rtol, atol),
+        // A runtime may hand back an optional's content unwrapped, and vice versa.
+        (Value::Optional(Some(g)), w) => compare_values(g, w, rtol, atol),
+        (g, Value::Optional(Some(w))) => compare_values(g, w, rtol, atol),
+        (g, w) => Err(format!("a {}, expected a {}", describe(g), describe(w))),
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Optional(None) => "empty optional",
+        other => other.kind(),
+    }
 }
 
 /// The onnx backend runner's check (`numpy.testing.assert_allclose` after equal shapes and

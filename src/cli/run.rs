@@ -1,7 +1,7 @@
 //! `infer run`: outputs printed, or saved as `.npy` files.
 
 use super::inputs;
-use infer::{npy, Tensor};
+use infer::{npy, Tensor, Value};
 use std::path::{Path, PathBuf};
 
 pub fn run(
@@ -16,19 +16,44 @@ pub fn run(
     match out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for (name, t) in outputs.iter() {
-                let path = output_path(dir, name);
-                npy::write_npy(&path, t)?;
-                println!("{name} -> {}", path.display());
+            for (name, value) in outputs.iter() {
+                for (name, t) in tensors_of(name, value) {
+                    let path = output_path(dir, &name);
+                    npy::write_npy(&path, t)?;
+                    println!("{name} -> {}", path.display());
+                }
             }
         }
         None => {
-            for (name, t) in outputs.iter() {
-                println!("{name}: {} {:?} {}", t.dtype(), t.shape(), preview(t));
+            for (name, value) in outputs.iter() {
+                let tensors = tensors_of(name, value);
+                if tensors.is_empty() {
+                    println!("{name}: empty {}", value.kind());
+                }
+                for (name, t) in tensors {
+                    println!("{name}: {} {:?} {}", t.dtype(), t.shape(), preview(t));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The tensors an output holds, named `<output>` for a tensor and `<output>_<i>` for the
+/// items of a sequence; an empty optional holds none.
+fn tensors_of<'a>(name: &str, value: &'a Value) -> Vec<(String, &'a Tensor)> {
+    match value {
+        Value::Tensor(t) => vec![(name.to_string(), t)],
+        Value::Sequence(s) => s
+            .items()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("{name}_{i}"), t))
+            .collect(),
+        Value::Optional(inner) => inner
+            .as_deref()
+            .map_or_else(Vec::new, |v| tensors_of(name, v)),
+    }
 }
 
 /// `DIR/<name>.npy` with every character outside `[A-Za-z0-9._-]` replaced by `_` (a stable

@@ -1,6 +1,6 @@
 //! Node attributes with typed, error-reporting getters.
 
-use super::Graph;
+use super::{Graph, ValueType};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -17,6 +17,8 @@ pub enum Attr {
     Strings(Vec<String>),
     /// A subgraph (If branches, Loop and Scan bodies).
     Graph(Arc<Graph>),
+    /// A type (the `type` of Optional).
+    Type(ValueType),
 }
 
 impl Attr {
@@ -30,6 +32,7 @@ impl Attr {
             Attr::Floats(_) => "floats",
             Attr::Strings(_) => "strings",
             Attr::Graph(_) => "graph",
+            Attr::Type(_) => "type",
         }
     }
 }

@@ -35,15 +35,43 @@ impl fmt::Display for Dim {
     }
 }
 
-/// A value's declared type: element type and (possibly symbolic) shape, each optional.
+/// A value's declared type: what kind of value, and the element type and (possibly symbolic)
+/// shape of its tensors, each optional.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ValueType {
+    pub kind: ValueKind,
     pub dtype: Option<DType>,
     pub shape: Option<Vec<Dim>>,
 }
 
+/// Tensor, or one of the ONNX containers of tensors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ValueKind {
+    #[default]
+    Tensor,
+    Sequence,
+    /// An optional tensor.
+    Optional,
+    /// An optional sequence of tensors.
+    OptionalSequence,
+}
+
 impl fmt::Display for ValueType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (open, close) = match self.kind {
+            ValueKind::Tensor => ("", ""),
+            ValueKind::Sequence => ("seq(", ")"),
+            ValueKind::Optional => ("optional(", ")"),
+            ValueKind::OptionalSequence => ("optional(seq(", "))"),
+        };
+        f.write_str(open)?;
+        self.fmt_tensor(f)?;
+        f.write_str(close)
+    }
+}
+
+impl ValueType {
+    fn fmt_tensor(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.dtype {
             Some(d) => write!(f, "{d}")?,
             None => f.write_str("?")?,

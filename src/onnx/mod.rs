@@ -7,7 +7,7 @@ mod tensor;
 pub use tensor::{tensor_from_proto, ExternalData};
 
 use crate::error::{Error, Result};
-use crate::ir::{Attr, Attrs, Dim, Graph, Node, ValueId, ValueType};
+use crate::ir::{Attr, Attrs, Dim, Graph, Node, ValueId, ValueKind, ValueType};
 use crate::mapped::MappedFile;
 use crate::tensor::DType;
 use prost::Message;
@@ -72,10 +72,34 @@ pub fn load_bytes(bytes: bytes::Bytes, path: Option<&Path>) -> Result<Graph> {
 }
 
 fn value_type(vi: &ValueInfoProto) -> ValueType {
-    let mut ty = ValueType::default();
-    if let Some(type_proto::Value::TensorType(t)) =
-        vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    {
+    type_from_proto(vi.r#type.as_ref())
+}
+
+fn type_from_proto(declared: Option<&proto::TypeProto>) -> ValueType {
+    use type_proto::Value as T;
+    fn tensor_of(t: Option<&proto::TypeProto>) -> Option<&type_proto::Tensor> {
+        match t.and_then(|t| t.value.as_ref()) {
+            Some(T::TensorType(t)) => Some(t),
+            _ => None,
+        }
+    }
+    let (kind, tensor) = match declared.and_then(|t| t.value.as_ref()) {
+        Some(T::TensorType(t)) => (ValueKind::Tensor, Some(t)),
+        Some(T::SequenceType(s)) => (ValueKind::Sequence, tensor_of(s.elem_type.as_deref())),
+        Some(T::OptionalType(o)) => match o.elem_type.as_deref().and_then(|t| t.value.as_ref()) {
+            Some(T::SequenceType(s)) => (
+                ValueKind::OptionalSequence,
+                tensor_of(s.elem_type.as_deref()),
+            ),
+            _ => (ValueKind::Optional, tensor_of(o.elem_type.as_deref())),
+        },
+        _ => (ValueKind::Tensor, None),
+    };
+    let mut ty = ValueType {
+        kind,
+        ..ValueType::default()
+    };
+    if let Some(t) = tensor {
         ty.dtype = DType::from_onnx(t.elem_type());
         ty.shape = t.shape.as_ref().map(|s| {
             s.dim
@@ -298,6 +322,7 @@ fn convert_attrs(
                     .map(|s| String::from_utf8_lossy(s).into_owned())
                     .collect(),
             ),
+            AttributeType::TypeProto => Attr::Type(type_from_proto(a.tp.as_ref())),
             AttributeType::Graph => match &a.g {
                 Some(g) => {
                     let sg = convert_graph(g, ext, opsets, visible).map_err(|e| match e {

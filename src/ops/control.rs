@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ir::ValueId;
 use crate::plan::{ExecutionPlan, OptLevel};
 use crate::session::{run_plan, MAX_LOOP_ITERATIONS};
-use crate::tensor::{DType, Storable, Tensor};
+use crate::tensor::{DType, Sequence, Storable, Tensor, Value};
 use crate::{ensure, op_err, with_dtype};
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -18,6 +18,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "If" => If::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "Loop" => Loop::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "Scan" => Scan::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
+        "SequenceMap" => SequenceMap::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         _ => return None,
     })
 }
@@ -73,9 +74,13 @@ impl Body {
         })
     }
 
-    /// Runs the subgraph on its formal inputs `args`; `node_inputs` are the node's inputs,
-    /// whose tail holds the captured outer values.
-    fn run(&self, args: Vec<Tensor>, node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    /// Runs the subgraph on its formal inputs `args`; `node_input(i)` is the node's input
+    /// `i`, whose tail holds the captured outer values.
+    fn run(
+        &self,
+        args: Vec<Value>,
+        node_input: &dyn Fn(usize) -> Result<Value>,
+    ) -> Result<Vec<Value>> {
         ensure!(
             args.len() == self.inputs.len(),
             "'{}' takes {} inputs, got {}",
@@ -83,10 +88,9 @@ impl Body {
             self.inputs.len(),
             args.len()
         );
-        let mut bound: Vec<(ValueId, Tensor)> = self.inputs.iter().copied().zip(args).collect();
+        let mut bound: Vec<(ValueId, Value)> = self.inputs.iter().copied().zip(args).collect();
         for &(i, v) in &self.captures {
-            let t = input(node_inputs, self.first_capture + i)?;
-            bound.push((v, t.clone()));
+            bound.push((v, node_input(self.first_capture + i)?));
         }
         run_plan(&self.plan, bound).map_err(|e| match e {
             Error::Node { .. } | Error::Op(_) => op_err!("in '{}': {e}", self.attr),
@@ -97,6 +101,29 @@ impl Body {
     fn num_outputs(&self) -> usize {
         self.output_dtypes.len()
     }
+
+    /// Runs a body whose inputs and outputs are all tensors (Scan's).
+    fn run_tensors(
+        &self,
+        args: Vec<Tensor>,
+        node_inputs: &[Option<&Tensor>],
+    ) -> Result<Vec<Tensor>> {
+        let args = args.into_iter().map(Value::Tensor).collect();
+        self.run(args, &|i| input(node_inputs, i).cloned().map(Value::Tensor))?
+            .into_iter()
+            .map(Value::into_tensor)
+            .collect()
+    }
+}
+
+/// Node input `i` as a value, for control-flow kernels that carry sequences and optionals.
+fn value_input(inputs: &[Option<&Value>], i: usize) -> Result<Value> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .cloned()
+        .ok_or_else(|| op_err!("missing input #{i}"))
 }
 
 fn scalar_bool(t: &Tensor, what: &str) -> Result<bool> {
@@ -143,13 +170,18 @@ impl If {
 }
 
 impl Kernel for If {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let branch = if scalar_bool(input(inputs, 0)?, "the condition")? {
+    fn takes_values(&self) -> bool {
+        true
+    }
+
+    fn run_values(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+        let cond = value_input(inputs, 0)?;
+        let branch = if scalar_bool(cond.as_tensor()?, "the condition")? {
             &self.then_branch
         } else {
             &self.else_branch
         };
-        branch.run(Vec::new(), inputs)
+        branch.run(Vec::new(), &|i| value_input(inputs, i))
     }
 }
 
@@ -184,17 +216,23 @@ impl Loop {
 }
 
 impl Kernel for Loop {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let trip_count = opt_input(inputs, 0)
+    fn takes_values(&self) -> bool {
+        true
+    }
+
+    fn run_values(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+        let opt_tensor = |i: usize| inputs.get(i).copied().flatten().map(Value::as_tensor);
+        let trip_count = opt_tensor(0)
+            .transpose()?
             .map(|t| scalar_i64(t, "the trip count M"))
             .transpose()?;
-        let mut cond = match opt_input(inputs, 1) {
+        let mut cond = match opt_tensor(1).transpose()? {
             Some(t) => scalar_bool(t, "the condition")?,
             None => true,
         };
         let mut carried = (2..2 + self.carried)
-            .map(|i| input(inputs, i).cloned())
-            .collect::<Result<Vec<Tensor>>>()?;
+            .map(|i| value_input(inputs, i))
+            .collect::<Result<Vec<Value>>>()?;
         let mut scans: Vec<Vec<Tensor>> =
             vec![Vec::new(); self.body.num_outputs() - 1 - carried.len()];
         let mut i: i64 = 0;
@@ -203,22 +241,28 @@ impl Kernel for Loop {
                 (i as u64) < MAX_LOOP_ITERATIONS,
                 "the loop runs past {MAX_LOOP_ITERATIONS} iterations"
             );
-            let mut args = vec![Tensor::scalar(i), Tensor::scalar(cond)];
+            let mut args = vec![
+                Value::Tensor(Tensor::scalar(i)),
+                Value::Tensor(Tensor::scalar(cond)),
+            ];
             args.append(&mut carried);
-            let mut outs = self.body.run(args, inputs)?.into_iter();
+            let mut outs = self
+                .body
+                .run(args, &|i| value_input(inputs, i))?
+                .into_iter();
             cond = match outs.next() {
-                Some(t) => scalar_bool(&t, "the body's condition output")?,
+                Some(t) => scalar_bool(t.as_tensor()?, "the body's condition output")?,
                 None => return Err(op_err!("the body returned no condition")),
             };
             carried.extend(outs.by_ref().take(self.carried));
             for (scan, t) in scans.iter_mut().zip(outs) {
-                scan.push(t);
+                scan.push(t.into_tensor()?);
             }
             i += 1;
         }
         let scan_dtypes = &self.body.output_dtypes[1 + self.carried..];
         for (scan, dtype) in scans.into_iter().zip(scan_dtypes) {
-            carried.push(stack(&scan, 0, dtype.unwrap_or(DType::F32))?);
+            carried.push(Value::Tensor(stack(&scan, 0, dtype.unwrap_or(DType::F32))?));
         }
         Ok(carried)
     }
@@ -334,7 +378,7 @@ impl Scan {
             for ((t, &a), &rev) in scanned.iter().zip(&axes).zip(&self.input_reversed) {
                 args.push(slice_at(t, a, if rev { len - 1 - step } else { step })?);
             }
-            let mut outs = self.body.run(args, node_inputs)?.into_iter();
+            let mut outs = self.body.run_tensors(args, node_inputs)?.into_iter();
             states.extend(outs.by_ref().take(self.states));
             for (out, t) in outputs.iter_mut().zip(outs) {
                 out.push(t);
@@ -397,6 +441,80 @@ impl Kernel for Scan {
             .map(|i| {
                 let column: Vec<Tensor> = per_batch.iter().map(|r| r[i].clone()).collect();
                 stack(&column, 0, self.body.output_dtypes[i].unwrap_or(DType::F32))
+            })
+            .collect()
+    }
+}
+
+/// `SequenceMap`: runs `body` once per item of the input sequence; each extra input is
+/// either a sequence (its item at the same position is passed) or a tensor (passed every
+/// time). Each body output is collected into an output sequence.
+#[derive(Debug)]
+struct SequenceMap {
+    body: Body,
+}
+
+impl SequenceMap {
+    fn build(ctx: &BuildCtx) -> Result<SequenceMap> {
+        let body = Body::build(ctx, "body")?;
+        ensure!(
+            body.first_capture == body.inputs.len(),
+            "the body takes {} inputs, the node gives {}",
+            body.inputs.len(),
+            body.first_capture
+        );
+        Ok(SequenceMap { body })
+    }
+}
+
+impl Kernel for SequenceMap {
+    fn takes_values(&self) -> bool {
+        true
+    }
+
+    fn run_values(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+        let args = (0..self.body.first_capture)
+            .map(|i| value_input(inputs, i))
+            .collect::<Result<Vec<Value>>>()?;
+        let len = args
+            .first()
+            .ok_or_else(|| op_err!("SequenceMap needs an input sequence"))?
+            .as_sequence()?
+            .len();
+        for a in &args {
+            if let Value::Sequence(s) = a {
+                ensure!(
+                    s.len() == len,
+                    "the input sequences have different lengths ({len} and {})",
+                    s.len()
+                );
+            }
+        }
+        let mut outputs: Vec<Vec<Tensor>> = vec![Vec::new(); self.body.num_outputs()];
+        for i in 0..len {
+            let step_args = args
+                .iter()
+                .map(|a| match a {
+                    Value::Sequence(s) => Ok(Value::Tensor(s.items()[i].clone())),
+                    Value::Tensor(t) => Ok(Value::Tensor(t.clone())),
+                    Value::Optional(_) => Err(op_err!("SequenceMap takes no optional inputs")),
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            let outs = self.body.run(step_args, &|i| value_input(inputs, i))?;
+            for (collected, out) in outputs.iter_mut().zip(outs) {
+                collected.push(out.into_tensor()?);
+            }
+        }
+        outputs
+            .into_iter()
+            .zip(&self.body.output_dtypes)
+            .map(|(items, dtype)| {
+                let dtype = items
+                    .first()
+                    .map(Tensor::dtype)
+                    .or(*dtype)
+                    .unwrap_or(DType::F32);
+                Ok(Value::Sequence(Sequence::new(dtype, items)?))
             })
             .collect()
     }

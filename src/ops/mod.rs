@@ -15,12 +15,13 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod sequence;
 pub mod shape;
 pub mod util;
 
 use crate::error::{Error, Result};
 use crate::ir::{Attrs, Node};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, Value};
 use std::fmt::Debug;
 
 /// What an op sees while being built.
@@ -44,10 +45,33 @@ impl BuildCtx<'_> {
 }
 
 /// A built operator, ready to run. Kernels are shared between threads.
+///
+/// Tensor kernels (nearly all) implement `run`. Kernels that take or produce sequences or
+/// optionals implement `run_values` and say so with `takes_values`; the executor then hands
+/// them `Value`s instead of tensors.
 pub trait Kernel: Send + Sync + Debug {
     /// Computes the node's outputs. `inputs[i]` is `None` for an omitted optional input.
     /// Kernels may use rayon; the executor runs them inside the session's thread pool.
-    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let _ = inputs;
+        Err(Error::Op(
+            "this operator works on sequence or optional values".into(),
+        ))
+    }
+
+    /// Whether the executor must call `run_values` rather than `run`.
+    fn takes_values(&self) -> bool {
+        false
+    }
+
+    /// Computes the node's outputs from values of any kind.
+    fn run_values(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+        let tensors = inputs
+            .iter()
+            .map(|v| v.map(Value::as_tensor).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.run(&tensors)?.into_iter().map(Value::Tensor).collect())
+    }
 }
 
 /// A family's builder: `None` when the op type is not one of the family's.
@@ -61,7 +85,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 13] = [
+    let families: [FamilyBuilder; 14] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -75,6 +99,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         resize::build,
         loss::build,
         control::build,
+        sequence::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {

@@ -13,6 +13,8 @@ mod seq;
 #[path = "movement_strided.rs"]
 pub(crate) mod strided;
 
+pub(crate) use layout::{concat_tensors, split_tensor};
+
 use super::util::normalize_axis;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;

@@ -58,33 +58,37 @@ impl Kernel for Concat {
         let xs: Vec<&Tensor> = (0..inputs.len())
             .map(|i| input(inputs, i))
             .collect::<Result<_>>()?;
-        let first = *xs
-            .first()
-            .ok_or_else(|| op_err!("Concat needs at least one input"))?;
-        ensure!(first.rank() > 0, "cannot concatenate scalars");
-        let axis = axis_of(self.axis, first.rank())?;
-        let mut shape = first.shape().to_vec();
-        shape[axis] = 0;
-        for x in &xs {
-            ensure!(
-                x.dtype() == first.dtype(),
-                "inputs have different types ({} and {})",
-                first.dtype(),
-                x.dtype()
-            );
-            let same_other_dims = x.rank() == first.rank()
-                && (0..x.rank()).all(|d| d == axis || x.shape()[d] == first.shape()[d]);
-            ensure!(
-                same_other_dims,
-                "shapes {:?} and {:?} differ outside axis {axis}",
-                first.shape(),
-                x.shape()
-            );
-            shape[axis] += x.shape()[axis];
-        }
-        let out = with_dtype!(first.dtype(), T, { concat::<T>(&xs, axis, shape)? });
-        Ok(vec![out])
+        Ok(vec![concat_tensors(&xs, self.axis)?])
     }
+}
+
+/// Concatenates `xs` (same dtype and rank, equal outside `axis`) along `axis`.
+pub(crate) fn concat_tensors(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
+    let first = *xs
+        .first()
+        .ok_or_else(|| op_err!("Concat needs at least one input"))?;
+    ensure!(first.rank() > 0, "cannot concatenate scalars");
+    let axis = axis_of(axis, first.rank())?;
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    for x in xs {
+        ensure!(
+            x.dtype() == first.dtype(),
+            "inputs have different types ({} and {})",
+            first.dtype(),
+            x.dtype()
+        );
+        let same_other_dims = x.rank() == first.rank()
+            && (0..x.rank()).all(|d| d == axis || x.shape()[d] == first.shape()[d]);
+        ensure!(
+            same_other_dims,
+            "shapes {:?} and {:?} differ outside axis {axis}",
+            first.shape(),
+            x.shape()
+        );
+        shape[axis] += x.shape()[axis];
+    }
+    with_dtype!(first.dtype(), T, { concat::<T>(xs, axis, shape) })
 }
 
 fn concat<T: Storable>(xs: &[&Tensor], axis: usize, shape: Vec<usize>) -> Result<Tensor> {
@@ -173,8 +177,18 @@ impl Kernel for Split {
         let axis = axis_of(self.axis, x.rank())?;
         let n = x.shape()[axis];
         let sizes = self.sizes(inputs, n)?;
-        with_dtype!(x.dtype(), T, { split::<T>(x, axis, &sizes) })
+        split_tensor(x, axis, &sizes)
     }
+}
+
+/// Cuts `x` along `axis` into parts of the given sizes (which must sum to its length).
+pub(crate) fn split_tensor(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
+    ensure!(
+        axis < x.rank() && sizes.iter().sum::<usize>() == x.shape()[axis],
+        "sizes {sizes:?} do not cut axis {axis} of shape {:?}",
+        x.shape()
+    );
+    with_dtype!(x.dtype(), T, { split::<T>(x, axis, sizes) })
 }
 
 fn split<T: Storable>(x: &Tensor, axis: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {

@@ -7,7 +7,7 @@ use super::util::{broadcast_shapes, input, normalize_axis, opt_input, strides_of
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::ir::Attr;
-use crate::tensor::{checked_numel, DType, Elem, Storable, Tensor};
+use crate::tensor::{checked_numel, DType, Elem, Storable, Tensor, Value};
 use crate::{ensure, op_err, with_dtype};
 
 /// Longest output Range may produce: far beyond any real use, short of exhausting memory.
@@ -395,13 +395,27 @@ impl Kernel for Range {
     }
 }
 
-/// Identity: the input itself (shared, not copied).
+/// Identity: the input itself (shared, not copied), of any kind: tensor, sequence or
+/// optional.
 #[derive(Debug)]
 struct Identity;
 
 impl Kernel for Identity {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![input(inputs, 0)?.clone()])
+    }
+
+    fn takes_values(&self) -> bool {
+        true
+    }
+
+    fn run_values(&self, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+        let v = inputs
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| op_err!("missing input #0"))?;
+        Ok(vec![v.clone()])
     }
 }
 

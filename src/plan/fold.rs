@@ -4,7 +4,7 @@ use super::topo::topological_order;
 use crate::error::Result;
 use crate::ir::{Graph, Node};
 use crate::ops::{self, BuildCtx};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, Value};
 use std::collections::HashSet;
 
 /// Nodes whose output must not be computed once at plan time, subgraphs included.
@@ -60,9 +60,22 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
         let Ok(kernel) = ops::build(&ctx) else {
             continue;
         };
+        let args: Vec<Option<Value>> = constants
+            .iter()
+            .map(|t| t.cloned().map(Value::Tensor))
+            .collect();
+        let args: Vec<Option<&Value>> = args.iter().map(Option::as_ref).collect();
         let outputs = kernel
-            .run(&constants)
+            .run_values(&args)
             .map_err(|e| e.at_node(&node.name, &node.op_type))?;
+        // Sequences and optionals are not constants the IR can hold: such nodes stay.
+        let Ok(outputs) = outputs
+            .into_iter()
+            .map(Value::into_tensor)
+            .collect::<Result<Vec<Tensor>>>()
+        else {
+            continue;
+        };
         let targets: Vec<_> = node.outputs.clone();
         for (v, t) in targets.into_iter().zip(outputs) {
             if let Some(v) = v {

@@ -2,18 +2,15 @@
 
 use crate::error::{Error, Result};
 use crate::ir::ValueId;
-use crate::plan::ExecutionPlan;
-use crate::tensor::Tensor;
+use crate::plan::{ExecutionPlan, Step};
+use crate::tensor::{Tensor, Value};
 
 /// Values of the shape-only subgraph for one set of input shapes.
-pub(crate) type ShapeValues = Vec<(ValueId, Tensor)>;
+pub(crate) type ShapeValues = Vec<(ValueId, Value)>;
 
 /// Runs a subgraph's plan from inside a kernel (already on the session's pool): `inputs`
 /// binds its formal inputs and captures by value id.
-pub(crate) fn run_plan(
-    plan: &ExecutionPlan,
-    inputs: Vec<(ValueId, Tensor)>,
-) -> Result<Vec<Tensor>> {
+pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Value)>) -> Result<Vec<Value>> {
     execute(plan, inputs, None, false).map(|(outputs, _)| outputs)
 }
 
@@ -23,11 +20,11 @@ pub(crate) fn run_plan(
 /// cache; otherwise they run and (when `record`) their outputs are returned for caching.
 pub(crate) fn execute(
     plan: &ExecutionPlan,
-    inputs: Vec<(ValueId, Tensor)>,
+    inputs: Vec<(ValueId, Value)>,
     cached: Option<&ShapeValues>,
     record: bool,
-) -> Result<(Vec<Tensor>, Option<ShapeValues>)> {
-    let mut env: Vec<Option<Tensor>> = vec![None; plan.values.len()];
+) -> Result<(Vec<Value>, Option<ShapeValues>)> {
+    let mut env: Vec<Option<Value>> = vec![None; plan.values.len()];
     for (v, t) in inputs {
         env[v] = Some(t);
     }
@@ -44,38 +41,17 @@ pub(crate) fn execute(
 
     for step in &plan.steps {
         if !(step.shape_only && cached.is_some()) {
-            let args = step
-                .inputs
-                .iter()
-                .map(|v| match v {
-                    None => Ok(None),
-                    Some(v) => match plan.constants[*v].as_ref().or(env[*v].as_ref()) {
-                        Some(t) => Ok(Some(t)),
-                        None => Err(Error::Node {
-                            node: step.name.clone(),
-                            op_type: step.op_type.clone(),
-                            reason: format!("input '{}' has no value", plan.values[*v].name),
-                        }),
-                    },
-                })
-                .collect::<Result<Vec<Option<&Tensor>>>>()?;
-            let outputs = step
-                .kernel
-                .run(&args)
-                .map_err(|e| e.at_node(&step.name, &step.op_type))?;
+            let outputs = run_step(plan, step, &env)?;
             let produced = outputs.len();
             let mut outputs = outputs.into_iter();
             for (i, slot) in step.outputs.iter().enumerate() {
                 let t = outputs.next();
                 let (Some(v), Some(t)) = (slot, t) else {
                     if slot.is_some() {
-                        return Err(Error::Node {
-                            node: step.name.clone(),
-                            op_type: step.op_type.clone(),
-                            reason: format!(
-                                "output #{i} was requested but the kernel produced {produced}"
-                            ),
-                        });
+                        return Err(step_error(
+                            step,
+                            format!("output #{i} was requested but the kernel produced {produced}"),
+                        ));
                     }
                     continue;
                 };
@@ -98,11 +74,76 @@ pub(crate) fn execute(
         .map(|&v| {
             plan.constants[v]
                 .clone()
+                .map(Value::Tensor)
                 .or_else(|| env[v].clone())
                 .ok_or_else(|| {
                     Error::Graph(format!("output '{}' was not computed", plan.values[v].name))
                 })
         })
-        .collect::<Result<Vec<Tensor>>>()?;
+        .collect::<Result<Vec<Value>>>()?;
     Ok((outputs, recorded))
+}
+
+/// Runs one step's kernel on its inputs: plain tensors for tensor kernels (the fast path),
+/// values for the sequence/optional kernels.
+fn run_step(plan: &ExecutionPlan, step: &Step, env: &[Option<Value>]) -> Result<Vec<Value>> {
+    let missing = |v: ValueId| {
+        step_error(
+            step,
+            format!("input '{}' has no value", plan.values[v].name),
+        )
+    };
+    let outputs = if step.kernel.takes_values() {
+        let constants: Vec<Option<Value>> = step
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| plan.constants[v].clone().map(Value::Tensor)))
+            .collect();
+        let args = step
+            .inputs
+            .iter()
+            .zip(&constants)
+            .map(|(v, constant)| match v {
+                None => Ok(None),
+                Some(v) => constant
+                    .as_ref()
+                    .or(env[*v].as_ref())
+                    .map(Some)
+                    .ok_or_else(|| missing(*v)),
+            })
+            .collect::<Result<Vec<Option<&Value>>>>()?;
+        step.kernel.run_values(&args)
+    } else {
+        let args = step
+            .inputs
+            .iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(v) => match (plan.constants[*v].as_ref(), env[*v].as_ref()) {
+                    (Some(t), _) | (None, Some(Value::Tensor(t))) => Ok(Some(t)),
+                    (None, Some(other)) => Err(step_error(
+                        step,
+                        format!(
+                            "input '{}' is a {}; this operator takes tensors",
+                            plan.values[*v].name,
+                            other.kind()
+                        ),
+                    )),
+                    (None, None) => Err(missing(*v)),
+                },
+            })
+            .collect::<Result<Vec<Option<&Tensor>>>>()?;
+        step.kernel
+            .run(&args)
+            .map(|ts| ts.into_iter().map(Value::Tensor).collect())
+    };
+    outputs.map_err(|e| e.at_node(&step.name, &step.op_type))
+}
+
+fn step_error(step: &Step, reason: String) -> Error {
+    Error::Node {
+        node: step.name.clone(),
+        op_type: step.op_type.clone(),
+        reason,
+    }
 }

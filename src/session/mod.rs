@@ -17,7 +17,7 @@ mod inputs;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
 use crate::plan::{ExecutionPlan, OptLevel};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, Value};
 use execute::ShapeValues;
 use std::collections::HashMap;
 use std::path::Path;
@@ -160,85 +160,144 @@ impl Session {
     where
         I: IntoIterator<Item = (&'a str, Tensor)>,
     {
+        self.run_values(inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))))
+    }
+
+    /// Like `run`, for models whose inputs include sequences or optionals.
+    pub fn run_values<'a, I>(&self, inputs: I) -> Result<Outputs>
+    where
+        I: IntoIterator<Item = (&'a str, Value)>,
+    {
         let bound = inputs::bind_named(&self.plan, inputs)?;
         self.run_bound(bound)
     }
 
     /// Runs the model on inputs given in the model's input order.
     pub fn run_positional(&self, inputs: Vec<Tensor>) -> Result<Outputs> {
-        let bound = inputs::bind_positional(&self.plan, inputs)?;
+        let values = inputs.into_iter().map(Value::Tensor).collect();
+        let bound = inputs::bind_positional(&self.plan, values)?;
         self.run_bound(bound)
     }
 
-    fn run_bound(&self, bound: Vec<(usize, Tensor)>) -> Result<Outputs> {
-        let key: Vec<Vec<usize>> = bound.iter().map(|(_, t)| t.shape().to_vec()).collect();
+    fn run_bound(&self, bound: Vec<(usize, Value)>) -> Result<Outputs> {
+        let key = shape_signature(&bound);
         let cached = self
             .shape_cache
             .lock()
             .map_err(|_| Error::Input("shape cache poisoned by an earlier panic".into()))?
             .get(&key)
             .cloned();
-        let (tensors, recorded) = self
+        let (values, recorded) = self
             .pool
             .install(|| execute::execute(&self.plan, bound, cached.as_deref(), true))?;
-        if let Some(values) = recorded {
+        if let Some(recorded) = recorded {
             if let Ok(mut cache) = self.shape_cache.lock() {
                 if cache.len() >= SHAPE_CACHE_CAPACITY {
                     cache.clear();
                 }
-                cache.insert(key, Arc::new(values));
+                cache.insert(key, Arc::new(recorded));
             }
         }
         let names = self.plan.output_values().map(|v| v.name.clone()).collect();
-        Ok(Outputs { names, tensors })
+        Ok(Outputs { names, values })
     }
+}
+
+/// The shapes of every bound input tensor (sequence items and optional contents included,
+/// with a marker per container), which decide the shape-only values.
+fn shape_signature(bound: &[(usize, Value)]) -> Vec<Vec<usize>> {
+    fn push(v: &Value, key: &mut Vec<Vec<usize>>) {
+        match v {
+            Value::Tensor(t) => key.push(t.shape().to_vec()),
+            Value::Sequence(s) => {
+                key.push(vec![usize::MAX, s.len()]);
+                key.extend(s.items().iter().map(|t| t.shape().to_vec()));
+            }
+            Value::Optional(inner) => {
+                key.push(vec![usize::MAX - 1, usize::from(inner.is_some())]);
+                if let Some(inner) = inner {
+                    push(inner, key);
+                }
+            }
+        }
+    }
+    let mut key = Vec::with_capacity(bound.len());
+    for (_, v) in bound {
+        push(v, &mut key);
+    }
+    key
 }
 
 /// A run's outputs, in the model's output order; index by position or look up by name.
 #[derive(Clone, Debug)]
 pub struct Outputs {
     names: Vec<String>,
-    tensors: Vec<Tensor>,
+    values: Vec<Value>,
 }
 
 impl Outputs {
+    /// The tensor output called `name` (`None` if there is none, or it is not a tensor).
     pub fn get(&self, name: &str) -> Option<&Tensor> {
+        match self.get_value(name)? {
+            Value::Tensor(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The output called `name`, whatever its kind.
+    pub fn get_value(&self, name: &str) -> Option<&Value> {
         self.names
             .iter()
             .position(|n| n == name)
-            .map(|i| &self.tensors[i])
+            .map(|i| &self.values[i])
+    }
+
+    /// Every output, in order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
     }
 
     pub fn len(&self) -> usize {
-        self.tensors.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
+        self.values.is_empty()
     }
 
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
-    /// (name, tensor) pairs in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.names.iter().map(|s| s.as_str()).zip(&self.tensors)
+    /// (name, value) pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.names.iter().map(|s| s.as_str()).zip(&self.values)
     }
 }
 
+/// Output `i` as a tensor.
+///
+/// # Panics
+/// If `i` is out of range or output `i` is a sequence or optional (use `values()` for those).
 impl std::ops::Index<usize> for Outputs {
     type Output = Tensor;
     fn index(&self, i: usize) -> &Tensor {
-        &self.tensors[i]
+        match &self.values[i] {
+            Value::Tensor(t) => t,
+            other => panic!(
+                "output '{}' is a {}, not a tensor; read it with Outputs::values",
+                self.names[i],
+                other.kind()
+            ),
+        }
     }
 }
 
 impl IntoIterator for Outputs {
-    type Item = (String, Tensor);
-    type IntoIter = std::iter::Zip<std::vec::IntoIter<String>, std::vec::IntoIter<Tensor>>;
+    type Item = (String, Value);
+    type IntoIter = std::iter::Zip<std::vec::IntoIter<String>, std::vec::IntoIter<Value>>;
     fn into_iter(self) -> Self::IntoIter {
-        self.names.into_iter().zip(self.tensors)
+        self.names.into_iter().zip(self.values)
     }
 }
 

@@ -5,8 +5,10 @@
 //! clones are cheap and weights are never copied when their bytes are aligned.
 
 mod dtype;
+mod value;
 
 pub use dtype::{DType, Elem};
+pub use value::{Sequence, Value};
 
 use crate::error::{Error, Result};
 use half::{bf16, f16};
