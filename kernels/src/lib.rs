@@ -3,5 +3,6 @@
 //! Each kernel family has one portable implementation and per-ISA variants chosen once at run
 //! time by CPU feature detection.
 
+pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
+use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Tap,
 };
@@ -386,6 +387,7 @@ const MIN_TASK_FLOATS: usize = 1 << 12;
 
 thread_local! {
     static IM2COL_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static DEPTHWISE_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 impl ConvProblem<'_> {
@@ -397,6 +399,7 @@ impl ConvProblem<'_> {
         }
         if self.cg == 1 && self.mg == 1 {
             // Depthwise: one plane in, one plane out; small planes are grouped per task.
+            let plane_2d = self.plane_geometry();
             let taps = row_taps(&self.geo);
             return out
                 .par_chunks_mut(out_len)
@@ -406,8 +409,19 @@ impl ConvProblem<'_> {
                     let ch = plane % self.groups;
                     let x = &self.x[plane * in_len..(plane + 1) * in_len];
                     let w = &self.w[ch * self.kg..(ch + 1) * self.kg];
-                    depthwise(&self.geo, &taps, x, w, y);
-                    self.finish_plane(y, plane, ch);
+                    let bias = self.bias.map_or(0.0, |b| b[ch]);
+                    match &plane_2d {
+                        Some(g) => DEPTHWISE_BUF.with(|cell| {
+                            let mut buf = cell.take();
+                            depthwise_plane(g, x, w, bias, y, &mut buf);
+                            cell.set(buf);
+                        }),
+                        None => {
+                            depthwise(&self.geo, &taps, x, w, y);
+                            y.iter_mut().for_each(|v| *v += bias);
+                        }
+                    }
+                    self.finish_plane(y, plane);
                     Ok(())
                 });
         }
@@ -430,12 +444,24 @@ impl ConvProblem<'_> {
             })
     }
 
-    /// Bias, residual and activation of one depthwise output plane.
-    fn finish_plane(&self, y: &mut [f32], plane: usize, ch: usize) {
-        if let Some(b) = self.bias {
-            let b = b[ch];
-            y.iter_mut().for_each(|v| *v += b);
-        }
+    /// The geometry of a 1-D or 2-D convolution's plane, for the register-blocked depthwise
+    /// kernel (3-D ones take the row-by-row path).
+    fn plane_geometry(&self) -> Option<PlaneGeometry> {
+        let g = &self.geo;
+        (g.input[0] == 1 && g.kernel[0] == 1 && g.output[0] == 1 && g.pad[0] == 0).then(|| {
+            PlaneGeometry {
+                input: [g.input[1], g.input[2]],
+                output: [g.output[1], g.output[2]],
+                kernel: [g.kernel[1], g.kernel[2]],
+                stride: [g.stride[1], g.stride[2]],
+                dilation: [g.dilation[1], g.dilation[2]],
+                pad: [g.pad[1], g.pad[2]],
+            }
+        })
+    }
+
+    /// Residual and activation of one depthwise output plane (the bias is already in).
+    fn finish_plane(&self, y: &mut [f32], plane: usize) {
         if let Some(r) = self.residual {
             let r = &r[plane * y.len()..(plane + 1) * y.len()];
             y.iter_mut().zip(r).for_each(|(v, r)| *v += r);

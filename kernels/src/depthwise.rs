@@ -1,0 +1,385 @@
+//! Direct depthwise 2-D convolution of one plane, accumulating every tap in registers.
+//!
+//! The plane is first copied into a zero-padded scratch buffer, with its columns split into
+//! `stride` phases (column `c` goes to phase `c % stride`, position `c / stride`), so that
+//! padding needs no bounds tests and every tap of a strided kernel reads contiguous memory.
+//! Outputs are then computed in blocks of `BLOCK` lanes, each block summing all
+//! `kernel_h × kernel_w` taps before one store: the output is written once instead of once per
+//! tap, which is what bounds a row-by-row `axpy` formulation.
+//!
+//! Stride-1 planes are processed as one flat row (output pitch = padded width), so narrow
+//! planes (7×7, 14×14) still fill whole blocks; the few extra columns are computed and dropped.
+
+use std::sync::OnceLock;
+
+/// Where one depthwise plane's outputs read their inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaneGeometry {
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Zero rows above and columns left of the input (the far side follows from `output`).
+    pub pad: [usize; 2],
+}
+
+impl PlaneGeometry {
+    /// Width of one phase row of the padded buffer.
+    fn phase_len(&self) -> usize {
+        self.padded_width().div_ceil(self.stride[1].max(1))
+    }
+
+    /// Columns of padded input the outputs reach.
+    fn padded_width(&self) -> usize {
+        (self.output[1].max(1) - 1) * self.stride[1]
+            + (self.kernel[1].max(1) - 1) * self.dilation[1]
+            + 1
+    }
+
+    /// Rows of padded input the outputs reach.
+    fn padded_height(&self) -> usize {
+        (self.output[0].max(1) - 1) * self.stride[0]
+            + (self.kernel[0].max(1) - 1) * self.dilation[0]
+            + 1
+    }
+}
+
+/// `y = bias + Σ_{kh,kw} w[kh·KW + kw] · x_padded[oh·sh + kh·dh][ow·sw + kw·dw]` for one plane.
+///
+/// `x` holds `H·W` inputs, `w` the `KH·KW` weights and `y` receives `OH·OW` outputs;
+/// `scratch` is reused between calls (one per thread).
+///
+/// # Panics
+/// If a slice is shorter than the geometry says (a caller bug: the convolution op checks
+/// shapes before it gets here).
+pub fn depthwise_plane(
+    g: &PlaneGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let [oh_n, ow_n] = g.output;
+    if oh_n == 0 || ow_n == 0 {
+        return;
+    }
+    assert!(
+        x.len() >= g.input[0] * g.input[1],
+        "depthwise input too short"
+    );
+    assert!(
+        w.len() >= g.kernel[0] * g.kernel[1],
+        "depthwise weights too short"
+    );
+    assert!(y.len() >= oh_n * ow_n, "depthwise output too short");
+    let block = if ow_n <= 16 && g.stride != [1, 1] {
+        SMALL_BLOCK
+    } else {
+        BLOCK
+    };
+    fill_padded(g, x, block, scratch);
+    let taps = tap_offsets(g);
+    match isa() {
+        Isa::Portable => compute::<false>(g, scratch, &taps, w, bias, y, block),
+        // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { compute_avx2(g, scratch, &taps, w, bias, y, block) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { compute_avx512(g, scratch, &taps, w, bias, y, block) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { compute_neon(g, scratch, &taps, w, bias, y, block) },
+    }
+}
+
+/// Lanes per block: 64 floats are 8 AVX2 / 4 AVX-512 accumulators, enough independent FMA
+/// chains to hide their latency.
+const BLOCK: usize = 64;
+/// Lanes per block for narrow strided planes, where 64 would mostly compute dropped lanes.
+const SMALL_BLOCK: usize = 16;
+
+/// Copies the plane into `buf` as `padded_height` rows of `stride_w` phase rows each, zeros
+/// outside the input, plus one block of slack at the end so the last block may read past
+/// the plane.
+fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, buf: &mut Vec<f32>) {
+    let [h, w] = g.input;
+    let sw = g.stride[1].max(1);
+    let len = g.phase_len();
+    let rows = g.padded_height();
+    let slack = block + g.kernel[1] * g.dilation[1] + len * g.kernel[0] * g.dilation[0] * sw;
+    buf.clear();
+    buf.resize(rows * sw * len + slack, 0.0);
+    let [pad_top, pad_left] = g.pad;
+    for r in 0..rows {
+        let Some(ir) = r.checked_sub(pad_top).filter(|&ir| ir < h) else {
+            continue;
+        };
+        let src = &x[ir * w..(ir + 1) * w];
+        if sw == 1 {
+            // Columns pad_left.. of the padded row hold the input row (clipped to the width).
+            let start = pad_left.min(len);
+            let n = w.min(len - start);
+            buf[r * len + start..r * len + start + n].copy_from_slice(&src[..n]);
+            continue;
+        }
+        for p in 0..sw {
+            let dst = &mut buf[(r * sw + p) * len..(r * sw + p + 1) * len];
+            for (j, d) in dst.iter_mut().enumerate() {
+                if let Some(&v) = (j * sw + p).checked_sub(pad_left).and_then(|c| src.get(c)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// For each tap (kh, kw), its offset in the padded buffer relative to output (0, 0).
+fn tap_offsets(g: &PlaneGeometry) -> Vec<usize> {
+    let sw = g.stride[1].max(1);
+    let len = g.phase_len();
+    let mut taps = Vec::with_capacity(g.kernel[0] * g.kernel[1]);
+    for kh in 0..g.kernel[0] {
+        for kw in 0..g.kernel[1] {
+            let col = kw * g.dilation[1];
+            taps.push((kh * g.dilation[0] * sw + col % sw) * len + col / sw);
+        }
+    }
+    taps
+}
+
+#[inline(always)]
+fn compute<const FMA: bool>(
+    g: &PlaneGeometry,
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    block: usize,
+) {
+    let [oh_n, ow_n] = g.output;
+    let len = g.phase_len();
+    if g.stride == [1, 1] {
+        // One flat row: output (oh, ow) is at oh·len + ow, and every tap offset is constant.
+        let flat = oh_n * len;
+        let mut at = 0;
+        while at < flat {
+            let mut acc = [bias; BLOCK];
+            accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, at);
+            for (i, &v) in acc.iter().enumerate().take(flat - at) {
+                let (oh, ow) = ((at + i) / len, (at + i) % len);
+                if ow < ow_n {
+                    y[oh * ow_n + ow] = v;
+                }
+            }
+            at += BLOCK;
+        }
+        return;
+    }
+    let row_pitch = g.stride[0] * g.stride[1].max(1) * len;
+    for oh in 0..oh_n {
+        let out = &mut y[oh * ow_n..(oh + 1) * ow_n];
+        let mut ow = 0;
+        while ow < ow_n {
+            let n = (ow_n - ow).min(block);
+            if block == SMALL_BLOCK {
+                let mut acc = [bias; SMALL_BLOCK];
+                accumulate::<FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                out[ow..ow + n].copy_from_slice(&acc[..n]);
+            } else {
+                let mut acc = [bias; BLOCK];
+                accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                out[ow..ow + n].copy_from_slice(&acc[..n]);
+            }
+            ow += n;
+        }
+    }
+}
+
+/// `acc[i] += Σ_t w[t] · buf[base + taps[t] + i]`: fixed-size so the compiler keeps `acc` in
+/// vector registers.
+#[inline(always)]
+fn accumulate<const FMA: bool, const N: usize>(
+    acc: &mut [f32; N],
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    base: usize,
+) {
+    for (&off, &wt) in taps.iter().zip(w) {
+        let src: &[f32; N] = buf[base + off..base + off + N]
+            .try_into()
+            .expect("a slice of N elements");
+        for (a, &x) in acc.iter_mut().zip(src) {
+            *a = if FMA { x.mul_add(wt, *a) } else { *a + wt * x };
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn compute_avx2(
+    g: &PlaneGeometry,
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    block: usize,
+) {
+    compute::<true>(g, buf, taps, w, bias, y, block)
+}
+
+/// # Safety
+/// The CPU has AVX-512F (which implies AVX2 and FMA).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn compute_avx512(
+    g: &PlaneGeometry,
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    block: usize,
+) {
+    compute::<true>(g, buf, taps, w, bias, y, block)
+}
+
+/// # Safety
+/// None beyond aarch64 itself (NEON is baseline).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn compute_neon(
+    g: &PlaneGeometry,
+    buf: &[f32],
+    taps: &[usize],
+    w: &[f32],
+    bias: f32,
+    y: &mut [f32],
+    block: usize,
+) {
+    compute::<true>(g, buf, taps, w, bias, y, block)
+}
+
+#[derive(Clone, Copy)]
+enum Isa {
+    // Never built on aarch64, where NEON is always there.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                Isa::Avx512
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Isa::Avx2
+            } else {
+                Isa::Portable
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            Isa::Neon
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            Isa::Portable
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one output at a time, with explicit bounds tests for the padding.
+    fn reference(g: &PlaneGeometry, x: &[f32], w: &[f32], bias: f32) -> Vec<f32> {
+        let [h, wd] = g.input;
+        let mut y = vec![0.0; g.output[0] * g.output[1]];
+        for oh in 0..g.output[0] {
+            for ow in 0..g.output[1] {
+                let mut s = bias as f64;
+                for kh in 0..g.kernel[0] {
+                    for kw in 0..g.kernel[1] {
+                        let ih =
+                            (oh * g.stride[0] + kh * g.dilation[0]) as isize - g.pad[0] as isize;
+                        let iw =
+                            (ow * g.stride[1] + kw * g.dilation[1]) as isize - g.pad[1] as isize;
+                        if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                            s += w[kh * g.kernel[1] + kw] as f64
+                                * x[ih as usize * wd + iw as usize] as f64;
+                        }
+                    }
+                }
+                y[oh * g.output[1] + ow] = s as f32;
+            }
+        }
+        y
+    }
+
+    fn output_len(n: usize, k: usize, s: usize, d: usize, pad_total: usize) -> usize {
+        (n + pad_total - (k - 1) * d - 1) / s + 1
+    }
+
+    #[test]
+    fn matches_the_definition_across_shapes_strides_and_padding() {
+        let mut scratch = Vec::new();
+        // (H, W, K, stride, dilation, pad each side): mobilenet/efficientnet shapes and odd ones.
+        let cases = [
+            (7, 7, 3, 1, 1, 1),
+            (14, 14, 5, 2, 1, 2),
+            (13, 17, 3, 2, 1, 1),
+            (9, 70, 3, 1, 2, 2),
+            (5, 3, 3, 1, 1, 0),
+            (1, 40, 1, 3, 1, 0),
+            (112, 112, 3, 2, 1, 1),
+            (6, 6, 5, 1, 1, 2),
+        ];
+        for (h, wd, k, s, d, p) in cases {
+            let oh = output_len(h, k, s, d, 2 * p);
+            let ow = output_len(wd, k, s, d, 2 * p);
+            let g = PlaneGeometry {
+                input: [h, wd],
+                output: [oh, ow],
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [d, d],
+                pad: [p, p],
+            };
+            let x: Vec<f32> = (0..h * wd)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..k * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+                .collect();
+            let mut y = vec![f32::NAN; oh * ow];
+            depthwise_plane(&g, &x, &w, 0.25, &mut y, &mut scratch);
+            let want = reference(&g, &x, &w, 0.25);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "{g:?} output {i}: {a} vs {b}");
+            }
+            let mut z = vec![f32::NAN; oh * ow];
+            fill_padded(&g, &x, BLOCK, &mut scratch);
+            compute::<false>(&g, &scratch, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
+            for (a, b) in z.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-5, "portable {g:?}: {a} vs {b}");
+            }
+        }
+    }
+}
