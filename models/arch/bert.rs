@@ -1,0 +1,252 @@
+//! BERT-family encoders (BERT, RoBERTa, DistilBERT) → IR graph.
+//!
+//! Inputs `input_ids`, `attention_mask` and (except DistilBERT) `token_type_ids`, all int64
+//! `[batch, sequence]`; output `last_hidden_state` `[batch, sequence, hidden]`. Between the
+//! embeddings and the output the hidden states are kept 2-D, `[batch · sequence, hidden]`, so
+//! every Linear layer is one Gemm over the stored `[out, in]` weight (packed once at plan time,
+//! no transposed copy) with its bias and activation fused into the GEMM epilogue.
+
+use super::bind::Weights;
+use super::graph::GraphBuilder;
+use super::hf_config::{EncoderConfig, EncoderFamily};
+use crate::error::Result;
+use crate::ir::{Attr, Graph, ValueId};
+use crate::tensor::DType;
+
+/// The weight names of one family.
+struct Layout {
+    /// Prefix of the task models' checkpoints (`BertForMaskedLM` stores `bert.embeddings…`).
+    prefix: &'static str,
+    layer: &'static str,
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attn_out: &'static str,
+    attn_norm: &'static str,
+    ffn_in: &'static str,
+    ffn_out: &'static str,
+    out_norm: &'static str,
+    /// Stored tensors the encoder does not use (task heads, buffers).
+    ignored: fn(&str) -> bool,
+}
+
+const BERT: Layout = Layout {
+    prefix: "bert.",
+    layer: "encoder.layer",
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attn_out: "attention.output.dense",
+    attn_norm: "attention.output.LayerNorm",
+    ffn_in: "intermediate.dense",
+    ffn_out: "output.dense",
+    out_norm: "output.LayerNorm",
+    ignored: bert_unused,
+};
+
+const DISTILBERT: Layout = Layout {
+    prefix: "distilbert.",
+    layer: "transformer.layer",
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attn_out: "attention.out_lin",
+    attn_norm: "sa_layer_norm",
+    ffn_in: "ffn.lin1",
+    ffn_out: "ffn.lin2",
+    out_norm: "output_layer_norm",
+    ignored: distilbert_unused,
+};
+
+fn bert_unused(key: &str) -> bool {
+    const HEADS: [&str; 5] = ["pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs."];
+    HEADS.iter().any(|h| key.starts_with(h))
+        || key == "embeddings.position_ids"
+        || key == "embeddings.token_type_ids"
+}
+
+fn distilbert_unused(key: &str) -> bool {
+    const HEADS: [&str; 6] = [
+        "vocab_transform.",
+        "vocab_layer_norm.",
+        "vocab_projector.",
+        "pre_classifier.",
+        "classifier.",
+        "qa_outputs.",
+    ];
+    HEADS.iter().any(|h| key.starts_with(h)) || key == "embeddings.position_ids"
+}
+
+/// The checkpoint prefix and unused-tensor filter of a family.
+pub(crate) fn binding(family: EncoderFamily) -> (&'static str, fn(&str) -> bool) {
+    let layout = layout(family);
+    (layout.prefix, layout.ignored)
+}
+
+fn layout(family: EncoderFamily) -> Layout {
+    match family {
+        EncoderFamily::Bert => BERT,
+        EncoderFamily::Roberta => Layout {
+            prefix: "roberta.",
+            ..BERT
+        },
+        EncoderFamily::DistilBert => DISTILBERT,
+    }
+}
+
+/// Builds the encoder; weight problems are collected in `w` (see `Weights::finish`).
+pub(crate) fn build(c: &EncoderConfig, w: &mut Weights) -> Result<Graph> {
+    let l = layout(c.family);
+    let h = c.hidden_size;
+    let mut b = GraphBuilder::new();
+    let ids = b.token_input("input_ids");
+    let mask = b.token_input("attention_mask");
+    let types = (c.type_vocab_size > 0).then(|| b.token_input("token_type_ids"));
+
+    let x = embeddings(&mut b, c, w, ids, types)?;
+    // [batch, sequence, hidden], to restore the 3-D shape for attention and the output.
+    let bs = b.node("Shape", "shape.ids", &[ids], vec![]);
+    let width = b.ints("hidden_width", &[h as i64])?;
+    let bsh = b.node(
+        "Concat",
+        "shape.hidden",
+        &[bs, width],
+        vec![("axis", Attr::Int(0))],
+    );
+    let flat = b.ints("shape.flat", &[-1, h as i64])?;
+    let mut x = b.node("Reshape", "embeddings.flat", &[x, flat], vec![]);
+    let keep = b.key_mask(mask)?;
+
+    for i in 0..c.layers {
+        let p = format!("{}.{i}", l.layer);
+        let linear = |b: &mut GraphBuilder, w: &mut Weights, name: &str, x, (o, n)| {
+            let (wt, bias) = (
+                w.take(&format!("{p}.{name}.weight"), &[o, n]),
+                w.take(&format!("{p}.{name}.bias"), &[o]),
+            );
+            let name = format!("{p}.{name}");
+            let params = (
+                b.constant(&format!("{name}.weight"), wt),
+                b.constant(&format!("{name}.bias"), bias),
+            );
+            b.linear(&name, x, params, true)
+        };
+        let mut heads = Vec::with_capacity(3);
+        for name in [l.query, l.key, l.value] {
+            let y = linear(&mut b, w, name, x, (h, h));
+            heads.push(b.node("Reshape", &format!("{p}.{name}.3d"), &[y, bsh], vec![]));
+        }
+        let qkv = [heads[0], heads[1], heads[2]];
+        let attn = b.attention(&format!("{p}.attention"), qkv, keep, c.heads, false);
+        let attn = b.node(
+            "Reshape",
+            &format!("{p}.attention.flat"),
+            &[attn, flat],
+            vec![],
+        );
+        let y = linear(&mut b, w, l.attn_out, attn, (h, h));
+        x = residual_norm(&mut b, w, &format!("{p}.{}", l.attn_norm), y, x, c);
+
+        let y = linear(&mut b, w, l.ffn_in, x, (c.intermediate_size, h));
+        let y = b.activation(&format!("{p}.{}.act", l.ffn_in), y, c.activation);
+        let y = linear(&mut b, w, l.ffn_out, y, (h, c.intermediate_size));
+        x = residual_norm(&mut b, w, &format!("{p}.{}", l.out_norm), y, x, c);
+    }
+    let out = b.node("Reshape", "last_hidden_state.3d", &[x, bsh], vec![]);
+    b.output(out, "last_hidden_state");
+    Ok(b.finish())
+}
+
+/// Word + position (+ token type) embeddings, normalized: `[batch, sequence, hidden]`.
+fn embeddings(
+    b: &mut GraphBuilder,
+    c: &EncoderConfig,
+    w: &mut Weights,
+    ids: ValueId,
+    types: Option<ValueId>,
+) -> Result<ValueId> {
+    let h = c.hidden_size;
+    let mut table = |b: &mut GraphBuilder, name: &str, rows: usize| {
+        let key = format!("embeddings.{name}.weight");
+        let t = w.take(&key, &[rows, h]);
+        b.constant(&key, t)
+    };
+    let words = table(b, "word_embeddings", c.vocab_size);
+    let positions = table(b, "position_embeddings", c.max_positions);
+    let type_table = types.map(|_| table(b, "token_type_embeddings", c.type_vocab_size));
+
+    let mut x = b.node("Gather", "embeddings.words", &[words, ids], vec![]);
+    let pos = if c.family == EncoderFamily::Roberta {
+        let pos_ids = roberta_positions(b, ids, c.pad_token_id)?;
+        b.node(
+            "Gather",
+            "embeddings.positions",
+            &[positions, pos_ids],
+            vec![],
+        )
+    } else {
+        // Positions 0..sequence: the first rows of the table, broadcast over the batch.
+        let seq = b.node(
+            "Shape",
+            "shape.sequence",
+            &[ids],
+            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+        );
+        let zero = b.ints("zero", &[0])?;
+        b.node(
+            "Slice",
+            "embeddings.positions",
+            &[positions, zero, seq],
+            vec![],
+        )
+    };
+    x = b.node("Add", "embeddings.add_positions", &[x, pos], vec![]);
+    if let (Some(types), Some(table)) = (types, type_table) {
+        let t = b.node("Gather", "embeddings.types", &[table, types], vec![]);
+        x = b.node("Add", "embeddings.add_types", &[x, t], vec![]);
+    }
+    let gamma = w.take("embeddings.LayerNorm.weight", &[h]);
+    let beta = w.take("embeddings.LayerNorm.bias", &[h]);
+    let norm = (
+        b.constant("embeddings.LayerNorm.weight", gamma),
+        b.constant("embeddings.LayerNorm.bias", beta),
+    );
+    Ok(b.layer_norm("embeddings.LayerNorm", x, norm, c.layer_norm_eps))
+}
+
+/// RoBERTa's position ids: `pad + cumsum(ids != pad)` at tokens, `pad` at padding.
+fn roberta_positions(b: &mut GraphBuilder, ids: ValueId, pad: i64) -> Result<ValueId> {
+    let pad_id = b.constant("pad_token_id", crate::tensor::Tensor::scalar(pad));
+    let is_pad = b.node("Equal", "positions.is_pad", &[ids, pad_id], vec![]);
+    let token = b.node("Not", "positions.is_token", &[is_pad], vec![]);
+    let token = b.node(
+        "Cast",
+        "positions.token_count",
+        &[token],
+        vec![("to", Attr::Int(i64::from(DType::I64.onnx_code())))],
+    );
+    let axis = b.constant("positions.axis", crate::tensor::Tensor::scalar(1i64));
+    let count = b.node("CumSum", "positions.cumsum", &[token, axis], vec![]);
+    let count = b.node("Mul", "positions.masked", &[count, token], vec![]);
+    Ok(b.node("Add", "position_ids", &[count, pad_id], vec![]))
+}
+
+/// `LayerNorm(y + residual)` with the norm's weights at `name`.
+fn residual_norm(
+    b: &mut GraphBuilder,
+    w: &mut Weights,
+    name: &str,
+    y: ValueId,
+    residual: ValueId,
+    c: &EncoderConfig,
+) -> ValueId {
+    let h = c.hidden_size;
+    let sum = b.node("Add", &format!("{name}.residual"), &[y, residual], vec![]);
+    let gamma = w.take(&format!("{name}.weight"), &[h]);
+    let beta = w.take(&format!("{name}.bias"), &[h]);
+    let params = (
+        b.constant(&format!("{name}.weight"), gamma),
+        b.constant(&format!("{name}.bias"), beta),
+    );
+    b.layer_norm(name, sum, params, c.layer_norm_eps)
+}
