@@ -59,6 +59,8 @@ impl SessionBuilder {
         let graph = if path.is_dir() {
             crate::arch::load_folder(path)?
         } else if let Some(format) = crate::weights::detect_file_format(path)? {
+            // Read it first: a hostile or whole-model pickle gets its own, precise error.
+            crate::weights::load_weights(path)?;
             return Err(Error::Format {
                 path: path.into(),
                 reason: format!(
