@@ -347,3 +347,17 @@ fn an_unsupported_model_type_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn the_planner_fuses_bias_and_activation_into_the_gemms() {
+    let dir = write_folder("fused", TINY_GPT2, &tiny_gpt2_tensors());
+    let session = Session::builder().build_from_file(&dir).unwrap();
+    let ops: Vec<&str> = session.plan().step_op_types().collect();
+    // Per layer: c_attn, c_proj, c_fc (+ GELU epilogue), c_proj; then the tied lm_head.
+    assert_eq!(ops.iter().filter(|&&o| o == "Gemm").count(), 5, "{ops:?}");
+    assert!(!ops.contains(&"Gelu"), "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|&&o| o == "LayerNormalization").count(),
+        3
+    );
+}

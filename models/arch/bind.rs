@@ -2,6 +2,7 @@
 //! everything that does not fit.
 
 use crate::error::{Error, Result};
+use crate::mapped::MappedFile;
 use crate::tensor::{DType, Tensor};
 use crate::weights::WeightStore;
 use std::collections::HashMap;
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// The tensors of a checkpoint, keyed as the bare model names them.
 pub(crate) struct Weights {
     path: PathBuf,
+    /// The mapped files the tensors view, handed on to the graph.
+    pub mapped_files: Vec<MappedFile>,
     tensors: HashMap<String, Tensor>,
     /// Stored keys that belong to heads or buffers the builders do not use (a pooler, a
     /// language-model head, GPT-2's causal-mask buffers): left unread without complaint.
@@ -40,6 +43,7 @@ impl Weights {
         }
         Ok(Weights {
             path: path.to_path_buf(),
+            mapped_files: store.mapped_files,
             tensors,
             ignored,
             missing: Vec::new(),
@@ -123,6 +127,7 @@ mod tests {
                 .map(|(k, s)| (k.to_string(), Tensor::zeros(DType::F32, s).unwrap()))
                 .collect(),
             metadata: Vec::new(),
+            mapped_files: Vec::new(),
         }
     }
 

@@ -61,10 +61,11 @@ pub fn build(config: &HfConfig, store: WeightStore, path: &Path) -> Result<Graph
         Architecture::Gpt2(_) => (gpt2::PREFIX, gpt2::unused),
     };
     let mut w = Weights::new(path, store, prefix, unused)?;
-    let graph = match &config.arch {
+    let mut graph = match &config.arch {
         Architecture::Encoder(c) => bert::build(c, &mut w)?,
         Architecture::Gpt2(c) => gpt2::build(c, &mut w)?,
     };
+    graph.mapped_files = std::mem::take(&mut w.mapped_files);
     w.finish()?;
     Ok(graph)
 }
