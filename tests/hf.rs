@@ -9,6 +9,7 @@
 mod common;
 
 use common::assert_close;
+use infer::arch::Inputs;
 use infer::npy::read_npy;
 use infer::{Session, Tensor};
 use std::path::{Path, PathBuf};
@@ -360,4 +361,28 @@ fn the_planner_fuses_bias_and_activation_into_the_gemms() {
         ops.iter().filter(|&&o| o == "LayerNormalization").count(),
         3
     );
+}
+
+#[test]
+#[ignore = "needs samples: python tests/data/make_hf.py .cache/hf-samples"]
+fn left_out_inputs_take_transformers_defaults() {
+    // batch1 of each sample is one unpadded row (and MiniLM's token types are all 0), so
+    // dropping the mask and the token types must not change the output.
+    for name in ["minilm", "gpt2"] {
+        let dir = model_dir(name);
+        let graph = infer::arch::load_folder_with(&dir, &Inputs::from_names(["input_ids"]));
+        let session = Session::builder().build_from_graph(graph.unwrap()).unwrap();
+        let inputs: Vec<String> = session.inputs().iter().map(|i| i.name.clone()).collect();
+        assert_eq!(inputs, ["input_ids"]);
+        let batch = dir.join("batch1");
+        let ids = read_npy(&batch.join("input_ids.npy")).unwrap();
+        let out = session.run([("input_ids", ids)]).unwrap();
+        let want = read_npy(&batch.join("last_hidden_state.npy")).unwrap();
+        let got = out.get("last_hidden_state").unwrap();
+        assert_close(name, got, &want, 0.0, 1e-4);
+        eprintln!(
+            "{name} without mask: max abs diff {:e}",
+            max_abs_diff(got, &want)
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! BERT-family encoders (BERT, RoBERTa, DistilBERT) → IR graph.
 //!
 //! Inputs `input_ids`, `attention_mask` and (except DistilBERT) `token_type_ids`, all int64
-//! `[batch, sequence]`; output `last_hidden_state` `[batch, sequence, hidden]`. Between the
+//! `[batch, sequence]` (the last two can be left out, see `Inputs`); output `last_hidden_state` `[batch, sequence, hidden]`. Between the
 //! embeddings and the output the hidden states are kept 2-D, `[batch · sequence, hidden]`, so
 //! every Linear layer is one Gemm over the stored `[out, in]` weight (packed once at plan time,
 //! no transposed copy) with its bias and activation fused into the GEMM epilogue.
@@ -9,9 +9,10 @@
 use super::bind::Weights;
 use super::graph::GraphBuilder;
 use super::hf_config::{EncoderConfig, EncoderFamily};
+use super::Inputs;
 use crate::error::Result;
 use crate::ir::{Attr, Graph, ValueId};
-use crate::tensor::DType;
+use crate::tensor::{DType, Tensor};
 
 /// The weight names of one family.
 struct Layout {
@@ -95,13 +96,20 @@ fn layout(family: EncoderFamily) -> Layout {
 }
 
 /// Builds the encoder; weight problems are collected in `w` (see `Weights::finish`).
-pub(crate) fn build(c: &EncoderConfig, w: &mut Weights) -> Result<Graph> {
+pub(crate) fn build(c: &EncoderConfig, w: &mut Weights, inputs: &Inputs) -> Result<Graph> {
     let l = layout(c.family);
     let h = c.hidden_size;
     let mut b = GraphBuilder::new();
     let ids = b.token_input("input_ids");
-    let mask = b.token_input("attention_mask");
-    let types = (c.type_vocab_size > 0).then(|| b.token_input("token_type_ids"));
+    let mask = inputs
+        .attention_mask
+        .then(|| b.token_input("attention_mask"));
+    let types = match (c.type_vocab_size, inputs.token_type_ids) {
+        (0, _) => None,
+        (_, true) => Some(b.token_input("token_type_ids")),
+        // Type 0 everywhere: row 0 of the table, broadcast (folded at plan time).
+        (_, false) => Some(b.constant("token_type_ids.default", Tensor::scalar(0i64))),
+    };
 
     let x = embeddings(&mut b, c, w, ids, types)?;
     // [batch, sequence, hidden], to restore the 3-D shape for attention and the output.
@@ -216,7 +224,7 @@ fn embeddings(
 
 /// RoBERTa's position ids: `pad + cumsum(ids != pad)` at tokens, `pad` at padding.
 fn roberta_positions(b: &mut GraphBuilder, ids: ValueId, pad: i64) -> Result<ValueId> {
-    let pad_id = b.constant("pad_token_id", crate::tensor::Tensor::scalar(pad));
+    let pad_id = b.constant("pad_token_id", Tensor::scalar(pad));
     let is_pad = b.node("Equal", "positions.is_pad", &[ids, pad_id], vec![]);
     let token = b.node("Not", "positions.is_token", &[is_pad], vec![]);
     let token = b.node(
@@ -225,7 +233,7 @@ fn roberta_positions(b: &mut GraphBuilder, ids: ValueId, pad: i64) -> Result<Val
         &[token],
         vec![("to", Attr::Int(i64::from(DType::I64.onnx_code())))],
     );
-    let axis = b.constant("positions.axis", crate::tensor::Tensor::scalar(1i64));
+    let axis = b.constant("positions.axis", Tensor::scalar(1i64));
     let count = b.node("CumSum", "positions.cumsum", &[token, axis], vec![]);
     let count = b.node("Mul", "positions.masked", &[count, token], vec![]);
     Ok(b.node("Add", "position_ids", &[count, pad_id], vec![]))

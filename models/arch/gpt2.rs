@@ -1,6 +1,7 @@
 //! GPT-2 → IR graph.
 //!
-//! Inputs `input_ids` and `attention_mask` (int64 `[batch, sequence]`; positions count from 0,
+//! Inputs `input_ids` and (unless left out, see `Inputs`) `attention_mask` (int64
+//! `[batch, sequence]`; positions count from 0,
 //! as transformers does without a cache); outputs `last_hidden_state` `[batch, sequence,
 //! hidden]` and `logits` `[batch, sequence, vocab]` through the tied token embedding (or a
 //! stored `lm_head.weight`). GPT-2's Conv1D weights are stored `[in, out]`, so each projection
@@ -9,6 +10,7 @@
 use super::bind::Weights;
 use super::graph::GraphBuilder;
 use super::hf_config::Gpt2Config;
+use super::Inputs;
 use crate::error::Result;
 use crate::ir::{Attr, Graph, ValueId};
 
@@ -23,11 +25,13 @@ pub(crate) fn unused(key: &str) -> bool {
     mask_buffer || key.starts_with("score.") || key.starts_with("multiple_choice_head.")
 }
 
-pub(crate) fn build(c: &Gpt2Config, w: &mut Weights) -> Result<Graph> {
+pub(crate) fn build(c: &Gpt2Config, w: &mut Weights, inputs: &Inputs) -> Result<Graph> {
     let h = c.hidden_size;
     let mut b = GraphBuilder::new();
     let ids = b.token_input("input_ids");
-    let mask = b.token_input("attention_mask");
+    let mask = inputs
+        .attention_mask
+        .then(|| b.token_input("attention_mask"));
 
     let wte = w.take("wte.weight", &[c.vocab_size, h]);
     let wte = b.constant("wte.weight", wte);

@@ -115,20 +115,28 @@ impl GraphBuilder {
     }
 
     /// `attention_mask` `[batch, sequence]` (nonzero = attend) → a boolean key mask
-    /// `[batch, 1, 1, sequence]` that broadcasts over heads and queries.
-    pub fn key_mask(&mut self, mask: ValueId) -> Result<ValueId> {
+    /// `[batch, 1, 1, sequence]` that broadcasts over heads and queries. `None` without a
+    /// mask input: every key is attended.
+    pub fn key_mask(&mut self, mask: Option<ValueId>) -> Result<Option<ValueId>> {
+        let Some(mask) = mask else { return Ok(None) };
         let to_bool = vec![("to", Attr::Int(i64::from(DType::Bool.onnx_code())))];
         let keep = self.node("Cast", "attention_mask.bool", &[mask], to_bool);
         let axes = self.ints("attention_mask.axes", &[1, 2])?;
-        Ok(self.node("Unsqueeze", "attention_mask.keys", &[keep, axes], vec![]))
+        Ok(Some(self.node(
+            "Unsqueeze",
+            "attention_mask.keys",
+            &[keep, axes],
+            vec![],
+        )))
     }
 
-    /// Multi-head attention over 3-D `[batch, sequence, hidden]` Q, K, V with a key mask.
+    /// Multi-head attention over 3-D `[batch, sequence, hidden]` Q, K, V with an optional key
+    /// mask.
     pub fn attention(
         &mut self,
         name: &str,
         [q, k, v]: [ValueId; 3],
-        keep: ValueId,
+        keep: Option<ValueId>,
         heads: usize,
         causal: bool,
     ) -> ValueId {
@@ -137,7 +145,9 @@ impl GraphBuilder {
             ("kv_num_heads", Attr::Int(heads as i64)),
             ("is_causal", Attr::Int(i64::from(causal))),
         ];
-        self.node("Attention", name, &[q, k, v, keep], attrs)
+        let mut inputs = vec![q, k, v];
+        inputs.extend(keep);
+        self.node("Attention", name, &inputs, attrs)
     }
 
     /// The feed-forward activation as one node (fused into the preceding Gemm by the

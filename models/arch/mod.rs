@@ -22,6 +22,44 @@ use crate::weights::{self, WeightStore};
 use bind::Weights;
 use std::path::Path;
 
+/// Which optional inputs a built graph declares. One left out takes transformers' default:
+/// without `attention_mask` every token is attended (GPT-2 stays causal), without
+/// `token_type_ids` every token has type 0. `input_ids` is always an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    pub attention_mask: bool,
+    /// Ignored by models without token types (DistilBERT, GPT-2).
+    pub token_type_ids: bool,
+}
+
+impl Default for Inputs {
+    /// Every input the architecture has.
+    fn default() -> Self {
+        Inputs {
+            attention_mask: true,
+            token_type_ids: true,
+        }
+    }
+}
+
+impl Inputs {
+    /// The inputs among `names` (e.g. the names a caller has tensors for).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Inputs {
+        let mut inputs = Inputs {
+            attention_mask: false,
+            token_type_ids: false,
+        };
+        for name in names {
+            match name {
+                "attention_mask" => inputs.attention_mask = true,
+                "token_type_ids" => inputs.token_type_ids = true,
+                _ => {}
+            }
+        }
+        inputs
+    }
+}
+
 /// Whether `dir` looks like a Hugging Face model folder (it has a `config.json`).
 pub fn is_hf_folder(dir: &Path) -> bool {
     dir.is_dir() && dir.join("config.json").is_file()
@@ -40,8 +78,13 @@ pub fn read_config(dir: &Path) -> Result<HfConfig> {
     HfConfig::from_file(&path)
 }
 
-/// Loads a Hugging Face model folder as a graph.
+/// Loads a Hugging Face model folder as a graph with every input.
 pub fn load_folder(dir: &Path) -> Result<Graph> {
+    load_folder_with(dir, &Inputs::default())
+}
+
+/// Loads a Hugging Face model folder as a graph with the chosen optional inputs.
+pub fn load_folder_with(dir: &Path, inputs: &Inputs) -> Result<Graph> {
     let config = read_config(dir)?;
     let store = weights::load_weights(dir)?;
     // Errors name the weights file when there is one, else the folder (shards).
@@ -50,20 +93,20 @@ pub fn load_folder(dir: &Path) -> Result<Graph> {
         [one] => one.as_path(),
         _ => dir,
     };
-    build(&config, store, path)
+    build(&config, store, path, inputs)
 }
 
 /// Builds the graph of `config` over the tensors of `store` (read from `path`, named in
-/// errors).
-pub fn build(config: &HfConfig, store: WeightStore, path: &Path) -> Result<Graph> {
+/// errors), declaring the chosen optional `inputs`.
+pub fn build(config: &HfConfig, store: WeightStore, path: &Path, inputs: &Inputs) -> Result<Graph> {
     let (prefix, unused): (&str, fn(&str) -> bool) = match &config.arch {
         Architecture::Encoder(c) => bert::binding(c.family),
         Architecture::Gpt2(_) => (gpt2::PREFIX, gpt2::unused),
     };
     let mut w = Weights::new(path, store, prefix, unused)?;
     let mut graph = match &config.arch {
-        Architecture::Encoder(c) => bert::build(c, &mut w)?,
-        Architecture::Gpt2(c) => gpt2::build(c, &mut w)?,
+        Architecture::Encoder(c) => bert::build(c, &mut w, inputs)?,
+        Architecture::Gpt2(c) => gpt2::build(c, &mut w, inputs)?,
     };
     graph.mapped_files = std::mem::take(&mut w.mapped_files);
     w.finish()?;
