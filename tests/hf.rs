@@ -281,6 +281,10 @@ fn a_fitting_folder_builds_with_symbolic_batch_and_sequence() {
     assert_eq!(session.inputs()[0].ty.to_string(), "int64[batch, sequence]");
     let outputs: Vec<String> = session.outputs().iter().map(|o| o.name.clone()).collect();
     assert_eq!(outputs, ["last_hidden_state", "logits"]);
+    assert_eq!(
+        session.outputs()[1].ty.to_string(),
+        "float32[batch, sequence, 5]"
+    );
     // All-zero weights: LayerNorm outputs its zero bias, so every state and logit is 0.
     let ids = Tensor::from_vec(vec![2, 3], vec![0i64, 1, 4, 2, 3, 0]).unwrap();
     let mask = Tensor::from_vec(vec![2, 3], vec![1i64, 1, 1, 1, 1, 0]).unwrap();

@@ -111,57 +111,32 @@ pub(crate) fn build(c: &EncoderConfig, w: &mut Weights, inputs: &Inputs) -> Resu
         (_, false) => Some(b.constant("token_type_ids.default", Tensor::scalar(0i64))),
     };
 
+    let shapes = b.token_shapes(ids, h)?;
     let x = embeddings(&mut b, c, w, ids, types)?;
-    // [batch, sequence, hidden], to restore the 3-D shape for attention and the output.
-    let bs = b.node("Shape", "shape.ids", &[ids], vec![]);
-    let width = b.ints("hidden_width", &[h as i64])?;
-    let bsh = b.node(
-        "Concat",
-        "shape.hidden",
-        &[bs, width],
-        vec![("axis", Attr::Int(0))],
-    );
-    let flat = b.ints("shape.flat", &[-1, h as i64])?;
-    let mut x = b.node("Reshape", "embeddings.flat", &[x, flat], vec![]);
+    let mut x = b.reshape("embeddings.flat", x, shapes.flat);
     let keep = b.key_mask(mask)?;
-
     for i in 0..c.layers {
         let p = format!("{}.{i}", l.layer);
-        let linear = |b: &mut GraphBuilder, w: &mut Weights, name: &str, x, (o, n)| {
-            let (wt, bias) = (
-                w.take(&format!("{p}.{name}.weight"), &[o, n]),
-                w.take(&format!("{p}.{name}.bias"), &[o]),
-            );
+        let mut heads = [0; 3];
+        for (head, name) in heads.iter_mut().zip([l.query, l.key, l.value]) {
             let name = format!("{p}.{name}");
-            let params = (
-                b.constant(&format!("{name}.weight"), wt),
-                b.constant(&format!("{name}.bias"), bias),
-            );
-            b.linear(&name, x, params, true)
-        };
-        let mut heads = Vec::with_capacity(3);
-        for name in [l.query, l.key, l.value] {
-            let y = linear(&mut b, w, name, x, (h, h));
-            heads.push(b.node("Reshape", &format!("{p}.{name}.3d"), &[y, bsh], vec![]));
+            let y = b.linear(w, &name, x, [h, h], true);
+            *head = b.reshape(&format!("{name}.3d"), y, shapes.hidden);
         }
-        let qkv = [heads[0], heads[1], heads[2]];
-        let attn = b.attention(&format!("{p}.attention"), qkv, keep, c.heads, false);
-        let attn = b.node(
-            "Reshape",
-            &format!("{p}.attention.flat"),
-            &[attn, flat],
-            vec![],
-        );
-        let y = linear(&mut b, w, l.attn_out, attn, (h, h));
+        let attn = b.attention(&format!("{p}.attention"), heads, keep, c.heads, false);
+        let attn = b.reshape(&format!("{p}.attention.flat"), attn, shapes.flat);
+        let y = b.linear(w, &format!("{p}.{}", l.attn_out), attn, [h, h], true);
         x = residual_norm(&mut b, w, &format!("{p}.{}", l.attn_norm), y, x, c);
 
-        let y = linear(&mut b, w, l.ffn_in, x, (c.intermediate_size, h));
-        let y = b.activation(&format!("{p}.{}.act", l.ffn_in), y, c.activation);
-        let y = linear(&mut b, w, l.ffn_out, y, (h, c.intermediate_size));
+        let ffn_in = format!("{p}.{}", l.ffn_in);
+        let y = b.linear(w, &ffn_in, x, [c.intermediate_size, h], true);
+        let y = b.activation(&format!("{ffn_in}.act"), y, c.activation);
+        let ffn_out = format!("{p}.{}", l.ffn_out);
+        let y = b.linear(w, &ffn_out, y, [h, c.intermediate_size], true);
         x = residual_norm(&mut b, w, &format!("{p}.{}", l.out_norm), y, x, c);
     }
-    let out = b.node("Reshape", "last_hidden_state.3d", &[x, bsh], vec![]);
-    b.output(out, "last_hidden_state");
+    let out = b.reshape("last_hidden_state.3d", x, shapes.hidden);
+    b.output(out, "last_hidden_state", h);
     Ok(b.finish())
 }
 
@@ -174,15 +149,12 @@ fn embeddings(
     types: Option<ValueId>,
 ) -> Result<ValueId> {
     let h = c.hidden_size;
-    let mut table = |b: &mut GraphBuilder, name: &str, rows: usize| {
-        let key = format!("embeddings.{name}.weight");
-        let t = w.take(&key, &[rows, h]);
-        b.constant(&key, t)
-    };
-    let words = table(b, "word_embeddings", c.vocab_size);
-    let positions = table(b, "position_embeddings", c.max_positions);
-    let type_table = types.map(|_| table(b, "token_type_embeddings", c.type_vocab_size));
-
+    let words = b.weight(w, "embeddings.word_embeddings.weight", &[c.vocab_size, h]);
+    let positions = b.weight(
+        w,
+        "embeddings.position_embeddings.weight",
+        &[c.max_positions, h],
+    );
     let mut x = b.node("Gather", "embeddings.words", &[words, ids], vec![]);
     let pos = if c.family == EncoderFamily::Roberta {
         let pos_ids = roberta_positions(b, ids, c.pad_token_id)?;
@@ -193,33 +165,16 @@ fn embeddings(
             vec![],
         )
     } else {
-        // Positions 0..sequence: the first rows of the table, broadcast over the batch.
-        let seq = b.node(
-            "Shape",
-            "shape.sequence",
-            &[ids],
-            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
-        );
-        let zero = b.ints("zero", &[0])?;
-        b.node(
-            "Slice",
-            "embeddings.positions",
-            &[positions, zero, seq],
-            vec![],
-        )
+        b.leading_rows("embeddings.positions", positions, ids)?
     };
     x = b.node("Add", "embeddings.add_positions", &[x, pos], vec![]);
-    if let (Some(types), Some(table)) = (types, type_table) {
+    if let Some(types) = types {
+        let key = "embeddings.token_type_embeddings.weight";
+        let table = b.weight(w, key, &[c.type_vocab_size, h]);
         let t = b.node("Gather", "embeddings.types", &[table, types], vec![]);
         x = b.node("Add", "embeddings.add_types", &[x, t], vec![]);
     }
-    let gamma = w.take("embeddings.LayerNorm.weight", &[h]);
-    let beta = w.take("embeddings.LayerNorm.bias", &[h]);
-    let norm = (
-        b.constant("embeddings.LayerNorm.weight", gamma),
-        b.constant("embeddings.LayerNorm.bias", beta),
-    );
-    Ok(b.layer_norm("embeddings.LayerNorm", x, norm, c.layer_norm_eps))
+    Ok(b.layer_norm(w, "embeddings.LayerNorm", x, h, c.layer_norm_eps))
 }
 
 /// RoBERTa's position ids: `pad + cumsum(ids != pad)` at tokens, `pad` at padding.
@@ -248,13 +203,6 @@ fn residual_norm(
     residual: ValueId,
     c: &EncoderConfig,
 ) -> ValueId {
-    let h = c.hidden_size;
     let sum = b.node("Add", &format!("{name}.residual"), &[y, residual], vec![]);
-    let gamma = w.take(&format!("{name}.weight"), &[h]);
-    let beta = w.take(&format!("{name}.bias"), &[h]);
-    let params = (
-        b.constant(&format!("{name}.weight"), gamma),
-        b.constant(&format!("{name}.bias"), beta),
-    );
-    b.layer_norm(name, sum, params, c.layer_norm_eps)
+    b.layer_norm(w, name, sum, c.hidden_size, c.layer_norm_eps)
 }

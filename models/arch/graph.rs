@@ -1,5 +1,6 @@
 //! A small IR graph builder: named nodes of ONNX op types, constants and symbolic inputs.
 
+use super::bind::Weights;
 use super::hf_config::Activation;
 use crate::error::Result;
 use crate::ir::{Attr, Attrs, Dim, Graph, Node, ValueId, ValueType};
@@ -13,9 +14,19 @@ pub(crate) struct GraphBuilder {
     g: Graph,
 }
 
+/// Shape values of a token batch (see `GraphBuilder::token_shapes`).
+pub(crate) struct TokenShapes {
+    /// `[batch, sequence]`.
+    pub batch_seq: ValueId,
+    /// `[-1, width]`: hidden states flattened to 2-D.
+    pub flat: ValueId,
+    /// `[batch, sequence, width]`.
+    pub hidden: ValueId,
+}
+
 /// Symbolic dimensions of the token inputs.
-pub(crate) const BATCH: &str = "batch";
-pub(crate) const SEQUENCE: &str = "sequence";
+const BATCH: &str = "batch";
+const SEQUENCE: &str = "sequence";
 
 impl GraphBuilder {
     pub fn new() -> GraphBuilder {
@@ -89,29 +100,79 @@ impl GraphBuilder {
         outs
     }
 
-    /// `x · Wᵀ + b` (`transposed`: W stored `[out, in]`, as torch's Linear) or `x · W + b`
-    /// (W stored `[in, out]`, as GPT-2's Conv1D), on 2-D `x`. Gemm packs W straight from the
-    /// mapped file, in either layout: no transposed copy is made.
-    pub fn linear(
-        &mut self,
-        name: &str,
-        x: ValueId,
-        (w, b): (ValueId, ValueId),
-        transposed: bool,
-    ) -> ValueId {
-        let attrs = vec![("transB", Attr::Int(i64::from(transposed)))];
-        self.node("Gemm", name, &[x, w, b], attrs)
+    /// The stored tensor `key` of shape `shape` as a constant (see `Weights::take`).
+    pub fn weight(&mut self, w: &mut Weights, key: &str, shape: &[usize]) -> ValueId {
+        let t = w.take(key, shape);
+        self.constant(key, t)
     }
 
-    pub fn layer_norm(
+    /// The Linear layer `name` (`{name}.weight` of `shape`, `{name}.bias`) on 2-D `x`:
+    /// `x · Wᵀ + b` when W is stored `[out, in]` (torch's Linear: `transposed`), `x · W + b`
+    /// when stored `[in, out]` (GPT-2's Conv1D). Gemm packs W straight from the mapped file
+    /// in either layout: no transposed copy is made.
+    pub fn linear(
         &mut self,
+        w: &mut Weights,
         name: &str,
         x: ValueId,
-        (gamma, beta): (ValueId, ValueId),
+        shape: [usize; 2],
+        transposed: bool,
+    ) -> ValueId {
+        let out = if transposed { shape[0] } else { shape[1] };
+        let weight = self.weight(w, &format!("{name}.weight"), &shape);
+        let bias = self.weight(w, &format!("{name}.bias"), &[out]);
+        let attrs = vec![("transB", Attr::Int(i64::from(transposed)))];
+        self.node("Gemm", name, &[x, weight, bias], attrs)
+    }
+
+    /// The LayerNorm `name` (`{name}.weight`, `{name}.bias`) over the last axis of `x`.
+    pub fn layer_norm(
+        &mut self,
+        w: &mut Weights,
+        name: &str,
+        x: ValueId,
+        width: usize,
         eps: f32,
     ) -> ValueId {
+        let gamma = self.weight(w, &format!("{name}.weight"), &[width]);
+        let beta = self.weight(w, &format!("{name}.bias"), &[width]);
         let attrs = vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))];
         self.node("LayerNormalization", name, &[x, gamma, beta], attrs)
+    }
+
+    /// The shapes that move hidden states between `[batch, sequence, width]` and the 2-D
+    /// `[batch · sequence, width]` the Gemms work on.
+    pub fn token_shapes(&mut self, ids: ValueId, width: usize) -> Result<TokenShapes> {
+        let batch_seq = self.node("Shape", "shape.tokens", &[ids], vec![]);
+        Ok(TokenShapes {
+            batch_seq,
+            flat: self.ints("shape.flat", &[-1, width as i64])?,
+            hidden: self.widen(batch_seq, "shape.hidden", width)?,
+        })
+    }
+
+    /// `[batch, sequence, width]` as a shape value.
+    pub fn widen(&mut self, batch_seq: ValueId, name: &str, width: usize) -> Result<ValueId> {
+        let w = self.ints(&format!("{name}.width"), &[width as i64])?;
+        Ok(self.node(
+            "Concat",
+            name,
+            &[batch_seq, w],
+            vec![("axis", Attr::Int(0))],
+        ))
+    }
+
+    pub fn reshape(&mut self, name: &str, x: ValueId, shape: ValueId) -> ValueId {
+        self.node("Reshape", name, &[x, shape], vec![])
+    }
+
+    /// The first `sequence` rows of `table` (the embeddings of positions 0, 1, …), which
+    /// broadcast over the batch.
+    pub fn leading_rows(&mut self, name: &str, table: ValueId, ids: ValueId) -> Result<ValueId> {
+        let seq_attrs = vec![("start", Attr::Int(1)), ("end", Attr::Int(2))];
+        let seq = self.node("Shape", "shape.sequence", &[ids], seq_attrs);
+        let zero = self.ints("zero", &[0])?;
+        Ok(self.node("Slice", name, &[table, zero, seq], vec![]))
     }
 
     /// `attention_mask` `[batch, sequence]` (nonzero = attend) → a boolean key mask
@@ -163,9 +224,18 @@ impl GraphBuilder {
         }
     }
 
-    /// Names `v` as a graph output.
-    pub fn output(&mut self, v: ValueId, name: &str) {
-        self.g.values[v].name = name.to_string();
+    /// Names `v`, a float32 `[batch, sequence, width]`, as a graph output.
+    pub fn output(&mut self, v: ValueId, name: &str, width: usize) {
+        let value = &mut self.g.values[v];
+        value.name = name.to_string();
+        value.ty = ValueType {
+            dtype: Some(DType::F32),
+            shape: Some(vec![
+                Dim::Symbol(BATCH.into()),
+                Dim::Symbol(SEQUENCE.into()),
+                Dim::Known(width),
+            ]),
+        };
         self.g.outputs.push(v);
     }
 
