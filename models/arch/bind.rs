@@ -32,7 +32,14 @@ impl Weights {
     ) -> Result<Weights> {
         let mut tensors = HashMap::with_capacity(store.tensors.len());
         for (key, t) in store.tensors {
-            let bare = key.strip_prefix(prefix).unwrap_or(&key).to_string();
+            let bare = key.strip_prefix(prefix).unwrap_or(&key);
+            // TensorFlow-era BERT checkpoints name LayerNorm parameters gamma and beta;
+            // transformers renames them on load, and so do we.
+            let bare = match (bare.strip_suffix(".gamma"), bare.strip_suffix(".beta")) {
+                (Some(norm), _) if norm.ends_with("LayerNorm") => format!("{norm}.weight"),
+                (_, Some(norm)) if norm.ends_with("LayerNorm") => format!("{norm}.bias"),
+                _ => bare.to_string(),
+            };
             if tensors.contains_key(&bare) {
                 return Err(Error::Format {
                     path: path.to_path_buf(),
@@ -132,11 +139,16 @@ mod tests {
     }
 
     #[test]
-    fn prefixed_and_bare_keys_bind_alike() {
-        let s = store(vec![("bert.a.weight", vec![2, 3]), ("b.weight", vec![3])]);
+    fn prefixed_bare_and_gamma_beta_keys_bind_alike() {
+        let s = store(vec![
+            ("bert.a.weight", vec![2, 3]),
+            ("b.weight", vec![3]),
+            ("bert.x.LayerNorm.gamma", vec![3]),
+        ]);
         let mut w = Weights::new(Path::new("m"), s, "bert.", |_| false).unwrap();
         assert_eq!(w.take("a.weight", &[2, 3]).shape(), &[2, 3]);
         assert_eq!(w.take("b.weight", &[3]).shape(), &[3]);
+        assert_eq!(w.take("x.LayerNorm.weight", &[3]).shape(), &[3]);
         w.finish().unwrap();
     }
 

@@ -3,8 +3,8 @@
 //! Inputs `input_ids` and (unless left out, see `Inputs`) `attention_mask` (int64
 //! `[batch, sequence]`; positions count from 0,
 //! as transformers does without a cache); outputs `last_hidden_state` `[batch, sequence,
-//! hidden]` and `logits` `[batch, sequence, vocab]` through the tied token embedding (or a
-//! stored `lm_head.weight`). GPT-2's Conv1D weights are stored `[in, out]`, so each projection
+//! hidden]` and `logits` `[batch, sequence, vocab]` through the tied token embedding (or,
+//! with `tie_word_embeddings: false`, the stored `lm_head.weight`). GPT-2's Conv1D weights are stored `[in, out]`, so each projection
 //! is a plain Gemm on the 2-D hidden states.
 
 use super::bind::Weights;
@@ -67,10 +67,13 @@ pub(crate) fn build(c: &Gpt2Config, w: &mut Weights, inputs: &Inputs) -> Result<
     let hidden = b.reshape("last_hidden_state.3d", x, shapes.hidden);
     b.output(hidden, "last_hidden_state", h);
 
-    // The output projection is the token embedding unless the checkpoint stores its own.
-    let head = match w.take_if_present("lm_head.weight", &[c.vocab_size, h]) {
-        Some(t) => b.constant("lm_head.weight", t),
-        None => wte,
+    // Tied: the token embedding is the output projection (a stored copy, as PyTorch
+    // checkpoints keep one, is the same tensor and goes unused).
+    let head = if c.tie_word_embeddings {
+        w.take_if_present("lm_head.weight", &[c.vocab_size, h]);
+        wte
+    } else {
+        b.weight(w, "lm_head.weight", &[c.vocab_size, h])
     };
     let transposed = vec![("transB", Attr::Int(1))];
     let logits = b.node("Gemm", "lm_head", &[x, head], transposed);

@@ -55,6 +55,8 @@ pub struct Gpt2Config {
     pub max_positions: usize,
     pub layer_norm_eps: f32,
     pub activation: Activation,
+    /// The logits reuse the token embedding (else the checkpoint stores `lm_head.weight`).
+    pub tie_word_embeddings: bool,
 }
 
 /// An architecture the builders know.
@@ -159,6 +161,7 @@ impl HfConfig {
                     max_positions: c.usize("n_positions")?,
                     layer_norm_eps: c.f32_or("layer_norm_epsilon", 1e-5)?,
                     activation: activation(c.str_or("activation_function", "gelu_new")?)?,
+                    tie_word_embeddings: c.bool_or("tie_word_embeddings", true)?,
                 })
             }
             other => {
