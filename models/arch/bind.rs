@@ -43,7 +43,7 @@ impl Weights {
             if tensors.contains_key(&bare) {
                 return Err(Error::Format {
                     path: path.to_path_buf(),
-                    reason: format!("tensor '{bare}' is stored both with and without '{prefix}'"),
+                    reason: format!("'{key}' and another stored key both name tensor '{bare}'"),
                 });
             }
             tensors.insert(bare, t);

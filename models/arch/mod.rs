@@ -3,8 +3,9 @@
 //! the same optimizer passes, kernels and `Session` API as ONNX files.
 //!
 //! The builder is chosen by `config.json`'s `model_type`: `bert`, `roberta` and `distilbert`
-//! encoders (`bert`) and `gpt2` (`gpt2`). Stored tensors become initializers as loaded (views
-//! of the memory-mapped file, not copies); every parameter is bound by name and shape-checked,
+//! encoders (`bert`) and `gpt2` (`gpt2`). Stored f32 tensors become initializers as loaded
+//! (views of the memory-mapped file, not copies; half-precision checkpoints are widened to
+//! f32, which copies them); every parameter is bound by name and shape-checked,
 //! and one error lists all that is missing, unexpected or mis-shaped. Batch and sequence are
 //! symbolic dimensions.
 
