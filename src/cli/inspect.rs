@@ -46,6 +46,17 @@ fn inspect_folder(dir: &Path) -> CliResult {
             let names: Vec<&str> = archs.iter().filter_map(|a| a.as_str()).collect();
             println!("architectures: {}", names.join(", "));
         }
+        // What the runtime would build, or why it cannot (the weights are listed either way).
+        match infer::arch::HfConfig::from_json(&text) {
+            Ok(c) => println!(
+                "architecture: {} ({} layers, hidden size {}, {} heads)",
+                c.model_type,
+                c.layers(),
+                c.hidden_size(),
+                c.heads()
+            ),
+            Err(reason) => println!("architecture: none runnable ({reason})"),
+        }
     }
     let store = weights::load_weights(dir)?;
     for f in &files {

@@ -81,11 +81,16 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// A session builder with an optional thread count.
+fn builder(threads: Option<usize>) -> infer::SessionBuilder {
+    let b = infer::Session::builder();
+    match threads {
+        Some(n) => b.threads(n),
+        None => b,
+    }
+}
+
 /// Builds a session with an optional thread count.
 fn session(model: &std::path::Path, threads: Option<usize>) -> infer::Result<infer::Session> {
-    let mut b = infer::Session::builder();
-    if let Some(n) = threads {
-        b = b.threads(n);
-    }
-    b.build_from_file(model)
+    builder(threads).build_from_file(model)
 }

@@ -1,7 +1,7 @@
 //! `infer run`: outputs printed, or saved as `.npy` files.
 
 use super::inputs;
-use infer::{npy, Tensor, Value};
+use infer::{arch, npy, Tensor, Value};
 use std::path::{Path, PathBuf};
 
 pub fn run(
@@ -10,8 +10,17 @@ pub fn run(
     out_dir: Option<&Path>,
     threads: Option<usize>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let session = super::session(model, threads)?;
     let given = inputs::load(input_args)?;
+    let session = match &given {
+        // A Hugging Face folder declares only the optional inputs given (attention_mask,
+        // token_type_ids); the others take transformers' defaults.
+        inputs::Given::Named(named) if arch::is_hf_folder(model) => {
+            let names = named.iter().map(|(n, _)| n.as_str());
+            let graph = arch::load_folder_with(model, &arch::Inputs::from_names(names))?;
+            super::builder(threads).build_from_graph(graph)?
+        }
+        _ => super::session(model, threads)?,
+    };
     let outputs = given.run(&session)?;
     match out_dir {
         Some(dir) => {

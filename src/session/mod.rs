@@ -51,10 +51,26 @@ impl SessionBuilder {
         self
     }
 
-    /// Loads and plans a model file; the format is detected from its content.
+    /// Loads and plans a model: an ONNX file, or a Hugging Face folder (`config.json` beside
+    /// its weights). Files are recognized by content, not extension; a weights-only file
+    /// (safetensors, PyTorch) is refused, as it says nothing of the architecture.
     pub fn build_from_file(self, path: impl AsRef<Path>) -> Result<Session> {
         let path = path.as_ref();
-        let graph = crate::onnx::load_file(path)?;
+        let graph = if path.is_dir() {
+            crate::arch::load_folder(path)?
+        } else if let Some(format) = crate::weights::detect_file_format(path)? {
+            // Read it first: a hostile or whole-model pickle gets its own, precise error.
+            crate::weights::load_weights(path)?;
+            return Err(Error::Format {
+                path: path.into(),
+                reason: format!(
+                    "a {format} weights file holds no architecture: load the Hugging Face \
+                     folder with its config.json instead, or inspect it with `infer inspect`"
+                ),
+            });
+        } else {
+            crate::onnx::load_file(path)?
+        };
         self.build_from_graph(graph).map_err(|e| match e {
             Error::Graph(reason) => Error::Format {
                 path: path.into(),

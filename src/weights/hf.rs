@@ -102,6 +102,7 @@ pub(super) fn load_folder(dir: &Path) -> Result<WeightStore> {
         }
         all.tensors.extend(store.tensors);
         all.metadata.extend(store.metadata);
+        all.mapped_files.extend(store.mapped_files);
     }
     let mut seen = HashSet::with_capacity(all.tensors.len());
     if let Some((dup, _)) = all.tensors.iter().find(|(k, _)| !seen.insert(k.as_str())) {

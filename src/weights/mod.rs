@@ -17,8 +17,8 @@ mod safetensors;
 mod torch;
 
 use crate::error::{Error, Result};
+use crate::mapped::MappedFile;
 use crate::tensor::Tensor;
-use memmap2::Mmap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
@@ -83,6 +83,9 @@ pub struct WeightStore {
     pub tensors: Vec<(String, Tensor)>,
     /// Non-tensor values, in file order.
     pub metadata: Vec<(String, MetaValue)>,
+    /// The mapped files the tensors view (a graph built over them lists these in
+    /// `Graph::mapped_files`, so the planner can release pages of prepacked weights).
+    pub mapped_files: Vec<MappedFile>,
 }
 
 impl WeightStore {
@@ -164,10 +167,7 @@ fn load_file(path: &Path) -> Result<WeightStore> {
         // (Nor can an empty file be mapped on every platform.)
         return Err(fmt_err("the file is empty".into()));
     }
-    // SAFETY: read-only map; the file must not be modified while its tensors are alive (the
-    // same contract as every mmap-based model loader).
-    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-    let bytes = bytes::Bytes::from_owner(map);
+    let (mapped, bytes) = MappedFile::map(&file, path)?;
     let format = detect_format(&bytes, len).ok_or_else(|| {
         fmt_err("not a safetensors or PyTorch file (unrecognized first bytes)".into())
     })?;
@@ -181,6 +181,7 @@ fn load_file(path: &Path) -> Result<WeightStore> {
         format,
         tensors: contents.tensors,
         metadata: contents.metadata,
+        mapped_files: vec![mapped],
     })
 }
 
