@@ -112,3 +112,68 @@ impl Kernel for BitCast {
         Ok(vec![out])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{run1, t};
+    use crate::tensor::narrow::{F8E5M2, I4};
+    use crate::tensor::{DType, Tensor};
+
+    fn to(d: DType) -> (&'static str, Attr) {
+        ("to", Attr::Int(d.onnx_code() as i64))
+    }
+
+    #[test]
+    fn cast_to_float8_saturates_unless_told_not_to() {
+        let x = t(&[3], vec![1e6f32, -1e6, 0.3]);
+        let sat = run1("Cast", 19, &[to(DType::F8E5M2)], &[&x]).unwrap();
+        assert_eq!(sat.to_f64_vec().unwrap(), [57344.0, -57344.0, 0.3125]);
+        let attrs = [to(DType::F8E5M2), ("saturate", Attr::Int(0))];
+        let plain = run1("Cast", 19, &attrs, &[&x]).unwrap();
+        assert_eq!(
+            plain.to_f64_vec().unwrap(),
+            [f64::INFINITY, f64::NEG_INFINITY, 0.3125]
+        );
+        // CastLike takes the type of its second input and the same options.
+        let like = t(&[0], Vec::<F8E5M2>::new());
+        let y = run1("CastLike", 19, &[("saturate", Attr::Int(0))], &[&x, &like]).unwrap();
+        assert!(y.bit_eq(&plain));
+    }
+
+    #[test]
+    fn cast_e8m0_follows_round_mode() {
+        let x = t(&[2], vec![1.1f32, 0.124]);
+        let attrs = [
+            to(DType::F8E8M0),
+            ("round_mode", Attr::String("down".into())),
+        ];
+        let y = run1("Cast", 25, &attrs, &[&x]).unwrap();
+        assert_eq!(y.to_f64_vec().unwrap(), [1.0, 0.0625]);
+        let bad = [
+            to(DType::F8E8M0),
+            ("round_mode", Attr::String("odd".into())),
+        ];
+        assert!(run1("Cast", 25, &bad, &[&x]).is_err());
+    }
+
+    #[test]
+    fn bitcast_reinterprets_bits_of_equal_width() {
+        let x = t(&[2], vec![1.0f32, -2.0]);
+        let y = run1("BitCast", 26, &[to(DType::I32)], &[&x]).unwrap();
+        assert_eq!(
+            y.as_slice::<i32>().unwrap(),
+            &[0x3f80_0000, 0xc000_0000u32 as i32]
+        );
+        // int4 and uint4 share their 4 bits: -1 is 0b1111 = 15.
+        let n = t(&[2], vec![I4(-1), I4(3)]);
+        let u = run1("BitCast", 26, &[to(DType::U4)], &[&n]).unwrap();
+        assert_eq!(
+            u.cast(DType::I64).unwrap().as_slice::<i64>().unwrap(),
+            &[15, 3]
+        );
+        // Widths must match.
+        assert!(run1("BitCast", 26, &[to(DType::I64)], &[&x]).is_err());
+        assert!(run1("BitCast", 26, &[to(DType::U8)], &[&Tensor::scalar(1i16)]).is_err());
+    }
+}

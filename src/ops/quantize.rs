@@ -210,8 +210,13 @@ impl Kernel for Quantize {
                 scale.shape()
             );
         }
-        // The quotient is computed in the precision type, else in x's own type.
-        let calc = self.precision.unwrap_or(x.dtype());
+        // The quotient is computed in the precision type, else in the type numpy promotes
+        // x and scale to (f16/bf16 only when both are).
+        let calc = self.precision.unwrap_or(if x.dtype() == scale.dtype() {
+            x.dtype()
+        } else {
+            DType::F32
+        });
         let xs = x.cast(DType::F32)?.into_vec::<f32>()?;
         let ss = scale.cast(DType::F32)?.into_vec::<f32>()?;
         let quotient = |k: usize, p: usize| round_to(calc, xs[k] / ss[p]);
@@ -335,5 +340,111 @@ impl Kernel for DynamicQuantize {
             Tensor::scalar(scale),
             Tensor::scalar(zero_point as u8),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{run1, run_op, t};
+    use crate::tensor::narrow::{F8E4M3FN, I4};
+    use crate::tensor::Tensor;
+    use half::f16;
+
+    // Expected values from onnx.reference.ReferenceEvaluator (opset 21).
+
+    #[test]
+    fn quantize_per_axis_rounds_half_to_even_and_saturates() {
+        let x = t(&[2, 3], vec![-2.5f32, 0.5, 1.5, 300.0, -300.0, 2.6]);
+        let (scale, zp) = (t(&[2], vec![1.0f32, 2.0]), t(&[2], vec![0i8, 1]));
+        let y = run1(
+            "QuantizeLinear",
+            21,
+            &[("axis", Attr::Int(0))],
+            &[&x, &scale, &zp],
+        )
+        .unwrap();
+        assert_eq!(y.as_slice::<i8>().unwrap(), &[-2, 0, 2, 127, -128, 2]);
+    }
+
+    #[test]
+    fn quantize_blocked_uses_one_scale_per_block() {
+        let x = t(
+            &[2, 4],
+            vec![1.0f32, 2.0, 3.0, 4.0, -1.0, -2.0, -3.0, -40.0],
+        );
+        let scale = t(&[2, 2], vec![1.0f32, 2.0, 0.5, 4.0]);
+        let zp = t(&[2, 2], vec![0i8, 10, 5, -3]);
+        let attrs = [("axis", Attr::Int(1)), ("block_size", Attr::Int(2))];
+        let y = run1("QuantizeLinear", 21, &attrs, &[&x, &scale, &zp]).unwrap();
+        assert_eq!(y.as_slice::<i8>().unwrap(), &[1, 2, 12, 12, 3, 1, -4, -13]);
+        // A scale that does not have one value per block is an error.
+        let bad = t(&[2, 3], vec![1.0f32; 6]);
+        assert!(run1("QuantizeLinear", 21, &attrs, &[&x, &bad]).is_err());
+    }
+
+    #[test]
+    fn quantize_to_float8_honours_saturate() {
+        let x = t(&[4], vec![1.0f32, 100.0, 1000.0, -1e4]);
+        let scale = Tensor::scalar(2.0f32);
+        let zp = t(&[1], vec![F8E4M3FN(0)]);
+        let plain = run1(
+            "QuantizeLinear",
+            21,
+            &[("saturate", Attr::Int(0))],
+            &[&x, &scale, &zp],
+        );
+        let got = plain.unwrap().to_f64_vec().unwrap();
+        assert_eq!(&got[..2], &[0.5, 48.0]);
+        assert!(got[2].is_nan() && got[3].is_nan());
+        let sat = run1("QuantizeLinear", 21, &[], &[&x, &scale, &zp]).unwrap();
+        assert_eq!(sat.to_f64_vec().unwrap(), [0.5, 48.0, 448.0, -448.0]);
+    }
+
+    #[test]
+    fn dequantize_int4_per_axis() {
+        let x = t(&[2, 2], vec![I4(-8), I4(7), I4(1), I4(2)]);
+        let (scale, zp) = (t(&[2], vec![0.5f32, 2.0]), t(&[2], vec![I4(1), I4(-1)]));
+        let y = run1(
+            "DequantizeLinear",
+            21,
+            &[("axis", Attr::Int(1))],
+            &[&x, &scale, &zp],
+        )
+        .unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[-4.5, 16.0, 0.0, 6.0]);
+        // The zero point must have x's type.
+        let wrong = t(&[2], vec![1i8, -1]);
+        assert!(run1(
+            "DequantizeLinear",
+            21,
+            &[("axis", Attr::Int(1))],
+            &[&x, &scale, &wrong]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn dequantize_outputs_the_scale_type() {
+        let x = t(&[3], vec![0u8, 255, 128]);
+        let (scale, zp) = (Tensor::scalar(f16::from_f32(0.1)), Tensor::scalar(128u8));
+        let y = run1("DequantizeLinear", 21, &[], &[&x, &scale, &zp]).unwrap();
+        let want: Vec<f16> = [-12.8f32, 12.695, 0.0]
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        assert_eq!(y.as_slice::<f16>().unwrap(), &want[..]);
+    }
+
+    #[test]
+    fn dynamic_quantize_maps_the_range_onto_uint8() {
+        let x = t(&[6], vec![0.0f32, 2.0, -3.0, -2.5, 1.34, 0.5]);
+        let out = run_op("DynamicQuantizeLinear", 11, &[], &[Some(&x)]).unwrap();
+        assert_eq!(
+            out[0].as_slice::<u8>().unwrap(),
+            &[153, 255, 0, 26, 221, 179]
+        );
+        assert_eq!(out[1].as_slice::<f32>().unwrap(), &[0.019607844]);
+        assert_eq!(out[2].as_slice::<u8>().unwrap(), &[153]);
     }
 }

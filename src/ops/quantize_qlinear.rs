@@ -333,3 +333,82 @@ impl Kernel for QLinearConv {
         Ok(vec![Tensor::from_vec(shape, out)?.cast(dtype)?])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{run1, t};
+    use crate::tensor::Tensor;
+
+    // Expected values from onnx.reference.ReferenceEvaluator.
+
+    #[test]
+    fn qlinear_matmul_requantizes_the_integer_product() {
+        let a = t(&[2, 4], vec![208u8, 236, 0, 238, 3, 214, 255, 29]);
+        let b = t(
+            &[4, 3],
+            vec![152u8, 51, 244, 60, 26, 255, 0, 127, 246, 127, 254, 247],
+        );
+        let s = |v: f32| t(&[1], vec![v]);
+        let z = |v: u8| t(&[1], vec![v]);
+        let inputs = [
+            &a,
+            &s(0.0066),
+            &z(113),
+            &b,
+            &s(0.00705),
+            &z(114),
+            &s(0.0107),
+            &z(118),
+        ];
+        let y = run1("QLinearMatMul", 21, &[], &inputs).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[168, 115, 255, 1, 66, 151]);
+    }
+
+    #[test]
+    fn conv_integer_subtracts_zero_points() {
+        let x = t(&[1, 1, 3, 3], (2u8..11).collect());
+        let ones = t(&[1, 1, 2, 2], vec![1u8; 4]);
+        let y = run1("ConvInteger", 10, &[], &[&x, &ones, &Tensor::scalar(1u8)]).unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[12, 16, 24, 28]);
+        // Padded, with a per-output-channel weight zero point (the second filter becomes 0).
+        let w = t(&[2, 1, 2, 2], vec![1u8, 2, 3, 4, 1, 1, 1, 1]);
+        let attrs = [("pads", Attr::Ints(vec![1, 1, 1, 1]))];
+        let wzp = t(&[2], vec![0u8, 1]);
+        let y = run1(
+            "ConvInteger",
+            10,
+            &attrs,
+            &[&x, &w, &Tensor::scalar(1u8), &wzp],
+        )
+        .unwrap();
+        let first = [4, 11, 18, 9, 18, 37, 47, 21, 36, 67, 77, 33, 14, 23, 26, 9];
+        assert_eq!(&y.as_slice::<i32>().unwrap()[..16], &first);
+        assert!(y.as_slice::<i32>().unwrap()[16..].iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn qlinear_conv_with_bias_and_per_channel_scales() {
+        let x = t(
+            &[1, 1, 3, 3],
+            vec![255u8, 174, 162, 25, 203, 168, 58, 15, 59],
+        );
+        let w = t(&[2, 1, 1, 1], vec![0u8, 255]);
+        let inputs = [
+            &x,
+            &Tensor::scalar(0.00369f32),
+            &Tensor::scalar(132u8),
+            &w,
+            &t(&[2], vec![0.004f32, 0.002]),
+            &t(&[2], vec![0u8, 0]),
+            &Tensor::scalar(0.0039f32),
+            &Tensor::scalar(110u8),
+            &t(&[2], vec![10i32, -1000]),
+        ];
+        let y = run1("QLinearConv", 10, &[], &inputs).unwrap();
+        let want = [
+            110, 110, 110, 110, 110, 110, 110, 110, 110, 167, 128, 123, 56, 142, 125, 72, 52, 73,
+        ];
+        assert_eq!(y.as_slice::<u8>().unwrap(), &want);
+    }
+}

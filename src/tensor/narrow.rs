@@ -125,8 +125,12 @@ impl MiniFloat {
             Specials::Fnuz => 0x80,
             // Matches ml_dtypes (the ONNX reference), which has no NaN to give here.
             Specials::FiniteOnly => self.sign_bit(),
-            Specials::Ieee | Specials::FiniteNan => {
-                all | if negative { self.sign_bit() } else { 0 }
+            // e4m3fn has a single NaN pattern; e5m2 gets the quiet NaN (top mantissa bit).
+            Specials::FiniteNan => all | if negative { self.sign_bit() } else { 0 },
+            Specials::Ieee => {
+                let quiet =
+                    ((self.max_exp_field() as u8) << self.man_bits) | (1 << (self.man_bits - 1));
+                quiet | if negative { self.sign_bit() } else { 0 }
             }
         }
     }
@@ -538,4 +542,266 @@ fn cast_narrow(src: &Tensor, to: DType, opts: CastOptions) -> Result<Tensor> {
         },
         { Err(Error::Op(format!("{to} is not a narrow type"))) }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: CastOptions = CastOptions {
+        saturate: false,
+        e8m0_rounding: E8m0Rounding::Up,
+    };
+    const SAT: CastOptions = CastOptions {
+        saturate: true,
+        e8m0_rounding: E8m0Rounding::Up,
+    };
+
+    /// Inputs of the encoding tables below: zeros, exact values, round-to-nearest-even ties
+    /// (464 between 448 and 480; 3·2^-10 between e4m3fn subnormals), overflow, subnormals.
+    const INPUTS: [f32; 16] = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.75,
+        0.1,
+        448.0,
+        464.0,
+        465.0,
+        1e6,
+        -1e6,
+        0.0009765625, // 2^-10
+        0.0029296875, // 3·2^-10
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        240.0,
+        2.288818359375e-05, // 1.5·2^-16
+    ];
+
+    fn encode<T: Narrow>(opts: CastOptions) -> Vec<u8> {
+        INPUTS
+            .iter()
+            .map(|&v| T::from_f32(v, opts).bits())
+            .collect()
+    }
+
+    // Expected bit patterns from ml_dtypes `astype` (the ONNX reference), saturating ones
+    // from `np.clip(x, finfo.min, finfo.max).astype(...)`.
+    #[test]
+    fn e4m3fn_encoding() {
+        let plain = [
+            0x00, 0x80, 0x38, 0xbe, 0x1d, 0x7e, 0x7e, 0x7f, 0x7f, 0xff, 0x00, 0x02, 0x7f, 0xff,
+            0x77, 0x00,
+        ];
+        let sat = [
+            0x00, 0x80, 0x38, 0xbe, 0x1d, 0x7e, 0x7e, 0x7e, 0x7e, 0xfe, 0x00, 0x02, 0x7e, 0xfe,
+            0x77, 0x00,
+        ];
+        assert_eq!(encode::<F8E4M3FN>(PLAIN), plain);
+        assert_eq!(encode::<F8E4M3FN>(SAT), sat);
+        assert!(F8E4M3FN::from_f32(f32::NAN, SAT).to_f32().is_nan());
+    }
+
+    #[test]
+    fn e4m3fnuz_encoding() {
+        // No -0 (it is the NaN 0x80): -0.0 encodes as 0, overflow as NaN unless saturating.
+        let plain = [
+            0x00, 0x00, 0x40, 0xc6, 0x25, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x03, 0x80, 0x80,
+            0x7f, 0x00,
+        ];
+        let sat = [
+            0x00, 0x00, 0x40, 0xc6, 0x25, 0x7f, 0x7f, 0x7f, 0x7f, 0xff, 0x01, 0x03, 0x7f, 0xff,
+            0x7f, 0x00,
+        ];
+        assert_eq!(encode::<F8E4M3FNUZ>(PLAIN), plain);
+        assert_eq!(encode::<F8E4M3FNUZ>(SAT), sat);
+        assert_eq!(F8E4M3FNUZ::from_f32(f32::NAN, SAT).0, 0x80);
+    }
+
+    #[test]
+    fn e5m2_encoding() {
+        // Infinities survive unless saturating; 1.5·2^-16 ties to the even subnormal 2·2^-16.
+        let plain = [
+            0x00, 0x80, 0x3c, 0xbf, 0x2e, 0x5f, 0x5f, 0x5f, 0x7c, 0xfc, 0x14, 0x1a, 0x7c, 0xfc,
+            0x5c, 0x02,
+        ];
+        let sat = [
+            0x00, 0x80, 0x3c, 0xbf, 0x2e, 0x5f, 0x5f, 0x5f, 0x7b, 0xfb, 0x14, 0x1a, 0x7b, 0xfb,
+            0x5c, 0x02,
+        ];
+        assert_eq!(encode::<F8E5M2>(PLAIN), plain);
+        assert_eq!(encode::<F8E5M2>(SAT), sat);
+        assert_eq!(F8E5M2::from_f32(f32::NAN, SAT).0, 0x7e);
+    }
+
+    #[test]
+    fn e5m2fnuz_encoding() {
+        let plain = [
+            0x00, 0x00, 0x40, 0xc3, 0x32, 0x63, 0x63, 0x63, 0x80, 0x80, 0x18, 0x1e, 0x80, 0x80,
+            0x60, 0x03,
+        ];
+        let sat = [
+            0x00, 0x00, 0x40, 0xc3, 0x32, 0x63, 0x63, 0x63, 0x7f, 0xff, 0x18, 0x1e, 0x7f, 0xff,
+            0x60, 0x03,
+        ];
+        assert_eq!(encode::<F8E5M2FNUZ>(PLAIN), plain);
+        assert_eq!(encode::<F8E5M2FNUZ>(SAT), sat);
+    }
+
+    #[test]
+    fn e2m1_encoding_always_saturates() {
+        let want = [
+            0x0, 0x8, 0x2, 0xc, 0x0, 0x7, 0x7, 0x7, 0x7, 0xf, 0x0, 0x0, 0x7, 0xf, 0x7, 0x0,
+        ];
+        assert_eq!(encode::<F4E2M1>(PLAIN), want);
+        // 0.25 ties to 0 and 2.5 to 2 (even mantissas); NaN becomes -0 like ml_dtypes.
+        assert_eq!(F4E2M1::from_f32(0.25, SAT).to_f32(), 0.0);
+        assert_eq!(F4E2M1::from_f32(2.5, SAT).to_f32(), 2.0);
+        assert_eq!(F4E2M1::from_f32(f32::NAN, SAT).0, 0x8);
+    }
+
+    #[test]
+    fn float8_decoding() {
+        let bits = [
+            0x00u8, 0x01, 0x08, 0x38, 0x7f, 0x80, 0x81, 0xfe, 0xff, 0x7c, 0x7b,
+        ];
+        let decode = |f: fn(u8) -> f32| -> Vec<f32> { bits.iter().map(|&b| f(b)).collect() };
+        let same = |got: Vec<f32>, want: [f32; 11]| {
+            for (g, w) in got.iter().zip(want) {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{got:?}"
+                );
+            }
+        };
+        let nan = f32::NAN;
+        same(
+            decode(|b| F8E4M3FN(b).to_f32()),
+            [
+                0.0,
+                0.001953125,
+                0.015625,
+                1.0,
+                nan,
+                -0.0,
+                -0.001953125,
+                -448.0,
+                nan,
+                384.0,
+                352.0,
+            ],
+        );
+        same(
+            decode(|b| F8E4M3FNUZ(b).to_f32()),
+            [
+                0.0,
+                0.0009765625,
+                0.0078125,
+                0.5,
+                240.0,
+                nan,
+                -0.0009765625,
+                -224.0,
+                -240.0,
+                192.0,
+                176.0,
+            ],
+        );
+        same(
+            decode(|b| F8E5M2(b).to_f32()),
+            [
+                0.0,
+                1.5258789e-05,
+                0.00012207031,
+                0.5,
+                nan,
+                -0.0,
+                -1.5258789e-05,
+                nan,
+                nan,
+                f32::INFINITY,
+                57344.0,
+            ],
+        );
+        same(
+            decode(|b| F8E5M2FNUZ(b).to_f32()),
+            [
+                0.0,
+                7.6293945e-06,
+                6.1035156e-05,
+                0.25,
+                57344.0,
+                nan,
+                -7.6293945e-06,
+                -49152.0,
+                -57344.0,
+                32768.0,
+                28672.0,
+            ],
+        );
+    }
+
+    #[test]
+    fn e8m0_rounds_per_mode() {
+        let enc = |v: f32, mode, saturate| {
+            F8E8M0::from_f32(
+                v,
+                CastOptions {
+                    saturate,
+                    e8m0_rounding: mode,
+                },
+            )
+            .0
+        };
+        // 1.1 lies between 2^0 (127) and 2^1 (128); 1.5 is the nearest-mode tie (rounds up).
+        assert_eq!(enc(1.1, E8m0Rounding::Up, true), 128);
+        assert_eq!(enc(1.1, E8m0Rounding::Down, true), 127);
+        assert_eq!(enc(1.1, E8m0Rounding::Nearest, true), 127);
+        assert_eq!(enc(1.5, E8m0Rounding::Nearest, true), 128);
+        assert_eq!(enc(f32::MAX, E8m0Rounding::Up, true), 254);
+        assert_eq!(enc(f32::MAX, E8m0Rounding::Up, false), 255);
+        assert_eq!(enc(f32::NAN, E8m0Rounding::Up, true), 255);
+        assert_eq!(F8E8M0(0).to_f32(), 5.877472e-39);
+        assert!(F8E8M0(255).to_f32().is_nan());
+    }
+
+    #[test]
+    fn small_integers_wrap_and_unpack() {
+        // Casts truncate and wrap like ml_dtypes: -9 → 7, 8 → -8 for int4; 5 → 1 for uint2.
+        let ints: Vec<i8> = [-9.6f32, -8.0, 7.9, 8.0]
+            .iter()
+            .map(|&v| I4::from_f32(v, SAT).0)
+            .collect();
+        assert_eq!(ints, [7, -8, 7, -8]);
+        assert_eq!(U2::from_i64(5).0, 1);
+        assert_eq!(I2::from_bits(0b11).0, -1);
+        // Two int4 per byte, low nibble first; an odd count leaves the last high nibble unused.
+        let t = from_packed(DType::I4, vec![3], &[0x8F, 0x07]).unwrap();
+        assert_eq!(t.as_slice::<I4>().unwrap(), &[I4(-1), I4(-8), I4(7)]);
+        let t = from_packed(DType::U2, vec![5], &[0b1110_0100, 0b11]).unwrap();
+        assert_eq!(
+            t.as_slice::<U2>().unwrap(),
+            &[U2(0), U2(1), U2(2), U2(3), U2(3)]
+        );
+        assert!(from_packed(DType::U4, vec![3], &[0]).is_err());
+    }
+
+    #[test]
+    fn tensor_casts_go_through_f32_and_i64() {
+        let x = Tensor::from_vec(vec![3], vec![1e6f32, -0.3, 2.5]).unwrap();
+        let y = x.cast(DType::F8E4M3FN).unwrap();
+        assert_eq!(
+            y.cast(DType::F32).unwrap().as_slice::<f32>().unwrap(),
+            &[448.0, -0.3125, 2.5]
+        );
+        let i = Tensor::from_vec(vec![2], vec![-3i64, 20]).unwrap();
+        let q = i.cast(DType::U4).unwrap();
+        assert_eq!(q.as_slice::<U4>().unwrap(), &[U4(13), U4(4)]);
+        assert_eq!(
+            q.cast(DType::I8).unwrap().as_slice::<i8>().unwrap(),
+            &[13, 4]
+        );
+        // Arithmetic refuses narrow types rather than computing on them.
+        assert!(y.to_i64_vec().is_err());
+    }
 }
