@@ -575,7 +575,7 @@ mod tests {
         f32::INFINITY,
         f32::NEG_INFINITY,
         240.0,
-        2.288818359375e-05, // 1.5·2^-16
+        1.5 / 65536.0,
     ];
 
     fn encode<T: Narrow>(opts: CastOptions) -> Vec<u8> {
