@@ -189,7 +189,7 @@ impl MiniFloat {
             ((a.to_bits() >> 52) as i32 - 1023).max(min_exp)
         };
         let quantum = pow2(binade - self.man_bits as i32);
-        let rounded = round_half_even(a / quantum) * quantum;
+        let rounded = (a / quantum).round_ties_even() * quantum;
         if rounded > max {
             return overflow();
         }
@@ -212,15 +212,6 @@ impl MiniFloat {
         }
         let man = a / pow2(binade - self.man_bits as i32) - (1u32 << self.man_bits) as f64;
         (((binade + self.bias) as u8) << self.man_bits) | man as u8
-    }
-}
-
-fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (r - x).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
     }
 }
 
