@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::tensor::{CastOptions, DType, Tensor};
 use crate::{ensure, op_err};
 use half::{bf16, f16};
+use std::borrow::Cow;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     let kernel: Result<Box<dyn Kernel>> = match op {
@@ -154,6 +155,14 @@ fn dtype_attr(ctx: &BuildCtx, name: &str) -> Result<Option<DType>> {
     }
 }
 
+/// Any numeric or narrow tensor's values as f32, borrowed when already f32.
+fn f32_values(t: &Tensor) -> Result<Cow<'_, [f32]>> {
+    if t.dtype() == DType::F32 {
+        return Ok(Cow::Borrowed(t.as_slice::<f32>()?));
+    }
+    Ok(Cow::Owned(t.cast(DType::F32)?.into_vec::<f32>()?))
+}
+
 /// Rounds an f32 to `dtype` and back: numpy computes f16/bf16 arithmetic in f32 and rounds
 /// each result to the operand type.
 fn round_to(dtype: DType, v: f32) -> f32 {
@@ -217,8 +226,8 @@ impl Kernel for Quantize {
         } else {
             DType::F32
         });
-        let xs = x.cast(DType::F32)?.into_vec::<f32>()?;
-        let ss = scale.cast(DType::F32)?.into_vec::<f32>()?;
+        let xs = f32_values(x)?;
+        let ss = f32_values(scale)?;
         let quotient = |k: usize, p: usize| round_to(calc, xs[k] / ss[p]);
         let shape = x.shape().to_vec();
         if let Some((lo, hi)) = int_range(to) {
@@ -226,10 +235,17 @@ impl Kernel for Quantize {
                 Some(z) => z.cast(DType::I64)?.into_vec::<i64>()?,
                 None => vec![0; ss.len()],
             };
-            let q = layout.map(xs.len(), |k, p| {
+            let q = |k: usize, p: usize| {
                 (rint(quotient(k, p) as f64) as i64 + zs[p]).clamp(lo as i64, hi as i64) as i32
-            });
-            return Ok(vec![Tensor::from_vec(shape, q)?.cast(to)?]);
+            };
+            // The common 8-bit targets are written directly; the others through i32.
+            let n = xs.len();
+            let y = match to {
+                DType::U8 => Tensor::from_vec(shape, layout.map(n, |k, p| q(k, p) as u8))?,
+                DType::I8 => Tensor::from_vec(shape, layout.map(n, |k, p| q(k, p) as i8))?,
+                _ => Tensor::from_vec(shape, layout.map(n, q))?.cast(to)?,
+            };
+            return Ok(vec![y]);
         }
         ensure!(
             is_float8(to) || to == DType::F4E2M1,
@@ -278,8 +294,8 @@ impl Kernel for Dequantize {
             scale.dtype()
         );
         let layout = ParamLayout::new(x.shape(), scale.shape(), self.axis, self.block_size)?;
-        let xs = x.cast(DType::F32)?.into_vec::<f32>()?;
-        let ss = scale.cast(DType::F32)?.into_vec::<f32>()?;
+        let xs = f32_values(x)?;
+        let ss = f32_values(scale)?;
         // Narrow floats have no zero point to subtract: float8's must be zero, float4's is
         // ignored (as by the reference).
         let zs = match zp {

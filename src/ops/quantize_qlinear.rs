@@ -112,13 +112,18 @@ impl Kernel for QLinearMatMul {
         } else {
             DType::F32
         };
+        // One multiplier per (row scale, column scale) pair.
+        let y_s = sy[0];
+        let mults: Vec<f64> = sa
+            .iter()
+            .flat_map(|&a_s| sb.iter().map(move |&b_s| multiplier(calc, a_s, b_s, y_s)))
+            .collect();
         let acc = acc.as_slice::<i32>()?;
         let mut out = vec![0i32; acc.len()];
         for_each_chunk(&mut out, n.max(1), |row, chunk| {
-            let a_s = sa[if sa.len() == 1 { 0 } else { row % m }];
+            let row_mults = &mults[if sa.len() == 1 { 0 } else { row % m * sb.len() }..];
             for (j, y) in chunk.iter_mut().enumerate() {
-                let b_s = sb[if sb.len() == 1 { 0 } else { j }];
-                let mult = multiplier(calc, a_s, b_s, sy[0]);
+                let mult = row_mults[if sb.len() == 1 { 0 } else { j }];
                 *y = requantize(acc[row * n + j], mult, zero, dtype);
             }
         });
