@@ -192,10 +192,10 @@ fn descr(d: DType) -> Result<&'static str> {
         DType::U16 => "<u2",
         DType::U8 => "|u1",
         DType::Bool => "|b1",
-        DType::BF16 => {
-            return Err(Error::Input(
-                "bfloat16 has no .npy dtype; cast it first".into(),
-            ))
+        other => {
+            return Err(Error::Input(format!(
+                "{other} has no .npy dtype; cast it first"
+            )))
         }
     })
 }

@@ -3,7 +3,7 @@
 use super::proto::{tensor_proto, TensorProto};
 use crate::error::{Error, Result};
 use crate::mapped::MappedFile;
-use crate::tensor::{checked_numel, DType, Tensor};
+use crate::tensor::{checked_numel, narrow, DType, Tensor};
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::fs::File;
@@ -88,6 +88,16 @@ impl ExternalData {
     }
 }
 
+/// A tensor over `TensorProto` raw bytes: viewed in place, except for narrow types, which are
+/// unpacked to one byte per element.
+fn from_raw(dtype: DType, shape: Vec<usize>, raw: bytes::Bytes) -> Result<Tensor> {
+    if dtype.is_narrow() {
+        narrow::from_packed(dtype, shape, &raw)
+    } else {
+        Tensor::from_le_bytes(dtype, shape, raw)
+    }
+}
+
 /// Converts one `TensorProto`.
 pub fn tensor_from_proto(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
     let name = t.name();
@@ -112,9 +122,8 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
         ))
     })?;
     let n = checked_numel(&shape)?;
-    let byte_len = n
-        .checked_mul(dtype.size())
-        .ok_or_else(|| Error::Op("byte size overflows".into()))?;
+    let byte_len =
+        narrow::stored_len(dtype, n).ok_or_else(|| Error::Op("byte size overflows".into()))?;
 
     if t.data_location() == tensor_proto::DataLocation::External {
         let mut location = None;
@@ -145,11 +154,16 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
                     file.len()
                 ))
             })?;
-        return Tensor::from_le_bytes(dtype, shape, file.slice(offset..end));
+        return from_raw(dtype, shape, file.slice(offset..end));
     }
 
     if let Some(raw) = &t.raw_data {
-        return Tensor::from_le_bytes(dtype, shape, raw.clone());
+        return from_raw(dtype, shape, raw.clone());
+    }
+    if dtype.is_narrow() {
+        // One (packed) byte per int32_data entry.
+        let bytes: Vec<u8> = t.int32_data.iter().map(|&x| x as u8).collect();
+        return narrow::from_packed(dtype, shape, &bytes);
     }
 
     let count = |have: usize| -> Result<()> {

@@ -328,8 +328,8 @@ macro_rules! with_num_dtype {
                 type $T = u8;
                 $body
             }
-            __D::Bool => Err($crate::op_err!(
-                "bool tensors are not supported by this operator"
+            other => Err($crate::op_err!(
+                "{other} tensors are not supported by this operator"
             )),
         }
     }};

@@ -367,32 +367,42 @@ fn widen(t: &Tensor, zp: Option<&Tensor>, stride: usize, name: &str) -> Result<V
 impl Kernel for MatMulInteger {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
-        for t in [a, b] {
-            ensure!(
-                matches!(t.dtype(), DType::U8 | DType::I8),
-                "MatMulInteger needs uint8/int8 inputs, got {}",
-                t.dtype()
-            );
-        }
-        let plan = BatchPlan::new(a.shape(), b.shape())?;
         let (a_zp, b_zp) = (opt_input(inputs, 2), opt_input(inputs, 3));
-        // Per-row zero points of A have one value per row (of M); per-column ones of B one
-        // per column (of N).
-        let a_rows = a.shape().len().checked_sub(2).map_or(1, |r| a.shape()[r]);
-        ensure!(
-            a_zp.is_none_or(|z| z.len() == 1 || z.len() == a_rows),
-            "a_zero_point must have 1 or {a_rows} elements"
-        );
-        ensure!(
-            b_zp.is_none_or(|z| z.len() == 1 || z.len() == plan.n),
-            "b_zero_point must have 1 or {} elements",
-            plan.n
-        );
-        let a = widen(a, a_zp, plan.k, "A")?;
-        let b = widen(b, b_zp, 1, "B")?;
-        let out = plain_product(&plan, &a, &b);
-        Ok(vec![Tensor::from_vec(plan.out_shape.clone(), out)?])
+        Ok(vec![matmul_integer(a, a_zp, b, b_zp)?])
     }
+}
+
+/// `(A - a_zero_point) · (B - b_zero_point)` in int32, for MatMulInteger and QLinearMatMul.
+pub(super) fn matmul_integer(
+    a: &Tensor,
+    a_zp: Option<&Tensor>,
+    b: &Tensor,
+    b_zp: Option<&Tensor>,
+) -> Result<Tensor> {
+    for t in [a, b] {
+        ensure!(
+            matches!(t.dtype(), DType::U8 | DType::I8),
+            "needs uint8/int8 inputs, got {}",
+            t.dtype()
+        );
+    }
+    let plan = BatchPlan::new(a.shape(), b.shape())?;
+    // Per-row zero points of A have one value per row (of M); per-column ones of B one
+    // per column (of N).
+    let a_rows = a.shape().len().checked_sub(2).map_or(1, |r| a.shape()[r]);
+    ensure!(
+        a_zp.is_none_or(|z| z.len() == 1 || z.len() == a_rows),
+        "a_zero_point must have 1 or {a_rows} elements"
+    );
+    ensure!(
+        b_zp.is_none_or(|z| z.len() == 1 || z.len() == plan.n),
+        "b_zero_point must have 1 or {} elements",
+        plan.n
+    );
+    let a = widen(a, a_zp, plan.k, "A")?;
+    let b = widen(b, b_zp, 1, "B")?;
+    let out = plain_product(&plan, &a, &b);
+    Tensor::from_vec(plan.out_shape.clone(), out)
 }
 
 /// ONNX Gemm: `alpha · op(A) · op(B) + beta · C` with C broadcast to `[M, N]`, plus an

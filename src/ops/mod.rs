@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod quantize;
 pub mod reduce;
 pub mod resize;
 pub mod sequence;
@@ -85,7 +86,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 14] = [
+    let families: [FamilyBuilder; 15] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -100,6 +101,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         loss::build,
         control::build,
         sequence::build,
+        quantize::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {

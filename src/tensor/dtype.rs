@@ -19,6 +19,18 @@ pub enum DType {
     U16,
     U8,
     Bool,
+    // Storage-only types (see `narrow`): one byte per element, converted by Cast and the
+    // quantization ops, rejected by arithmetic.
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
+    F8E8M0,
+    F4E2M1,
+    I4,
+    U4,
+    I2,
+    U2,
 }
 
 impl DType {
@@ -29,6 +41,26 @@ impl DType {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
+            // The narrow types are unpacked in memory.
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::F8E8M0
+            | DType::F4E2M1
+            | DType::I4
+            | DType::U4
+            | DType::I2
+            | DType::U2 => 1,
+        }
+    }
+
+    /// Bits of one element in its packed form (`size` is what it takes in memory).
+    pub fn bit_width(self) -> usize {
+        match self {
+            DType::I4 | DType::U4 | DType::F4E2M1 => 4,
+            DType::I2 | DType::U2 => 2,
+            _ => 8 * self.size(),
         }
     }
 
@@ -48,6 +80,16 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::F8E8M0 => 24,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 
@@ -67,6 +109,16 @@ impl DType {
             12 => DType::U32,
             13 => DType::U64,
             16 => DType::BF16,
+            17 => DType::F8E4M3FN,
+            18 => DType::F8E4M3FNUZ,
+            19 => DType::F8E5M2,
+            20 => DType::F8E5M2FNUZ,
+            21 => DType::U4,
+            22 => DType::I4,
+            23 => DType::F4E2M1,
+            24 => DType::F8E8M0,
+            25 => DType::U2,
+            26 => DType::I2,
             _ => return None,
         })
     }
@@ -78,10 +130,8 @@ impl DType {
             8 => "STRING",
             14 => "COMPLEX64",
             15 => "COMPLEX128",
-            17..=20 | 23 | 24 => "FLOAT8",
-            21 => "UINT4",
-            22 => "INT4",
-            25 => "FLOAT4E2M1",
+            27 => "FLOAT6E2M3",
+            28 => "FLOAT6E3M2",
             _ => match DType::from_onnx(code) {
                 Some(d) => d.name(),
                 None => "UNKNOWN",
@@ -104,11 +154,40 @@ impl DType {
             DType::U16 => "uint16",
             DType::U8 => "uint8",
             DType::Bool => "bool",
+            DType::F8E4M3FN => "float8e4m3fn",
+            DType::F8E4M3FNUZ => "float8e4m3fnuz",
+            DType::F8E5M2 => "float8e5m2",
+            DType::F8E5M2FNUZ => "float8e5m2fnuz",
+            DType::F8E8M0 => "float8e8m0",
+            DType::F4E2M1 => "float4e2m1",
+            DType::I4 => "int4",
+            DType::U4 => "uint4",
+            DType::I2 => "int2",
+            DType::U2 => "uint2",
         }
     }
 
+    /// Whether this is one of the types that compute as floats (narrow floats are not).
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    /// Whether this is a storage-only type (float8, float4, int4, int2 and their unsigned
+    /// forms): held one byte per element, only converted, never computed on.
+    pub fn is_narrow(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN
+                | DType::F8E4M3FNUZ
+                | DType::F8E5M2
+                | DType::F8E5M2FNUZ
+                | DType::F8E8M0
+                | DType::F4E2M1
+                | DType::I4
+                | DType::U4
+                | DType::I2
+                | DType::U2
+        )
     }
 }
 

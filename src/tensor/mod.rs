@@ -5,9 +5,11 @@
 //! clones are cheap and weights are never copied when their bytes are aligned.
 
 mod dtype;
+pub mod narrow;
 mod value;
 
 pub use dtype::{DType, Elem};
+pub use narrow::{CastOptions, E8m0Rounding, Narrow};
 pub use value::{Sequence, Value};
 
 use crate::error::{Error, Result};
@@ -15,7 +17,9 @@ use half::{bf16, f16};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use std::sync::Arc;
 
-/// Runs `$body` with the type alias `$T` bound to the Rust type of `$dtype`.
+/// Runs `$body` with the type alias `$T` bound to the Rust type of `$dtype`, for the types
+/// that compute; for the storage-only narrow types (float8, int4, ...) the enclosing function
+/// returns an error instead.
 #[macro_export]
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident, $body:block) => {{
@@ -73,6 +77,115 @@ macro_rules! with_dtype {
                 type $T = bool;
                 $body
             }
+            narrow => {
+                return Err($crate::error::Error::Op(format!(
+                    "{narrow} tensors are not supported by this operator"
+                ))
+                .into())
+            }
+        }
+    }};
+}
+
+/// Like `with_dtype!`, but for every dtype including the narrow ones: for code that only
+/// stores or moves elements.
+#[macro_export]
+macro_rules! with_any_dtype {
+    ($dtype:expr, $T:ident, $body:block) => {{
+        use $crate::tensor::DType as __D;
+        match $dtype {
+            __D::F32 => {
+                type $T = f32;
+                $body
+            }
+            __D::F64 => {
+                type $T = f64;
+                $body
+            }
+            __D::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            __D::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            __D::I64 => {
+                type $T = i64;
+                $body
+            }
+            __D::I32 => {
+                type $T = i32;
+                $body
+            }
+            __D::I16 => {
+                type $T = i16;
+                $body
+            }
+            __D::I8 => {
+                type $T = i8;
+                $body
+            }
+            __D::U64 => {
+                type $T = u64;
+                $body
+            }
+            __D::U32 => {
+                type $T = u32;
+                $body
+            }
+            __D::U16 => {
+                type $T = u16;
+                $body
+            }
+            __D::U8 => {
+                type $T = u8;
+                $body
+            }
+            __D::Bool => {
+                type $T = bool;
+                $body
+            }
+            __D::F8E4M3FN => {
+                type $T = $crate::tensor::narrow::F8E4M3FN;
+                $body
+            }
+            __D::F8E4M3FNUZ => {
+                type $T = $crate::tensor::narrow::F8E4M3FNUZ;
+                $body
+            }
+            __D::F8E5M2 => {
+                type $T = $crate::tensor::narrow::F8E5M2;
+                $body
+            }
+            __D::F8E5M2FNUZ => {
+                type $T = $crate::tensor::narrow::F8E5M2FNUZ;
+                $body
+            }
+            __D::F8E8M0 => {
+                type $T = $crate::tensor::narrow::F8E8M0;
+                $body
+            }
+            __D::F4E2M1 => {
+                type $T = $crate::tensor::narrow::F4E2M1;
+                $body
+            }
+            __D::I4 => {
+                type $T = $crate::tensor::narrow::I4;
+                $body
+            }
+            __D::U4 => {
+                type $T = $crate::tensor::narrow::U4;
+                $body
+            }
+            __D::I2 => {
+                type $T = $crate::tensor::narrow::I2;
+                $body
+            }
+            __D::U2 => {
+                type $T = $crate::tensor::narrow::U2;
+                $body
+            }
         }
     }};
 }
@@ -93,6 +206,16 @@ enum Owned {
     U16(Vec<u16>),
     U8(Vec<u8>),
     Bool(Vec<bool>),
+    F8E4M3FN(Vec<narrow::F8E4M3FN>),
+    F8E4M3FNUZ(Vec<narrow::F8E4M3FNUZ>),
+    F8E5M2(Vec<narrow::F8E5M2>),
+    F8E5M2FNUZ(Vec<narrow::F8E5M2FNUZ>),
+    F8E8M0(Vec<narrow::F8E8M0>),
+    F4E2M1(Vec<narrow::F4E2M1>),
+    I4(Vec<narrow::I4>),
+    U4(Vec<narrow::U4>),
+    I2(Vec<narrow::I2>),
+    U2(Vec<narrow::U2>),
 }
 
 /// Moves typed vectors in and out of `Owned` without copying.
@@ -123,7 +246,11 @@ macro_rules! storable {
     )*};
 }
 storable!(f32 => F32, f64 => F64, f16 => F16, bf16 => BF16, i64 => I64, i32 => I32,
-          i16 => I16, i8 => I8, u64 => U64, u32 => U32, u16 => U16, u8 => U8, bool => Bool);
+          i16 => I16, i8 => I8, u64 => U64, u32 => U32, u16 => U16, u8 => U8, bool => Bool,
+          narrow::F8E4M3FN => F8E4M3FN, narrow::F8E4M3FNUZ => F8E4M3FNUZ,
+          narrow::F8E5M2 => F8E5M2, narrow::F8E5M2FNUZ => F8E5M2FNUZ, narrow::F8E8M0 => F8E8M0,
+          narrow::F4E2M1 => F4E2M1, narrow::I4 => I4, narrow::U4 => U4, narrow::I2 => I2,
+          narrow::U2 => U2);
 
 impl OwnedBox {
     fn as_bytes(&self) -> &[u8] {
@@ -131,7 +258,7 @@ impl OwnedBox {
             ($v:expr) => {{
                 let v = $v;
                 // SAFETY: every element type here is plain data without padding (bool is one
-                // byte, 0 or 1), so viewing its initialized memory as bytes is sound.
+                // byte, 0 or 1; the narrow types are `repr(transparent)` bytes), so viewing its initialized memory as bytes is sound.
                 unsafe {
                     std::slice::from_raw_parts(
                         v.as_ptr() as *const u8,
@@ -154,6 +281,16 @@ impl OwnedBox {
             Owned::U16(v) => bytes_of!(v),
             Owned::U8(v) => bytes_of!(v),
             Owned::Bool(v) => bytes_of!(v),
+            Owned::F8E4M3FN(v) => bytes_of!(v),
+            Owned::F8E4M3FNUZ(v) => bytes_of!(v),
+            Owned::F8E5M2(v) => bytes_of!(v),
+            Owned::F8E5M2FNUZ(v) => bytes_of!(v),
+            Owned::F8E8M0(v) => bytes_of!(v),
+            Owned::F4E2M1(v) => bytes_of!(v),
+            Owned::I4(v) => bytes_of!(v),
+            Owned::U4(v) => bytes_of!(v),
+            Owned::I2(v) => bytes_of!(v),
+            Owned::U2(v) => bytes_of!(v),
         }
     }
 }
@@ -190,9 +327,9 @@ fn decode_le(dtype: DType, bytes: &[u8]) -> OwnedBox {
         return bool::wrap(bytes.iter().map(|&b| b != 0).collect());
     }
     let n = bytes.len() / dtype.size();
-    with_dtype!(dtype, T, {
+    with_any_dtype!(dtype, T, {
         let mut v: Vec<T> = vec![T::default(); n];
-        // SAFETY: T is a plain numeric type (not bool, handled above) for which every bit
+        // SAFETY: T is a plain numeric or narrow type (not bool, handled above); every bit
         // pattern is valid; `v` holds `n · size_of::<T>()` bytes, and only that many are
         // written (the caller guarantees `bytes` is a whole number of elements).
         let dst = unsafe {
@@ -257,7 +394,7 @@ impl Tensor {
     /// A tensor of zeros (false for bool).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
-        with_dtype!(dtype, T, { Tensor::from_vec(shape, vec![T::default(); n]) })
+        with_any_dtype!(dtype, T, { Tensor::from_vec(shape, vec![T::default(); n]) })
     }
 
     /// Builds a tensor from an ndarray, in row-major order.
@@ -460,17 +597,25 @@ impl Tensor {
         })
     }
 
-    /// Reads any numeric tensor as f64 values (for scalars and small parameters).
+    /// Reads any numeric or narrow tensor as f64 values (for scalars and small parameters).
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
-        with_dtype!(self.dtype, T, {
+        with_any_dtype!(self.dtype, T, {
             Ok(self.as_slice::<T>()?.iter().map(|v| v.to_f64()).collect())
         })
     }
 
-    /// Converts to another dtype, following ONNX `Cast` semantics for numbers.
+    /// Converts to another dtype, following ONNX `Cast` semantics (saturating for float8).
     pub fn cast(&self, to: DType) -> Result<Tensor> {
+        self.cast_with(to, CastOptions::default())
+    }
+
+    /// Converts to another dtype; `opts` govern conversions to the narrow float types.
+    pub fn cast_with(&self, to: DType, opts: CastOptions) -> Result<Tensor> {
         if to == self.dtype {
             return Ok(self.clone());
+        }
+        if let Some(t) = narrow::cast(self, to, opts) {
+            return t;
         }
         let shape = self.shape.clone();
         with_dtype!(self.dtype, S, {
