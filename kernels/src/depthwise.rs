@@ -165,14 +165,23 @@ fn compute<const FMA: bool>(
     if g.stride == [1, 1] {
         // One flat row: output (oh, ow) is at oh·len + ow, and every tap offset is constant.
         let flat = oh_n * len;
-        let mut at = 0;
+        let (mut at, mut oh, mut ow) = (0, 0, 0);
         while at < flat {
             let mut acc = [bias; BLOCK];
             accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, at);
-            for (i, &v) in acc.iter().enumerate().take(flat - at) {
-                let (oh, ow) = ((at + i) / len, (at + i) % len);
+            // Copy the block out as runs along output rows, dropping the padding columns.
+            let mut i = 0;
+            let n = BLOCK.min(flat - at);
+            while i < n {
+                let run = (len - ow).min(n - i);
                 if ow < ow_n {
-                    y[oh * ow_n + ow] = v;
+                    let keep = run.min(ow_n - ow);
+                    y[oh * ow_n + ow..oh * ow_n + ow + keep].copy_from_slice(&acc[i..i + keep]);
+                }
+                i += run;
+                ow += run;
+                if ow == len {
+                    (oh, ow) = (oh + 1, 0);
                 }
             }
             at += BLOCK;

@@ -3,7 +3,7 @@
 
 use super::inputs::{self, Given};
 use infer::ir::Dim;
-use infer::{DType, Session, Tensor};
+use infer::{DType, Profile, Session, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -15,6 +15,7 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     dims: &[String],
+    profile: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let session = super::session(model, threads)?;
@@ -41,6 +42,9 @@ pub fn bench(
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    if profile {
+        print_profile(&session, &given, iters.max(1))?;
+    }
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS: {rss:.1} MiB");
     }
@@ -49,6 +53,37 @@ pub fn bench(
         times[0],
         times[times.len() - 1]
     );
+    Ok(())
+}
+
+/// Kernel time per operator type over `runs` extra runs (timed apart from the runs above, so
+/// the per-step clock reads do not touch the reported latency).
+fn print_profile(
+    session: &Session,
+    given: &Given,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut profile = Profile::new();
+    for _ in 0..runs {
+        given.run_profiled(session, &mut profile)?;
+    }
+    let total = profile.total().as_secs_f64();
+    let per_run = |d: std::time::Duration| d.as_secs_f64() * 1e3 / runs as f64;
+    println!("profile over {runs} runs (kernel time per run):");
+    println!(
+        "  {:<28} {:>10} {:>7} {:>9}",
+        "op type", "ms/run", "share", "steps/run"
+    );
+    for op in profile.by_op_type() {
+        println!(
+            "  {:<28} {:>10.3} {:>6.1}% {:>9}",
+            op.op_type,
+            per_run(op.total),
+            100.0 * op.total.as_secs_f64() / total.max(f64::MIN_POSITIVE),
+            op.calls / runs
+        );
+    }
+    println!("  {:<28} {:>10.3}", "all kernels", per_run(profile.total()));
     Ok(())
 }
 

@@ -39,4 +39,26 @@ impl Given {
             Given::Positional(v) => session.run_positional(v.clone()),
         }
     }
+
+    /// `run`, adding each kernel's time to `profile`.
+    pub fn run_profiled(
+        &self,
+        session: &Session,
+        profile: &mut infer::Profile,
+    ) -> infer::Result<infer::Outputs> {
+        match self {
+            Given::Named(v) => {
+                session.run_profiled(v.iter().map(|(n, t)| (n.as_str(), t.clone())), profile)
+            }
+            Given::Positional(v) => {
+                let names: Vec<String> = session.inputs().into_iter().map(|io| io.name).collect();
+                if names.len() != v.len() {
+                    // Let the ordinary binding report the mismatch.
+                    return session.run_positional(v.clone());
+                }
+                let named = names.iter().map(String::as_str).zip(v.iter().cloned());
+                session.run_profiled(named, profile)
+            }
+        }
+    }
 }

@@ -57,6 +57,9 @@ enum Command {
         /// Value of a symbolic dimension for random inputs, e.g. `--dim batch=8`.
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
+        /// Also print kernel time per operator type (over `iters` extra runs).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -77,7 +80,8 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
             iters,
             warmup,
             dims,
-        } => bench::bench(&model, &inputs, threads, iters, warmup, &dims),
+            profile,
+        } => bench::bench(&model, &inputs, threads, iters, warmup, &dims, profile),
     }
 }
 

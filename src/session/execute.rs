@@ -1,9 +1,11 @@
 //! The executor: walks a plan's steps over a per-run value table.
 
+use super::profile::Profile;
 use crate::error::{Error, Result};
 use crate::ir::ValueId;
 use crate::plan::{ExecutionPlan, Step};
 use crate::tensor::{Tensor, Value};
+use std::time::Instant;
 
 /// Values of the shape-only subgraph for one set of input shapes.
 pub(crate) type ShapeValues = Vec<(ValueId, Value)>;
@@ -11,19 +13,24 @@ pub(crate) type ShapeValues = Vec<(ValueId, Value)>;
 /// Runs a subgraph's plan from inside a kernel (already on the session's pool): `inputs`
 /// binds its formal inputs and captures by value id.
 pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Value)>) -> Result<Vec<Value>> {
-    execute(plan, inputs, None, false).map(|(outputs, _)| outputs)
+    execute(plan, inputs, None, false, None).map(|(outputs, _)| outputs)
 }
 
 /// Runs `plan` once.
 ///
 /// With `cached` shape values, shape-only steps are skipped and their outputs taken from the
 /// cache; otherwise they run and (when `record`) their outputs are returned for caching.
+/// With a `profile`, each step's kernel time is added to it.
 pub(crate) fn execute(
     plan: &ExecutionPlan,
     inputs: Vec<(ValueId, Value)>,
     cached: Option<&ShapeValues>,
     record: bool,
+    mut profile: Option<&mut Profile>,
 ) -> Result<(Vec<Value>, Option<ShapeValues>)> {
+    if let Some(p) = profile.as_deref_mut() {
+        p.begin_run();
+    }
     let mut env: Vec<Option<Value>> = vec![None; plan.values.len()];
     for (v, t) in inputs {
         env[v] = Some(t);
@@ -41,7 +48,11 @@ pub(crate) fn execute(
 
     for step in &plan.steps {
         if !(step.shape_only && cached.is_some()) {
+            let start = profile.is_some().then(Instant::now);
             let outputs = run_step(plan, step, &env)?;
+            if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
+                p.record(&step.op_type, start.elapsed());
+            }
             let produced = outputs.len();
             let mut outputs = outputs.into_iter();
             for (i, slot) in step.outputs.iter().enumerate() {

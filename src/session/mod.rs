@@ -13,6 +13,7 @@
 
 mod execute;
 mod inputs;
+mod profile;
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub(crate) use execute::run_plan;
+pub use profile::{OpTime, Profile};
 
 /// Most iterations one Loop may run: a model whose loop never ends gets an error, not a hang.
 pub(crate) const MAX_LOOP_ITERATIONS: u64 = 1 << 24;
@@ -185,17 +187,31 @@ impl Session {
         I: IntoIterator<Item = (&'a str, Value)>,
     {
         let bound = inputs::bind_named(&self.plan, inputs)?;
-        self.run_bound(bound)
+        self.run_bound(bound, None)
+    }
+
+    /// Like `run`, adding each kernel's time to `profile` (per operator type).
+    pub fn run_profiled<'a, I>(&self, inputs: I, profile: &mut Profile) -> Result<Outputs>
+    where
+        I: IntoIterator<Item = (&'a str, Tensor)>,
+    {
+        let values = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t)));
+        let bound = inputs::bind_named(&self.plan, values)?;
+        self.run_bound(bound, Some(profile))
     }
 
     /// Runs the model on inputs given in the model's input order.
     pub fn run_positional(&self, inputs: Vec<Tensor>) -> Result<Outputs> {
         let values = inputs.into_iter().map(Value::Tensor).collect();
         let bound = inputs::bind_positional(&self.plan, values)?;
-        self.run_bound(bound)
+        self.run_bound(bound, None)
     }
 
-    fn run_bound(&self, bound: Vec<(usize, Value)>) -> Result<Outputs> {
+    fn run_bound(
+        &self,
+        bound: Vec<(usize, Value)>,
+        profile: Option<&mut Profile>,
+    ) -> Result<Outputs> {
         let key = shape_signature(&bound);
         let cached = self
             .shape_cache
@@ -205,7 +221,7 @@ impl Session {
             .cloned();
         let (values, recorded) = self
             .pool
-            .install(|| execute::execute(&self.plan, bound, cached.as_deref(), true))?;
+            .install(|| execute::execute(&self.plan, bound, cached.as_deref(), true, profile))?;
         if let Some(recorded) = recorded {
             if let Ok(mut cache) = self.shape_cache.lock() {
                 if cache.len() >= SHAPE_CACHE_CAPACITY {
