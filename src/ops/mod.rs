@@ -13,6 +13,8 @@ pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod recurrent;
+mod recurrent_cell;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -61,7 +63,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 13] = [
+    let families: [FamilyBuilder; 14] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -75,6 +77,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         resize::build,
         loss::build,
         control::build,
+        recurrent::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
