@@ -87,8 +87,12 @@ impl Act {
             Act::Sigmoid => apply_inplace(UnaryF32::Sigmoid, xs),
             Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
             Act::Affine(a, b) => xs.iter_mut().for_each(|x| *x = a * *x + b),
-            Act::LeakyRelu(a) => xs.iter_mut().for_each(|x| *x = if *x < 0.0 { a * *x } else { *x }),
-            Act::ThresholdedRelu(a) => xs.iter_mut().for_each(|x| *x = if *x > a { *x } else { 0.0 }),
+            Act::LeakyRelu(a) => xs
+                .iter_mut()
+                .for_each(|x| *x = if *x < 0.0 { a * *x } else { *x }),
+            Act::ThresholdedRelu(a) => xs
+                .iter_mut()
+                .for_each(|x| *x = if *x > a { *x } else { 0.0 }),
             Act::ScaledTanh(a, b) => {
                 xs.iter_mut().for_each(|x| *x *= b);
                 apply_inplace(UnaryF32::Tanh, xs);
@@ -247,7 +251,9 @@ fn attrs_strings(ctx: &BuildCtx, name: &str) -> Result<Vec<String>> {
     use crate::ir::Attr;
     match ctx.attrs().get(name) {
         Some(Attr::Strings(v)) => Ok(v.clone()),
-        Some(other) => Err(op_err!("attribute {name} should be a list of strings, got {other:?}")),
+        Some(other) => Err(op_err!(
+            "attribute {name} should be a list of strings, got {other:?}"
+        )),
         None => Ok(Vec::new()),
     }
 }
@@ -305,7 +311,11 @@ impl Kernel for Recurrent {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
         let dtype = x.dtype();
-        ensure!(x.rank() == 3, "X must have rank 3, got shape {:?}", x.shape());
+        ensure!(
+            x.rank() == 3,
+            "X must have rank 3, got shape {:?}",
+            x.shape()
+        );
         let (seq, batch, input_size) = if self.batch_major {
             (x.shape()[1], x.shape()[0], x.shape()[2])
         } else {
@@ -405,9 +415,7 @@ impl Kernel for Recurrent {
                 // Each sequence runs over its own length; reversed ones start at their end.
                 let times: Vec<Option<usize>> = lens
                     .iter()
-                    .map(|&len| {
-                        (s < len).then(|| if backwards { len - 1 - s } else { s })
-                    })
+                    .map(|&len| (s < len).then(|| if backwards { len - 1 - s } else { s }))
                     .collect();
                 // Gate pre-activations: this step's projected inputs, plus H·Rᵀ in `step`.
                 for (b, t) in times.iter().enumerate() {
@@ -512,4 +520,84 @@ fn seq_lens(t: Option<&Tensor>, batch: usize, seq: usize) -> Result<Vec<usize>> 
                 .ok_or_else(|| op_err!("sequence length {l} is outside 0..={seq}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{assert_close, run_op, t, vals};
+    use crate::tensor::Tensor;
+
+    fn run(op: &str, attrs: &[(&str, Attr)], inputs: &[Option<&Tensor>]) -> Vec<Vec<f32>> {
+        let outs = run_op(op, 22, attrs, inputs).unwrap();
+        outs.iter().map(vals::<f32>).collect()
+    }
+
+    #[test]
+    fn gru_linear_before_reset_scales_the_recurrent_product_and_its_bias() {
+        // numpy: z, r = σ(x·Wᵀ + H·Rᵀ + Wb + Rb); h̃ = tanh(x·Whᵀ + r ⊙ (H·Rhᵀ + Rbh) + Wbh).
+        let x = t(&[2, 1, 2], vec![1.0f32, -1.0, 0.5, 2.0]);
+        let w: Vec<f32> = vec![
+            0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, 0.8, -0.9, 0.1, 0.2, 0.3,
+        ];
+        let r: Vec<f32> = vec![
+            0.3, -0.2, 0.1, 0.4, -0.5, 0.6, 0.2, 0.1, -0.3, 0.5, 0.4, -0.1,
+        ];
+        let b: Vec<f32> = vec![
+            0.1, -0.1, 0.2, 0.0, 0.3, -0.2, 0.05, 0.1, -0.1, 0.2, 0.3, 0.4,
+        ];
+        let (w, r, b) = (t(&[1, 6, 2], w), t(&[1, 6, 2], r), t(&[1, 12], b));
+        let attrs = [
+            ("hidden_size", Attr::Int(2)),
+            ("linear_before_reset", Attr::Int(1)),
+        ];
+        let out = run("GRU", &attrs, &[Some(&x), Some(&w), Some(&r), Some(&b)]);
+        let want_y = [-0.21340368, -0.05998057, -0.07887946, 0.19294612];
+        assert_close(&out[0], &want_y, 1e-5);
+        assert_close(&out[1], &want_y[2..], 1e-5);
+    }
+
+    #[test]
+    fn reverse_lstm_runs_each_sequence_backwards_from_its_own_length() {
+        // Batch of 2 with lengths 3 and 1: Y past a sequence's end stays zero, and the short
+        // sequence's state is its single step's.
+        let x = t(&[3, 2, 1], vec![1.0f32, 2.0, -1.0, 0.0, 0.5, 0.0]);
+        let w = t(&[1, 4, 1], vec![0.5f32, -0.4, 0.3, 0.2]);
+        let r = t(&[1, 4, 1], vec![0.1f32, 0.2, -0.3, 0.4]);
+        let lens = t(&[2], vec![3i32, 1]);
+        let attrs = [
+            ("hidden_size", Attr::Int(1)),
+            ("direction", Attr::String("reverse".into())),
+        ];
+        let ins = [Some(&x), Some(&w), Some(&r), None, Some(&lens)];
+        let out = run("LSTM", &attrs, &ins);
+        let want_y = [0.03539115, 0.08396583, -0.02830816, 0.0, 0.02519689, 0.0];
+        assert_close(&out[0], &want_y, 1e-6);
+        assert_close(&out[1], &[0.03539115, 0.08396583], 1e-6);
+        assert_close(&out[2], &[0.08872036, 0.27776495], 1e-6);
+    }
+
+    #[test]
+    fn rnn_clips_pre_activations_and_honours_custom_activations() {
+        // H₁ = relu(clip([2, −1], ±1)) = [1, 0]; H₂ = relu(clip([−1, 0.5] + [0.5, 1], ±1)).
+        let x = t(&[2, 1, 1], vec![2.0f32, -1.0]);
+        let w = t(&[1, 2, 1], vec![1.0f32, -0.5]);
+        let r = t(&[1, 2, 2], vec![0.5f32, 0.0, 1.0, -1.0]);
+        let attrs = [
+            ("hidden_size", Attr::Int(2)),
+            ("activations", Attr::Strings(vec!["Relu".into()])),
+            ("clip", Attr::Float(1.0)),
+        ];
+        let out = run("RNN", &attrs, &[Some(&x), Some(&w), Some(&r)]);
+        assert_close(&out[0], &[1.0, 0.0, 0.0, 1.0], 1e-6);
+    }
+
+    #[test]
+    fn mismatched_weights_are_errors() {
+        let x = t(&[1, 1, 3], vec![0.0f32; 3]);
+        let w = t(&[1, 4, 2], vec![0.0f32; 8]);
+        let r = t(&[1, 4, 4], vec![0.0f32; 16]);
+        let attrs = [("hidden_size", Attr::Int(4))];
+        assert!(run_op("RNN", 22, &attrs, &[Some(&x), Some(&w), Some(&r)]).is_err());
+    }
 }

@@ -10,9 +10,13 @@ use infer_kernels::gemm::{gemm, Epilogue, MatMut, MatRef};
 pub(super) enum Cell {
     Rnn,
     /// Gates z, r, h.
-    Gru { linear_before_reset: bool },
+    Gru {
+        linear_before_reset: bool,
+    },
     /// Gates i, o, f, c.
-    Lstm { input_forget: bool },
+    Lstm {
+        input_forget: bool,
+    },
 }
 
 impl Cell {
