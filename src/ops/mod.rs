@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
@@ -63,7 +64,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 14] = [
+    let families: [FamilyBuilder; 15] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -78,6 +79,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         loss::build,
         control::build,
         recurrent::build,
+        einsum::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
