@@ -9,6 +9,7 @@ pub mod control;
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;
+pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
 pub mod movement;
@@ -64,7 +65,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 15] = [
+    let families: [FamilyBuilder; 16] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -80,6 +81,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         control::build,
         recurrent::build,
         einsum::build,
+        grid_sample::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
