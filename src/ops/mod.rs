@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_parts;
 pub mod control;
 pub mod conv;
 pub mod einsum;
@@ -65,7 +66,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 16] = [
+    let families: [FamilyBuilder; 17] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -82,6 +83,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         recurrent::build,
         einsum::build,
         grid_sample::build,
+        attention_parts::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
