@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_linear;
 pub mod attention_parts;
 pub mod control;
 pub mod conv;
@@ -66,7 +67,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 17] = [
+    let families: [FamilyBuilder; 18] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -84,6 +85,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         einsum::build,
         grid_sample::build,
         attention_parts::build,
+        attention_linear::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
