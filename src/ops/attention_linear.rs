@@ -338,3 +338,79 @@ impl Kernel for CausalConv {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{assert_close, run_op, t, vals};
+
+    #[test]
+    fn gated_delta_rule_with_two_query_heads_per_kv_head() {
+        // batch 1, 2 steps, q heads 2, kv heads 1, d_k = d_v = 2, scale 1; references from
+        // onnx.reference's LinearAttention.
+        let q = t(&[1, 2, 4], vec![1.0f32, 0.0, 0.5, 0.5, 0.0, 1.0, 1.0, -1.0]);
+        let k = t(&[1, 2, 2], vec![1.0f32, 0.0, 0.6, 0.8]);
+        let v = t(&[1, 2, 2], vec![2.0f32, -1.0, 1.0, 3.0]);
+        let decay = t(&[1, 2, 1], vec![-0.1f32, -0.5]);
+        let beta = t(&[1, 2, 1], vec![0.5f32, 0.9]);
+        let attrs = [
+            ("q_num_heads", Attr::Int(2)),
+            ("kv_num_heads", Attr::Int(1)),
+            ("scale", Attr::Float(1.0)),
+        ];
+        let ins = [
+            Some(&q),
+            Some(&k),
+            Some(&v),
+            None,
+            Some(&decay),
+            Some(&beta),
+        ];
+        let out = run_op("LinearAttention", 27, &attrs, &ins).unwrap();
+        let want_y = [
+            1.0,
+            -0.5,
+            0.5,
+            -0.25,
+            0.45797873,
+            2.2910106,
+            0.49203598,
+            -0.87601805,
+        ];
+        assert_close(&vals::<f32>(&out[0]), &want_y, 1e-5);
+        assert_close(
+            &vals::<f32>(&out[1]),
+            &[0.9500147, 1.4149926, 0.45797873, 2.2910106],
+            1e-5,
+        );
+        // The gated rules need their decay input.
+        assert!(run_op("LinearAttention", 27, &attrs, &ins[..4]).is_err());
+    }
+
+    #[test]
+    fn causal_conv_continues_from_its_past_state() {
+        // 2 channels, kernel 3, past [[7, 8], [9, 10]], bias, SiLU (onnx.reference).
+        let x = t(&[1, 2, 3], vec![1.0f32, 2.0, 3.0, -1.0, 0.0, 4.0]);
+        let w = t(&[2, 1, 3], vec![0.5f32, -1.0, 2.0, 1.0, 1.0, 1.0]);
+        let bias = t(&[2], vec![0.1f32, -0.2]);
+        let past = t(&[1, 2, 2], vec![7.0f32, 8.0, 9.0, 10.0]);
+        let attrs = [("activation", Attr::String("silu".into()))];
+        let out = run_op(
+            "CausalConvWithState",
+            27,
+            &attrs,
+            &[Some(&x), Some(&w), Some(&bias), Some(&past)],
+        )
+        .unwrap();
+        let want = [
+            -0.19961448,
+            7.0941467,
+            4.5542216,
+            17.8,
+            8.798_675,
+            2.6394923,
+        ];
+        assert_close(&vals::<f32>(&out[0]), &want, 1e-5);
+        assert_eq!(vals::<f32>(&out[1]), [2.0, 3.0, 0.0, 4.0]);
+    }
+}

@@ -282,3 +282,84 @@ impl Kernel for TensorScatter {
         Ok(vec![out])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::Attr;
+    use crate::ops::movement::testing::{assert_close, run_op, t, vals};
+    use crate::tensor::Tensor;
+
+    fn run1(op: &str, opset: i64, attrs: &[(&str, Attr)], inputs: &[Option<&Tensor>]) -> Tensor {
+        run_op(op, opset, attrs, inputs).unwrap().remove(0)
+    }
+
+    /// X = arange(8).reshape(1, 1, 2, 4) / 4 with position ids [1, 0] into a 2-row cache;
+    /// references from onnx.reference's rotary_embedding.
+    fn rope(interleaved: i64) -> Vec<f32> {
+        let x = t(&[1, 1, 2, 4], (0..8).map(|v| v as f32 / 4.0).collect());
+        let cos = t(&[2, 2], vec![1.0f32, 0.5, 0.0, 0.8]);
+        let sin = t(&[2, 2], vec![0.0f32, 0.5, 1.0, 0.6]);
+        let pos = t(&[1, 2], vec![1i64, 0]);
+        let attrs = [("interleaved", Attr::Int(interleaved))];
+        let y = run1(
+            "RotaryEmbedding",
+            23,
+            &attrs,
+            &[Some(&x), Some(&cos), Some(&sin), Some(&pos)],
+        );
+        vals::<f32>(&y)
+    }
+
+    #[test]
+    fn rotary_embedding_rotates_halves() {
+        assert_close(
+            &rope(0),
+            &[-0.5, -0.25, 0.0, 0.75, 1.0, -0.25, 1.5, 1.5],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn rotary_embedding_rotates_interleaved_pairs() {
+        let want = [-0.25, 0.0, -0.05, 0.9, 1.0, 1.25, -0.125, 1.625];
+        assert_close(&rope(1), &want, 1e-6);
+    }
+
+    #[test]
+    fn rotary_position_ids_must_index_the_cache() {
+        let x = t(&[1, 1, 1, 2], vec![1.0f32, 2.0]);
+        let cache = t(&[2, 1], vec![1.0f32, 1.0]);
+        let pos = t(&[1, 1], vec![2i64]);
+        let ins = [Some(&x), Some(&cache), Some(&cache), Some(&pos)];
+        assert!(run_op("RotaryEmbedding", 23, &[], &ins).is_err());
+    }
+
+    #[test]
+    fn swiglu_gates_b_with_swish_of_a() {
+        // numpy: a / (1 + exp(-1.5 a)) * b.
+        let a = t(&[5], vec![-2.0f32, -0.5, 0.0, 1.0, 3.0]);
+        let b = t(&[5], vec![1.0f32, 2.0, 3.0, -1.0, 0.5]);
+        let y = run1(
+            "SwiGLU",
+            28,
+            &[("alpha", Attr::Float(1.5))],
+            &[Some(&a), Some(&b)],
+        );
+        let want = [-0.09485175, -0.320_821_3, 0.0, -0.8175745, 1.483_519_6];
+        assert_close(&vals::<f32>(&y), &want, 1e-6);
+    }
+
+    #[test]
+    fn tensor_scatter_writes_each_batch_at_its_index_wrapping_when_circular() {
+        // Cache [2, 3, 1] (batch, seq, dim); two new steps per batch at indices 1 and 2.
+        let cache = t(&[2, 3, 1], vec![0i32; 6]);
+        let update = t(&[2, 2, 1], vec![1i32, 2, 3, 4]);
+        let idx = t(&[2], vec![1i64, 2]);
+        let ins = [Some(&cache), Some(&update), Some(&idx)];
+        let circular = [("mode", Attr::String("circular".into()))];
+        let y = run1("TensorScatter", 24, &circular, &ins);
+        assert_eq!(vals::<i32>(&y), [0, 1, 2, 4, 0, 3]);
+        // Linear mode may not run past the end.
+        assert!(run_op("TensorScatter", 24, &[], &ins).is_err());
+    }
+}
