@@ -24,7 +24,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 
 /// A planned subgraph and how the node's values bind to it.
 #[derive(Debug)]
-struct Body {
+pub(super) struct Body {
     /// The attribute it came from, for error messages.
     attr: &'static str,
     plan: ExecutionPlan,
@@ -38,7 +38,7 @@ struct Body {
 }
 
 impl Body {
-    fn build(ctx: &BuildCtx, attr: &'static str) -> Result<Body> {
+    pub(super) fn build(ctx: &BuildCtx, attr: &'static str) -> Result<Body> {
         let g = ctx
             .attrs()
             .graph(attr)?
@@ -75,7 +75,11 @@ impl Body {
 
     /// Runs the subgraph on its formal inputs `args`; `node_inputs` are the node's inputs,
     /// whose tail holds the captured outer values.
-    fn run(&self, args: Vec<Tensor>, node_inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pub(super) fn run(
+        &self,
+        args: Vec<Tensor>,
+        node_inputs: &[Option<&Tensor>],
+    ) -> Result<Vec<Tensor>> {
         ensure!(
             args.len() == self.inputs.len(),
             "'{}' takes {} inputs, got {}",

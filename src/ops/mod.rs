@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_flex;
 pub mod attention_linear;
 pub mod attention_parts;
 pub mod control;
@@ -63,11 +64,16 @@ type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
     let domain = ctx.node.domain.as_str();
-    if !(domain.is_empty() || domain == "ai.onnx" || domain == "infer") {
+    // ai.onnx.preview holds FlexAttention, whose builder checks the domain itself.
+    if !(domain.is_empty()
+        || domain == "ai.onnx"
+        || domain == "infer"
+        || domain == "ai.onnx.preview")
+    {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 18] = [
+    let families: [FamilyBuilder; 19] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -86,6 +92,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         grid_sample::build,
         attention_parts::build,
         attention_linear::build,
+        attention_flex::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
