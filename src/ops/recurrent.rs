@@ -81,29 +81,22 @@ impl Act {
 
     /// `xs[i] = f(xs[i])`; tanh and sigmoid use the vectorized kernels.
     pub(super) fn apply(self, xs: &mut [f32]) {
-        let map = |xs: &mut [f32], f: &dyn Fn(f32) -> f32| xs.iter_mut().for_each(|x| *x = f(*x));
         match self {
             Act::Tanh => apply_inplace(UnaryF32::Tanh, xs),
             Act::Sigmoid => apply_inplace(UnaryF32::Sigmoid, xs),
-            Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Act::Affine(a, b) => xs.iter_mut().for_each(|x| *x = a * *x + b),
-            Act::LeakyRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x < 0.0 { a * *x } else { *x }),
-            Act::ThresholdedRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x > a { *x } else { 0.0 }),
+            Act::Relu => map(xs, |x| x.max(0.0)),
+            Act::Affine(a, b) => map(xs, |x| a * x + b),
+            Act::LeakyRelu(a) => map(xs, |x| if x < 0.0 { a * x } else { x }),
+            Act::ThresholdedRelu(a) => map(xs, |x| if x > a { x } else { 0.0 }),
             Act::ScaledTanh(a, b) => {
-                xs.iter_mut().for_each(|x| *x *= b);
+                map(xs, |x| b * x);
                 apply_inplace(UnaryF32::Tanh, xs);
-                xs.iter_mut().for_each(|x| *x *= a);
+                map(xs, |x| a * x);
             }
-            Act::HardSigmoid(a, b) => xs
-                .iter_mut()
-                .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
-            Act::Elu(a) => map(xs, &|x| if x < 0.0 { a * (x.exp() - 1.0) } else { x }),
-            Act::Softsign => xs.iter_mut().for_each(|x| *x /= 1.0 + x.abs()),
-            Act::Softplus => map(xs, &|x| {
+            Act::HardSigmoid(a, b) => map(xs, |x| (a * x + b).clamp(0.0, 1.0)),
+            Act::Elu(a) => map(xs, |x| if x < 0.0 { a * (x.exp() - 1.0) } else { x }),
+            Act::Softsign => map(xs, |x| x / (1.0 + x.abs())),
+            Act::Softplus => map(xs, |x| {
                 // ln(1 + e^x) without overflow for large x.
                 if x > 20.0 {
                     x
@@ -113,6 +106,11 @@ impl Act {
             }),
         }
     }
+}
+
+/// `xs[i] = f(xs[i])`, monomorphized per function.
+fn map(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+    xs.iter_mut().for_each(|x| *x = f(*x));
 }
 
 /// The attributes shared by all three layers.
