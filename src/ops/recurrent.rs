@@ -14,6 +14,7 @@ use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm, Bias, Epilogue, MatMut, MatRef, PackedB};
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -383,10 +384,9 @@ impl Kernel for Recurrent {
             _ => None,
         };
         let xs = f32s(x)?;
-        let mut y = vec![0.0f32; seq * dirs * batch * h];
-        let mut y_h = vec![0.0f32; state_len];
-        let mut y_c = vec![0.0f32; state_len];
-        for d in 0..dirs {
+        // The directions are independent: run them in parallel, each writing its outputs in
+        // (t, b) order, then place them in the layout's order.
+        let run_dir = |d: usize| -> Result<(Vec<f32>, StepBuffers)> {
             let bias_d = bias.as_deref().map(|b| &b[d * 2 * gh..(d + 1) * 2 * gh]);
             let xw = self.project(&xs, seq * batch, input_size, &weights[d], bias_d)?;
             let mut bufs = StepBuffers::new(self.cell, batch, h);
@@ -409,12 +409,13 @@ impl Kernel for Recurrent {
                 recurrence_bias: bias_d.map(|b| &b[gh..]),
                 peepholes: peep.as_deref().map(|p| &p[d * 3 * h..(d + 1) * 3 * h]),
             };
+            let mut y_d = vec![0.0f32; seq * batch * h];
+            let mut times = vec![None; batch];
             for s in 0..seq {
                 // Each sequence runs over its own length; reversed ones start at their end.
-                let times: Vec<Option<usize>> = lens
-                    .iter()
-                    .map(|&len| (s < len).then(|| if backwards { len - 1 - s } else { s }))
-                    .collect();
+                for (t, &len) in times.iter_mut().zip(&lens) {
+                    *t = (s < len).then(|| if backwards { len - 1 - s } else { s });
+                }
                 // Gate pre-activations: this step's projected inputs, plus H·Rᵀ in `step`.
                 for (b, t) in times.iter().enumerate() {
                     let dst = &mut bufs.gates[b * gh..(b + 1) * gh];
@@ -429,10 +430,24 @@ impl Kernel for Recurrent {
                 step(&ctx, &mut bufs, &times)?;
                 for (b, t) in times.iter().enumerate() {
                     if let Some(t) = t {
-                        let row = layout.y_row(*t, d, b);
-                        y[row * h..(row + 1) * h].copy_from_slice(&bufs.h[b * h..(b + 1) * h]);
+                        let row = t * batch + b;
+                        y_d[row * h..(row + 1) * h].copy_from_slice(&bufs.h[b * h..(b + 1) * h]);
                     }
                 }
+            }
+            Ok((y_d, bufs))
+        };
+        let results = (0..dirs)
+            .into_par_iter()
+            .map(run_dir)
+            .collect::<Result<Vec<_>>>()?;
+        let mut y = vec![0.0f32; seq * dirs * batch * h];
+        let mut y_h = vec![0.0f32; state_len];
+        let mut y_c = vec![0.0f32; state_len];
+        for (d, (y_d, bufs)) in results.iter().enumerate() {
+            for (tb, src) in y_d.chunks_exact(h).enumerate() {
+                let row = layout.y_row(tb / batch, d, tb % batch);
+                y[row * h..(row + 1) * h].copy_from_slice(src);
             }
             for b in 0..batch {
                 let row = layout.state_row(d, b);
