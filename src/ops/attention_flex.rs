@@ -6,18 +6,18 @@
 //! `[batch, q_heads, q_len, kv_len]` tensor in the softmax precision (f32, or f64 for double
 //! inputs unless `softmax_precision` says otherwise).
 
-use super::control::Body;
-use super::matmul::from_f32;
-use super::util::input;
-use super::{BuildCtx, Kernel};
 use crate::error::Result;
+use crate::ops::control::Body;
+use crate::ops::matmul::from_f32;
+use crate::ops::util::input;
+use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm_batched, Epilogue, Lhs, MatRef, Rhs};
 use rayon::prelude::*;
 
-pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
+pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     match (ctx.node.domain.as_str(), op) {
         ("ai.onnx.preview", "FlexAttention") => {
             Some(FlexAttention::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>))

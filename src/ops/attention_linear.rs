@@ -5,15 +5,15 @@
 //! Both follow the ONNX reference step by step, in f32, converting f16/bf16/f64 on the way in
 //! and out; independent (batch, head) or (batch, channel) rows run in parallel.
 
-use super::matmul::from_f32;
-use super::util::{input, opt_input};
-use super::{BuildCtx, Kernel};
 use crate::error::Result;
+use crate::ops::matmul::from_f32;
+use crate::ops::util::{input, opt_input};
+use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use rayon::prelude::*;
 
-pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
+pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     Some(match op {
         "LinearAttention" => LinearAttention::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "CausalConvWithState" => CausalConv::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),

@@ -4,16 +4,16 @@
 //! RotaryEmbedding and SwiGLU compute in f32 (f16/bf16/f64 are converted on the way in and
 //! out); TensorScatter only moves elements, so it handles every dtype.
 
-use super::matmul::from_f32;
-use super::util::{input, normalize_axis, opt_input};
-use super::{BuildCtx, Kernel};
 use crate::error::Result;
+use crate::ops::matmul::from_f32;
+use crate::ops::util::{input, normalize_axis, opt_input};
+use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use rayon::prelude::*;
 
-pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
+pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     Some(match op {
         "RotaryEmbedding" => Rotary::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "SwiGLU" => ctx

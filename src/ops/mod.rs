@@ -5,9 +5,6 @@
 
 pub mod activation;
 pub mod attention;
-pub mod attention_flex;
-pub mod attention_linear;
-pub mod attention_parts;
 pub mod control;
 pub mod conv;
 pub mod einsum;
@@ -19,7 +16,6 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod recurrent;
-mod recurrent_cell;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -73,7 +69,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 19] = [
+    let families: [FamilyBuilder; 16] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -90,9 +86,6 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         recurrent::build,
         einsum::build,
         grid_sample::build,
-        attention_parts::build,
-        attention_linear::build,
-        attention_flex::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {

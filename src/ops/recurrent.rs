@@ -6,12 +6,15 @@
 //! multiplies the hidden state by the packed recurrence weights and applies the cell's gate
 //! math (`recurrent_cell.rs`). Weights are packed once at build time when they are constants.
 
-use super::recurrent_cell::{step, Cell, StepBuffers, StepCtx};
+#[path = "recurrent_cell.rs"]
+mod cell;
+
 use super::util::{input, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
+use cell::{step, Cell, StepBuffers, StepCtx};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm, Bias, Epilogue, MatMut, MatRef, PackedB};
 use rayon::prelude::*;

@@ -1,7 +1,7 @@
 //! One timestep of the RNN, GRU and LSTM cells over a whole batch: the recurrent GEMM
 //! (`H · Rᵀ`, with the projected inputs added as its residual) and the gate math.
 
-use super::recurrent::{Act, DirWeights};
+use super::{Act, DirWeights};
 use crate::error::Result;
 use infer_kernels::gemm::{gemm, Epilogue, MatMut, MatRef};
 
