@@ -1,5 +1,9 @@
 //! Scaled dot-product attention: ONNX `Attention` (opsets 23–25).
 //!
+//! The ops around it live in submodules: `attention_parts.rs` (RotaryEmbedding, SwiGLU,
+//! TensorScatter), `attention_linear.rs` (LinearAttention, CausalConvWithState) and
+//! `attention_flex.rs` (FlexAttention).
+//!
 //! Everything is computed in f32 (f16/bf16/f64 inputs are converted on the way in and out), with
 //! the two products of each head on the packed GEMM. The masking rules follow the ONNX
 //! reference: every mask source (attention mask, causal frontier, sliding window, padding of a
@@ -15,10 +19,21 @@ use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm_batched, Epilogue, GemmError, MatRef};
 use rayon::prelude::*;
 
+#[path = "attention_flex.rs"]
+mod flex;
+#[path = "attention_linear.rs"]
+mod linear;
+#[path = "attention_parts.rs"]
+mod parts;
+
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     match op {
         "Attention" => Some(Attention::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>)),
-        _ => None,
+        // The ops around attention: rotary embeddings, gating, KV-cache writes, linear
+        // attention and its causal convolution, and FlexAttention.
+        _ => parts::build(op, ctx)
+            .or_else(|| linear::build(op, ctx))
+            .or_else(|| flex::build(op, ctx)),
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 
 /// A planned subgraph and how the node's values bind to it.
 #[derive(Debug)]
-struct Body {
+pub(super) struct Body {
     /// The attribute it came from, for error messages.
     attr: &'static str,
     plan: ExecutionPlan,
@@ -39,7 +39,7 @@ struct Body {
 }
 
 impl Body {
-    fn build(ctx: &BuildCtx, attr: &'static str) -> Result<Body> {
+    pub(super) fn build(ctx: &BuildCtx, attr: &'static str) -> Result<Body> {
         let g = ctx
             .attrs()
             .graph(attr)?
@@ -103,7 +103,7 @@ impl Body {
     }
 
     /// Runs a body whose inputs and outputs are all tensors (Scan's).
-    fn run_tensors(
+    pub(super) fn run_tensors(
         &self,
         args: Vec<Tensor>,
         node_inputs: &[Option<&Tensor>],

@@ -7,13 +7,16 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
+pub mod grid_sample;
 pub mod loss;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod quantize;
+pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod sequence;
@@ -82,11 +85,16 @@ type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
     let domain = ctx.node.domain.as_str();
-    if !(domain.is_empty() || domain == "ai.onnx" || domain == "infer") {
+    // ai.onnx.preview holds FlexAttention, whose builder checks the domain itself.
+    if !(domain.is_empty()
+        || domain == "ai.onnx"
+        || domain == "infer"
+        || domain == "ai.onnx.preview")
+    {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 15] = [
+    let families: [FamilyBuilder; 18] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -102,6 +110,9 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         control::build,
         sequence::build,
         quantize::build,
+        recurrent::build,
+        einsum::build,
+        grid_sample::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
