@@ -7,17 +7,22 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod crop;
+pub mod detection;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod pool_unpool;
 pub mod quantize;
 pub mod reduce;
 pub mod resize;
 pub mod sequence;
 pub mod shape;
+pub mod signal;
+pub mod training;
 pub mod util;
 
 use crate::error::{Error, Result};
@@ -82,11 +87,18 @@ type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
     let domain = ctx.node.domain.as_str();
-    if !(domain.is_empty() || domain == "ai.onnx" || domain == "infer") {
+    const DOMAINS: [&str; 5] = [
+        "",
+        "ai.onnx",
+        "infer",
+        "ai.onnx.ml",
+        "ai.onnx.preview.training",
+    ];
+    if !DOMAINS.contains(&domain) {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 15] = [
+    let families: [FamilyBuilder; 20] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -102,6 +114,11 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         control::build,
         sequence::build,
         quantize::build,
+        signal::build,
+        detection::build,
+        pool_unpool::build,
+        crop::build,
+        training::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
