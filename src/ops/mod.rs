@@ -12,6 +12,7 @@ pub mod detection;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
+pub mod ml;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -98,7 +99,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 20] = [
+    let families: [FamilyBuilder; 21] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -119,6 +120,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         pool_unpool::build,
         crop::build,
         training::build,
+        ml::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
