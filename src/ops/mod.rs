@@ -10,6 +10,7 @@ pub mod conv;
 pub mod crop;
 pub mod detection;
 pub mod elementwise;
+pub mod linalg;
 pub mod loss;
 pub mod matmul;
 pub mod ml;
@@ -23,7 +24,9 @@ pub mod resize;
 pub mod sequence;
 pub mod shape;
 pub mod signal;
+pub mod tfidf;
 pub mod training;
+pub mod unique;
 pub mod util;
 
 use crate::error::{Error, Result};
@@ -99,7 +102,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 21] = [
+    let families: [FamilyBuilder; 24] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -121,6 +124,9 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         crop::build,
         training::build,
         ml::build,
+        unique::build,
+        linalg::build,
+        tfidf::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
