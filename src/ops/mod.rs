@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod conv_deform;
 pub mod crop;
 pub mod detection;
 pub mod elementwise;
@@ -102,7 +103,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 24] = [
+    let families: [FamilyBuilder; 25] = [
         elementwise::build,
         activation::build,
         shape::build,
@@ -127,6 +128,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         unique::build,
         linalg::build,
         tfidf::build,
+        conv_deform::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
