@@ -53,8 +53,7 @@ impl Kernel for ArrayFeatureExtractor {
         with_any_dtype!(x.dtype(), T, {
             let src = x.as_slice::<T>()?;
             let out: Vec<T> = src
-                .chunks(last.max(1))
-                .take(if last == 0 { 0 } else { src.len() / last })
+                .chunks_exact(last.max(1))
                 .flat_map(|row| picks.iter().map(move |&i| row[i]))
                 .collect();
             Ok(vec![Tensor::from_vec(shape, out)?])

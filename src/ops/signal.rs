@@ -468,7 +468,7 @@ mod tests {
     }
 
     fn run_dft(dft: Dft, x: Tensor, len: Option<i64>) -> Tensor {
-        let len = len.map(|v| Tensor::scalar(v));
+        let len = len.map(Tensor::scalar);
         dft.run(&[Some(&x), len.as_ref(), None]).unwrap().remove(0)
     }
 

@@ -175,7 +175,7 @@ impl Kernel for Optimizer {
         let groups = 2 + self.rule.states();
         let tensors = &inputs[2..];
         ensure!(
-            !tensors.is_empty() && tensors.len() % groups == 0,
+            !tensors.is_empty() && tensors.len().is_multiple_of(groups),
             "expected {groups} tensors per parameter, got {} inputs after R and T",
             tensors.len()
         );
