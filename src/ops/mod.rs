@@ -88,7 +88,8 @@ pub trait Kernel: Send + Sync + Debug {
 /// A family's builder: `None` when the op type is not one of the family's.
 type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
 
-/// Builds the kernel for one node of the default ONNX domain (or infer's own fused ops).
+/// Builds the kernel for one node of the default ONNX domain, infer's own fused ops, or the
+/// `ai.onnx.ml` / `ai.onnx.preview.training` ops (whose families check the domain).
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
     let domain = ctx.node.domain.as_str();
