@@ -7,20 +7,30 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub mod conv_deform;
+pub mod crop;
+pub mod detection;
 pub mod einsum;
 pub mod elementwise;
 pub mod grid_sample;
+pub mod linalg;
 pub mod loss;
 pub mod matmul;
+pub mod ml;
 pub mod movement;
 pub mod norm;
 pub mod pool;
+pub mod pool_unpool;
 pub mod quantize;
 pub mod recurrent;
 pub mod reduce;
 pub mod resize;
 pub mod sequence;
 pub mod shape;
+pub mod signal;
+pub mod tfidf;
+pub mod training;
+pub mod unique;
 pub mod util;
 
 use crate::error::{Error, Result};
@@ -81,20 +91,26 @@ pub trait Kernel: Send + Sync + Debug {
 /// A family's builder: `None` when the op type is not one of the family's.
 type FamilyBuilder = fn(&str, &BuildCtx) -> Option<Result<Box<dyn Kernel>>>;
 
-/// Builds the kernel for one node of the default ONNX domain (or infer's own fused ops).
+/// Builds the kernel for one node of the default ONNX domain, infer's own fused ops, or the
+/// `ai.onnx.ml` / `ai.onnx.preview.training` ops (whose families check the domain).
 pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     let op = ctx.node.op_type.as_str();
     let domain = ctx.node.domain.as_str();
-    // ai.onnx.preview holds FlexAttention, whose builder checks the domain itself.
-    if !(domain.is_empty()
-        || domain == "ai.onnx"
-        || domain == "infer"
-        || domain == "ai.onnx.preview")
-    {
+    // ai.onnx.preview holds FlexAttention (whose builder checks the domain itself); the ml
+    // and training families claim only nodes of their own domains.
+    const DOMAINS: [&str; 6] = [
+        "",
+        "ai.onnx",
+        "infer",
+        "ai.onnx.ml",
+        "ai.onnx.preview",
+        "ai.onnx.preview.training",
+    ];
+    if !DOMAINS.contains(&domain) {
         return Err(unsupported(ctx));
     }
     // Each family claims the op types it implements.
-    let families: [FamilyBuilder; 18] = [
+    let families: &[FamilyBuilder] = &[
         elementwise::build,
         activation::build,
         shape::build,
@@ -113,6 +129,16 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         recurrent::build,
         einsum::build,
         grid_sample::build,
+        signal::build,
+        detection::build,
+        pool_unpool::build,
+        crop::build,
+        training::build,
+        ml::build,
+        unique::build,
+        linalg::build,
+        tfidf::build,
+        conv_deform::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
