@@ -41,6 +41,7 @@ fn format_name(f: WeightFormat) -> &'static str {
         WeightFormat::Safetensors => "safetensors",
         WeightFormat::TorchZip => "torch-zip",
         WeightFormat::TorchLegacy => "torch-legacy",
+        other => panic!("no {other} samples here"),
     }
 }
 
