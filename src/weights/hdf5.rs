@@ -123,6 +123,7 @@ impl H5File {
                 AttrValue::StringArray(v)
                 | AttrValue::AsciiStringArray(v)
                 | AttrValue::VarLenStringArray(v)
+                | AttrValue::VarLenAsciiStringArray(v)
                 | AttrValue::VarLenAsciiCharArray(v),
             ) => v,
             Some(AttrValue::StringArraySized { values, .. })
@@ -151,9 +152,10 @@ fn join(group: &str, name: &str) -> String {
 
 fn string_attr(attrs: &std::collections::HashMap<String, AttrValue>, name: &str) -> Option<String> {
     match attrs.get(name)? {
-        AttrValue::String(s) | AttrValue::AsciiString(s) | AttrValue::VarLenString(s) => {
-            Some(s.clone())
-        }
+        AttrValue::String(s)
+        | AttrValue::AsciiString(s)
+        | AttrValue::VarLenString(s)
+        | AttrValue::VarLenAsciiString(s) => Some(s.clone()),
         AttrValue::StringSized { value, .. } | AttrValue::AsciiStringSized { value, .. } => {
             Some(value.clone())
         }

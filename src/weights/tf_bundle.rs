@@ -34,10 +34,11 @@ pub fn is_index(bytes: &[u8]) -> bool {
 pub(super) fn load(index_path: &Path, index_bytes: &[u8]) -> Res<(Contents, Vec<MappedFile>)> {
     let entries = read_table(index_bytes)?;
     let mut entries = entries.into_iter();
-    let header = match entries.next() {
-        Some((key, value)) if key.is_empty() => parse_message(&value)?,
+    let header_bytes = match entries.next() {
+        Some((key, value)) if key.is_empty() => value,
         _ => return Err("the index has no bundle header (its first key must be empty)".into()),
     };
+    let header = parse_message(&header_bytes)?;
     let num_shards = header.int(1).unwrap_or(1);
     if header.int(2).unwrap_or(0) != 0 {
         return Err("the bundle is big-endian; only little-endian bundles are read".into());
@@ -109,20 +110,25 @@ fn read_entry(entry: &Message, shards: &[(PathBuf, MappedFile, Bytes)]) -> Res<S
             )
         })?;
     let bytes = data.slice(range);
-    let expected_crc = entry.fixed32(6).unwrap_or(0);
-    let crc = crc32c(&bytes);
-    if mask(crc) != expected_crc && crc != expected_crc {
-        return Err(format!(
-            "checksum mismatch in {} (stored {expected_crc:#010x}, computed {:#010x}): the \
+    let stored_crc = entry.fixed32(6).unwrap_or(0);
+    let check = |crc: u32| {
+        if mask(crc) == stored_crc {
+            return Ok(());
+        }
+        Err(format!(
+            "checksum mismatch in {} (stored {stored_crc:#010x}, computed {:#010x}): the \
              data is corrupt",
             path.display(),
             mask(crc)
-        ));
-    }
+        ))
+    };
     if dtype_code == DT_STRING {
-        return parse_strings(&bytes, checked_numel(&shape).map_err(|e| e.to_string())?)
-            .map(Stored::Strings);
+        let n = checked_numel(&shape).map_err(|e| e.to_string())?;
+        let (value, crc) = parse_strings(&bytes, n)?;
+        check(crc)?;
+        return Ok(Stored::Strings(value));
     }
+    check(crc32c(&bytes))?;
     let dtype = tf_dtype(dtype_code)?;
     Tensor::from_le_bytes(dtype, shape, bytes)
         .map(Stored::Tensor)
@@ -167,22 +173,37 @@ fn parse_shape(bytes: &[u8]) -> Res<Vec<usize>> {
 }
 
 /// A string tensor: `n` varint lengths, a 4-byte checksum of them, then the bytes. A scalar
-/// becomes its bytes; longer ones are described.
-fn parse_strings(bytes: &[u8], n: usize) -> Res<MetaValue> {
+/// becomes its bytes; longer ones are described. Also returns the CRC32C TensorFlow stores
+/// for it, which covers each length as a little-endian u32 (u64 past 4 GiB; not as the
+/// varint written), the lengths' checksum, then the bytes.
+fn parse_strings(bytes: &[u8], n: usize) -> Res<(MetaValue, u32)> {
     let mut r = Reader::new(bytes);
     let mut lens = Vec::with_capacity(n.min(bytes.len()));
+    let mut crc = 0;
     for _ in 0..n {
-        lens.push(r.varint()? as usize);
+        let len = r.varint()?;
+        crc = match u32::try_from(len) {
+            Ok(short) => crc32c_extend(crc, &short.to_le_bytes()),
+            Err(_) => crc32c_extend(crc, &len.to_le_bytes()),
+        };
+        lens.push(usize::try_from(len).map_err(|_| "string length overflows")?);
     }
-    r.take(4)?;
+    let lengths_crc = r.take(4)?;
+    if lengths_crc != mask(crc).to_le_bytes() {
+        return Err("string lengths fail their checksum: the data is corrupt".into());
+    }
+    crc = crc32c_extend(crc, lengths_crc);
     let mut strings = Vec::with_capacity(lens.len());
     for len in lens {
-        strings.push(r.take(len)?.to_vec());
+        let s = r.take(len)?;
+        crc = crc32c_extend(crc, s);
+        strings.push(s.to_vec());
     }
-    Ok(match strings.as_slice() {
+    let value = match strings.as_slice() {
         [one] => MetaValue::Bytes(one.clone()),
         _ => MetaValue::Other(format!("<{} strings>", strings.len())),
-    })
+    };
+    Ok((value, crc))
 }
 
 /// Every key/value of a LevelDB table, in key order.
