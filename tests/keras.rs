@@ -36,14 +36,19 @@ fn samples() -> PathBuf {
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn check_prediction(session: &Session, model: &str, file: &str) {
     let dir = samples();
     let x = npy::read_npy(&dir.join(format!("{model}_x.npy"))).unwrap();
     let want = npy::read_npy(&dir.join(format!("{model}_y.npy"))).unwrap();
-    let got = session.run_positional(vec![x]).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let got = session
+        .run_positional(vec![x])
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
     let diff = max_abs_diff(&got[0], &want);
     println!("{file}: max |infer - keras| = {diff:e}");
     assert!(diff <= 1e-4, "{file}: max abs difference {diff}");
@@ -72,8 +77,14 @@ fn keras_models_match_keras_predictions() {
 #[ignore = "needs samples: python tests/data/make_keras.py DIR"]
 fn a_weights_file_alone_asks_for_its_config() {
     let path = samples().join("mlp.weights.h5");
-    let e = Session::builder().build_from_file(&path).unwrap_err().to_string();
-    assert!(e.contains("mlp.weights.h5") && e.contains("config.json"), "{e}");
+    let e = Session::builder()
+        .build_from_file(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mlp.weights.h5") && e.contains("config.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -142,14 +153,26 @@ fn inspect_lists_keras_and_tensorflow_tensors() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
         fields,
-        ["layers/conv2d/vars/0", "float32", "[3,", "3,", "3,", "8]", "864", "bytes"]
+        [
+            "layers/conv2d/vars/0",
+            "float32",
+            "[3,",
+            "3,",
+            "3,",
+            "8]",
+            "864",
+            "bytes"
+        ]
     );
 
     let (ok, out) = inspect(&dir.join("mlp_legacy.h5"));
     assert!(ok, "{out}");
     assert!(out.contains("architecture: Sequential 'mlp'"), "{out}");
     // Keras 3 nests legacy weights under the model name: model_weights/<layer>/<model>/….
-    assert!(out.contains("model_weights/dense/mlp/dense/kernel"), "{out}");
+    assert!(
+        out.contains("model_weights/dense/mlp/dense/kernel"),
+        "{out}"
+    );
 
     let (ok, out) = inspect(&dir.join("ckpt/ckpt.index"));
     assert!(ok, "{out}");
@@ -164,7 +187,14 @@ fn inspect_lists_keras_and_tensorflow_tensors() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
         fields,
-        ["w/.ATTRIBUTES/VARIABLE_VALUE", "float32", "[3,", "4]", "48", "bytes"]
+        [
+            "w/.ATTRIBUTES/VARIABLE_VALUE",
+            "float32",
+            "[3,",
+            "4]",
+            "48",
+            "bytes"
+        ]
     );
     assert!(out.contains("_CHECKPOINTABLE_OBJECT_GRAPH: <"), "{out}");
 }
@@ -202,7 +232,10 @@ fn damaged_files_fail_cleanly() {
     });
     let e = load_weights(&path).unwrap_err().to_string();
     println!("oversized dataset: {e}");
-    assert!(e.contains("mlp.weights.h5") && e.contains("layers/dense/vars/0"), "{e}");
+    assert!(
+        e.contains("mlp.weights.h5") && e.contains("layers/dense/vars/0"),
+        "{e}"
+    );
 
     // A TensorFlow index with one flipped byte inside a block.
     let index = damaged("ckpt/ckpt.index", |b| b[20] ^= 0x40);

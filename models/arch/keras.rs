@@ -63,9 +63,19 @@ pub fn describe(config: &Value) -> String {
     }
     let list: Vec<String> = counts
         .iter()
-        .map(|(c, n)| if *n > 1 { format!("{c} ×{n}") } else { c.to_string() })
+        .map(|(c, n)| {
+            if *n > 1 {
+                format!("{c} ×{n}")
+            } else {
+                c.to_string()
+            }
+        })
         .collect();
-    format!("{class} '{name}': {} layers ({})", layers.len(), list.join(", "))
+    format!(
+        "{class} '{name}': {} layers ({})",
+        layers.len(),
+        list.join(", ")
+    )
 }
 
 fn read(path: &Path) -> Result<KerasFile> {
@@ -105,7 +115,9 @@ pub fn build(config: &Value, weights: HashMap<String, Vec<Tensor>>, path: &Path)
 }
 
 fn sequential(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
-    let layers = config["layers"].as_array().ok_or("the Sequential config has no layers")?;
+    let layers = config["layers"]
+        .as_array()
+        .ok_or("the Sequential config has no layers")?;
     let (first, rest) = match layers.split_first() {
         Some((f, rest)) if f["class_name"] == "InputLayer" => (input(b, f)?, rest),
         _ => {
@@ -126,7 +138,10 @@ fn sequential(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
 
 fn input(b: &mut LayerBuilder, layer: &Value) -> Result<ValueId, String> {
     let c = &layer["config"];
-    let name = c["name"].as_str().or(layer["name"].as_str()).unwrap_or("input");
+    let name = c["name"]
+        .as_str()
+        .or(layer["name"].as_str())
+        .unwrap_or("input");
     let shape = if c["batch_shape"].is_array() {
         &c["batch_shape"]
     } else {
@@ -136,7 +151,12 @@ fn input(b: &mut LayerBuilder, layer: &Value) -> Result<ValueId, String> {
 }
 
 /// An input of Keras shape `[null, d…]` (null: any size; the first is the batch).
-fn declare_input(b: &mut LayerBuilder, name: &str, shape: &Value, dtype: &str) -> Result<ValueId, String> {
+fn declare_input(
+    b: &mut LayerBuilder,
+    name: &str,
+    shape: &Value,
+    dtype: &str,
+) -> Result<ValueId, String> {
     let dims = shape
         .as_array()
         .ok_or_else(|| format!("input '{name}' has no shape"))?;
@@ -181,12 +201,17 @@ fn endpoints(v: &Value) -> Vec<(String, u64, u64)> {
 }
 
 fn functional(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
-    let layers = config["layers"].as_array().ok_or("the model config has no layers")?;
+    let layers = config["layers"]
+        .as_array()
+        .ok_or("the model config has no layers")?;
     // The output of (layer, call index, tensor index).
     let mut values: HashMap<(String, u64, u64), ValueId> = HashMap::new();
     for layer in layers {
         if layer["class_name"] == "InputLayer" {
-            let name = layer["config"]["name"].as_str().or(layer["name"].as_str()).unwrap_or("");
+            let name = layer["config"]["name"]
+                .as_str()
+                .or(layer["name"].as_str())
+                .unwrap_or("");
             let v = input(b, layer)?;
             values.insert((name.to_string(), 0, 0), v);
             continue;
@@ -201,7 +226,11 @@ fn functional(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
                 })?;
                 inputs.push(*v);
             }
-            let call = if k == 0 { String::new() } else { format!("@{k}") };
+            let call = if k == 0 {
+                String::new()
+            } else {
+                format!("@{k}")
+            };
             let out = b.apply(&l, &inputs, &call)?;
             values.insert((l.name.clone(), k as u64, 0), out);
         }

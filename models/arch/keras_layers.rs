@@ -18,7 +18,9 @@ pub(super) struct Layer {
 
 impl Layer {
     pub fn parse(v: &Value) -> Res<Layer> {
-        let class = v["class_name"].as_str().ok_or("a layer has no class_name")?;
+        let class = v["class_name"]
+            .as_str()
+            .ok_or("a layer has no class_name")?;
         let config = v["config"].clone();
         let name = config["name"]
             .as_str()
@@ -31,24 +33,24 @@ impl Layer {
         })
     }
 
-    fn int(&self, key: &str, default: i64) -> i64 {
+    pub(super) fn int(&self, key: &str, default: i64) -> i64 {
         self.config[key].as_i64().unwrap_or(default)
     }
 
-    fn float(&self, key: &str, default: f64) -> f64 {
+    pub(super) fn float(&self, key: &str, default: f64) -> f64 {
         self.config[key].as_f64().unwrap_or(default)
     }
 
-    fn string<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+    pub(super) fn string<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
         self.config[key].as_str().unwrap_or(default)
     }
 
-    fn flag(&self, key: &str, default: bool) -> bool {
+    pub(super) fn flag(&self, key: &str, default: bool) -> bool {
         self.config[key].as_bool().unwrap_or(default)
     }
 
     /// An `n`-tuple setting (`kernel_size`, `strides`, …), given as a list or one integer.
-    fn tuple(&self, key: &str, n: usize, default: Option<i64>) -> Res<Vec<i64>> {
+    pub(super) fn tuple(&self, key: &str, n: usize, default: Option<i64>) -> Res<Vec<i64>> {
         let v = &self.config[key];
         if let Some(x) = v.as_i64() {
             return Ok(vec![x; n]);
@@ -64,7 +66,7 @@ impl Layer {
             .ok_or_else(|| format!("layer '{}': '{key}' must be {n} integers", self.name))
     }
 
-    fn channels_first(&self) -> bool {
+    pub(super) fn channels_first(&self) -> bool {
         self.string("data_format", "channels_last") == "channels_first"
     }
 }
@@ -99,7 +101,7 @@ impl LayerBuilder {
     }
 
     /// The `count` variables of `layer` (f32; half-precision ones widened).
-    fn vars(&mut self, layer: &Layer, count: usize) -> Res<Vec<Tensor>> {
+    pub(super) fn vars(&mut self, layer: &Layer, count: usize) -> Res<Vec<Tensor>> {
         let vars = self.weights.remove(&layer.name).unwrap_or_default();
         if vars.len() != count {
             return Err(format!(
@@ -118,16 +120,16 @@ impl LayerBuilder {
             .map_err(|e| format!("layer '{}': {e}", layer.name))
     }
 
-    fn constant(&mut self, name: &str, t: Tensor) -> ValueId {
+    pub(super) fn constant(&mut self, name: &str, t: Tensor) -> ValueId {
         self.g.constant(name, t)
     }
 
-    fn floats(&mut self, name: &str, v: &[f32], shape: Vec<usize>) -> Res<ValueId> {
+    pub(super) fn floats(&mut self, name: &str, v: &[f32], shape: Vec<usize>) -> Res<ValueId> {
         let t = Tensor::from_vec(shape, v.to_vec()).map_err(|e| e.to_string())?;
         Ok(self.g.constant(name, t))
     }
 
-    fn ints(&mut self, name: &str, v: &[i64]) -> Res<ValueId> {
+    pub(super) fn ints(&mut self, name: &str, v: &[i64]) -> Res<ValueId> {
         self.g.ints(name, v).map_err(|e| e.to_string())
     }
 
@@ -142,10 +144,14 @@ impl LayerBuilder {
             }
         };
         let x = match layer.class.as_str() {
-            "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" | "GaussianNoise"
-            | "GaussianDropout" | "AlphaDropout" | "ActivityRegularization" | "Identity" => {
-                return one()
-            }
+            "Dropout"
+            | "SpatialDropout1D"
+            | "SpatialDropout2D"
+            | "GaussianNoise"
+            | "GaussianDropout"
+            | "AlphaDropout"
+            | "ActivityRegularization"
+            | "Identity" => return one(),
             "Dense" => self.dense(layer, n, one()?)?,
             "Conv1D" | "Conv2D" => self.conv(layer, n, one()?)?,
             "DepthwiseConv2D" => self.depthwise(layer, n, one()?)?,
@@ -171,9 +177,12 @@ impl LayerBuilder {
             }
             "Softmax" => {
                 let axis = layer.config["axis"].as_i64().unwrap_or(-1);
-                self.g.node("Softmax", n, &[one()?], vec![("axis", Attr::Int(axis))])
+                self.g
+                    .node("Softmax", n, &[one()?], vec![("axis", Attr::Int(axis))])
             }
-            "Flatten" => self.g.node("Flatten", n, &[one()?], vec![("axis", Attr::Int(1))]),
+            "Flatten" => self
+                .g
+                .node("Flatten", n, &[one()?], vec![("axis", Attr::Int(1))]),
             "Reshape" => {
                 let target = layer.config["target_shape"]
                     .as_array()
@@ -185,34 +194,53 @@ impl LayerBuilder {
                 self.g.reshape(n, one()?, s)
             }
             "Permute" => {
-                let dims = layer.tuple("dims", layer.config["dims"].as_array().map_or(0, Vec::len), None)?;
+                let dims = layer.tuple(
+                    "dims",
+                    layer.config["dims"].as_array().map_or(0, Vec::len),
+                    None,
+                )?;
                 let mut perm = vec![0];
                 perm.extend(dims);
-                self.g.node("Transpose", n, &[one()?], vec![("perm", Attr::Ints(perm))])
+                self.g
+                    .node("Transpose", n, &[one()?], vec![("perm", Attr::Ints(perm))])
             }
             "MaxPooling1D" | "MaxPooling2D" | "AveragePooling1D" | "AveragePooling2D" => {
                 self.pool(layer, n, one()?)?
             }
-            "GlobalAveragePooling1D" | "GlobalAveragePooling2D" | "GlobalMaxPooling1D"
+            "GlobalAveragePooling1D"
+            | "GlobalAveragePooling2D"
+            | "GlobalMaxPooling1D"
             | "GlobalMaxPooling2D" => self.global_pool(layer, n, one()?)?,
             "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => {
                 self.merge(layer, n, inputs)?
             }
             "Concatenate" => {
                 let axis = layer.int("axis", -1);
-                self.g.node("Concat", n, inputs, vec![("axis", Attr::Int(axis))])
+                self.g
+                    .node("Concat", n, inputs, vec![("axis", Attr::Int(axis))])
             }
             "Embedding" => {
                 let [table] = <[Tensor; 1]>::try_from(self.vars(layer, 1)?).map_err(|_| "")?;
                 let table = self.constant(&format!("{n}.embeddings"), table);
                 let to = vec![("to", Attr::Int(i64::from(DType::I64.onnx_code())))];
                 let ids = self.g.node("Cast", &format!("{n}.ids"), &[one()?], to);
-                self.g.node("Gather", n, &[table, ids], vec![("axis", Attr::Int(0))])
+                self.g
+                    .node("Gather", n, &[table, ids], vec![("axis", Attr::Int(0))])
             }
             "Rescaling" => {
-                let scale = self.floats(&format!("{n}.scale"), &[layer.float("scale", 1.0) as f32], vec![])?;
-                let offset = self.floats(&format!("{n}.offset"), &[layer.float("offset", 0.0) as f32], vec![])?;
-                let scaled = self.g.node("Mul", &format!("{n}.scaled"), &[one()?, scale], vec![]);
+                let scale = self.floats(
+                    &format!("{n}.scale"),
+                    &[layer.float("scale", 1.0) as f32],
+                    vec![],
+                )?;
+                let offset = self.floats(
+                    &format!("{n}.offset"),
+                    &[layer.float("offset", 0.0) as f32],
+                    vec![],
+                )?;
+                let scaled = self
+                    .g
+                    .node("Mul", &format!("{n}.scaled"), &[one()?, scale], vec![]);
                 self.g.node("Add", n, &[scaled, offset], vec![])
             }
             "Normalization" => self.normalization(layer, n, one()?)?,
@@ -227,13 +255,15 @@ impl LayerBuilder {
         };
         // Layers with a fused `activation` setting (Dense, convolutions).
         match layer.config["activation"].as_str() {
-            Some(act) if layer.class != "Activation" => self.activation(&format!("{n}.{act}"), x, act),
+            Some(act) if layer.class != "Activation" => {
+                self.activation(&format!("{n}.{act}"), x, act)
+            }
             _ => Ok(x),
         }
     }
 
     /// An activation function by its Keras name.
-    fn activation(&mut self, n: &str, x: ValueId, act: &str) -> Res<ValueId> {
+    pub(super) fn activation(&mut self, n: &str, x: ValueId, act: &str) -> Res<ValueId> {
         let unary = |op: &str| (op.to_string(), Vec::<(&str, Attr)>::new());
         let (op, attrs) = match act {
             "linear" => return Ok(x),
@@ -253,12 +283,17 @@ impl LayerBuilder {
             // Keras 3: relu6(x + 3) / 6.
             "hard_sigmoid" => (
                 "HardSigmoid".into(),
-                vec![("alpha", Attr::Float(1.0 / 6.0)), ("beta", Attr::Float(0.5))],
+                vec![
+                    ("alpha", Attr::Float(1.0 / 6.0)),
+                    ("beta", Attr::Float(0.5)),
+                ],
             ),
             "leaky_relu" => ("LeakyRelu".into(), vec![("alpha", Attr::Float(0.2))]),
             "relu6" => return self.clip(n, x, 0.0, Some(6.0)),
             "swish" | "silu" => {
-                let s = self.g.node("Sigmoid", &format!("{n}.sigmoid"), &[x], vec![]);
+                let s = self
+                    .g
+                    .node("Sigmoid", &format!("{n}.sigmoid"), &[x], vec![]);
                 return Ok(self.g.node("Mul", n, &[x, s], vec![]));
             }
             other => return Err(format!("activation '{other}' (at '{n}') is not supported")),
@@ -275,14 +310,21 @@ impl LayerBuilder {
     /// `ReLU(max_value, negative_slope, threshold)`.
     fn relu(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
         if layer.float("threshold", 0.0) != 0.0 {
-            return Err(format!("layer '{n}': ReLU with a threshold is not supported"));
+            return Err(format!(
+                "layer '{n}': ReLU with a threshold is not supported"
+            ));
         }
         let slope = layer.float("negative_slope", 0.0) as f32;
         let max = layer.config["max_value"].as_f64().map(|m| m as f32);
         let y = match (slope, max) {
             (0.0, Some(m)) => return self.clip(n, x, 0.0, Some(m)),
             (0.0, None) => return Ok(self.g.node("Relu", n, &[x], vec![])),
-            (s, _) => self.g.node("LeakyRelu", &format!("{n}.leaky"), &[x], vec![("alpha", Attr::Float(s))]),
+            (s, _) => self.g.node(
+                "LeakyRelu",
+                &format!("{n}.leaky"),
+                &[x],
+                vec![("alpha", Attr::Float(s))],
+            ),
         };
         match max {
             Some(m) => self.clip(n, y, f32::NEG_INFINITY, Some(m)),
@@ -296,10 +338,15 @@ impl LayerBuilder {
         let mut vars = self.vars(layer, 1 + usize::from(bias))?.into_iter();
         let kernel = vars.next().ok_or("")?;
         if kernel.rank() != 2 {
-            return Err(format!("layer '{n}': Dense kernel of shape {:?}", kernel.shape()));
+            return Err(format!(
+                "layer '{n}': Dense kernel of shape {:?}",
+                kernel.shape()
+            ));
         }
         let k = self.constant(&format!("{n}.kernel"), kernel);
-        let y = self.g.node("MatMul", &format!("{n}.matmul"), &[x, k], vec![]);
+        let y = self
+            .g
+            .node("MatMul", &format!("{n}.matmul"), &[x, k], vec![]);
         Ok(match vars.next() {
             Some(b) => {
                 let b = self.constant(&format!("{n}.bias"), b);
@@ -307,151 +354,6 @@ impl LayerBuilder {
             }
             None => y,
         })
-    }
-
-    /// Moves channels-last `x` of `spatial` dims to channels-first, runs `op` there, and back.
-    fn channels_first_op(
-        &mut self,
-        layer: &Layer,
-        n: &str,
-        x: ValueId,
-        spatial: usize,
-        op: impl FnOnce(&mut Self, ValueId) -> Res<ValueId>,
-    ) -> Res<ValueId> {
-        if layer.channels_first() {
-            return op(self, x);
-        }
-        let rank = spatial as i64 + 2;
-        let to_first: Vec<i64> = [0, rank - 1].into_iter().chain(1..rank - 1).collect();
-        let to_last: Vec<i64> = [0].into_iter().chain(2..rank).chain([1]).collect();
-        let t = self.g.node("Transpose", &format!("{n}.nchw"), &[x], vec![("perm", Attr::Ints(to_first))]);
-        let y = op(self, t)?;
-        Ok(self.g.node("Transpose", n, &[y], vec![("perm", Attr::Ints(to_last))]))
-    }
-
-    /// ONNX padding attributes for Keras `padding` ("valid", "same", "causal").
-    fn padding(layer: &Layer, kernel: &[i64], dilation: &[i64]) -> Res<Vec<(&'static str, Attr)>> {
-        Ok(match layer.string("padding", "valid") {
-            "valid" => vec![],
-            // TensorFlow's SAME puts the odd extra pad at the end.
-            "same" => vec![("auto_pad", Attr::String("SAME_UPPER".into()))],
-            "causal" if kernel.len() == 1 => {
-                vec![("pads", Attr::Ints(vec![(kernel[0] - 1) * dilation[0], 0]))]
-            }
-            other => return Err(format!("layer '{}': padding '{other}' is not supported", layer.name)),
-        })
-    }
-
-    /// Conv1D / Conv2D: kernel `[k…, in/groups, out]` → ONNX `[out, in/groups, k…]`.
-    fn conv(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let spatial = if layer.class == "Conv1D" { 1 } else { 2 };
-        let bias = layer.flag("use_bias", true);
-        let mut vars = self.vars(layer, 1 + usize::from(bias))?.into_iter();
-        let kernel = vars.next().ok_or("")?;
-        let r = spatial + 2;
-        if kernel.rank() != r {
-            return Err(format!("layer '{n}': kernel of shape {:?}", kernel.shape()));
-        }
-        let perm: Vec<usize> = [r - 1, r - 2].into_iter().chain(0..spatial).collect();
-        let kernel = permute(&kernel, &perm).map_err(|e| format!("layer '{n}': {e}"))?;
-        let bias = vars.next();
-        self.conv_node(layer, n, x, spatial, kernel, bias, layer.int("groups", 1))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn conv_node(
-        &mut self,
-        layer: &Layer,
-        n: &str,
-        x: ValueId,
-        spatial: usize,
-        kernel: Tensor,
-        bias: Option<Tensor>,
-        groups: i64,
-    ) -> Res<ValueId> {
-        let ks: Vec<i64> = kernel.shape()[2..].iter().map(|&d| d as i64).collect();
-        let strides = layer.tuple("strides", spatial, Some(1))?;
-        let dilations = layer.tuple("dilation_rate", spatial, Some(1))?;
-        let mut attrs = Self::padding(layer, &ks, &dilations)?;
-        attrs.extend([
-            ("kernel_shape", Attr::Ints(ks)),
-            ("strides", Attr::Ints(strides)),
-            ("dilations", Attr::Ints(dilations)),
-            ("group", Attr::Int(groups)),
-        ]);
-        let w = self.constant(&format!("{n}.kernel"), kernel);
-        let mut inputs = vec![w];
-        if let Some(b) = bias {
-            inputs.push(self.constant(&format!("{n}.bias"), b));
-        }
-        self.channels_first_op(layer, n, x, spatial, |s, x| {
-            let mut all = vec![x];
-            all.extend(inputs);
-            Ok(s.g.node("Conv", &format!("{n}.conv"), &all, attrs))
-        })
-    }
-
-    /// Depthwise kernel `[kh, kw, in, mult]` → grouped-conv weight `[in·mult, 1, kh, kw]`.
-    fn depthwise_kernel(n: &str, k: &Tensor) -> Res<Tensor> {
-        let [kh, kw, c, m] = <[usize; 4]>::try_from(k.shape())
-            .map_err(|_| format!("layer '{n}': depthwise kernel of shape {:?}", k.shape()))?;
-        permute(k, &[2, 3, 0, 1])
-            .and_then(|t| t.reshape(vec![c * m, 1, kh, kw]))
-            .map_err(|e| format!("layer '{n}': {e}"))
-    }
-
-    fn depthwise(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let bias = layer.flag("use_bias", true);
-        let mut vars = self.vars(layer, 1 + usize::from(bias))?.into_iter();
-        let kernel = vars.next().ok_or("")?;
-        let channels = kernel.shape().get(2).copied().unwrap_or(1) as i64;
-        let kernel = Self::depthwise_kernel(n, &kernel)?;
-        self.conv_node(layer, n, x, 2, kernel, vars.next(), channels)
-    }
-
-    /// Depthwise then pointwise (1×1) convolution, the bias on the latter.
-    fn separable(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let bias = layer.flag("use_bias", true);
-        let mut vars = self.vars(layer, 2 + usize::from(bias))?.into_iter();
-        let (depth, point) = (vars.next().ok_or("")?, vars.next().ok_or("")?);
-        let channels = depth.shape().get(2).copied().unwrap_or(1) as i64;
-        let depth = Self::depthwise_kernel(n, &depth)?;
-        let point = permute(&point, &[3, 2, 0, 1]).map_err(|e| format!("layer '{n}': {e}"))?;
-        let dw = self.conv_node(layer, &format!("{n}.depthwise"), x, 2, depth, None, channels)?;
-        // The pointwise step: stride 1, no padding, whatever the layer's settings.
-        let pointwise = Layer {
-            class: "Conv2D".into(),
-            name: format!("{n}.pointwise"),
-            config: serde_json::json!({"data_format": layer.string("data_format", "channels_last")}),
-        };
-        self.conv_node(&pointwise, n, dw, 2, point, vars.next(), 1)
-    }
-
-    fn pool(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let spatial = if layer.class.ends_with("1D") { 1 } else { 2 };
-        let size = layer.tuple("pool_size", spatial, Some(2))?;
-        let strides = match layer.config["strides"].is_null() {
-            true => size.clone(),
-            false => layer.tuple("strides", spatial, None)?,
-        };
-        let mut attrs = Self::padding(layer, &size, &vec![1; spatial])?;
-        attrs.extend([("kernel_shape", Attr::Ints(size)), ("strides", Attr::Ints(strides))]);
-        let op = if layer.class.starts_with("Max") { "MaxPool" } else { "AveragePool" };
-        self.channels_first_op(layer, n, x, spatial, |s, x| {
-            Ok(s.g.node(op, &format!("{n}.pool"), &[x], attrs))
-        })
-    }
-
-    fn global_pool(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let spatial = if layer.class.ends_with("1D") { 1 } else { 2 };
-        let axes: Vec<i64> = match layer.channels_first() {
-            true => (2..2 + spatial as i64).collect(),
-            false => (1..1 + spatial as i64).collect(),
-        };
-        let axes = self.ints(&format!("{n}.axes"), &axes)?;
-        let keep = vec![("keepdims", Attr::Int(i64::from(layer.flag("keepdims", false))))];
-        let op = if layer.class.contains("Max") { "ReduceMax" } else { "ReduceMean" };
-        Ok(self.g.node(op, n, &[x, axes], keep))
     }
 
     fn merge(&mut self, layer: &Layer, n: &str, inputs: &[ValueId]) -> Res<ValueId> {
@@ -471,21 +373,34 @@ impl LayerBuilder {
             // Mul is binary: chain it.
             let mut acc = inputs[0];
             for (i, &v) in inputs[1..].iter().enumerate() {
-                let name = if i + 2 == inputs.len() { n.to_string() } else { format!("{n}.{i}") };
+                let name = if i + 2 == inputs.len() {
+                    n.to_string()
+                } else {
+                    format!("{n}.{i}")
+                };
                 acc = self.g.node("Mul", &name, &[acc, v], vec![]);
             }
             return Ok(acc);
         }
-        let op = if op == "Sum" && inputs.len() == 2 { "Add" } else { op };
+        let op = if op == "Sum" && inputs.len() == 2 {
+            "Add"
+        } else {
+            op
+        };
         Ok(self.g.node(op, n, inputs, vec![]))
     }
 
     /// Inference batch norm over the last axis: `x · scale + shift` with
     /// `scale = γ / √(var + ε)`, `shift = β − mean · scale` folded at build time.
     fn batch_norm(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let axis = layer.config["axis"].as_i64().or(layer.config["axis"][0].as_i64()).unwrap_or(-1);
+        let axis = layer.config["axis"]
+            .as_i64()
+            .or(layer.config["axis"][0].as_i64())
+            .unwrap_or(-1);
         if axis != -1 && !(axis == 1 && layer.channels_first()) && axis != 3 {
-            return Err(format!("layer '{n}': BatchNormalization over axis {axis} is not supported"));
+            return Err(format!(
+                "layer '{n}': BatchNormalization over axis {axis} is not supported"
+            ));
         }
         let (scale, center) = (layer.flag("scale", true), layer.flag("center", true));
         let vars = self.vars(layer, 2 + usize::from(scale) + usize::from(center))?;
@@ -494,13 +409,19 @@ impl LayerBuilder {
         let beta = center.then(|| vars.next()).flatten();
         let (mean, var) = (vars.next().ok_or("")?, vars.next().ok_or("")?);
         let eps = layer.float("epsilon", 1e-3) as f32;
-        let read = |t: &Tensor| t.as_slice::<f32>().map(<[f32]>::to_vec).map_err(|e| format!("layer '{n}': {e}"));
+        let read = |t: &Tensor| {
+            t.as_slice::<f32>()
+                .map(<[f32]>::to_vec)
+                .map_err(|e| format!("layer '{n}': {e}"))
+        };
         let (mean, var) = (read(&mean)?, read(&var)?);
         let c = mean.len();
         let gamma = gamma.map_or(Ok(vec![1.0; c]), |g| read(&g))?;
         let beta = beta.map_or(Ok(vec![0.0; c]), |b| read(&b))?;
         if [var.len(), gamma.len(), beta.len()].iter().any(|&l| l != c) {
-            return Err(format!("layer '{n}': BatchNormalization variables of different sizes"));
+            return Err(format!(
+                "layer '{n}': BatchNormalization variables of different sizes"
+            ));
         }
         let s: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + eps).sqrt()).collect();
         let t: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * s[i]).collect();
@@ -513,19 +434,32 @@ impl LayerBuilder {
     }
 
     fn layer_norm(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let axis = layer.config["axis"].as_i64().or(layer.config["axis"][0].as_i64()).unwrap_or(-1);
+        let axis = layer.config["axis"]
+            .as_i64()
+            .or(layer.config["axis"][0].as_i64())
+            .unwrap_or(-1);
         if axis != -1 || layer.flag("rms_scaling", false) {
-            return Err(format!("layer '{n}': LayerNormalization other than over the last axis"));
+            return Err(format!(
+                "layer '{n}': LayerNormalization other than over the last axis"
+            ));
         }
         let (scale, center) = (layer.flag("scale", true), layer.flag("center", true));
-        let mut vars = self.vars(layer, usize::from(scale) + usize::from(center))?.into_iter();
+        let mut vars = self
+            .vars(layer, usize::from(scale) + usize::from(center))?
+            .into_iter();
         let gamma = scale.then(|| vars.next()).flatten();
         let beta = center.then(|| vars.next()).flatten();
-        let width = gamma.as_ref().or(beta.as_ref()).map(|t| t.len()).ok_or_else(|| {
-            format!("layer '{n}': LayerNormalization without scale and center is not supported")
-        })?;
-        let gamma = gamma.unwrap_or_else(|| Tensor::from_vec(vec![width], vec![1f32; width]).expect("ones"));
-        let g = self.constant(&format!("{n}.gamma"), gamma);
+        let width = gamma
+            .as_ref()
+            .or(beta.as_ref())
+            .map(|t| t.len())
+            .ok_or_else(|| {
+                format!("layer '{n}': LayerNormalization without scale and center is not supported")
+            })?;
+        let g = match gamma {
+            Some(gamma) => self.constant(&format!("{n}.gamma"), gamma),
+            None => self.floats(&format!("{n}.gamma"), &vec![1.0; width], vec![width])?,
+        };
         let mut inputs = vec![x, g];
         if let Some(b) = beta {
             inputs.push(self.constant(&format!("{n}.beta"), b));
@@ -553,99 +487,32 @@ impl LayerBuilder {
         };
         let axis = &layer.config["axis"];
         if !(axis.as_i64() == Some(-1) || axis[0].as_i64() == Some(-1) || axis.is_null()) {
-            return Err(format!("layer '{n}': Normalization other than over the last axis"));
+            return Err(format!(
+                "layer '{n}': Normalization other than over the last axis"
+            ));
         }
         let m = self.constant(&format!("{n}.mean"), mean);
         let v = self.constant(&format!("{n}.variance"), var);
         let sd = self.g.node("Sqrt", &format!("{n}.sd"), &[v], vec![]);
         let eps = self.floats(&format!("{n}.eps"), &[1e-7], vec![])?;
-        let sd = self.g.node("Max", &format!("{n}.sd_eps"), &[sd, eps], vec![]);
+        let sd = self
+            .g
+            .node("Max", &format!("{n}.sd_eps"), &[sd, eps], vec![]);
         Ok(if layer.flag("invert", false) {
             let y = self.g.node("Mul", &format!("{n}.scaled"), &[x, sd], vec![]);
             self.g.node("Add", n, &[y, m], vec![])
         } else {
-            let y = self.g.node("Sub", &format!("{n}.centered"), &[x, m], vec![]);
+            let y = self
+                .g
+                .node("Sub", &format!("{n}.centered"), &[x, m], vec![]);
             self.g.node("Div", n, &[y, sd], vec![])
         })
     }
-
-    /// Zero padding of the spatial axes of channels-last `x`.
-    fn zero_padding(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let spatial = if layer.class.ends_with("1D") { 1 } else { 2 };
-        let p = &layer.config["padding"];
-        // An integer, one (before, after) pair, or a pair per spatial axis.
-        let pairs: Vec<(i64, i64)> = match (p.as_i64(), p.as_array()) {
-            (Some(k), _) => vec![(k, k); spatial],
-            (None, Some(a)) if a.iter().all(Value::is_i64) && spatial == 1 => {
-                vec![(a[0].as_i64().unwrap_or(0), a.get(1).and_then(Value::as_i64).unwrap_or(0))]
-            }
-            (None, Some(a)) if a.iter().all(Value::is_i64) => {
-                a.iter().map(|v| (v.as_i64().unwrap_or(0), v.as_i64().unwrap_or(0))).collect()
-            }
-            (None, Some(a)) => a
-                .iter()
-                .map(|pair| (pair[0].as_i64().unwrap_or(0), pair[1].as_i64().unwrap_or(0)))
-                .collect(),
-            _ => return Err(format!("layer '{n}': bad padding {p}")),
-        };
-        if pairs.len() != spatial {
-            return Err(format!("layer '{n}': bad padding {p}"));
-        }
-        let (before, after): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
-        let pads: Vec<i64> = if layer.channels_first() {
-            [0, 0].iter().chain(&before).chain(&[0, 0]).chain(&after).copied().collect()
-        } else {
-            [0].iter().chain(&before).chain(&[0, 0]).chain(&after).chain(&[0]).copied().collect()
-        };
-        let pads = self.ints(&format!("{n}.pads"), &pads)?;
-        Ok(self.g.node("Pad", n, &[x, pads], vec![]))
-    }
-
-    fn upsampling(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
-        let size = layer.tuple("size", 2, Some(2))?;
-        let (h, w) = (size[0] as f32, size[1] as f32);
-        let scales = if layer.channels_first() { [1.0, 1.0, h, w] } else { [1.0, h, w, 1.0] };
-        let roi = self.floats(&format!("{n}.roi"), &[], vec![0])?;
-        let scales = self.floats(&format!("{n}.scales"), &scales, vec![4])?;
-        let attrs = match layer.string("interpolation", "nearest") {
-            // Output pixel i reads input pixel ⌊i / s⌋, as Keras's nearest does.
-            "nearest" => vec![
-                ("mode", Attr::String("nearest".into())),
-                ("coordinate_transformation_mode", Attr::String("asymmetric".into())),
-                ("nearest_mode", Attr::String("floor".into())),
-            ],
-            "bilinear" => vec![
-                ("mode", Attr::String("linear".into())),
-                ("coordinate_transformation_mode", Attr::String("half_pixel".into())),
-            ],
-            other => return Err(format!("layer '{n}': interpolation '{other}' is not supported")),
-        };
-        Ok(self.g.node("Resize", n, &[x, roi, scales], attrs))
-    }
-}
-
-/// `t` (f32) with its axes permuted, as a new contiguous tensor.
-fn permute(t: &Tensor, perm: &[usize]) -> crate::Result<Tensor> {
-    let v = t.view::<f32>()?;
-    if perm.len() != v.ndim() {
-        return Err(crate::op_err!("cannot permute shape {:?} by {perm:?}", t.shape()));
-    }
-    let p = v.permuted_axes(perm.to_vec());
-    Ok(Tensor::from_array(p.as_standard_layout().into_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permute_moves_axes() {
-        // HWIO [1, 2, 1, 3] → OIHW [3, 1, 1, 2]: element (h, w, i, o) lands at (o, i, h, w).
-        let k = Tensor::from_vec(vec![1, 2, 1, 3], (0..6).map(|v| v as f32).collect()).unwrap();
-        let p = permute(&k, &[3, 2, 0, 1]).unwrap();
-        assert_eq!(p.shape(), &[3, 1, 1, 2]);
-        assert_eq!(p.as_slice::<f32>().unwrap(), &[0., 3., 1., 4., 2., 5.]);
-    }
 
     #[test]
     fn tuples_accept_an_integer_or_a_list() {

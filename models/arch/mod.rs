@@ -16,6 +16,7 @@ mod graph;
 mod hf_config;
 pub mod keras;
 mod keras_layers;
+mod keras_spatial;
 
 pub use hf_config::{Activation, Architecture, EncoderConfig, EncoderFamily, Gpt2Config, HfConfig};
 

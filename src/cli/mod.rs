@@ -72,7 +72,13 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
             out_dir,
             threads,
             config,
-        } => run::run(&model, &inputs, out_dir.as_deref(), threads, config.as_deref()),
+        } => run::run(
+            &model,
+            &inputs,
+            out_dir.as_deref(),
+            threads,
+            config.as_deref(),
+        ),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Bench {
             model,

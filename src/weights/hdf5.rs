@@ -39,7 +39,9 @@ impl H5File {
                 return Err(format!("more than {MAX_GROUPS} groups (a link cycle?)"));
             }
             let group = self.group(&path)?;
-            let mut names = group.datasets().map_err(|e| format!("group '{path}': {e}"))?;
+            let mut names = group
+                .datasets()
+                .map_err(|e| format!("group '{path}': {e}"))?;
             names.sort();
             for name in names {
                 let full = join(&path, &name);

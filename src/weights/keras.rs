@@ -99,7 +99,12 @@ fn keras3_layers(h5: &H5File, tensors: &[(String, Tensor)]) -> Res<HashMap<Strin
         vars.sort_by_key(|(i, _)| *i);
         let name = match h5.attr_string(group, "name")? {
             Some(name) => name,
-            None => group.trim_end_matches("/vars").rsplit('/').next().unwrap_or(group).to_string(),
+            None => group
+                .trim_end_matches("/vars")
+                .rsplit('/')
+                .next()
+                .unwrap_or(group)
+                .to_string(),
         };
         let vars = vars.into_iter().map(|(_, t)| t).collect();
         if layers.insert(name.clone(), vars).is_some() {

@@ -69,7 +69,8 @@ fn open_shards(index_path: &Path, n: usize) -> Res<Vec<(PathBuf, MappedFile, Byt
             let mut name = prefix.clone().into_os_string();
             name.push(format!(".data-{i:05}-of-{n:05}"));
             let path = PathBuf::from(name);
-            let file = File::open(&path).map_err(|e| format!("data shard {}: {e}", path.display()))?;
+            let file =
+                File::open(&path).map_err(|e| format!("data shard {}: {e}", path.display()))?;
             let (mapped, bytes) = MappedFile::map(&file, &path).map_err(|e| e.to_string())?;
             Ok((path, mapped, bytes))
         })
@@ -232,10 +233,18 @@ fn block(file: &[u8], (offset, size): (u64, u64)) -> Res<&[u8]> {
         .checked_add(len)
         .and_then(|end| end.checked_add(BLOCK_TRAILER_LEN))
         .and_then(|end| file.get(start..end))
-        .ok_or_else(|| format!("block {offset}..+{size} lies outside the index ({} bytes)", file.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "block {offset}..+{size} lies outside the index ({} bytes)",
+                file.len()
+            )
+        })?;
     let (contents, trailer) = whole.split_at(len);
     if trailer[0] != 0 {
-        return Err(format!("compressed index blocks (type {}) are not supported", trailer[0]));
+        return Err(format!(
+            "compressed index blocks (type {}) are not supported",
+            trailer[0]
+        ));
     }
     let stored = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
     let crc = crc32c_extend(crc32c(contents), &trailer[..1]);
@@ -315,7 +324,9 @@ fn parse_message(bytes: &[u8]) -> Res<Message<'_>> {
         let tag = r.varint()?;
         let value = match tag & 7 {
             0 => Field::Int(r.varint()?),
-            1 => Field::Int(u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "eof")?)),
+            1 => Field::Int(u64::from_le_bytes(
+                r.take(8)?.try_into().map_err(|_| "eof")?,
+            )),
             2 => {
                 let len = r.varint()? as usize;
                 Field::Bytes(r.take(len)?)
@@ -341,7 +352,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize) -> Res<&'a [u8]> {
         if n > self.buf.len() {
-            return Err(format!("truncated: {n} bytes wanted, {} left", self.buf.len()));
+            return Err(format!(
+                "truncated: {n} bytes wanted, {} left",
+                self.buf.len()
+            ));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -373,7 +387,11 @@ fn crc32c_extend(crc: u32, data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82f6_3b78
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             table[i] = c;
