@@ -1,6 +1,7 @@
-//! Keras models and TensorFlow bundles: Keras MLP and CNN files (`.keras`, `.weights.h5` +
-//! config.json, legacy `.h5`) predict what Keras predicted, TensorFlow checkpoint and
-//! SavedModel variables read back exactly, and damaged files fail cleanly.
+//! Keras models and TensorFlow bundles: a Keras MLP, a CNN and a two-input model of most
+//! other supported layers, each as `.keras`, `.weights.h5` + config.json and legacy `.h5`,
+//! predict what Keras predicted; TensorFlow checkpoint and SavedModel variables read back
+//! exactly; damaged files fail cleanly.
 //!
 //! The `#[ignore]`d tests read samples written by Keras and TensorFlow themselves:
 //! `python tests/data/make_keras.py DIR` then `INFER_KERAS_SAMPLES=DIR cargo test --test
@@ -12,7 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `INFER_KERAS_SAMPLES`, else the one complete folder under `.cache/keras-samples`.
+/// `INFER_KERAS_SAMPLES`, else the newest complete folder under `.cache/keras-samples`.
 fn samples() -> PathBuf {
     if let Some(dir) = std::env::var_os("INFER_KERAS_SAMPLES") {
         return PathBuf::from(dir);
@@ -23,7 +24,12 @@ fn samples() -> PathBuf {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.join(".complete").is_file())
+        .filter_map(|p| {
+            let done = p.join(".complete").metadata().ok()?.modified().ok()?;
+            Some((done, p))
+        })
+        .max()
+        .map(|(_, p)| p)
         .unwrap_or_else(|| {
             panic!(
                 "no Keras samples: run python tests/data/make_keras.py {}/<any name> and touch \
@@ -44,10 +50,18 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 fn check_prediction(session: &Session, model: &str, file: &str) {
     let dir = samples();
-    let x = npy::read_npy(&dir.join(format!("{model}_x.npy"))).unwrap();
+    let one = dir.join(format!("{model}_x.npy"));
+    let inputs = match one.is_file() {
+        true => vec![npy::read_npy(&one).unwrap()],
+        false => (0..)
+            .map(|i| dir.join(format!("{model}_x{i}.npy")))
+            .take_while(|p| p.is_file())
+            .map(|p| npy::read_npy(&p).unwrap())
+            .collect(),
+    };
     let want = npy::read_npy(&dir.join(format!("{model}_y.npy"))).unwrap();
     let got = session
-        .run_positional(vec![x])
+        .run_positional(inputs)
         .unwrap_or_else(|e| panic!("{file}: {e}"));
     let diff = max_abs_diff(&got[0], &want);
     println!("{file}: max |infer - keras| = {diff:e}");
@@ -58,7 +72,7 @@ fn check_prediction(session: &Session, model: &str, file: &str) {
 #[ignore = "needs samples: python tests/data/make_keras.py DIR"]
 fn keras_models_match_keras_predictions() {
     let dir = samples();
-    for model in ["mlp", "cnn"] {
+    for model in ["mlp", "cnn", "mixed"] {
         for file in [format!("{model}.keras"), format!("{model}_legacy.h5")] {
             let session = Session::builder()
                 .build_from_file(dir.join(&file))

@@ -202,3 +202,42 @@ fn element_type(t: &Datatype) -> Option<DType> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdf5_pure::FileBuilder;
+
+    fn sample() -> Vec<u8> {
+        let mut b = FileBuilder::new();
+        b.create_dataset("kernel")
+            .with_f32_data(&[1.0, -2.0, 3.5, 0.25, 5.0, 6.0])
+            .with_shape(&[2, 3]);
+        b.create_dataset("counts").with_i64_data(&[7, -9]);
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn datasets_read_back_in_path_order() {
+        let f = H5File::from_bytes(sample()).unwrap();
+        let all = f.datasets("").unwrap();
+        let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["counts", "kernel"]);
+        assert_eq!(all[0].1.as_slice::<i64>().unwrap(), &[7, -9]);
+        assert_eq!(all[1].1.shape(), &[2, 3]);
+        assert_eq!(
+            all[1].1.as_slice::<f32>().unwrap(),
+            &[1.0, -2.0, 3.5, 0.25, 5.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn damaged_files_are_errors() {
+        let bytes = sample();
+        for cut in [8, bytes.len() / 2, bytes.len() - 1] {
+            let result = H5File::from_bytes(bytes[..cut].to_vec()).and_then(|f| f.datasets(""));
+            assert!(result.is_err(), "truncated to {cut} bytes");
+        }
+        assert!(H5File::from_bytes(b"\x89HDF\r\n\x1a\nnot really".to_vec()).is_err());
+    }
+}

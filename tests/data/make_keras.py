@@ -2,10 +2,12 @@
 
 Usage: python tests/data/make_keras.py OUT_DIR   (keras, numpy; tensorflow for the TF files)
 
-Writes into OUT_DIR, for each model (`mlp`, `cnn`):
+Writes into OUT_DIR, for each model (`mlp`, `cnn`, and `mixed`: two inputs through most
+other supported layers):
   * `<model>.keras` (zip of config.json, model.weights.h5, metadata.json),
     `<model>.weights.h5` + `<model>.config.json`, and the legacy `<model>_legacy.h5`;
-  * `<model>_x.npy` (fixed input) and `<model>_y.npy` (Keras's prediction on it).
+  * `<model>_x.npy` (fixed input; `<model>_x0.npy`, `_x1.npy`… for several) and
+    `<model>_y.npy` (Keras's prediction on it).
 With tensorflow importable, also:
   * `ckpt/ckpt.index` + data shards (`tf.train.Checkpoint`) and `saved_model/` (`tf.saved_model`),
   * `tf_expected.json`: for each, every stored key → the `.npy` file holding its value.
@@ -58,6 +60,32 @@ def cnn():
     return keras.Model(x, y, name="cnn")
 
 
+def mixed():
+    """Two inputs through most other supported layers."""
+    img = keras.Input(shape=(10, 10, 3), name="img")
+    y = layers.Rescaling(0.5, offset=0.1)(img)
+    y = layers.ZeroPadding2D(((1, 0), (2, 1)))(y)
+    y = layers.DepthwiseConv2D(3, depth_multiplier=2, activation="elu")(y)
+    y = layers.SeparableConv2D(6, 3, strides=2, padding="same")(y)
+    y = layers.LeakyReLU(negative_slope=0.1)(y)
+    y = layers.UpSampling2D(2)(y)
+    y = layers.Conv2D(4, 1, activation="gelu")(y)
+    y = layers.GlobalAveragePooling2D()(y)
+    tokens = keras.Input(shape=(7,), dtype="int32", name="tokens")
+    e = layers.Embedding(20, 6)(tokens)
+    e = layers.Conv1D(5, 3, padding="causal", activation="selu")(e)
+    e = layers.LayerNormalization()(e)
+    e = layers.MaxPooling1D(2, padding="same")(e)
+    e = layers.Permute((2, 1))(e)
+    e = layers.Reshape((20,))(e)
+    e = layers.Dense(4, activation="hard_sigmoid")(e)
+    m = layers.Multiply()([y, e])
+    d = layers.Subtract()([y, e])
+    c = layers.Concatenate()([m, d, layers.ReLU(max_value=0.5)(y)])
+    c = layers.Normalization(mean=0.1, variance=2.0)(c)
+    return keras.Model([img, tokens], layers.Dense(3, activation="softmax")(c), name="mixed")
+
+
 def randomize(model):
     """Moves BatchNormalization statistics off their 0/1 defaults so they matter."""
     for layer in model.layers:
@@ -69,12 +97,21 @@ def randomize(model):
             layer.beta.assign(rng.normal(size=n).astype("float32"))
 
 
-for name, make, shape in [("mlp", mlp, (3, 8)), ("cnn", cnn, (2, 12, 12, 3))]:
+mixed_x = [rng.normal(size=(2, 10, 10, 3)).astype("float32"), rng.integers(0, 20, (2, 7)).astype("int32")]
+for name, make, x in [
+    ("mlp", mlp, rng.normal(size=(3, 8)).astype("float32")),
+    ("cnn", cnn, rng.normal(size=(2, 12, 12, 3)).astype("float32")),
+    ("mixed", mixed, mixed_x),
+]:
     model = make()
     randomize(model)
-    x = rng.normal(size=shape).astype("float32")
     y = np.asarray(model.predict(x, verbose=0), dtype="float32")
-    np.save(os.path.join(OUT, f"{name}_x.npy"), x)
+    # Inputs in the model's order: <name>_x.npy, or <name>_x0.npy, <name>_x1.npy, ….
+    if isinstance(x, list):
+        for i, xi in enumerate(x):
+            np.save(os.path.join(OUT, f"{name}_x{i}.npy"), xi)
+    else:
+        np.save(os.path.join(OUT, f"{name}_x.npy"), x)
     np.save(os.path.join(OUT, f"{name}_y.npy"), y)
     model.save(os.path.join(OUT, f"{name}.keras"))
     model.save_weights(os.path.join(OUT, f"{name}.weights.h5"))
