@@ -279,3 +279,75 @@ impl LayerBuilder {
         &mut self.g
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sequential(layers: Value) -> Value {
+        json!({"class_name": "Sequential", "config": {"name": "m", "layers": layers}})
+    }
+
+    fn input(shape: Value) -> Value {
+        json!({"class_name": "InputLayer", "config": {"name": "x", "batch_shape": shape}})
+    }
+
+    #[test]
+    fn a_dense_relu_model_computes_x_w_plus_b() {
+        let config = sequential(json!([
+            input(json!([null, 2])),
+            {"class_name": "Dense", "config": {"name": "d", "units": 3, "activation": "relu"}},
+        ]));
+        let kernel = Tensor::from_vec(vec![2, 3], vec![1f32, -1., 2., 0.5, 1., -3.]).unwrap();
+        let bias = Tensor::from_vec(vec![3], vec![0.5f32, 0., -1.]).unwrap();
+        let weights = HashMap::from([("d".to_string(), vec![kernel, bias])]);
+        let graph = build(&config, weights, Path::new("m.keras")).unwrap();
+        let session = crate::Session::builder().build_from_graph(graph).unwrap();
+        let x = Tensor::from_vec(vec![1, 2], vec![2f32, 4.]).unwrap();
+        let y = session.run_positional(vec![x]).unwrap();
+        // [2, 4] · [[1, -1, 2], [0.5, 1, -3]] + [0.5, 0, -1] = [4.5, 2, -9] → relu.
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[4.5, 2.0, 0.0]);
+        assert_eq!(y.names(), ["d"]);
+    }
+
+    #[test]
+    fn unsupported_layers_and_missing_weights_are_named() {
+        let config = sequential(json!([
+            input(json!([null, 4, 2])),
+            {"class_name": "Bidirectional", "config": {"name": "birnn"}},
+        ]));
+        let e = build(&config, HashMap::new(), Path::new("m.keras"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.keras") && e.contains("'birnn'") && e.contains("Bidirectional"),
+            "{e}"
+        );
+
+        let config = sequential(json!([
+            input(json!([null, 2])),
+            {"class_name": "Dense", "config": {"name": "head", "units": 3}},
+        ]));
+        let e = build(&config, HashMap::new(), Path::new("m.keras"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'head'") && e.contains("0 stored variables, expected 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn descriptions_count_layer_classes() {
+        let config = sequential(json!([
+            input(json!([null, 2])),
+            {"class_name": "Dense", "config": {"name": "a"}},
+            {"class_name": "Dense", "config": {"name": "b"}},
+        ]));
+        assert_eq!(
+            describe(&config),
+            "Sequential 'm': 3 layers (InputLayer, Dense ×2)"
+        );
+    }
+}
