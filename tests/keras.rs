@@ -216,7 +216,11 @@ fn inspect_lists_keras_and_tensorflow_tensors() {
 /// A copy of sample `name` changed by `damage`, in a fresh temporary folder.
 fn damaged(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     let src = samples().join(name);
-    let dir = std::env::temp_dir().join(format!("infer-keras-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "infer-keras-{}-{}",
+        std::process::id(),
+        name.replace('/', "_")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut bytes = std::fs::read(&src).unwrap();
     damage(&mut bytes);
@@ -235,6 +239,7 @@ fn damaged_files_fail_cleanly() {
         assert!(e.contains(name), "{e}");
         let (ok, out) = inspect(&path);
         assert!(!ok && !out.contains("panicked"), "{out}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     // A dataset claiming far more elements than the file holds: `dense` has a [8, 16] kernel;
@@ -258,4 +263,30 @@ fn damaged_files_fail_cleanly() {
     let e = load_weights(&index).unwrap_err().to_string();
     println!("bad index CRC: {e}");
     assert!(e.contains("ckpt.index") && e.contains("checksum"), "{e}");
+
+    for p in [path, index] {
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn cli_runs_a_weights_file_with_its_config() {
+    let dir = samples();
+    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
+        .arg("run")
+        .arg(dir.join("mlp.weights.h5"))
+        .arg("--config")
+        .arg(dir.join("mlp.config.json"))
+        .arg(dir.join("mlp_x.npy"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The output is named after the last layer, shaped [batch, 4].
+    assert!(stdout.starts_with("softmax: float32 [3, 4]"), "{stdout}");
 }
