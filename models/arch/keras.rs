@@ -19,14 +19,14 @@ use std::path::Path;
 
 /// Loads a `.keras` zip or a legacy `.h5` (both carry their architecture).
 pub fn load_file(path: &Path) -> Result<Graph> {
-    let file = read(path)?;
-    let config = file.config.as_ref().ok_or_else(|| Error::Format {
+    let KerasFile { config, layers, .. } = read(path)?;
+    let config = config.ok_or_else(|| Error::Format {
         path: path.into(),
         reason: "a Keras .weights.h5 file holds no architecture: give its config.json too \
                  (`infer run model.weights.h5 --config config.json …`)"
             .into(),
     })?;
-    build(config, file.layers.clone(), path)
+    build(&config, layers, path)
 }
 
 /// Loads a Keras `.weights.h5` (or any Keras file) with the architecture of `config`.
