@@ -32,4 +32,14 @@ if [[ ! -f "$hf/.complete" ]]; then
 fi
 export INFER_HF_SAMPLES="$PWD/$hf"
 
+# Keras models (.keras, .weights.h5 + config, legacy .h5) with Keras's predictions, and
+# TensorFlow checkpoint / SavedModel variables, cached the same way.
+keras=".cache/keras-samples/$(cat tests/data/make_keras.py models/requirements.txt | sha256sum | cut -c1-16)"
+if [[ ! -f "$keras/.complete" ]]; then
+    rm -rf "$keras"
+    KERAS_BACKEND=tensorflow .cache/venv/bin/python tests/data/make_keras.py "$keras" >&2
+    touch "$keras/.complete"
+fi
+export INFER_KERAS_SAMPLES="$PWD/$keras"
+
 cargo test --release -p infer -p infer-kernels -- --include-ignored

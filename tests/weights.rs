@@ -41,6 +41,7 @@ fn format_name(f: WeightFormat) -> &'static str {
         WeightFormat::Safetensors => "safetensors",
         WeightFormat::TorchZip => "torch-zip",
         WeightFormat::TorchLegacy => "torch-legacy",
+        other => panic!("no {other} samples here"),
     }
 }
 
@@ -278,7 +279,7 @@ fn unrecognized_files_are_named_in_the_error() {
     let path = write_temp("junk.bin", b"definitely not weights");
     let err = load_weights(&path).unwrap_err().to_string();
     assert!(
-        err.contains("junk.bin") && err.contains("not a safetensors or PyTorch"),
+        err.contains("junk.bin") && err.contains("not a safetensors, PyTorch, Keras or TensorFlow"),
         "{err}"
     );
 }

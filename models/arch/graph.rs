@@ -50,6 +50,23 @@ impl GraphBuilder {
         v
     }
 
+    /// A graph input of type `ty`.
+    pub fn input(&mut self, name: &str, ty: ValueType) -> ValueId {
+        let v = self.g.add_value(name, ty);
+        self.g.inputs.push(v);
+        v
+    }
+
+    /// Declares `v` a graph output (its name and type as they are).
+    pub fn mark_output(&mut self, v: ValueId) {
+        self.g.outputs.push(v);
+    }
+
+    /// The name of value `v`.
+    pub fn value_name(&self, v: ValueId) -> &str {
+        &self.g.values[v].name
+    }
+
     /// A constant; weights are passed in as they were loaded (views of the mapped file).
     pub fn constant(&mut self, name: &str, t: Tensor) -> ValueId {
         let v = self.g.add_value(name, ValueType::default());

@@ -14,6 +14,9 @@ mod bind;
 mod gpt2;
 mod graph;
 mod hf_config;
+pub mod keras;
+mod keras_layers;
+mod keras_spatial;
 
 pub use hf_config::{Activation, Architecture, EncoderConfig, EncoderFamily, Gpt2Config, HfConfig};
 

@@ -1,6 +1,6 @@
 //! `infer inspect`: what a model contains, without planning it.
 
-use infer::weights::{self, WeightStore};
+use infer::weights::{self, WeightFormat, WeightStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -8,6 +8,9 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Inspects an ONNX model, a weights file (safetensors, PyTorch) or a Hugging Face folder.
 pub fn inspect(model: &Path) -> CliResult {
+    if weights::tf_bundle_index(model).is_some() {
+        return inspect_weights(model);
+    }
     if model.is_dir() {
         return inspect_folder(model);
     }
@@ -22,8 +25,8 @@ pub fn inspect(model: &Path) -> CliResult {
             e
         } else {
             format!(
-                "{}: not a recognized model file (ONNX, safetensors, PyTorch checkpoint or \
-                 Hugging Face folder): {e}",
+                "{}: not a recognized model file (ONNX, safetensors, PyTorch checkpoint, \
+                 Keras, TensorFlow checkpoint or Hugging Face folder): {e}",
                 model.display()
             )
             .into()
@@ -71,6 +74,12 @@ fn inspect_weights(path: &Path) -> CliResult {
     let store = weights::load_weights(path)?;
     println!("weights: {}", path.display());
     println!("format: {}", store.format);
+    if matches!(store.format, WeightFormat::Keras | WeightFormat::Hdf5) {
+        match infer::arch::keras::describe_file(path)? {
+            Some(arch) => println!("architecture: {arch}"),
+            None => println!("architecture: none stored (a .weights.h5: pass its config.json)"),
+        }
+    }
     print_weights(&store);
     Ok(())
 }

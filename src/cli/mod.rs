@@ -33,6 +33,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// The Keras architecture (config.json) of a `.weights.h5` model file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Show a model's opset, inputs, outputs, operators and parameters, or every tensor of a
     /// weights file (safetensors, PyTorch checkpoint, Hugging Face folder).
@@ -71,7 +74,14 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
             inputs,
             out_dir,
             threads,
-        } => run::run(&model, &inputs, out_dir.as_deref(), threads),
+            config,
+        } => run::run(
+            &model,
+            &inputs,
+            out_dir.as_deref(),
+            threads,
+            config.as_deref(),
+        ),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Bench {
             model,

@@ -9,12 +9,18 @@ pub fn run(
     input_args: &[String],
     out_dir: Option<&Path>,
     threads: Option<usize>,
+    keras_config: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let given = inputs::load(input_args)?;
-    let session = match &given {
+    let session = match (&given, keras_config) {
+        // A Keras weights file with its architecture given separately.
+        (_, Some(config)) => {
+            let graph = arch::keras::load_with_config(model, config)?;
+            super::builder(threads).build_from_graph(graph)?
+        }
         // A Hugging Face folder declares only the optional inputs given (attention_mask,
         // token_type_ids); the others take transformers' defaults.
-        inputs::Given::Named(named) if arch::is_hf_folder(model) => {
+        (inputs::Given::Named(named), None) if arch::is_hf_folder(model) => {
             let names = named.iter().map(|(n, _)| n.as_str());
             let graph = arch::load_folder_with(model, &arch::Inputs::from_names(names))?;
             super::builder(threads).build_from_graph(graph)?

@@ -53,21 +53,31 @@ impl SessionBuilder {
         self
     }
 
-    /// Loads and plans a model: an ONNX file, or a Hugging Face folder (`config.json` beside
-    /// its weights). Files are recognized by content, not extension; a weights-only file
-    /// (safetensors, PyTorch) is refused, as it says nothing of the architecture.
+    /// Loads and plans a model: an ONNX file, a Keras model (`.keras`, legacy `.h5`) or a
+    /// Hugging Face folder (`config.json` beside its weights). Files are recognized by
+    /// content, not extension; a weights-only file (safetensors, PyTorch, Keras
+    /// `.weights.h5`, TensorFlow bundle) is refused, as it says nothing of the architecture.
     pub fn build_from_file(self, path: impl AsRef<Path>) -> Result<Session> {
+        use crate::weights::WeightFormat;
         let path = path.as_ref();
-        let graph = if path.is_dir() {
+        let format = match crate::weights::tf_bundle_index(path) {
+            Some(_) => Some(WeightFormat::TfBundle),
+            None if path.is_dir() => None,
+            None => crate::weights::detect_file_format(path)?,
+        };
+        let graph = if let Some(WeightFormat::Keras | WeightFormat::Hdf5) = format {
+            crate::arch::keras::load_file(path)?
+        } else if path.is_dir() && format.is_none() {
             crate::arch::load_folder(path)?
-        } else if let Some(format) = crate::weights::detect_file_format(path)? {
+        } else if let Some(format) = format {
             // Read it first: a hostile or whole-model pickle gets its own, precise error.
             crate::weights::load_weights(path)?;
             return Err(Error::Format {
                 path: path.into(),
                 reason: format!(
                     "a {format} weights file holds no architecture: load the Hugging Face \
-                     folder with its config.json instead, or inspect it with `infer inspect`"
+                     folder with its config.json instead, or inspect it with `infer inspect` \
+                     (TensorFlow graphs are not executed)"
                 ),
             });
         } else {

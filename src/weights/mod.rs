@@ -1,4 +1,6 @@
-//! Weights-only files: safetensors and PyTorch `torch.save` checkpoints → named tensors.
+//! Weights-only files: safetensors, PyTorch `torch.save` checkpoints, Keras files (`.keras`,
+//! `.weights.h5`, legacy `.h5`) and TensorFlow bundles (checkpoints, SavedModel variables)
+//! → named tensors.
 //!
 //! `load_weights` memory-maps the file, recognizes its format by content (not extension)
 //! and returns every tensor under its full stored key, in file order. Tensor bytes stay in
@@ -10,10 +12,13 @@
 //! only the globals that rebuild tensors (`rebuild`); a file naming anything else (`os.system`,
 //! a model class of a whole-model `torch.save(model)`) fails with an error naming it.
 
+mod hdf5;
 mod hf;
+pub(crate) mod keras;
 mod pickle;
 mod rebuild;
 mod safetensors;
+mod tf_bundle;
 mod torch;
 
 use crate::error::{Error, Result};
@@ -21,7 +26,6 @@ use crate::mapped::MappedFile;
 use crate::tensor::Tensor;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 pub use hf::find_weights_files;
@@ -34,6 +38,12 @@ pub enum WeightFormat {
     TorchZip,
     /// `torch.save(..., _use_new_zipfile_serialization=False)`.
     TorchLegacy,
+    /// A Keras 3 `.keras` zip (config.json + model.weights.h5).
+    Keras,
+    /// An HDF5 file: Keras `.weights.h5` or a legacy Keras `.h5`.
+    Hdf5,
+    /// A TensorFlow tensor bundle: a checkpoint or SavedModel variables (`.index` + shards).
+    TfBundle,
 }
 
 impl fmt::Display for WeightFormat {
@@ -42,6 +52,9 @@ impl fmt::Display for WeightFormat {
             WeightFormat::Safetensors => "safetensors",
             WeightFormat::TorchZip => "PyTorch (zip)",
             WeightFormat::TorchLegacy => "PyTorch (legacy)",
+            WeightFormat::Keras => "Keras (.keras)",
+            WeightFormat::Hdf5 => "HDF5 (Keras weights)",
+            WeightFormat::TfBundle => "TensorFlow bundle",
         })
     }
 }
@@ -107,10 +120,23 @@ struct Contents {
     metadata: Vec<(String, MetaValue)>,
 }
 
-/// Recognizes a weights file from its first bytes and its length: zip magic (PyTorch zip),
-/// a pickle `PROTO` opcode (PyTorch legacy), or a plausible safetensors header length
-/// followed by `{`. `None` for anything else (e.g. an ONNX protobuf).
+impl From<keras::KerasFile> for Contents {
+    fn from(k: keras::KerasFile) -> Contents {
+        Contents {
+            tensors: k.tensors,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// Recognizes a weights file from its first bytes and its length: zip magic (PyTorch zip;
+/// see `detect_bytes` for `.keras` zips), the HDF5 signature, a pickle `PROTO` opcode
+/// (PyTorch legacy), or a plausible safetensors header length followed by `{`. `None` for
+/// anything else (e.g. an ONNX protobuf).
 pub fn detect_format(head: &[u8], file_len: u64) -> Option<WeightFormat> {
+    if head.starts_with(hdf5::SIGNATURE) {
+        return Some(WeightFormat::Hdf5);
+    }
     if head.starts_with(b"PK\x03\x04") {
         return Some(WeightFormat::TorchZip);
     }
@@ -128,23 +154,49 @@ pub fn detect_format(head: &[u8], file_len: u64) -> Option<WeightFormat> {
     None
 }
 
-/// The weights format of a file, from its first bytes; `Ok(None)` if it is not one.
+/// The format of a whole file's bytes: `detect_format`, with zips told apart by their
+/// entries (`.keras` or PyTorch) and TensorFlow bundle indexes by their table footer.
+pub fn detect_bytes(bytes: &[u8]) -> Option<WeightFormat> {
+    match detect_format(bytes, bytes.len() as u64) {
+        Some(WeightFormat::TorchZip) if keras::is_keras_zip(bytes) => Some(WeightFormat::Keras),
+        None if tf_bundle::is_index(bytes) => Some(WeightFormat::TfBundle),
+        other => other,
+    }
+}
+
+/// The weights format of a file, from its content; `Ok(None)` if it is not one.
 pub fn detect_file_format(path: &Path) -> Result<Option<WeightFormat>> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let mut head = Vec::with_capacity(16);
-    file.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
-    Ok(detect_format(&head, len))
+    let file = File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(None);
+    }
+    let (_mapped, bytes) = MappedFile::map(&file, path)?;
+    Ok(detect_bytes(&bytes))
+}
+
+/// The index of a TensorFlow bundle named by `path`: a SavedModel folder (its
+/// `variables/variables.index`) or a checkpoint prefix (`ckpt` for `ckpt.index`).
+pub fn tf_bundle_index(path: &Path) -> Option<std::path::PathBuf> {
+    let saved_model = path.join("variables").join("variables.index");
+    if path.is_dir() {
+        return saved_model.is_file().then_some(saved_model);
+    }
+    let mut prefix = path.as_os_str().to_owned();
+    prefix.push(".index");
+    let index = std::path::PathBuf::from(prefix);
+    (!path.exists() && index.is_file()).then_some(index)
 }
 
 /// Loads every tensor of a safetensors or PyTorch file, or of a Hugging Face model folder
 /// (its weights file, or all its shards in order; see `find_weights_files`).
 pub fn load_weights(path: &Path) -> Result<WeightStore> {
-    if path.is_dir() {
+    if let Some(index) = tf_bundle_index(path) {
+        load_file(&index)
+    } else if path.is_dir() {
         hf::load_folder(path)
     } else {
         load_file(path)
@@ -168,20 +220,32 @@ fn load_file(path: &Path) -> Result<WeightStore> {
         return Err(fmt_err("the file is empty".into()));
     }
     let (mapped, bytes) = MappedFile::map(&file, path)?;
-    let format = detect_format(&bytes, len).ok_or_else(|| {
-        fmt_err("not a safetensors or PyTorch file (unrecognized first bytes)".into())
+    let format = detect_bytes(&bytes).ok_or_else(|| {
+        fmt_err(
+            "not a safetensors, PyTorch, Keras or TensorFlow weights file (unrecognized \
+             content)"
+                .into(),
+        )
     })?;
+    let mut mapped_files = vec![mapped];
     let contents = match format {
         WeightFormat::Safetensors => safetensors::load(&bytes),
         WeightFormat::TorchZip => torch::load_zip(&bytes),
         WeightFormat::TorchLegacy => torch::load_legacy(&bytes),
+        // Keras tensors are copied out of the HDF5 file: the map is not needed after.
+        WeightFormat::Keras => keras::read_zip(&bytes).map(Contents::from),
+        WeightFormat::Hdf5 => keras::read_h5(bytes.to_vec()).map(Contents::from),
+        WeightFormat::TfBundle => tf_bundle::load(path, &bytes).map(|(contents, shards)| {
+            mapped_files = shards;
+            contents
+        }),
     }
     .map_err(fmt_err)?;
     Ok(WeightStore {
         format,
         tensors: contents.tensors,
         metadata: contents.metadata,
-        mapped_files: vec![mapped],
+        mapped_files,
     })
 }
 
