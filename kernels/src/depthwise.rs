@@ -1,6 +1,7 @@
-//! Direct depthwise 2-D convolution of one plane, accumulating every tap in registers.
+//! Direct depthwise 2-D convolution (and max pooling) of one plane, accumulating every tap in
+//! registers.
 //!
-//! The plane is first copied into a zero-padded scratch buffer, with its columns split into
+//! The plane is first copied into a padded scratch buffer (zeros, or -inf for max pooling), with its columns split into
 //! `stride` phases (column `c` goes to phase `c % stride`, position `c / stride`), so that
 //! padding needs no bounds tests and every tap of a strided kernel reads contiguous memory.
 //! Outputs are then computed in blocks of `BLOCK` lanes, each block summing all
@@ -63,35 +64,88 @@ pub fn depthwise_plane(
     y: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    let [oh_n, ow_n] = g.output;
-    if oh_n == 0 || ow_n == 0 {
-        return;
-    }
-    assert!(
-        x.len() >= g.input[0] * g.input[1],
-        "depthwise input too short"
-    );
     assert!(
         w.len() >= g.kernel[0] * g.kernel[1],
         "depthwise weights too short"
     );
-    assert!(y.len() >= oh_n * ow_n, "depthwise output too short");
+    plane::<Fma>(g, x, w, bias, y, scratch);
+}
+
+/// Max pooling of one plane with the same geometry: `y = max over the window` (padding never
+/// wins, as it is -inf), reusing the padded, stride-phased layout of `depthwise_plane`.
+///
+/// # Panics
+/// As `depthwise_plane`.
+pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
+    let ones = vec![1.0; g.kernel[0] * g.kernel[1]];
+    plane::<Max>(g, x, &ones, f32::NEG_INFINITY, y, scratch);
+}
+
+/// How a window's taps combine into one output.
+trait Reduce: Copy {
+    /// The value of padding: it must not change the result.
+    const PAD: f32;
+    fn step<const FMA: bool>(acc: f32, x: f32, w: f32) -> f32;
+}
+
+/// Weighted sum (convolution).
+#[derive(Clone, Copy)]
+struct Fma;
+
+impl Reduce for Fma {
+    const PAD: f32 = 0.0;
+    #[inline(always)]
+    fn step<const FMA: bool>(acc: f32, x: f32, w: f32) -> f32 {
+        if FMA {
+            x.mul_add(w, acc)
+        } else {
+            acc + w * x
+        }
+    }
+}
+
+/// Maximum (max pooling; weights ignored).
+#[derive(Clone, Copy)]
+struct Max;
+
+impl Reduce for Max {
+    const PAD: f32 = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn step<const FMA: bool>(acc: f32, x: f32, _w: f32) -> f32 {
+        acc.max(x)
+    }
+}
+
+fn plane<R: Reduce>(
+    g: &PlaneGeometry,
+    x: &[f32],
+    w: &[f32],
+    init: f32,
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let [oh_n, ow_n] = g.output;
+    if oh_n == 0 || ow_n == 0 {
+        return;
+    }
+    assert!(x.len() >= g.input[0] * g.input[1], "plane input too short");
+    assert!(y.len() >= oh_n * ow_n, "plane output too short");
     let block = if ow_n <= 16 && g.stride != [1, 1] {
         SMALL_BLOCK
     } else {
         BLOCK
     };
-    fill_padded(g, x, block, scratch);
+    fill_padded(g, x, block, R::PAD, scratch);
     let taps = tap_offsets(g);
     match isa() {
-        Isa::Portable => compute::<false>(g, scratch, &taps, w, bias, y, block),
+        Isa::Portable => compute::<R, false>(g, scratch, &taps, w, init, y, block),
         // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2(g, scratch, &taps, w, bias, y, block) },
+        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, &taps, w, init, y, block) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512(g, scratch, &taps, w, bias, y, block) },
+        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, &taps, w, init, y, block) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon(g, scratch, &taps, w, bias, y, block) },
+        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, &taps, w, init, y, block) },
     }
 }
 
@@ -101,17 +155,17 @@ const BLOCK: usize = 64;
 /// Lanes per block for narrow strided planes, where 64 would mostly compute dropped lanes.
 const SMALL_BLOCK: usize = 16;
 
-/// Copies the plane into `buf` as `padded_height` rows of `stride_w` phase rows each, zeros
+/// Copies the plane into `buf` as `padded_height` rows of `stride_w` phase rows each, `pad`
 /// outside the input, plus one block of slack at the end so the last block may read past
 /// the plane.
-fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, buf: &mut Vec<f32>) {
+fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, buf: &mut Vec<f32>) {
     let [h, w] = g.input;
     let sw = g.stride[1].max(1);
     let len = g.phase_len();
     let rows = g.padded_height();
     let slack = block + g.kernel[1] * g.dilation[1] + len * g.kernel[0] * g.dilation[0] * sw;
     buf.clear();
-    buf.resize(rows * sw * len + slack, 0.0);
+    buf.resize(rows * sw * len + slack, pad);
     let [pad_top, pad_left] = g.pad;
     for r in 0..rows {
         let Some(ir) = r.checked_sub(pad_top).filter(|&ir| ir < h) else {
@@ -151,7 +205,7 @@ fn tap_offsets(g: &PlaneGeometry) -> Vec<usize> {
 }
 
 #[inline(always)]
-fn compute<const FMA: bool>(
+fn compute<R: Reduce, const FMA: bool>(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -168,7 +222,7 @@ fn compute<const FMA: bool>(
         let (mut at, mut oh, mut ow) = (0, 0, 0);
         while at < flat {
             let mut acc = [bias; BLOCK];
-            accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, at);
+            accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, at);
             // Copy the block out as runs along output rows, dropping the padding columns.
             let mut i = 0;
             let n = BLOCK.min(flat - at);
@@ -196,11 +250,11 @@ fn compute<const FMA: bool>(
             let n = (ow_n - ow).min(block);
             if block == SMALL_BLOCK {
                 let mut acc = [bias; SMALL_BLOCK];
-                accumulate::<FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                accumulate::<R, FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             } else {
                 let mut acc = [bias; BLOCK];
-                accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             }
             ow += n;
@@ -208,10 +262,10 @@ fn compute<const FMA: bool>(
     }
 }
 
-/// `acc[i] += Σ_t w[t] · buf[base + taps[t] + i]`: fixed-size so the compiler keeps `acc` in
+/// `acc[i] = R(acc[i], w[t], buf[base + taps[t] + i])` over the taps `t`: fixed-size so the compiler keeps `acc` in
 /// vector registers.
 #[inline(always)]
-fn accumulate<const FMA: bool, const N: usize>(
+fn accumulate<R: Reduce, const FMA: bool, const N: usize>(
     acc: &mut [f32; N],
     buf: &[f32],
     taps: &[usize],
@@ -223,7 +277,7 @@ fn accumulate<const FMA: bool, const N: usize>(
             .try_into()
             .expect("a slice of N elements");
         for (a, &x) in acc.iter_mut().zip(src) {
-            *a = if FMA { x.mul_add(wt, *a) } else { *a + wt * x };
+            *a = R::step::<FMA>(*a, x, wt);
         }
     }
 }
@@ -232,7 +286,7 @@ fn accumulate<const FMA: bool, const N: usize>(
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn compute_avx2(
+unsafe fn compute_avx2<R: Reduce>(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -241,14 +295,14 @@ unsafe fn compute_avx2(
     y: &mut [f32],
     block: usize,
 ) {
-    compute::<true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, y, block)
 }
 
 /// # Safety
 /// The CPU has AVX-512F (which implies AVX2 and FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn compute_avx512(
+unsafe fn compute_avx512<R: Reduce>(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -257,14 +311,14 @@ unsafe fn compute_avx512(
     y: &mut [f32],
     block: usize,
 ) {
-    compute::<true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, y, block)
 }
 
 /// # Safety
 /// None beyond aarch64 itself (NEON is baseline).
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn compute_neon(
+unsafe fn compute_neon<R: Reduce>(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -273,7 +327,7 @@ unsafe fn compute_neon(
     y: &mut [f32],
     block: usize,
 ) {
-    compute::<true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, y, block)
 }
 
 #[derive(Clone, Copy)]
@@ -384,10 +438,28 @@ mod tests {
                 assert!((a - b).abs() <= 1e-5, "{g:?} output {i}: {a} vs {b}");
             }
             let mut z = vec![f32::NAN; oh * ow];
-            fill_padded(&g, &x, BLOCK, &mut scratch);
-            compute::<false>(&g, &scratch, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
+            fill_padded(&g, &x, BLOCK, 0.0, &mut scratch);
+            compute::<Fma, false>(&g, &scratch, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
             for (a, b) in z.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5, "portable {g:?}: {a} vs {b}");
+            }
+            // Max pooling over the same windows: the largest input inside each.
+            let mut m = vec![f32::NAN; oh * ow];
+            max_pool_plane(&g, &x, &mut m, &mut scratch);
+            for oh_i in 0..oh {
+                for ow_i in 0..ow {
+                    let mut best = f32::NEG_INFINITY;
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let ih = (oh_i * s + kh * d) as isize - p as isize;
+                            let iw = (ow_i * s + kw * d) as isize - p as isize;
+                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                                best = best.max(x[ih as usize * wd + iw as usize]);
+                            }
+                        }
+                    }
+                    assert_eq!(m[oh_i * ow + ow_i], best, "max {g:?} at ({oh_i}, {ow_i})");
+                }
             }
         }
     }

@@ -134,6 +134,27 @@ pub fn apply_activation(act: Activation, xs: &mut [f32]) {
     }
 }
 
+/// `apply_activation` over several rows with a single ISA dispatch: the GEMM epilogue applies
+/// it to each strip of C it has just computed, whose rows are short (one register tile wide),
+/// so a dispatch per row would cost more than the activation itself.
+pub fn apply_activation_rows<'a, I>(act: Activation, rows: I)
+where
+    I: Iterator<Item = &'a mut [f32]>,
+{
+    match act {
+        Activation::Relu => inplace_rows(Relu, rows),
+        Activation::LeakyRelu(alpha) => inplace_rows(LeakyRelu(alpha), rows),
+        Activation::Clip(lo, hi) => inplace_rows(Clip(lo, hi), rows),
+        Activation::Sigmoid => inplace_rows(Sigmoid, rows),
+        Activation::HardSigmoid(alpha, beta) => inplace_rows(HardSigmoid(alpha, beta), rows),
+        Activation::HardSwish => inplace_rows(HardSwish, rows),
+        Activation::Gelu => inplace_rows(Gelu, rows),
+        Activation::GeluTanh => inplace_rows(GeluTanh, rows),
+        Activation::Silu => inplace_rows(Silu, rows),
+        Activation::Tanh => inplace_rows(Tanh, rows),
+    }
+}
+
 /// erf in double precision (absolute error below 2e-15): the Maclaurin series up to 2,
 /// `1 - erfc` by its continued fraction beyond. Scalar; for f64 tensors and as a test oracle.
 pub fn erf_f64(x: f64) -> f64 {
@@ -439,6 +460,30 @@ fn inplace_seq<F: MapF32>(f: F, xs: &mut [f32]) {
         Isa::Avx2Fma => unsafe { inplace_avx2(f, xs) },
         Isa::Baseline => inplace_loop::<F, BASELINE_FMA>(f, xs),
     }
+}
+
+fn inplace_rows<'a, F: MapF32, I: Iterator<Item = &'a mut [f32]>>(f: F, rows: I) {
+    match isa() {
+        // SAFETY: `isa()` returns Avx512 only after detecting avx512f, avx2 and fma.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { inplace_rows_avx512(f, rows) },
+        // SAFETY: `isa()` returns Avx2Fma only after detecting avx2 and fma.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { inplace_rows_avx2(f, rows) },
+        Isa::Baseline => rows.for_each(|r| inplace_loop::<F, BASELINE_FMA>(f, r)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn inplace_rows_avx512<'a, F: MapF32, I: Iterator<Item = &'a mut [f32]>>(f: F, rows: I) {
+    rows.for_each(|r| inplace_loop::<F, true>(f, r))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inplace_rows_avx2<'a, F: MapF32, I: Iterator<Item = &'a mut [f32]>>(f: F, rows: I) {
+    rows.for_each(|r| inplace_loop::<F, true>(f, r))
 }
 
 fn map<F: MapF32>(isa: Isa, f: F, x: &[f32], out: &mut [f32]) {

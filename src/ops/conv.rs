@@ -215,6 +215,21 @@ impl Geometry {
         self.kernel.iter().product()
     }
 
+    /// The geometry of a 1-D or 2-D window op's plane, for the register-blocked plane
+    /// kernels (3-D ones take the row-by-row paths).
+    pub fn plane(&self) -> Option<PlaneGeometry> {
+        (self.input[0] == 1 && self.kernel[0] == 1 && self.output[0] == 1 && self.pad[0] == 0).then(
+            || PlaneGeometry {
+                input: [self.input[1], self.input[2]],
+                output: [self.output[1], self.output[2]],
+                kernel: [self.kernel[1], self.kernel[2]],
+                stride: [self.stride[1], self.stride[2]],
+                dilation: [self.dilation[1], self.dilation[2]],
+                pad: [self.pad[1], self.pad[2]],
+            },
+        )
+    }
+
     /// Whether the product needs no im2col: a 1×1 kernel over the unpadded, unstrided input.
     fn is_pointwise(&self) -> bool {
         self.kernel == [1; DIMS]
@@ -399,7 +414,7 @@ impl ConvProblem<'_> {
         }
         if self.cg == 1 && self.mg == 1 {
             // Depthwise: one plane in, one plane out; small planes are grouped per task.
-            let plane_2d = self.plane_geometry();
+            let plane_2d = self.geo.plane();
             let taps = row_taps(&self.geo);
             return out
                 .par_chunks_mut(out_len)
@@ -442,22 +457,6 @@ impl ConvProblem<'_> {
                 };
                 self.group_product(w, x, y, idx, g)
             })
-    }
-
-    /// The geometry of a 1-D or 2-D convolution's plane, for the register-blocked depthwise
-    /// kernel (3-D ones take the row-by-row path).
-    fn plane_geometry(&self) -> Option<PlaneGeometry> {
-        let g = &self.geo;
-        (g.input[0] == 1 && g.kernel[0] == 1 && g.output[0] == 1 && g.pad[0] == 0).then(|| {
-            PlaneGeometry {
-                input: [g.input[1], g.input[2]],
-                output: [g.output[1], g.output[2]],
-                kernel: [g.kernel[1], g.kernel[2]],
-                stride: [g.stride[1], g.stride[2]],
-                dilation: [g.dilation[1], g.dilation[2]],
-                pad: [g.pad[1], g.pad[2]],
-            }
-        })
     }
 
     /// Residual and activation of one depthwise output plane (the bias is already in).

@@ -11,6 +11,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
+use infer_kernels::depthwise::{max_pool_plane, PlaneGeometry};
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -348,6 +349,9 @@ impl Kernel for Pool {
         let mut out_shape = s[..2].to_vec();
         out_shape.extend_from_slice(geo.output_dims());
         if x.dtype() == crate::DType::F32 && !(self.kind == PoolKind::Max && self.with_indices) {
+            if let (PoolKind::Max, Some(plane)) = (self.kind, geo.plane()) {
+                return max_pool_planes(x, &geo, &plane, out_shape);
+            }
             return self.pool_f32(x, &geo, out_shape);
         }
         match self.kind {
@@ -369,6 +373,29 @@ impl Kernel for Pool {
             }
         }
     }
+}
+
+thread_local! {
+    static PLANE_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// f32 max pooling of 1-D/2-D planes on the register-blocked plane kernel.
+fn max_pool_planes(
+    x: &Tensor,
+    geo: &Geometry,
+    plane: &PlaneGeometry,
+    out_shape: Vec<usize>,
+) -> Result<Vec<Tensor>> {
+    let xs = x.as_slice::<f32>()?;
+    let mut y = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+    for_planes(xs, geo.input_len(), &mut y, geo.output_len(), |x, y, _| {
+        PLANE_BUF.with(|cell| {
+            let mut buf = cell.take();
+            max_pool_plane(plane, x, y, &mut buf);
+            cell.set(buf);
+        })
+    });
+    Ok(vec![Tensor::from_vec(out_shape, y)?])
 }
 
 /// A pool over all spatial dims: `[N, C, ...] → [N, C, 1, ...]`. The f64 is LpPool's p.

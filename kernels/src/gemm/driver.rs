@@ -204,12 +204,21 @@ unsafe fn serial(
                         // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
                         // valid corner lies inside this call's block of C.
                         unsafe { (tile.run)(&t) };
-                        if last_k && !epi.is_identity() {
-                            for r in 0..t.rows {
-                                // SAFETY: a row of the tile just written, inside our block.
-                                let row = unsafe { c.row(i + r, j..j + t.cols) };
-                                epi.apply_row(row, i + r, j);
-                            }
+                    }
+                    if last_k && !epi.is_identity() {
+                        // The strip of C just finished (its rows of this block, NR columns),
+                        // still in L1: the epilogue in one pass, one dispatch per strip.
+                        let strip = j..j + nr.min(nc_len - jr);
+                        let block_rows = ic..ic + mc_len;
+                        for i in block_rows.clone() {
+                            // SAFETY: a row of the strip just written, inside our block; no
+                            // other reference to it is live.
+                            epi.apply_linear(unsafe { c.row(i, strip.clone()) }, i, j);
+                        }
+                        if let Some(act) = epi.activation {
+                            // SAFETY: as above; each row is borrowed once, in turn.
+                            let rows = block_rows.map(|i| unsafe { c.row(i, strip.clone()) });
+                            crate::elementwise::apply_activation_rows(act, rows);
                         }
                     }
                 }

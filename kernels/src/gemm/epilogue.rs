@@ -52,6 +52,15 @@ impl Epilogue<'_> {
     /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
     /// Bias and residual shapes were validated against `C` before the product started.
     pub(super) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
+        self.apply_linear(row, i, j0);
+        if let Some(act) = self.activation {
+            crate::elementwise::apply_activation(act, row);
+        }
+    }
+
+    /// The epilogue's scale, bias and residual (everything but the activation) on one row
+    /// segment, as for `apply_row`.
+    pub(super) fn apply_linear(&self, row: &mut [f32], i: usize, j0: usize) {
         let cols = j0..j0 + row.len();
         if self.alpha != 1.0 {
             row.iter_mut().for_each(|x| *x *= self.alpha);
@@ -78,9 +87,6 @@ impl Epilogue<'_> {
                     *x += r.data[i * r.row_stride + j * r.col_stride];
                 }
             }
-        }
-        if let Some(act) = self.activation {
-            crate::elementwise::apply_activation(act, row);
         }
     }
 }
