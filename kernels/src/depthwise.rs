@@ -181,10 +181,14 @@ fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, buf: &mut V
         }
         for p in 0..sw {
             let dst = &mut buf[(r * sw + p) * len..(r * sw + p + 1) * len];
-            for (j, d) in dst.iter_mut().enumerate() {
-                if let Some(&v) = (j * sw + p).checked_sub(pad_left).and_then(|c| src.get(c)) {
-                    *d = v;
-                }
+            // Phase positions j whose input column j·sw + p - pad_left lies in 0..w: one
+            // branch-free strided copy.
+            let lo = pad_left.saturating_sub(p).div_ceil(sw).min(len);
+            let hi = (pad_left + w).saturating_sub(p).div_ceil(sw).clamp(lo, len);
+            if lo < hi {
+                let first = lo * sw + p - pad_left;
+                let src = src[first..].iter().step_by(sw);
+                dst[lo..hi].iter_mut().zip(src).for_each(|(d, &v)| *d = v);
             }
         }
     }
