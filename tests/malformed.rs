@@ -112,6 +112,23 @@ fn load_and_run_onnx(bytes: Vec<u8>) {
     }
 }
 
+/// Every crash the fuzzers found (`fuzz/`, `scripts/fuzz.sh`), kept as its input bytes under
+/// `tests/data/fuzz/<target>/`.
+#[test]
+fn fuzz_crashes_stay_fixed() {
+    let dir = manifest_path("tests/data/fuzz/onnx");
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let label = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Err(e) = isolated(&label, move || load_and_run_onnx(bytes)) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn manifest_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
