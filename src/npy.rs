@@ -44,10 +44,20 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .map_err(|e| fmt_err(path, format!("entry #{i}: {e}")))?;
         let name = entry.name().to_string();
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        // A deflated entry can expand without bound (a zip bomb): read at most one
+        // tensor's worth plus a header, whatever size the archive declares.
+        let limit = crate::tensor::max_tensor_bytes().saturating_add(MAX_HEADER_LEN + 16) as u64;
         let mut bytes = Vec::new();
-        entry
+        (&mut entry)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| fmt_err(path, format!("entry '{name}': {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(fmt_err(
+                path,
+                format!("entry '{name}' expands past the {limit}-byte limit"),
+            ));
+        }
         let t = parse_npy(&bytes)
             .map_err(|reason| fmt_err(path, format!("entry '{name}': {reason}")))?;
         out.push((key, t));
@@ -250,6 +260,30 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_npz_entry_that_inflates_past_the_tensor_limit_is_refused() {
+        // 1 MiB of zeros deflates to about 1 KiB; under a 64 KiB limit reading stops there.
+        let path = std::env::temp_dir().join(format!("infer-npz-bomb-{}.npz", std::process::id()));
+        let zeros = Tensor::zeros(DType::F32, vec![1 << 18]).unwrap();
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("x.npy", deflated).unwrap();
+        zip.write_all(&to_npy_bytes(&zeros).unwrap()).unwrap();
+        zip.finish().unwrap();
+        let read = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                crate::tensor::alloc::set_thread_max_tensor_bytes(1 << 16);
+                read_npz(&path).map(|_| ()).map_err(|e| e.to_string())
+            }
+        });
+        let err = read.join().unwrap().unwrap_err();
+        assert!(err.contains("expands past"), "{err}");
+        assert_eq!(read_npz(&path).unwrap()[0].1.len(), 1 << 18);
+        std::fs::remove_file(path).ok();
+    }
 
     fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
         let header = format!(

@@ -268,7 +268,8 @@ impl Attention {
             Some(m) => Some(m.cast(DType::F32)?.into_vec::<f32>()?),
         };
         let (left, right) = self.window;
-        let mut data = vec![0f32; bb * bh * rows * cols];
+        let mut data =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[bb, bh, rows, cols])?, 0f32)?;
         for (blk, out) in data.chunks_mut(rows * cols).enumerate() {
             let (b, h) = (blk / bh, blk % bh);
             let offset = offsets[b % offsets.len()];
@@ -361,7 +362,8 @@ impl Kernel for Attention {
 
         let scale = self.scale.unwrap_or(1.0 / (d as f32).sqrt());
         let blocks = batch * hq;
-        let mut scores = vec![0f32; blocks * sq * skv];
+        let mut scores =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[blocks, sq, skv])?, 0f32)?;
         gemm_batched(&mut scores, (sq, skv), blocks, |i| {
             let (b, h) = (i / hq, i % hq);
             let epi = Epilogue {
@@ -406,7 +408,8 @@ impl Kernel for Attention {
             qk_out = Some(scores.clone());
         }
 
-        let mut y = vec![0f32; blocks * sq * dv];
+        let mut y =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[blocks, sq, dv])?, 0f32)?;
         gemm_batched(&mut y, (sq, dv), blocks, |i| {
             let (b, h) = (i / hq, i % hq);
             let p = MatRef::row_major(&scores[i * block_len..(i + 1) * block_len], sq, skv)?;

@@ -118,7 +118,8 @@ impl Kernel for FlexAttention {
         let (qd, kd, vd) = (to_f32(q)?, to_f32(k)?, to_f32(v)?);
         // Query head h of batch item n reads kv head h / group.
         let kv = |i: usize| (i / hq) * hk + (i % hq) / group;
-        let mut scores = vec![0.0f32; b * hq * l * s];
+        let mut scores =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, hq, l, s])?, 0.0f32)?;
         gemm_batched(&mut scores, (l, s), b * hq, |i| {
             let qm = MatRef::row_major(&qd[i * l * e..], l, e)?;
             let km = MatRef::row_major(&kd[kv(i) * s * e..], s, e)?.t();
@@ -141,7 +142,8 @@ impl Kernel for FlexAttention {
         if let Some(body) = &self.prob_mod {
             scores = Self::modify(body, scores, &shape, precision, inputs)?;
         }
-        let mut out = vec![0.0f32; b * hq * l * ev];
+        let mut out =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, hq, l, ev])?, 0.0f32)?;
         gemm_batched(&mut out, (l, ev), b * hq, |i| {
             let p = MatRef::row_major(&scores[i * l * s..], l, s)?;
             let vm = MatRef::row_major(&vd[kv(i) * s * ev..], s, ev)?;

@@ -166,7 +166,10 @@ impl Kernel for LinearAttention {
         let group = hq / hk;
         // Each (batch, kv head) recurrence writes its state and its query heads' outputs,
         // `[t, group, dv]`, scattered into the `[b, t, hq·dv]` output afterwards.
-        let mut head_out = vec![0.0f32; b * hk * t * group * dv];
+        let mut head_out = crate::tensor::filled_vec(
+            crate::tensor::checked_numel(&[b, hk, t, group, dv])?,
+            0.0f32,
+        )?;
         if dk * dv > 0 {
             state
                 .par_chunks_mut(dk * dv)
@@ -185,7 +188,8 @@ impl Kernel for LinearAttention {
                     recur(&head, dims, scale, s, out);
                 });
         }
-        let mut out = vec![0.0f32; b * t * hq * dv];
+        let mut out =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, t, hq, dv])?, 0.0f32)?;
         for (bh, block) in head_out.chunks_exact((t * group * dv).max(1)).enumerate() {
             let (bi, h) = (bh / hk, bh % hk);
             for (ti, row) in block.chunks_exact(group * dv).enumerate() {
@@ -308,7 +312,7 @@ impl Kernel for CausalConv {
             None => vec![0.0; b * c * (k - 1)],
         };
         let (xd, wd) = (f32_vec(x)?, f32_vec(w)?);
-        let mut out = vec![0.0f32; b * c * l];
+        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, c, l])?, 0.0f32)?;
         if l > 0 {
             out.par_chunks_mut(l).enumerate().for_each(|(row, y)| {
                 let ch = row % c;

@@ -387,7 +387,7 @@ impl Kernel for Conv {
             residual: residual.as_deref(),
             activation: self.activation,
         };
-        let mut out = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
         problem.run(&mut out)?;
         Ok(vec![from_f32(x.dtype(), out_shape, out)?])
     }
@@ -765,7 +765,7 @@ impl Kernel for ConvTranspose {
             "bias must have {m} elements"
         );
 
-        let mut out = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
         let chunk = mg * out_len;
         if chunk > 0 {
             out.par_chunks_mut(chunk)
@@ -776,7 +776,10 @@ impl Kernel for ConvTranspose {
                     // W_g is [C/g, M/g·K]; cols = W_gᵀ · x_g is [M/g·K, in_len].
                     let wg =
                         MatRef::row_major(&wd[g * cg * mg * kernel_len..], cg, mg * kernel_len)?;
-                    let mut cols = vec![0.0f32; mg * kernel_len * in_len];
+                    let mut cols = crate::tensor::filled_vec(
+                        crate::tensor::checked_numel(&[mg, kernel_len, in_len])?,
+                        0.0f32,
+                    )?;
                     gemm(
                         wg.t(),
                         MatRef::row_major(x, cg, in_len)?,

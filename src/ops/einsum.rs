@@ -120,7 +120,10 @@ trait EinsumElem: Storable + Copy + Default + Send + Sync {
         a: &[Self],
         b: &[Self],
     ) -> Result<Vec<Self>> {
-        let mut out = vec![Self::default(); count * m * n];
+        let mut out = crate::tensor::filled_vec(
+            crate::tensor::checked_numel(&[count, m, n])?,
+            Self::default(),
+        )?;
         for (i, c) in out.chunks_exact_mut((m * n).max(1)).enumerate().take(count) {
             let (a, b) = (
                 &a[i * m * k..(i + 1) * m * k],
@@ -151,7 +154,8 @@ impl EinsumElem for f32 {
         a: &[f32],
         b: &[f32],
     ) -> Result<Vec<f32>> {
-        let mut out = vec![0.0f32; count * m * n];
+        let mut out =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[count, m, n])?, 0.0f32)?;
         gemm_batched(&mut out, (m, n), count, |i| {
             let a = MatRef::row_major(&a[i * m * k..], m, k)?;
             let b = MatRef::row_major(&b[i * k * n..], k, n)?;

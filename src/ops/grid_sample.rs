@@ -193,7 +193,8 @@ impl Kernel for GridSample {
         let xd = x.cast(DType::F32)?.into_vec::<f32>()?;
         let gd = grid.cast(DType::F32)?.into_vec::<f32>()?;
         let in_strides = super::util::strides_of(spatial);
-        let mut out = vec![0.0f32; n * c * points];
+        let mut out =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[n, c, points])?, 0.0f32)?;
         // An empty output samples nothing (and an empty X has no pixel to sample from).
         if !out.is_empty() {
             ensure!(in_size > 0, "cannot sample from X of shape {xs:?}");

@@ -58,6 +58,10 @@ impl Loss {
 
 /// Log-softmax over axis 1 of `x` viewed as `[n, c, d]`, in place.
 fn log_softmax(x: &mut [f64], c: usize, d: usize) {
+    if c * d == 0 {
+        // No classes or no positions: nothing to normalize (and no chunk size).
+        return;
+    }
     for sample in x.chunks_mut(c * d) {
         for j in 0..d {
             let max = (0..c).fold(f64::NEG_INFINITY, |m, k| m.max(sample[k * d + j]));
@@ -130,6 +134,18 @@ impl Kernel for Loss {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_class_axis_is_not_a_panic() {
+        // Found by fuzzing: scores [N, 0] made `chunks_mut(0)` panic.
+        log_softmax(&mut [], 0, 1);
+        let x = Tensor::from_vec(vec![1, 0], Vec::<f32>::new()).unwrap();
+        let target = Tensor::from_vec(vec![1], vec![0i64]).unwrap();
+        let err = loss(true, Reduction::Mean, None)
+            .run(&[Some(&x), Some(&target)])
+            .unwrap_err();
+        assert!(err.to_string().contains("not a class index"), "{err}");
+    }
 
     fn loss(softmax: bool, reduction: Reduction, ignore_index: Option<i64>) -> Loss {
         Loss {

@@ -272,7 +272,8 @@ fn matmul_f32(
     epi: &Epilogue,
 ) -> Result<Vec<f32>> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
-    let mut out = vec![0.0f32; plan.count() * m * n];
+    let mut out =
+        crate::tensor::filled_vec(crate::tensor::checked_numel(&[plan.count(), m, n])?, 0.0f32)?;
     gemm_batched(&mut out, (m, n), plan.count(), |i| {
         let a = MatRef::row_major(&a[plan.a_offsets[i]..], m, k)?;
         let b = match packed_b {
@@ -547,7 +548,7 @@ impl Kernel for Gemm {
                 Rhs::Mat(operand(&b_data, sb, self.trans_b)?)
             }
         };
-        let mut out = vec![0.0f32; m * n];
+        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[m, n])?, 0.0f32)?;
         gemm(lhs, rhs, MatMut::row_major(&mut out, m, n)?, &epi)?;
         Ok(vec![from_f32(a.dtype(), vec![m, n], out)?])
     }
@@ -591,7 +592,7 @@ impl Gemm {
             cs.len() <= 2 && (cm == 1 || cm == m) && (cn == 1 || cn == n),
             "Gemm input C of shape {cs:?} does not broadcast to [{m}, {n}]"
         );
-        let mut out = vec![0.0f64; m * n];
+        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[m, n])?, 0.0f64)?;
         for i in 0..m {
             for j in 0..n {
                 let dot: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();

@@ -18,6 +18,7 @@ pub(crate) use layout::{concat_tensors, split_tensor};
 use super::util::normalize_axis;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
+pub(crate) use crate::tensor::filled_vec;
 use crate::{ensure, op_err};
 use rayon::prelude::*;
 
@@ -49,20 +50,6 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "TopK" => seq::TopK::build(ctx),
         _ => return None,
     })
-}
-
-/// A vector of `n` copies of `v`, or an error (instead of an abort) when a shape read from
-/// the model asks for more memory than can be reserved.
-pub(crate) fn filled_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
-    // Probe with a fallible reservation, then build with `vec!`, which for a zero fill of a
-    // primitive type takes already-zeroed pages from the allocator instead of writing them.
-    Vec::<T>::new().try_reserve_exact(n).map_err(|_| {
-        op_err!(
-            "cannot allocate {n} elements of {} bytes",
-            std::mem::size_of::<T>()
-        )
-    })?;
-    Ok(vec![v; n])
 }
 
 /// Runs `f(index, chunk)` over `chunk`-sized pieces of `out`, on rayon when `out` is large.

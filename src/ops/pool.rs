@@ -169,7 +169,8 @@ impl Pool {
     ) -> Result<Vec<Tensor>> {
         let xs = x.as_slice::<T>()?;
         let (in_len, out_len) = (geo.input_len(), geo.output_len());
-        let mut y = vec![T::default(); crate::tensor::checked_numel(&out_shape)?];
+        let mut y =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, T::default())?;
         let mut idx = vec![0i64; if with_indices { y.len() } else { 0 }];
         let [id, ih, iw] = geo.input;
         // Indices count in the input's element order, or column-major within the plane.
@@ -224,7 +225,7 @@ impl Pool {
     /// inner loops run over contiguous (or evenly strided) output and input rows.
     fn pool_f32(&self, x: &Tensor, geo: &Geometry, out_shape: Vec<usize>) -> Result<Vec<Tensor>> {
         let xs = x.as_slice::<f32>()?;
-        let mut y = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+        let mut y = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
         // Per dim and output position: taps inside the input, and inside the padded input.
         let counts: [Vec<(usize, usize)>; 3] = std::array::from_fn(|d| {
             let limit = geo.input[d] + geo.pad[d] + geo.pad_end[d];
@@ -305,7 +306,8 @@ impl Pool {
         out_shape: Vec<usize>,
     ) -> Result<Vec<Tensor>> {
         let xs = x.as_slice::<T>()?;
-        let mut y = vec![T::default(); crate::tensor::checked_numel(&out_shape)?];
+        let mut y =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, T::default())?;
         let p = self.p;
         for_planes(xs, geo.input_len(), &mut y, geo.output_len(), |x, y, _| {
             let mut win = Window::new();

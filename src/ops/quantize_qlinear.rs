@@ -190,7 +190,8 @@ impl ConvAttrs {
         };
         let (cg, mg) = (c / g, m / g);
         let (in_len, out_len, k_len) = (geo.input_len(), geo.output_len(), geo.kernel_len());
-        let mut out = vec![0i32; n * m * out_len];
+        let mut out =
+            crate::tensor::filled_vec(crate::tensor::checked_numel(&[n, m, out_len])?, 0i32)?;
         // One output plane per (image, output channel).
         for_each_chunk(&mut out, out_len, |plane, y| {
             let (img, oc) = (plane / m, plane % m);

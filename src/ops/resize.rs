@@ -235,6 +235,12 @@ impl Resize {
             }
             (None, None) => return Err(op_err!("one of scales and sizes is required")),
         }
+        // A huge or infinite scale saturates the casts above: refuse an output that could
+        // not be allocated before any tap table is sized by it.
+        crate::tensor::check_tensor_bytes(
+            crate::tensor::checked_numel(&out)?,
+            std::mem::size_of::<f32>(),
+        )?;
         let mut rois = vec![(0f64, 1f64); rank];
         if let Some(roi) = roi {
             ensure!(

@@ -55,6 +55,9 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
             _ => return Err(op_err!("shapes {a:?} and {b:?} cannot be broadcast")),
         };
     }
+    // Two small operands can broadcast to a huge result ([n, 1] with [1, n]): refuse it
+    // here, counting at least one byte per element, before any kernel allocates it.
+    crate::tensor::check_tensor_bytes(crate::tensor::checked_numel(&out)?, 1)?;
     Ok(out)
 }
 

@@ -66,6 +66,7 @@ pub(crate) fn execute(
                     }
                     continue;
                 };
+                check_size(step, &t)?;
                 if step.shape_only {
                     if let Some(rec) = recorded.as_mut() {
                         rec.push((*v, t.clone()));
@@ -149,6 +150,16 @@ fn run_step(plan: &ExecutionPlan, step: &Step, env: &[Option<Value>]) -> Result<
             .map(|ts| ts.into_iter().map(Value::Tensor).collect())
     };
     outputs.map_err(|e| e.at_node(&step.name, &step.op_type))
+}
+
+/// Refuses an output over the session's tensor limit: the checked allocation path covers
+/// shapes computed from data; this covers every other way a kernel builds its output.
+fn check_size(step: &Step, v: &Value) -> Result<()> {
+    if let Value::Tensor(t) = v {
+        crate::tensor::check_tensor_bytes(t.len(), t.dtype().size())
+            .map_err(|e| e.at_node(&step.name, &step.op_type))?;
+    }
+    Ok(())
 }
 
 fn step_error(step: &Step, reason: String) -> Error {

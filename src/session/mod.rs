@@ -18,7 +18,7 @@ mod profile;
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
 use crate::plan::{ExecutionPlan, OptLevel};
-use crate::tensor::{Tensor, Value};
+use crate::tensor::{self, Tensor, Value};
 use execute::ShapeValues;
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,7 +38,21 @@ const SHAPE_CACHE_CAPACITY: usize = 64;
 pub struct SessionBuilder {
     threads: Option<usize>,
     opt_level: OptLevel,
+    limits: Limits,
 }
+
+/// Resource limits of a session (see docs/security.md).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_tensor_bytes: usize,
+    max_nodes: usize,
+    max_subgraph_depth: usize,
+}
+
+/// Default limit on the nodes of a graph, subgraphs included.
+pub const DEFAULT_MAX_NODES: usize = 1_000_000;
+/// Default limit on the nesting of subgraphs (If branches, Loop and Scan bodies).
+pub const DEFAULT_MAX_SUBGRAPH_DEPTH: usize = 32;
 
 impl SessionBuilder {
     /// Threads of the session's own pool (default: all available cores).
@@ -50,6 +64,28 @@ impl SessionBuilder {
     /// Graph optimization level (default: `OptLevel::All`).
     pub fn optimization(mut self, level: OptLevel) -> Self {
         self.opt_level = level;
+        self
+    }
+
+    /// Largest tensor, in bytes, that the session may create (default
+    /// `infer::tensor::DEFAULT_MAX_TENSOR_BYTES`, 16 GiB). Checked before allocation on every
+    /// thread of the session's pool, for shapes computed from data, and again on every
+    /// kernel output; an oversized tensor is an error naming the node.
+    pub fn max_tensor_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_tensor_bytes = bytes;
+        self
+    }
+
+    /// Most nodes the loaded graph may hold, subgraphs included (default 1,000,000).
+    pub fn max_nodes(mut self, n: usize) -> Self {
+        self.limits.max_nodes = n;
+        self
+    }
+
+    /// Deepest nesting of subgraphs the loaded graph may have (default 32; the top-level
+    /// graph is depth 0, an If branch of it depth 1).
+    pub fn max_subgraph_depth(mut self, depth: usize) -> Self {
+        self.limits.max_subgraph_depth = depth;
         self
     }
 
@@ -103,9 +139,14 @@ impl SessionBuilder {
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        check_graph_size(&graph, &self.limits)?;
+        let max_tensor_bytes = self.limits.max_tensor_bytes;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("infer-{i}"))
+            // Every kernel, its nested rayon tasks included, runs on this pool: each of its
+            // threads carries the session's tensor limit for the checked allocation path.
+            .start_handler(move |_| tensor::alloc::set_thread_max_tensor_bytes(max_tensor_bytes))
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
         let plan = pool.install(|| ExecutionPlan::build(graph, self.opt_level))?;
@@ -116,6 +157,34 @@ impl SessionBuilder {
             shape_cache: Mutex::new(HashMap::new()),
         })
     }
+}
+
+/// Refuses a graph with more nodes or deeper subgraphs than `limits` allow.
+fn check_graph_size(graph: &Graph, limits: &Limits) -> Result<()> {
+    /// Adds the nodes of `g` and its subgraphs to `count`; returns their deepest nesting.
+    fn walk(g: &Graph, depth: usize, limits: &Limits, count: &mut usize) -> Result<usize> {
+        if depth > limits.max_subgraph_depth {
+            return Err(Error::Graph(format!(
+                "subgraphs nest deeper than the {}-level limit",
+                limits.max_subgraph_depth
+            )));
+        }
+        *count += g.nodes.len();
+        let mut deepest = depth;
+        for sub in g.nodes.iter().flat_map(|n| n.attrs.graphs()) {
+            deepest = deepest.max(walk(sub, depth + 1, limits, count)?);
+        }
+        Ok(deepest)
+    }
+    let mut count = 0;
+    walk(graph, 0, limits, &mut count)?;
+    if count > limits.max_nodes {
+        return Err(Error::Graph(format!(
+            "the graph has {count} nodes, over the {}-node limit",
+            limits.max_nodes
+        )));
+    }
+    Ok(())
 }
 
 /// Name and declared type of a model input or output.
@@ -148,6 +217,11 @@ impl Session {
         SessionBuilder {
             threads: None,
             opt_level: OptLevel::All,
+            limits: Limits {
+                max_tensor_bytes: tensor::DEFAULT_MAX_TENSOR_BYTES,
+                max_nodes: DEFAULT_MAX_NODES,
+                max_subgraph_depth: DEFAULT_MAX_SUBGRAPH_DEPTH,
+            },
         }
     }
 

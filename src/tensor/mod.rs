@@ -4,10 +4,13 @@
 //! an owned typed vector (operator outputs) or a slice of a memory-mapped file (weights), so
 //! clones are cheap and weights are never copied when their bytes are aligned.
 
+pub mod alloc;
 mod dtype;
 pub mod narrow;
 mod value;
 
+pub(crate) use alloc::filled_vec;
+pub use alloc::{check_tensor_bytes, max_tensor_bytes, DEFAULT_MAX_TENSOR_BYTES};
 pub use dtype::{DType, Elem};
 pub use narrow::{CastOptions, E8m0Rounding, Narrow};
 pub use value::{Sequence, Value};
@@ -394,7 +397,9 @@ impl Tensor {
     /// A tensor of zeros (false for bool).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
-        with_any_dtype!(dtype, T, { Tensor::from_vec(shape, vec![T::default(); n]) })
+        with_any_dtype!(dtype, T, {
+            Tensor::from_vec(shape, filled_vec(n, T::default())?)
+        })
     }
 
     /// Builds a tensor from an ndarray, in row-major order.

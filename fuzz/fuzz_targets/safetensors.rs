@@ -1,0 +1,8 @@
+//! safetensors bytes → every tensor (the loader recognizes the format by content).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = infer::weights::load_weights(&infer_fuzz::scratch_file("safetensors", data));
+});
