@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: builds the model zoo and the ONNX conformance cases
 # (pinned Python venv, exported models and generated cases, all cached under .cache/ by content
 # hash), then runs every Rust test in release mode, including the zoo parity tests that compare
-# against onnxruntime and the conformance run (which rewrites docs/conformance.md).
+# against onnxruntime, the conformance run (which rewrites docs/conformance.md), the malformed-
+# input corpus and the 16-thread stress test; then the clippy gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +44,6 @@ fi
 export INFER_KERAS_SAMPLES="$PWD/$keras"
 
 cargo test --release -p infer -p infer-kernels -- --include-ignored
+
+# Lint gate: the library, CLI, kernels and tests stay clippy-clean (warnings are errors).
+cargo clippy --all-targets -p infer -p infer-kernels -- -D warnings
