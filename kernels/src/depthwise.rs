@@ -11,7 +11,7 @@
 //! Stride-1 planes are processed as one flat row (output pitch = padded width), so narrow
 //! planes (7×7, 14×14) still fill whole blocks; the few extra columns are computed and dropped.
 
-use std::sync::OnceLock;
+use crate::isa::{isa, Isa};
 
 /// Where one depthwise plane's outputs read their inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,43 +332,6 @@ unsafe fn compute_neon<R: Reduce>(
     block: usize,
 ) {
     compute::<R, true>(g, buf, taps, w, bias, y, block)
-}
-
-#[derive(Clone, Copy)]
-enum Isa {
-    // Never built on aarch64, where NEON is always there.
-    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "aarch64")]
-    Neon,
-}
-
-fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                Isa::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Isa::Avx2
-            } else {
-                Isa::Portable
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            Isa::Neon
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            Isa::Portable
-        }
-    })
 }
 
 #[cfg(test)]

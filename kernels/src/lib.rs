@@ -6,3 +6,4 @@
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
+mod isa;

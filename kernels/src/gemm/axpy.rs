@@ -2,8 +2,8 @@
 //! the best ISA of the CPU like the GEMM microkernels (the loops themselves are left to the
 //! compiler's vectorizer, which only needs the wider registers and FMA enabled).
 
+use crate::isa::{isa, Isa};
 use std::ops::Range;
-use std::sync::OnceLock;
 
 /// One kernel tap along a row: outputs `outputs` read the input from index `first` on (one
 /// step of the stride per output), weighted by `weights[index]`.
@@ -12,45 +12,6 @@ pub struct Tap {
     pub index: usize,
     pub outputs: Range<usize>,
     pub first: usize,
-}
-
-#[derive(Clone, Copy)]
-enum Isa {
-    // Never built on aarch64, where NEON is always there.
-    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "aarch64")]
-    Neon,
-}
-
-fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(detect)
-}
-
-fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            Isa::Avx512
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Isa::Avx2
-        } else {
-            Isa::Portable
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        Isa::Neon
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        Isa::Portable
-    }
 }
 
 /// For each tap, `y[o] += weights[tap.index] · x[tap.first + (o - start) · stride]` over its
