@@ -13,7 +13,6 @@ use infer::arch::Inputs;
 use infer::npy::read_npy;
 use infer::{Session, Tensor};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn samples() -> PathBuf {
     std::env::var_os("INFER_HF_SAMPLES")
@@ -167,24 +166,11 @@ fn tiny_gpt2_matches_transformers_with_tied_logits() {
     check_model("gpt2", &["last_hidden_state", "logits"], 1e-4);
 }
 
-fn cli(args: &[&Path]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 #[ignore = "needs samples: python tests/data/make_hf.py .cache/hf-samples"]
 fn cli_runs_and_inspects_a_folder() {
     let dir = model_dir("minilm");
-    let (ok, out) = cli(&[Path::new("inspect"), &dir]);
+    let (ok, out) = common::infer_cli(&[Path::new("inspect"), &dir]);
     assert!(ok, "{out}");
     assert!(
         out.contains("architecture: bert (6 layers, hidden size 384, 12 heads)"),
@@ -197,7 +183,7 @@ fn cli_runs_and_inspects_a_folder() {
         arg("attention_mask"),
         arg("token_type_ids"),
     );
-    let (ok, out) = cli(&[Path::new("run"), &dir, &ids, &mask, &types]);
+    let (ok, out) = common::infer_cli(&[Path::new("run"), &dir, &ids, &mask, &types]);
     assert!(ok, "{out}");
     assert!(
         out.contains("last_hidden_state: float32 [1, 23, 384]"),

@@ -7,6 +7,8 @@
 //! `python tests/data/make_keras.py DIR` then `INFER_KERAS_SAMPLES=DIR cargo test --test
 //! keras -- --ignored` (scripts/test.sh does both, caching DIR by the script's hash).
 
+mod common;
+
 use infer::weights::{load_weights, MetaValue, WeightFormat};
 use infer::{arch, npy, Session, Tensor};
 use serde_json::Value;
@@ -139,17 +141,7 @@ fn tf_checkpoint_and_saved_model_variables_read_back_exactly() {
 }
 
 fn inspect(path: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
-        .arg("inspect")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::infer_cli(&[Path::new("inspect"), path])
 }
 
 #[test]

@@ -12,7 +12,6 @@ use common::*;
 use infer::weights::{load_weights, MetaValue, WeightFormat};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn samples() -> PathBuf {
     std::env::var_os("INFER_WEIGHTS_SAMPLES")
@@ -164,17 +163,7 @@ fn hugging_face_folders_load_their_weights_files_in_order() {
 }
 
 fn inspect(path: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_infer"))
-        .arg("inspect")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::infer_cli(&[Path::new("inspect"), path])
 }
 
 #[test]

@@ -123,3 +123,17 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, rtol: f64, a
         );
     }
 }
+
+/// Runs the `infer` binary with `args`: whether it succeeded, and stdout + stderr.
+pub fn infer_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infer"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
