@@ -1,5 +1,5 @@
-//! Keras models and TensorFlow bundles: a Keras MLP, a CNN and a two-input model of most
-//! other supported layers, each as `.keras`, `.weights.h5` + config.json and legacy `.h5`,
+//! Keras models and TensorFlow bundles: a Keras MLP, a CNN, a two-input model of most other
+//! supported layers, recurrent, attention, transposed-convolution and nested models, each as `.keras`, `.weights.h5` + config.json and legacy `.h5`,
 //! predict what Keras predicted; TensorFlow checkpoint and SavedModel variables read back
 //! exactly; damaged files fail cleanly.
 //!
@@ -70,11 +70,11 @@ fn check_prediction(session: &Session, model: &str, file: &str) {
     assert!(diff <= 1e-4, "{file}: max abs difference {diff}");
 }
 
-#[test]
-#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
-fn keras_models_match_keras_predictions() {
+/// Each sample `model` in all three files (`.keras`, legacy `.h5`, `.weights.h5` + config)
+/// predicts what Keras did.
+fn check_models(models: &[&str]) {
     let dir = samples();
-    for model in ["mlp", "cnn", "mixed"] {
+    for model in models {
         for file in [format!("{model}.keras"), format!("{model}_legacy.h5")] {
             let session = Session::builder()
                 .build_from_file(dir.join(&file))
@@ -87,6 +87,39 @@ fn keras_models_match_keras_predictions() {
         let session = Session::builder().build_from_graph(graph).unwrap();
         check_prediction(&session, model, &format!("{model}.weights.h5 + config"));
     }
+}
+
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn keras_models_match_keras_predictions() {
+    check_models(&["mlp", "cnn", "mixed"]);
+}
+
+/// LSTM, GRU (reset_after both ways), SimpleRNN, backwards and Bidirectional layers.
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn recurrent_models_match_keras_predictions() {
+    check_models(&["lstm", "gru", "birnn"]);
+}
+
+/// Cross-attention with a mask, causal self-attention without biases, a separate key.
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn multi_head_attention_matches_keras_predictions() {
+    check_models(&["mha"]);
+}
+
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn transposed_convolutions_match_keras_predictions() {
+    check_models(&["deconv"]);
+}
+
+/// A Sequential and a shared Functional model used as layers.
+#[test]
+#[ignore = "needs samples: python tests/data/make_keras.py DIR"]
+fn nested_models_match_keras_predictions() {
+    check_models(&["nested"]);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! and from ONNX's channels-first (the optimizer cancels adjacent pairs).
 
 use super::graph::GraphBuilder;
-use super::keras_layers::{Layer, LayerBuilder};
+use super::keras_layers::{Call, Layer, LayerBuilder, Scope};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Graph, ValueId, ValueType};
 use crate::tensor::{DType, Tensor};
@@ -102,38 +102,71 @@ pub fn build(config: &Value, weights: HashMap<String, Vec<Tensor>>, path: &Path)
         reason,
     };
     let mut b = LayerBuilder::new(weights);
-    match config["class_name"].as_str() {
-        Some("Sequential") => sequential(&mut b, &config["config"]),
-        Some("Functional" | "Model") => functional(&mut b, &config["config"]),
+    let outputs = model(
+        &mut b,
+        config["class_name"].as_str(),
+        &config["config"],
+        None,
+    )
+    .map_err(err)?;
+    for (v, name) in outputs {
+        b.output(v, &name).map_err(err)?;
+    }
+    Ok(b.finish())
+}
+
+/// The layers of a Sequential or Functional model `config` on `inputs` (`None`: the
+/// model's own inputs, declared as graph inputs); its outputs with their layer names.
+fn model(
+    b: &mut LayerBuilder,
+    class: Option<&str>,
+    config: &Value,
+    inputs: Option<&[ValueId]>,
+) -> Result<Vec<(ValueId, String)>, String> {
+    match class {
+        Some("Sequential") => sequential(b, config, inputs),
+        Some("Functional" | "Model") => functional(b, config, inputs),
         Some(other) => Err(format!(
             "model class '{other}' is not supported (Sequential and Functional models are)"
         )),
         None => Err("the config has no class_name: not a Keras model config".into()),
     }
-    .map_err(err)?;
-    Ok(b.finish())
 }
 
-fn sequential(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
+fn sequential(
+    b: &mut LayerBuilder,
+    config: &Value,
+    inputs: Option<&[ValueId]>,
+) -> Result<Vec<(ValueId, String)>, String> {
     let layers = config["layers"]
         .as_array()
         .ok_or("the Sequential config has no layers")?;
     let (first, rest) = match layers.split_first() {
-        Some((f, rest)) if f["class_name"] == "InputLayer" => (input(b, f)?, rest),
-        _ => {
+        Some((f, rest)) if f["class_name"] == "InputLayer" => (f, rest),
+        _ => (&Value::Null, &layers[..]),
+    };
+    let mut x = match inputs {
+        Some([x]) => *x,
+        Some(more) => {
+            return Err(format!(
+                "a Sequential model called on {} inputs",
+                more.len()
+            ))
+        }
+        None if first.is_null() => {
             // No InputLayer: the input shape is the model's build shape.
             let shape = &config["build_input_shape"];
-            (declare_input(b, "input", shape, "float32")?, &layers[..])
+            declare_input(b, "input", shape, "float32")?
         }
+        None => input(b, first)?,
     };
-    let mut x = first;
     let mut last = "input".to_string();
     for layer in rest {
         let l = Layer::parse(layer)?;
         x = b.apply(&l, &[x], "")?;
         last = l.name;
     }
-    b.output(x, &last)
+    Ok(vec![(x, last)])
 }
 
 fn input(b: &mut LayerBuilder, layer: &Value) -> Result<ValueId, String> {
@@ -200,10 +233,24 @@ fn endpoints(v: &Value) -> Vec<(String, u64, u64)> {
     }
 }
 
-fn functional(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
+fn functional(
+    b: &mut LayerBuilder,
+    config: &Value,
+    inputs: Option<&[ValueId]>,
+) -> Result<Vec<(ValueId, String)>, String> {
     let layers = config["layers"]
         .as_array()
         .ok_or("the model config has no layers")?;
+    let input_layers = endpoints(&config["input_layers"]);
+    if let Some(given) = inputs {
+        if given.len() != input_layers.len() {
+            return Err(format!(
+                "a model of {} inputs called on {}",
+                input_layers.len(),
+                given.len()
+            ));
+        }
+    }
     // The output of (layer, call index, tensor index).
     let mut values: HashMap<(String, u64, u64), ValueId> = HashMap::new();
     for layer in layers {
@@ -212,41 +259,70 @@ fn functional(b: &mut LayerBuilder, config: &Value) -> Result<(), String> {
                 .as_str()
                 .or(layer["name"].as_str())
                 .unwrap_or("");
-            let v = input(b, layer)?;
+            let position = input_layers.iter().position(|(l, ..)| l == name);
+            let v = match (inputs, position) {
+                (Some(given), Some(i)) => given[i],
+                (Some(_), None) => return Err(format!("input '{name}' is not a model input")),
+                (None, _) => input(b, layer)?,
+            };
             values.insert((name.to_string(), 0, 0), v);
             continue;
         }
         let l = Layer::parse(layer)?;
         let nodes = layer["inbound_nodes"].as_array().map_or(&[][..], |n| n);
         for (k, node) in nodes.iter().enumerate() {
-            let mut inputs = Vec::new();
-            for h in history(node) {
-                let v = values.get(&h).ok_or_else(|| {
+            let lookup = |h: (String, u64, u64)| {
+                values.get(&h).copied().ok_or_else(|| {
                     format!("layer '{}' reads '{}' before it is computed", l.name, h.0)
-                })?;
-                inputs.push(*v);
+                })
+            };
+            let mut args = Call::positional(&[]);
+            for h in history(node) {
+                args.inputs.push(lookup(h)?);
+            }
+            // Keyword tensors (MultiHeadAttention's `key`, `attention_mask`).
+            if let Some(kwargs) = node["kwargs"].as_object() {
+                for (key, v) in kwargs {
+                    if let [h] = tensors(v).as_slice() {
+                        args.tensors.push((key.clone(), lookup(h.clone())?));
+                    }
+                }
+                args.options = node["kwargs"].clone();
             }
             let call = if k == 0 {
                 String::new()
             } else {
                 format!("@{k}")
             };
-            let out = b.apply(&l, &inputs, &call)?;
+            let out = b.apply_call(&l, &args, &call)?;
             values.insert((l.name.clone(), k as u64, 0), out);
         }
     }
+    let mut outputs = Vec::new();
     for (layer, node, tensor) in endpoints(&config["output_layers"]) {
         let v = *values
             .get(&(layer.clone(), node, tensor))
             .ok_or_else(|| format!("output layer '{layer}' is never computed"))?;
-        b.output(v, &layer)?;
+        outputs.push((v, layer));
     }
-    Ok(())
+    Ok(outputs)
 }
 
 /// The `(layer, node, tensor)` each input of an inbound node comes from, in argument order:
 /// Keras 3's `{"args": [...keras tensors...]}` or Keras 2's `[[layer, node, tensor, {}], …]`.
 fn history(node: &Value) -> Vec<(String, u64, u64)> {
+    match node {
+        Value::Object(o) => tensors(o.get("args").unwrap_or(&Value::Null)),
+        Value::Array(calls) => calls
+            .iter()
+            .filter_map(|c| Some((c[0].as_str()?.to_string(), c[1].as_u64()?, c[2].as_u64()?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The Keras 3 tensors (`__keras_tensor__`) within `v`, in order.
+fn tensors(v: &Value) -> Vec<(String, u64, u64)> {
     fn walk(v: &Value, out: &mut Vec<(String, u64, u64)>) {
         match v {
             Value::Object(o) if o.get("class_name").is_some_and(|c| c == "__keras_tensor__") => {
@@ -260,23 +336,38 @@ fn history(node: &Value) -> Vec<(String, u64, u64)> {
         }
     }
     let mut out = Vec::new();
-    match node {
-        Value::Object(o) => walk(o.get("args").unwrap_or(&Value::Null), &mut out),
-        Value::Array(calls) => {
-            for c in calls {
-                if let (Some(l), Some(n), Some(t)) = (c[0].as_str(), c[1].as_u64(), c[2].as_u64()) {
-                    out.push((l.to_string(), n, t));
-                }
-            }
-        }
-        _ => {}
-    }
+    walk(v, &mut out);
     out
 }
 
 impl LayerBuilder {
     pub(super) fn graph(&mut self) -> &mut GraphBuilder {
         &mut self.g
+    }
+
+    /// A Sequential or Functional model used as a layer: its layers inlined, their weights
+    /// and node names scoped under its name (`inner/dense`; `inner@1/…` for a second call).
+    pub(super) fn nested(
+        &mut self,
+        layer: &Layer,
+        inputs: &[ValueId],
+        call: &str,
+    ) -> Result<ValueId, String> {
+        let outer = self.scope.clone();
+        self.scope = Scope {
+            weights: format!("{}{}/", outer.weights, layer.name),
+            names: format!("{}{}{call}/", outer.names, layer.name),
+        };
+        let outputs = model(self, Some(&layer.class), &layer.config, Some(inputs));
+        self.scope = outer;
+        match outputs?.as_slice() {
+            [(v, _)] => Ok(*v),
+            more => Err(format!(
+                "layer '{}': nested models with {} outputs are not supported",
+                layer.name,
+                more.len()
+            )),
+        }
     }
 }
 
@@ -315,13 +406,13 @@ mod tests {
     fn unsupported_layers_and_missing_weights_are_named() {
         let config = sequential(json!([
             input(json!([null, 4, 2])),
-            {"class_name": "Bidirectional", "config": {"name": "birnn"}},
+            {"class_name": "ConvLSTM1D", "config": {"name": "clstm"}},
         ]));
         let e = build(&config, HashMap::new(), Path::new("m.keras"))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("m.keras") && e.contains("'birnn'") && e.contains("Bidirectional"),
+            e.contains("m.keras") && e.contains("'clstm'") && e.contains("ConvLSTM1D"),
             "{e}"
         );
 

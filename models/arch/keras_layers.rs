@@ -71,10 +71,41 @@ impl Layer {
     }
 }
 
+/// The arguments of one layer call: positional tensors, keyword tensors (`key`,
+/// `attention_mask`) and the other keyword settings (`use_causal_mask`).
+pub(super) struct Call {
+    pub inputs: Vec<ValueId>,
+    pub tensors: Vec<(String, ValueId)>,
+    pub options: Value,
+}
+
+impl Call {
+    pub fn positional(inputs: &[ValueId]) -> Call {
+        Call {
+            inputs: inputs.to_vec(),
+            tensors: Vec::new(),
+            options: Value::Null,
+        }
+    }
+
+    pub fn tensor(&self, key: &str) -> Option<ValueId> {
+        self.tensors.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
 /// Builds the graph layer by layer, taking each layer's variables by its name.
 pub(super) struct LayerBuilder {
     pub(super) g: GraphBuilder,
     weights: HashMap<String, Vec<Tensor>>,
+    /// Inside a nested model: the weight-key prefix (`inner/`) and the node-name prefix
+    /// (`inner/`, or `inner@1/` for its second call).
+    pub(super) scope: Scope,
+}
+
+#[derive(Clone, Default)]
+pub(super) struct Scope {
+    pub weights: String,
+    pub names: String,
 }
 
 impl LayerBuilder {
@@ -82,6 +113,7 @@ impl LayerBuilder {
         LayerBuilder {
             g: GraphBuilder::new(),
             weights,
+            scope: Scope::default(),
         }
     }
 
@@ -102,13 +134,26 @@ impl LayerBuilder {
 
     /// The `count` variables of `layer` (f32; half-precision ones widened).
     pub(super) fn vars(&mut self, layer: &Layer, count: usize) -> Res<Vec<Tensor>> {
-        let vars = self.weights.remove(&layer.name).unwrap_or_default();
+        self.vars_at(layer, &layer.name, count)
+    }
+
+    /// The `count` variables stored under `key` (a name path within the current scope:
+    /// `lstm/lstm_cell`) for `layer`. Shared layers read them again on each call (tensors
+    /// are shared, not copied).
+    pub(super) fn vars_at(&mut self, layer: &Layer, key: &str, count: usize) -> Res<Vec<Tensor>> {
+        let key = format!("{}{key}", self.scope.weights);
+        let vars = self.weights.get(&key).cloned().unwrap_or_default();
         if vars.len() != count {
             return Err(format!(
-                "layer '{}' ({}): {} stored variables, expected {count}",
+                "layer '{}' ({}): {} stored variables{}, expected {count}",
                 layer.name,
                 layer.class,
-                vars.len()
+                vars.len(),
+                if key == layer.name {
+                    String::new()
+                } else {
+                    format!(" at '{key}'")
+                }
             ));
         }
         vars.into_iter()
@@ -135,8 +180,21 @@ impl LayerBuilder {
 
     /// Applies `layer` to `inputs`; `call` tells repeated calls of a shared layer apart.
     pub fn apply(&mut self, layer: &Layer, inputs: &[ValueId], call: &str) -> Res<ValueId> {
-        let name = format!("{}{call}", layer.name);
+        self.apply_call(layer, &Call::positional(inputs), call)
+    }
+
+    /// Applies `layer` to the arguments of one Functional call.
+    pub fn apply_call(&mut self, layer: &Layer, args: &Call, call: &str) -> Res<ValueId> {
+        let name = format!("{}{}{call}", self.scope.names, layer.name);
         let n = name.as_str();
+        let inputs = args.inputs.as_slice();
+        if let Some((key, _)) = args.tensors.first() {
+            if layer.class != "MultiHeadAttention" {
+                return Err(format!(
+                    "layer '{n}': the keyword tensor argument '{key}' is not supported"
+                ));
+            }
+        }
         let one = || -> Res<ValueId> {
             match inputs {
                 [x] => Ok(*x),
@@ -246,6 +304,12 @@ impl LayerBuilder {
             "Normalization" => self.normalization(layer, n, one()?)?,
             "ZeroPadding1D" | "ZeroPadding2D" => self.zero_padding(layer, n, one()?)?,
             "UpSampling2D" => self.upsampling(layer, n, one()?)?,
+            "Conv1DTranspose" | "Conv2DTranspose" => self.conv_transpose(layer, n, one()?)?,
+            // Their `activation` is the cell's, applied inside.
+            "LSTM" | "GRU" | "SimpleRNN" => return self.recurrent(layer, n, one()?),
+            "Bidirectional" => self.bidirectional(layer, n, one()?)?,
+            "MultiHeadAttention" => self.multi_head_attention(layer, n, args)?,
+            "Sequential" | "Functional" | "Model" => return self.nested(layer, inputs, call),
             other => {
                 return Err(format!(
                     "layer '{}': Keras layer class '{other}' is not supported",

@@ -73,6 +73,60 @@ impl LayerBuilder {
         self.conv_node(layer, n, x, spatial, kernel, bias, layer.int("groups", 1))
     }
 
+    /// Conv1DTranspose / Conv2DTranspose: kernel `[k…, out, in]` → ONNX `[in, out, k…]`.
+    /// Keras's "same" output is `input · stride` (TensorFlow's: the forward convolution's
+    /// SAME padding, its odd extra at the end, cropped back off); "valid" crops nothing.
+    pub(super) fn conv_transpose(&mut self, layer: &Layer, n: &str, x: ValueId) -> Res<ValueId> {
+        let spatial = if layer.class == "Conv1DTranspose" {
+            1
+        } else {
+            2
+        };
+        if !layer.config["output_padding"].is_null() {
+            return Err(format!("layer '{n}': output_padding is not supported"));
+        }
+        let bias = layer.flag("use_bias", true);
+        let mut vars = self.vars(layer, 1 + usize::from(bias))?.into_iter();
+        let kernel = vars.next().ok_or("")?;
+        let r = spatial + 2;
+        if kernel.rank() != r {
+            return Err(format!("layer '{n}': kernel of shape {:?}", kernel.shape()));
+        }
+        let perm: Vec<usize> = [r - 1, r - 2].into_iter().chain(0..spatial).collect();
+        let kernel = permute(&kernel, &perm).map_err(|e| format!("layer '{n}': {e}"))?;
+        let ks: Vec<i64> = kernel.shape()[2..].iter().map(|&d| d as i64).collect();
+        let strides = layer.tuple("strides", spatial, Some(1))?;
+        let dilations = layer.tuple("dilation_rate", spatial, Some(1))?;
+        // Full output (i − 1)·s + span, cropped to i·s: by span − s, or padded when negative.
+        let (mut begin, mut end, mut extra) = (vec![], vec![], vec![]);
+        for d in 0..spatial {
+            let span = (ks[d] - 1) * dilations[d] + 1;
+            let crop = match layer.string("padding", "valid") {
+                "valid" => 0,
+                "same" => span - strides[d],
+                other => return Err(format!("layer '{n}': padding '{other}' is not supported")),
+            };
+            begin.push(crop.max(0) / 2);
+            end.push(crop.max(0) - crop.max(0) / 2);
+            extra.push((-crop).max(0));
+        }
+        let attrs = vec![
+            ("kernel_shape", Attr::Ints(ks)),
+            ("strides", Attr::Ints(strides)),
+            ("dilations", Attr::Ints(dilations)),
+            ("pads", Attr::Ints([begin, end].concat())),
+            ("output_padding", Attr::Ints(extra)),
+        ];
+        let mut inputs = vec![self.constant(&format!("{n}.kernel"), kernel)];
+        if let Some(b) = vars.next() {
+            inputs.push(self.constant(&format!("{n}.bias"), b));
+        }
+        self.channels_first_op(layer, n, x, spatial, |s, x| {
+            let all: Vec<ValueId> = [x].into_iter().chain(inputs).collect();
+            Ok(s.g.node("ConvTranspose", &format!("{n}.conv"), &all, attrs))
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn conv_node(
         &mut self,

@@ -15,7 +15,9 @@ mod gpt2;
 mod graph;
 mod hf_config;
 pub mod keras;
+mod keras_attention;
 mod keras_layers;
+mod keras_recurrent;
 mod keras_spatial;
 
 pub use hf_config::{Activation, Architecture, EncoderConfig, EncoderFamily, Gpt2Config, HfConfig};

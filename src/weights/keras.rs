@@ -24,7 +24,9 @@ pub struct KerasFile {
     pub config: Option<serde_json::Value>,
     /// Every dataset under its path in the HDF5 file.
     pub tensors: Vec<(String, Tensor)>,
-    /// Each layer's variables in Keras order, by the user's layer name.
+    /// Each layer's variables in Keras order, by the user's layer name; those of sublayers
+    /// (a recurrent layer's cell, attention projections, a nested model's layers) by the
+    /// path of names down to them: `lstm/lstm_cell`, `mha/query`, `inner/dense_1`.
     pub layers: HashMap<String, Vec<Tensor>>,
 }
 
@@ -82,14 +84,16 @@ pub fn read_h5(bytes: Vec<u8>) -> Res<KerasFile> {
     })
 }
 
-/// Keras 3: `…/<group>/vars/<i>`, named by the `vars` group's `name` attribute.
+/// Keras 3: `…/<group>/vars/<i>`, keyed by the layer's path of user names (see
+/// `KerasFile::layers`): each group on the way that has a `vars` child names its object in
+/// that child's `name` attribute (`layers/lstm/cell/vars` → `lstm/lstm_cell`).
 fn keras3_layers(h5: &H5File, tensors: &[(String, Tensor)]) -> Res<HashMap<String, Vec<Tensor>>> {
     let mut by_group: HashMap<&str, Vec<(usize, Tensor)>> = HashMap::new();
     for (path, t) in tensors {
         let Some((group, index)) = path.rsplit_once('/') else {
             continue;
         };
-        let (Some(_), Ok(index)) = (group.strip_suffix("/vars"), index.parse::<usize>()) else {
+        let (Some(group), Ok(index)) = (group.strip_suffix("/vars"), index.parse::<usize>()) else {
             continue;
         };
         by_group.entry(group).or_default().push((index, t.clone()));
@@ -97,15 +101,7 @@ fn keras3_layers(h5: &H5File, tensors: &[(String, Tensor)]) -> Res<HashMap<Strin
     let mut layers = HashMap::new();
     for (group, mut vars) in by_group {
         vars.sort_by_key(|(i, _)| *i);
-        let name = match h5.attr_string(group, "name")? {
-            Some(name) => name,
-            None => group
-                .trim_end_matches("/vars")
-                .rsplit('/')
-                .next()
-                .unwrap_or(group)
-                .to_string(),
-        };
+        let name = name_path(h5, group)?;
         let vars = vars.into_iter().map(|(_, t)| t).collect();
         if layers.insert(name.clone(), vars).is_some() {
             return Err(format!("two weight groups name layer '{name}'"));
@@ -114,17 +110,49 @@ fn keras3_layers(h5: &H5File, tensors: &[(String, Tensor)]) -> Res<HashMap<Strin
     Ok(layers)
 }
 
-/// Legacy: `model_weights/<layer>/<weight name>` in the order of `weight_names`.
+/// The user names of the objects along `group` (a group holding `vars`), outermost first.
+fn name_path(h5: &H5File, group: &str) -> Res<String> {
+    let mut names = Vec::new();
+    let mut end = 0;
+    for part in group.split('/') {
+        end += part.len();
+        let prefix = &group[..end];
+        end += 1;
+        let name = if prefix.len() == group.len() {
+            // The variables' own group: named by its attribute, else by its path.
+            h5.attr_string(&format!("{prefix}/vars"), "name")?
+                .unwrap_or_else(|| part.to_string())
+        } else {
+            // Containers (`layers`, `cell`'s parent, …) without a `vars` child name nothing.
+            match h5.attr_string(&format!("{prefix}/vars"), "name") {
+                Ok(Some(name)) => name,
+                _ => continue,
+            }
+        };
+        names.push(name);
+    }
+    Ok(names.join("/"))
+}
+
+/// Legacy: `model_weights/<layer>/<weight name>` in the order of `weight_names`, keyed like
+/// Keras 3 layers by the weight name's directory from the layer's own name on
+/// (`mlp/dense/kernel` of layer `dense` → `dense`; `lstm/lstm_cell/kernel` → `lstm/lstm_cell`).
 fn legacy_layers(h5: &H5File) -> Res<HashMap<String, Vec<Tensor>>> {
-    let mut layers = HashMap::new();
+    let mut layers: HashMap<String, Vec<Tensor>> = HashMap::new();
     for layer in h5.attr_strings("model_weights", "layer_names")? {
         let group = format!("model_weights/{layer}");
-        let vars = h5
-            .attr_strings(&group, "weight_names")?
-            .iter()
-            .map(|w| h5.dataset(&format!("{group}/{w}")))
-            .collect::<Res<Vec<Tensor>>>()?;
-        layers.insert(layer, vars);
+        for w in h5.attr_strings(&group, "weight_names")? {
+            let t = h5.dataset(&format!("{group}/{w}"))?;
+            let dir = w.rsplit_once('/').map_or("", |(d, _)| d);
+            let parts: Vec<&str> = dir.split('/').collect();
+            let key = match parts.iter().position(|p| *p == layer) {
+                Some(i) => parts[i..].join("/"),
+                // Keras 2 names a nested model's weights by its inner layers alone.
+                None if dir.is_empty() => layer.clone(),
+                None => format!("{layer}/{dir}"),
+            };
+            layers.entry(key).or_default().push(t);
+        }
     }
     Ok(layers)
 }

@@ -2,8 +2,8 @@
 
 Usage: python tests/data/make_keras.py OUT_DIR   (keras, numpy; tensorflow for the TF files)
 
-Writes into OUT_DIR, for each model (`mlp`, `cnn`, and `mixed`: two inputs through most
-other supported layers):
+Writes into OUT_DIR, for each model (`mlp`, `cnn`, `mixed`: two inputs through most
+other supported layers, and `lstm`, `gru`, `birnn`, `mha`, `deconv`, `nested`):
   * `<model>.keras` (zip of config.json, model.weights.h5, metadata.json),
     `<model>.weights.h5` + `<model>.config.json`, and the legacy `<model>_legacy.h5`;
   * `<model>_x.npy` (fixed input; `<model>_x0.npy`, `_x1.npy`… for several) and
@@ -87,6 +87,79 @@ def mixed():
     return keras.Model([img, tokens], layers.Dense(3)(c), name="mixed")
 
 
+def lstm():
+    """Stacked LSTMs: sequences out, backwards, and non-default activations."""
+    x = keras.Input(shape=(6, 4), name="seq")
+    y = layers.LSTM(5, return_sequences=True)(x)
+    y = layers.LSTM(4, return_sequences=True, go_backwards=True, recurrent_activation="hard_sigmoid")(y)
+    y = layers.LSTM(3, go_backwards=True, activation="softsign")(y)
+    return keras.Model(x, y, name="lstm")
+
+
+def gru():
+    """GRUs with and without reset_after, backwards, and a SimpleRNN."""
+    x = keras.Input(shape=(6, 4), name="seq")
+    y = layers.GRU(5, return_sequences=True)(x)
+    y = layers.GRU(4, return_sequences=True, reset_after=False, go_backwards=True)(y)
+    y = layers.SimpleRNN(3, return_sequences=True, go_backwards=True)(y)
+    y = layers.GRU(3, use_bias=False, return_sequences=True)(y)
+    y = layers.SimpleRNN(2, activation="relu")(y)
+    return keras.Model(x, y, name="gru")
+
+
+def birnn():
+    """Bidirectional wrappers, merged by concat, sum and mul."""
+    x = keras.Input(shape=(7, 3), name="seq")
+    y = layers.Bidirectional(layers.LSTM(4, return_sequences=True))(x)
+    y = layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode="sum")(y)
+    y = layers.Bidirectional(layers.SimpleRNN(2), merge_mode="mul")(y)
+    return keras.Model(x, y, name="birnn")
+
+
+def mha():
+    """Cross-attention with a mask and a separate value width; causal self-attention without
+    biases."""
+    q = keras.Input(shape=(5, 8), name="q")
+    kv = keras.Input(shape=(7, 6), name="kv")
+    mask = keras.Input(shape=(5, 7), dtype="bool", name="mask")
+    a = layers.MultiHeadAttention(2, 4, value_dim=3, name="cross")(q, kv, attention_mask=mask)
+    b = layers.MultiHeadAttention(3, 2, use_bias=False, name="self_attn")(a, a, use_causal_mask=True)
+    c = layers.MultiHeadAttention(1, 3, name="keyed")(b, kv, key=layers.Dense(4)(kv))
+    return keras.Model([q, kv, mask], layers.Add()([b, c]), name="mha")
+
+
+def deconv():
+    """Transposed convolutions: same/valid padding, strides above and below the kernel."""
+    img = keras.Input(shape=(5, 4, 3), name="img")
+    y = layers.Conv2DTranspose(4, 3, strides=2, padding="same")(img)
+    y = layers.Conv2DTranspose(3, 2, strides=2, activation="relu")(y)
+    y = layers.Conv2DTranspose(2, (3, 2), strides=(1, 3), padding="same", use_bias=False)(y)
+    seq = keras.Input(shape=(6, 2), name="seq")
+    z = layers.Conv1DTranspose(3, 3, strides=2, padding="same")(seq)
+    z = layers.Conv1DTranspose(2, 4, padding="valid")(z)
+    c = layers.Concatenate()([layers.Flatten()(y), layers.Flatten()(z)])
+    return keras.Model([img, seq], c, name="deconv")
+
+
+def nested():
+    """A Sequential and a Functional model as layers, the latter called twice (shared)."""
+    inner_seq = keras.Sequential(
+        [keras.Input(shape=(8,)), layers.Dense(6, activation="relu"), layers.Dense(4)], name="inner_seq"
+    )
+    h = keras.Input(shape=(4,))
+    block = keras.Model(h, layers.Add()([h, layers.Dense(4, activation="tanh")(h)]), name="block")
+    x = keras.Input(shape=(8,), name="x")
+    y = block(block(inner_seq(x)))
+    return keras.Model(x, layers.Dense(2, name="head")(y), name="nested")
+
+
+def randomize_biases(model):
+    """Moves every bias off its zero initialization so it matters."""
+    for w in model.weights:
+        if "bias" in w.path:
+            w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+
+
 def randomize(model):
     """Moves BatchNormalization statistics off their 0/1 defaults so they matter."""
     for layer in model.layers:
@@ -98,14 +171,33 @@ def randomize(model):
             layer.beta.assign(rng.normal(size=n).astype("float32"))
 
 
-mixed_x = [rng.normal(size=(2, 10, 10, 3)).astype("float32"), rng.integers(0, 20, (2, 7)).astype("int32")]
-for name, make, x in [
-    ("mlp", mlp, rng.normal(size=(3, 8)).astype("float32")),
-    ("cnn", cnn, rng.normal(size=(2, 12, 12, 3)).astype("float32")),
+def normal(*shape):
+    return rng.normal(size=shape).astype("float32")
+
+
+mixed_x = [normal(2, 10, 10, 3), rng.integers(0, 20, (2, 7)).astype("int32")]
+# Every query sees at least one key: Keras and ONNX differ on fully masked rows.
+mha_mask = rng.uniform(size=(2, 5, 7)) < 0.7
+mha_mask[:, :, 0] = True
+models = [
+    ("mlp", mlp, normal(3, 8)),
+    ("cnn", cnn, normal(2, 12, 12, 3)),
     ("mixed", mixed, mixed_x),
-]:
+]
+# Newer layers; their biases are randomized too.
+models_biased = [
+    ("lstm", lstm, normal(3, 6, 4)),
+    ("gru", gru, normal(3, 6, 4)),
+    ("birnn", birnn, normal(2, 7, 3)),
+    ("mha", mha, [normal(2, 5, 8), normal(2, 7, 6), mha_mask]),
+    ("deconv", deconv, [normal(2, 5, 4, 3), normal(2, 6, 2)]),
+    ("nested", nested, normal(3, 8)),
+]
+for name, make, x in models + models_biased:
     model = make()
     randomize(model)
+    if (name, make) in [(n, m) for n, m, _ in models_biased]:
+        randomize_biases(model)
     y = np.asarray(model.predict(x, verbose=0), dtype="float32")
     # Inputs in the model's order: <name>_x.npy, or <name>_x0.npy, <name>_x1.npy, ….
     if isinstance(x, list):
