@@ -430,6 +430,40 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_model_reads_its_weights_under_its_name() {
+        let inner = json!({"class_name": "Sequential", "config": {"name": "inner", "layers": [
+            input(json!([null, 2])),
+            {"class_name": "Dense", "config": {"name": "d", "units": 1}},
+        ]}});
+        let config = sequential(json!([input(json!([null, 2])), inner]));
+        let kernel = Tensor::from_vec(vec![2, 1], vec![3f32, -1.]).unwrap();
+        let bias = Tensor::from_vec(vec![1], vec![0.5f32]).unwrap();
+        let weights = HashMap::from([("inner/d".to_string(), vec![kernel, bias])]);
+        let graph = build(&config, weights, Path::new("m.keras")).unwrap();
+        let session = crate::Session::builder().build_from_graph(graph).unwrap();
+        let x = Tensor::from_vec(vec![1, 2], vec![2f32, 4.]).unwrap();
+        let y = session.run_positional(vec![x]).unwrap();
+        // 2·3 + 4·(−1) + 0.5.
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[2.5]);
+        assert_eq!(y.names(), ["inner"]);
+    }
+
+    #[test]
+    fn keras_masks_reaching_a_recurrent_layer_are_refused() {
+        let config = sequential(json!([
+            input(json!([null, 5])),
+            {"class_name": "Embedding", "config": {"name": "emb", "mask_zero": true}},
+            {"class_name": "LSTM", "config": {"name": "rnn", "units": 2}},
+        ]));
+        let table = Tensor::from_vec(vec![4, 3], vec![0f32; 12]).unwrap();
+        let weights = HashMap::from([("emb".to_string(), vec![table])]);
+        let e = build(&config, weights, Path::new("m.keras"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'rnn'") && e.contains("mask_zero"), "{e}");
+    }
+
+    #[test]
     fn descriptions_count_layer_classes() {
         let config = sequential(json!([
             input(json!([null, 2])),

@@ -100,6 +100,9 @@ pub(super) struct LayerBuilder {
     /// Inside a nested model: the weight-key prefix (`inner/`) and the node-name prefix
     /// (`inner/`, or `inner@1/` for its second call).
     pub(super) scope: Scope,
+    /// The Embedding whose `mask_zero` makes Keras mask later layers, if any: mask-consuming
+    /// layers (recurrent, attention, average pooling) refuse to build rather than ignore it.
+    masked_by: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -114,6 +117,7 @@ impl LayerBuilder {
             g: GraphBuilder::new(),
             weights,
             scope: Scope::default(),
+            masked_by: None,
         }
     }
 
@@ -163,6 +167,16 @@ impl LayerBuilder {
             })
             .collect::<crate::Result<Vec<_>>>()
             .map_err(|e| format!("layer '{}': {e}", layer.name))
+    }
+
+    /// An error for mask-consuming layer `n` when a Keras mask may reach it.
+    pub(super) fn unmasked(&self, n: &str) -> Res<()> {
+        match &self.masked_by {
+            Some(e) => Err(format!(
+                "layer '{n}': Keras masks (Embedding '{e}' with mask_zero) are not supported"
+            )),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn constant(&mut self, name: &str, t: Tensor) -> ValueId {
@@ -268,7 +282,12 @@ impl LayerBuilder {
             "GlobalAveragePooling1D"
             | "GlobalAveragePooling2D"
             | "GlobalMaxPooling1D"
-            | "GlobalMaxPooling2D" => self.global_pool(layer, n, one()?)?,
+            | "GlobalMaxPooling2D" => {
+                if layer.class == "GlobalAveragePooling1D" {
+                    self.unmasked(n)?;
+                }
+                self.global_pool(layer, n, one()?)?
+            }
             "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => {
                 self.merge(layer, n, inputs)?
             }
@@ -278,6 +297,9 @@ impl LayerBuilder {
                     .node("Concat", n, inputs, vec![("axis", Attr::Int(axis))])
             }
             "Embedding" => {
+                if layer.flag("mask_zero", false) {
+                    self.masked_by = Some(n.to_string());
+                }
                 let [table] = <[Tensor; 1]>::try_from(self.vars(layer, 1)?).map_err(|_| "")?;
                 let table = self.constant(&format!("{n}.embeddings"), table);
                 let to = vec![("to", Attr::Int(i64::from(DType::I64.onnx_code())))];
@@ -306,9 +328,18 @@ impl LayerBuilder {
             "UpSampling2D" => self.upsampling(layer, n, one()?)?,
             "Conv1DTranspose" | "Conv2DTranspose" => self.conv_transpose(layer, n, one()?)?,
             // Their `activation` is the cell's, applied inside.
-            "LSTM" | "GRU" | "SimpleRNN" => return self.recurrent(layer, n, one()?),
-            "Bidirectional" => self.bidirectional(layer, n, one()?)?,
-            "MultiHeadAttention" => self.multi_head_attention(layer, n, args)?,
+            "LSTM" | "GRU" | "SimpleRNN" => {
+                self.unmasked(n)?;
+                return self.recurrent(layer, n, one()?);
+            }
+            "Bidirectional" => {
+                self.unmasked(n)?;
+                self.bidirectional(layer, n, one()?)?
+            }
+            "MultiHeadAttention" => {
+                self.unmasked(n)?;
+                self.multi_head_attention(layer, n, args)?
+            }
             "Sequential" | "Functional" | "Model" => return self.nested(layer, inputs, call),
             other => {
                 return Err(format!(

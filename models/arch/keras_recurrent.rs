@@ -72,14 +72,11 @@ impl Recurrent {
             "SimpleRNN" => Cell::Simple,
             other => return Err(format!("layer '{n}': {other} is not a recurrent layer")),
         };
-        for (key, what) in [
-            ("return_state", "return_state"),
-            ("stateful", "stateful"),
-            ("time_major", "time_major"),
-        ] {
+        // Extra state outputs, state carried across batches, and time-major inputs.
+        for key in ["return_state", "stateful", "time_major"] {
             if layer.flag(key, false) {
                 return Err(format!(
-                    "layer '{n}' ({}): {what} is not supported",
+                    "layer '{n}' ({}): {key} is not supported",
                     layer.class
                 ));
             }
@@ -124,16 +121,14 @@ impl Recurrent {
         let shape_err = |t: &Tensor, what: &str| {
             format!("layer '{n}': {what} of shape {:?} for {h} units", t.shape())
         };
-        let input = match kernel.shape() {
-            [i, g] if *g == gh => *i,
-            _ => return Err(shape_err(&kernel, "kernel")),
-        };
+        if !matches!(kernel.shape(), [_, g] if *g == gh) {
+            return Err(shape_err(&kernel, "kernel"));
+        }
         if recurrent.shape() != [h, gh] {
             return Err(shape_err(&recurrent, "recurrent kernel"));
         }
         let w = gates_transposed(&kernel, order, h, n)?;
         let r = gates_transposed(&recurrent, order, h, n)?;
-        debug_assert_eq!(w.len(), gh * input);
         let mut b = vec![0f32; 2 * gh];
         if let Some(bias) = vars.next() {
             let values = bias
