@@ -3,7 +3,9 @@
 //! graph of ONNX ops over the stored weights.
 //!
 //! Sequential and Functional models of the common layers are supported (see
-//! `keras_layers`); anything else is an error naming the layer. The graph keeps Keras's
+//! `keras_layers`, `keras_spatial`, `keras_recurrent`, `keras_attention`), also as layers
+//! of another model (inlined, their weights and node names scoped under their name);
+//! anything else is an error naming the layer. The graph keeps Keras's
 //! channels-last layout at its edges: convolutions and pools are wrapped in Transposes to
 //! and from ONNX's channels-first (the optimizer cancels adjacent pairs).
 
