@@ -118,13 +118,14 @@ def birnn():
 
 def mha():
     """Cross-attention with a mask and a separate value width; causal self-attention without
-    biases."""
+    biases; a separate key with both masks (causal over queries 5 × keys 7)."""
     q = keras.Input(shape=(5, 8), name="q")
     kv = keras.Input(shape=(7, 6), name="kv")
     mask = keras.Input(shape=(5, 7), dtype="bool", name="mask")
     a = layers.MultiHeadAttention(2, 4, value_dim=3, name="cross")(q, kv, attention_mask=mask)
     b = layers.MultiHeadAttention(3, 2, use_bias=False, name="self_attn")(a, a, use_causal_mask=True)
-    c = layers.MultiHeadAttention(1, 3, name="keyed")(b, kv, key=layers.Dense(4)(kv))
+    key = layers.Dense(4)(kv)
+    c = layers.MultiHeadAttention(1, 3, name="keyed")(b, kv, key=key, attention_mask=mask, use_causal_mask=True)
     return keras.Model([q, kv, mask], layers.Add()([b, c]), name="mha")
 
 
