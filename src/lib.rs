@@ -32,5 +32,5 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use plan::OptLevel;
-pub use session::{IoInfo, OpTime, Outputs, Profile, Session, SessionBuilder};
+pub use session::{IoInfo, NodeTime, OpTime, Outputs, Profile, Session, SessionBuilder};
 pub use tensor::{DType, Sequence, Tensor, Value};

@@ -3,6 +3,7 @@
 //! Each kernel family has one portable implementation and per-ISA variants chosen once at run
 //! time by CPU feature detection.
 
+pub mod cache;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;

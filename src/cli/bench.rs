@@ -56,7 +56,10 @@ pub fn bench(
     Ok(())
 }
 
-/// Kernel time per operator type over `runs` extra runs (timed apart from the runs above, so
+/// Nodes listed by `--profile` after the per-type table.
+const SLOWEST_NODES: usize = 25;
+
+/// Kernel time per operator type and the slowest nodes over `runs` extra runs (timed apart from the runs above, so
 /// the per-step clock reads do not touch the reported latency).
 fn print_profile(
     session: &Session,
@@ -84,6 +87,16 @@ fn print_profile(
         );
     }
     println!("  {:<28} {:>10.3}", "all kernels", per_run(profile.total()));
+    println!("slowest nodes (kernel time per run):");
+    for node in profile.by_node().iter().take(SLOWEST_NODES) {
+        println!(
+            "  {:>8.3} ms  {:<14} {:<28} {}",
+            per_run(node.total),
+            node.op_type,
+            node.node,
+            node.input_shapes
+        );
+    }
     Ok(())
 }
 

@@ -3,10 +3,13 @@
 //! Layout is NCHW (1, 2 or 3 spatial dims; fewer are padded with leading 1s to three, so one
 //! code path covers all). Per image and group, Conv is `Y[M/g, OHW] = W[M/g, C/g·K] · cols`,
 //! where `cols` is the input itself for 1×1 stride-1 kernels, a direct loop serves depthwise
-//! kernels, and im2col fills `cols` tile by tile otherwise. Constant weights are packed once
+//! kernels, and otherwise the input patches are packed straight into the GEMM's panels
+//! (`conv_patches.rs`). Constant weights are packed once
 //! at build time. Conv takes the fused epilogue of `matmul::fused_activation` and, as an
 //! optional 4th input, a residual of the output's shape added before the activation.
 
+use super::conv_patches::Patches;
+use super::elementwise::broadcast::binary;
 use super::matmul::{f32_data, from_f32, fused_activation};
 use super::util::{input, opt_input};
 use super::{BuildCtx, Kernel};
@@ -16,7 +19,8 @@ use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
 use infer_kernels::gemm::{
-    axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Tap,
+    axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Rhs,
+    Tap,
 };
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -320,6 +324,8 @@ impl Conv {
 /// Everything one Conv run needs, resolved and checked.
 struct ConvProblem<'a> {
     geo: Geometry,
+    /// Images in the batch.
+    batch: usize,
     groups: usize,
     /// Input and output channels per group, and `C/g · K` (the GEMM depth).
     cg: usize,
@@ -363,14 +369,10 @@ impl Kernel for Conv {
             bias.as_ref().is_none_or(|b| b.len() == m),
             "bias must have {m} elements"
         );
-        if let Some(r) = opt_input(inputs, 3) {
-            ensure!(
-                r.shape() == out_shape,
-                "residual shape {:?} differs from output {out_shape:?}",
-                r.shape()
-            );
-        }
+        // A residual of another shape (the fused Add broadcasts) is added after the product.
+        let broadcast_residual = opt_input(inputs, 3).filter(|r| r.shape() != out_shape);
         let problem = ConvProblem {
+            batch: n,
             groups: self.group,
             cg: ws[1],
             mg: m / self.group,
@@ -384,24 +386,34 @@ impl Kernel for Conv {
                 .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
                 .map(|(p, _)| &p[..]),
             bias: bias.as_deref(),
-            residual: residual.as_deref(),
-            activation: self.activation,
+            residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
+            activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
         let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
         problem.run(&mut out)?;
-        Ok(vec![from_f32(x.dtype(), out_shape, out)?])
+        let Some(r) = broadcast_residual else {
+            return Ok(vec![from_f32(x.dtype(), out_shape, out)?]);
+        };
+        let r = match r.dtype() {
+            crate::DType::F32 => std::borrow::Cow::Borrowed(r),
+            _ => std::borrow::Cow::Owned(r.cast(crate::DType::F32)?),
+        };
+        let sum = binary(&Tensor::from_vec(out_shape, out)?, &r, |a: f32, b: f32| {
+            a + b
+        })?;
+        let shape = sum.shape().to_vec();
+        let mut sum = sum.into_vec::<f32>()?;
+        if let Some(act) = self.activation {
+            infer_kernels::elementwise::apply_activation(act, &mut sum);
+        }
+        Ok(vec![from_f32(x.dtype(), shape, sum)?])
     }
 }
 
-/// Floats of `cols` per output tile: about half an L2, so the GEMM packs it from cache.
-const IM2COL_TILE_FLOATS: usize = 1 << 17;
-/// Narrowest output tile, to keep GEMM rows long enough for whole register tiles.
-const MIN_TILE_COLS: usize = 64;
 /// Outputs per depthwise task: fewer are not worth a rayon task.
 const MIN_TASK_FLOATS: usize = 1 << 12;
 
 thread_local! {
-    static IM2COL_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     static DEPTHWISE_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -470,118 +482,43 @@ impl ConvProblem<'_> {
         }
     }
 
-    /// `y[mg, OHW] = w · cols(x)` for image/group `idx` (whose first output channel is
-    /// `idx · mg` counting across images).
+    /// `y[mg, OHW] = w · patches(x)` for image/group `idx` (whose first output channel is
+    /// `idx · mg` counting across images): one product over all output positions, split
+    /// across threads when the (image, group) tasks alone do not keep them busy.
     fn group_product(&self, w: Lhs, x: &[f32], y: &mut [f32], idx: usize, g: usize) -> Result<()> {
         let out_len = self.geo.output_len();
         let bias = self.bias.map_or(Bias::None, |b| {
             Bias::PerRow(&b[g * self.mg..(g + 1) * self.mg])
         });
-        let epilogue = |cols: Range<usize>| -> Result<Epilogue> {
-            let residual = self
-                .residual
-                .map(|r| {
-                    MatRef::new(
-                        &r[idx * self.mg * out_len + cols.start..],
-                        self.mg,
-                        cols.len(),
-                        out_len,
-                        1,
-                    )
-                })
-                .transpose()?;
-            Ok(Epilogue {
-                bias,
-                residual,
-                activation: self.activation,
-                ..Default::default()
-            })
+        let residual = self
+            .residual
+            .map(|r| MatRef::row_major(&r[idx * self.mg * out_len..], self.mg, out_len))
+            .transpose()?;
+        let epilogue = Epilogue {
+            bias,
+            residual,
+            activation: self.activation,
+            ..Default::default()
         };
-        // Column tiles of the output, run in parallel. Each multiplies the weights by its own
-        // block of `cols`, sized so the GEMM packs it from L2: the input itself for pointwise
-        // kernels, an im2col copy otherwise.
-        let width = (IM2COL_TILE_FLOATS / self.kg).max(MIN_TILE_COLS);
-        let mut tiles = Vec::with_capacity(out_len.div_ceil(width));
-        let mut rest = MatMut::row_major(y, self.mg, out_len)?;
-        while rest.cols() > 0 {
-            let start = out_len - rest.cols();
-            let (tile, tail) = rest.split_at_col(width);
-            tiles.push((start, tile));
-            rest = tail;
-        }
-        // With a tile per thread or more, each product runs on its own thread.
-        let split_each = tiles.len() < rayon::current_num_threads();
-        let product = |b: MatRef, tile: MatMut, e: &Epilogue| {
-            if split_each {
-                gemm(w, b, tile, e)
-            } else {
-                gemm_serial(w, b, tile, e)
-            }
+        let y = MatMut::row_major(y, self.mg, out_len)?;
+        // A pointwise kernel reads the input itself; any other packs its patches on the fly.
+        let patches = Patches {
+            geo: &self.geo,
+            x,
+            rows: self.kg,
         };
-        tiles.into_par_iter().try_for_each(|(start, tile)| {
-            let cols = start..start + tile.cols();
-            if self.geo.is_pointwise() {
-                let b = MatRef::new(&x[start..], self.cg, cols.len(), out_len, 1)?;
-                return Ok(product(b, tile, &epilogue(cols)?)?);
-            }
-            let mut buf = IM2COL_BUF.take();
-            buf.resize(self.kg * cols.len(), 0.0);
-            im2col(&self.geo, x, cols.clone(), &mut buf);
-            let result = MatRef::row_major(&buf, self.kg, cols.len())
-                .map_err(Into::into)
-                .and_then(|b| Ok(product(b, tile, &epilogue(cols)?)?));
-            IM2COL_BUF.set(buf);
-            result
-        })
-    }
-}
-
-/// Fills `dst` (`[C/g · K, cols.len()]`) with the input patches of output positions `cols`.
-fn im2col(geo: &Geometry, x: &[f32], cols: Range<usize>, dst: &mut [f32]) {
-    let [_, oh_n, ow_n] = geo.output;
-    let [_, h_n, w_n] = geo.input;
-    let [kd_n, kh_n, kw_n] = geo.kernel;
-    let in_len = geo.input_len();
-    let sw = geo.stride[2];
-    for (r, row) in dst.chunks_exact_mut(cols.len()).enumerate() {
-        let (ci, kd, kh, kw) = (
-            r / (kd_n * kh_n * kw_n),
-            r / (kh_n * kw_n) % kd_n,
-            r / kw_n % kh_n,
-            r % kw_n,
-        );
-        let plane = &x[ci * in_len..(ci + 1) * in_len];
-        let valid = geo.valid_outputs(kw);
-        let mut col = cols.start;
-        while col < cols.end {
-            let (od, oh, ow0) = (col / (oh_n * ow_n), col / ow_n % oh_n, col % ow_n);
-            let seg = (ow_n - ow0).min(cols.end - col);
-            let out = &mut row[col - cols.start..col - cols.start + seg];
-            match (geo.input_index(0, od, kd), geo.input_index(1, oh, kh)) {
-                (Some(id), Some(ih)) => {
-                    let src = &plane[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n];
-                    // Output columns ow0..ow0+seg; inside `valid` they read src[ow·sw + off].
-                    let lo = valid.start.clamp(ow0, ow0 + seg);
-                    let hi = valid.end.clamp(lo, ow0 + seg);
-                    out[..lo - ow0].fill(0.0);
-                    out[hi - ow0..].fill(0.0);
-                    // An empty `valid` range (a tap that only ever reads padding) has no
-                    // first input: computing one would underflow.
-                    if hi > lo {
-                        let first = lo * sw + kw * geo.dilation[2] - geo.pad[2];
-                        let inside = &mut out[lo - ow0..hi - ow0];
-                        if sw == 1 {
-                            inside.copy_from_slice(&src[first..first + inside.len()]);
-                        } else {
-                            let picked = src[first..].iter().step_by(sw);
-                            inside.iter_mut().zip(picked).for_each(|(v, s)| *v = *s);
-                        }
-                    }
-                }
-                _ => out.fill(0.0),
-            }
-            col += seg;
+        let b = if self.geo.is_pointwise() {
+            Rhs::Mat(MatRef::row_major(x, self.cg, out_len)?)
+        } else {
+            Rhs::Source(&patches)
+        };
+        let tasks = self.batch * self.groups;
+        if tasks < rayon::current_num_threads() {
+            gemm(w, b, y, &epilogue)?;
+        } else {
+            gemm_serial(w, b, y, &epilogue)?;
         }
+        Ok(())
     }
 }
 
@@ -1007,6 +944,25 @@ mod tests {
         )
         .unwrap();
         assert_close(&y, &[1, 1, 3], &[0.5, 0.0, 1.5]);
+    }
+
+    #[test]
+    fn conv_residual_of_another_shape_broadcasts_before_the_activation() {
+        // The same conv (→ [-1, -1, -1] + bias 0.5 = [-0.5; 3]) with a fused Add whose other
+        // operand is [2, 1, 1, 1]: broadcast to [2, 1, 3], → [1.5, 1.5, 1.5, -0.5 → 0 (Relu)…].
+        let x = t(&[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[1, 1, 2], vec![1.0, -1.0]);
+        let b = t(&[1], vec![0.5]);
+        let r = t(&[2, 1, 1], vec![2.0, 0.0]);
+        let attrs = [("_activation", Attr::String("Relu".into()))];
+        let y = run_op(
+            "Conv",
+            &attrs,
+            &[Some(&x), Some(&w), Some(&b), Some(&r)],
+            true,
+        )
+        .unwrap();
+        assert_close(&y, &[2, 1, 3], &[1.5, 1.5, 1.5, 0.0, 0.0, 0.0]);
     }
 
     #[test]

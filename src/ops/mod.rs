@@ -8,6 +8,7 @@ pub mod attention;
 pub mod control;
 pub mod conv;
 pub mod conv_deform;
+mod conv_patches;
 pub mod crop;
 pub mod detection;
 pub mod einsum;

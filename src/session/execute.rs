@@ -51,7 +51,9 @@ pub(crate) fn execute(
             let start = profile.is_some().then(Instant::now);
             let outputs = run_step(plan, step, &env)?;
             if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
-                p.record(&step.op_type, start.elapsed());
+                p.record(&step.name, &step.op_type, start.elapsed(), || {
+                    input_shapes(plan, step, &env)
+                });
             }
             let produced = outputs.len();
             let mut outputs = outputs.into_iter();
@@ -98,6 +100,23 @@ pub(crate) fn execute(
 
 /// Runs one step's kernel on its inputs: plain tensors for tensor kernels (the fast path),
 /// values for the sequence/optional kernels.
+/// `[1,64,56,56] [64,64,3,3] -`: the shapes of a step's inputs (`-` for an absent one), for
+/// profiles.
+fn input_shapes(plan: &ExecutionPlan, step: &Step, env: &[Option<Value>]) -> String {
+    let shape_of = |v: &Option<ValueId>| {
+        let shape = v.and_then(|v| match (&plan.constants[v], &env[v]) {
+            (Some(t), _) | (None, Some(Value::Tensor(t))) => Some(t.shape().to_vec()),
+            _ => None,
+        });
+        shape.map_or("-".to_string(), |s| {
+            let dims: Vec<String> = s.iter().map(usize::to_string).collect();
+            format!("[{}]", dims.join(","))
+        })
+    };
+    let shapes: Vec<String> = step.inputs.iter().map(shape_of).collect();
+    shapes.join(" ")
+}
+
 fn run_step(plan: &ExecutionPlan, step: &Step, env: &[Option<Value>]) -> Result<Vec<Value>> {
     let missing = |v: ValueId| {
         step_error(

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub(crate) use execute::run_plan;
-pub use profile::{OpTime, Profile};
+pub use profile::{NodeTime, OpTime, Profile};
 
 /// Most iterations one Loop may run: a model whose loop never ends gets an error, not a hang.
 pub(crate) const MAX_LOOP_ITERATIONS: u64 = 1 << 24;

@@ -1,4 +1,5 @@
-//! Where a run's time goes: wall time per operator type, summed over profiled runs.
+//! Where a run's time goes: wall time per operator type and per node, summed over profiled
+//! runs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,19 @@ use std::time::Duration;
 pub struct Profile {
     runs: usize,
     by_op: HashMap<String, OpTime>,
+    by_node: HashMap<String, NodeTime>,
+}
+
+/// One node's share of the profiled runs: which of several same-type nodes is slow, and on
+/// what shapes (to tell, say, a 7×7 convolution from a 56×56 one).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeTime {
+    pub node: String,
+    pub op_type: String,
+    /// The input shapes of its first profiled run, e.g. `[1,64,56,56] [64,64,3,3]`.
+    pub input_shapes: String,
+    pub total: Duration,
+    pub calls: usize,
 }
 
 /// One operator type's share of the profiled runs.
@@ -36,7 +50,25 @@ impl Profile {
         self.runs += 1;
     }
 
-    pub(crate) fn record(&mut self, op_type: &str, elapsed: Duration) {
+    /// Adds one step's time; `input_shapes` is called only the first time a node is seen.
+    pub(crate) fn record(
+        &mut self,
+        node: &str,
+        op_type: &str,
+        elapsed: Duration,
+        input_shapes: impl FnOnce() -> String,
+    ) {
+        let by_node = self
+            .by_node
+            .entry(node.to_string())
+            .or_insert_with(|| NodeTime {
+                node: node.to_string(),
+                op_type: op_type.to_string(),
+                input_shapes: input_shapes(),
+                ..NodeTime::default()
+            });
+        by_node.total += elapsed;
+        by_node.calls += 1;
         let entry = self
             .by_op
             .entry(op_type.to_string())
@@ -55,6 +87,13 @@ impl Profile {
         ops
     }
 
+    /// Nodes by total time, largest first.
+    pub fn by_node(&self) -> Vec<NodeTime> {
+        let mut nodes: Vec<NodeTime> = self.by_node.values().cloned().collect();
+        nodes.sort_by(|a, b| b.total.cmp(&a.total).then(a.node.cmp(&b.node)));
+        nodes
+    }
+
     /// Kernel time of all operator types together.
     pub fn total(&self) -> Duration {
         self.by_op.values().map(|o| o.total).sum()
@@ -69,14 +108,22 @@ mod tests {
     fn sums_per_op_type_and_sorts_by_time() {
         let mut p = Profile::new();
         p.begin_run();
-        p.record("Conv", Duration::from_millis(5));
-        p.record("Relu", Duration::from_millis(1));
-        p.record("Conv", Duration::from_millis(3));
+        p.record("c1", "Conv", Duration::from_millis(5), || {
+            "[1,3,8,8]".into()
+        });
+        p.record("r1", "Relu", Duration::from_millis(1), String::new);
+        p.record("c2", "Conv", Duration::from_millis(3), String::new);
+        p.record("c1", "Conv", Duration::from_millis(4), || unreachable!());
         let ops = p.by_op_type();
         assert_eq!(ops[0].op_type, "Conv");
-        assert_eq!(ops[0].total, Duration::from_millis(8));
-        assert_eq!(ops[0].calls, 2);
-        assert_eq!(p.total(), Duration::from_millis(9));
+        assert_eq!(ops[0].total, Duration::from_millis(12));
+        assert_eq!(ops[0].calls, 3);
+        assert_eq!(p.total(), Duration::from_millis(13));
+        let nodes = p.by_node();
+        assert_eq!(nodes[0].node, "c1");
+        assert_eq!(nodes[0].total, Duration::from_millis(9));
+        assert_eq!(nodes[0].input_shapes, "[1,3,8,8]");
+        assert_eq!(nodes[1].node, "c2");
         assert_eq!(p.runs(), 1);
     }
 }

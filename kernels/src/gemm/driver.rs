@@ -3,7 +3,7 @@
 
 use super::kernel::{KernelSpec, Tile};
 use super::pack::{pack, AlignedBuf, Packed};
-use super::{Epilogue, MatRef};
+use super::{Epilogue, MatRef, PanelSource};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -19,6 +19,9 @@ pub(super) enum Src<'a> {
     Mat(MatRef<'a>),
     /// Packed ahead of time for the kernel in use.
     Packed(&'a Packed),
+    /// Packed block by block by its producer, which sees the panel-major view's rows as its
+    /// columns (for `Bᵀ`, that is `B`'s columns; `Lhs` has no such variant).
+    Source(&'a dyn PanelSource),
 }
 
 /// The output matrix, shared by the threads of one product.
@@ -101,7 +104,7 @@ pub(super) unsafe fn run(
     let (m_panels, n_panels) = (m.div_ceil(spec.mr), n.div_ceil(spec.nr));
     let traffic = |len: usize, src: &Src| match src {
         Src::Packed(_) => len,
-        Src::Mat(_) => 2 * len,
+        Src::Mat(_) | Src::Source(_) => 2 * len,
     };
     let split_n = if m_panels >= threads && n_panels >= threads {
         traffic(m, &a) <= traffic(n, &bt)
@@ -121,6 +124,19 @@ pub(super) unsafe fn run(
         // a panel boundary as packed operands require.
         unsafe { serial(spec, tile, k, a, bt, c, rows, cols, epi) };
     });
+}
+
+/// Columns of `B` in one block. A prepacked `B` is only read, so its blocks can be as wide as
+/// the kernel's `nc`; a `B` packed during the product is written and then read back by every
+/// row block of `A`, so its `kc × nc` block is kept to half the L2, where those reads hit.
+fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
+    match bt {
+        Src::Packed(_) => spec.nc,
+        Src::Mat(_) | Src::Source(_) => {
+            let fit = crate::cache::l2_bytes() / 2 / (spec.kc * std::mem::size_of::<f32>());
+            (fit / spec.nr * spec.nr).clamp(4 * spec.nr, spec.nc)
+        }
+    }
 }
 
 /// The register tile used for one product: the kernel's own, or its one-row variant.
@@ -160,8 +176,9 @@ unsafe fn serial(
     // an activation that uses rayon) finds a usable, if empty, slot.
     let mut bufs = PACK_BUFS.take();
     let (mr, nr) = (tile.mr, spec.nr);
-    for jc in cols.clone().step_by(spec.nc) {
-        let nc_len = spec.nc.min(cols.end - jc);
+    let nc = block_cols(spec, &bt);
+    for jc in cols.clone().step_by(nc) {
+        let nc_len = nc.min(cols.end - jc);
         for pc in (0..k).step_by(spec.kc) {
             let kc_len = spec.kc.min(k - pc);
             let last_k = pc + kc_len == k;
@@ -172,6 +189,11 @@ unsafe fn serial(
                     pack(dst, m, jc..jc + nc_len, pc..pc + kc_len, nr);
                     dst
                 }
+                Src::Source(s) => {
+                    let dst = bufs.b.get_mut(nc_len.div_ceil(nr) * nr * kc_len);
+                    s.pack(dst, pc..pc + kc_len, jc..jc + nc_len, nr);
+                    dst
+                }
             };
             for ic in rows.clone().step_by(spec.mc) {
                 let mc_len = spec.mc.min(rows.end - ic);
@@ -180,6 +202,11 @@ unsafe fn serial(
                     Src::Mat(m) => {
                         let dst = bufs.a.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
                         pack(dst, m, ic..ic + mc_len, pc..pc + kc_len, mr);
+                        dst
+                    }
+                    Src::Source(s) => {
+                        let dst = bufs.a.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
+                        s.pack(dst, pc..pc + kc_len, ic..ic + mc_len, mr);
                         dst
                     }
                 };

@@ -29,6 +29,7 @@ use pack::Packed;
 use rayon::prelude::*;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 /// A shape or layout error in a GEMM call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,6 +291,22 @@ pub enum Lhs<'a> {
 pub enum Rhs<'a> {
     Mat(MatRef<'a>),
     Packed(&'a PackedB),
+    /// Produced block by block, straight into panel form (see `PanelSource`).
+    Source(&'a dyn PanelSource),
+}
+
+/// A right operand `B[k × n]` that is never materialized: the product asks for each block of it
+/// already packed. A convolution packs its input patches this way, skipping the im2col matrix
+/// (one write and one read of `k × n` floats) and the tiling that kept that matrix in cache.
+pub trait PanelSource: Sync + fmt::Debug {
+    /// `(k, n)`: rows and columns of `B`.
+    fn shape(&self) -> (usize, usize);
+
+    /// Writes the block `depth × cols` of `B` as panels of `width` columns: panel `q` holds,
+    /// for each `p` in `depth` in turn, the `width` values `B[p, cols.start + q·width + j]`,
+    /// zero where that column is past `cols.end`. `dst` holds exactly
+    /// `cols.len().div_ceil(width) · width · depth.len()` floats; the ranges lie inside `B`.
+    fn pack(&self, dst: &mut [f32], depth: Range<usize>, cols: Range<usize>, width: usize);
 }
 
 impl<'a> From<MatRef<'a>> for Lhs<'a> {
@@ -365,6 +382,7 @@ fn gemm_with(
             ensure_kernel(p.spec, spec)?;
             ((p.rows, p.cols), Src::Packed(&p.packed))
         }
+        Rhs::Source(s) => (s.shape(), Src::Source(s)),
     };
     if ka != kb || c.rows != m || c.cols != n {
         return Err(err(format!(

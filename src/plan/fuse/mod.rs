@@ -6,6 +6,7 @@
 
 mod activation;
 mod conv_bn;
+mod conv_residual;
 mod gelu;
 mod matmul_bias;
 
@@ -14,10 +15,11 @@ use crate::ir::{Graph, ValueId};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 
-/// Runs every fusion pass, in dependency order (bias before activation: the epilogue adds the
-/// bias first).
+/// Runs every fusion pass, in dependency order (bias and residual before activation: the
+/// epilogue adds them first).
 pub fn run_all(g: &mut Graph) -> Result<()> {
     conv_bn::fold_batch_norm_into_conv(g)?;
+    conv_residual::fuse_conv_residual(g);
     gelu::fuse_gelu(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
