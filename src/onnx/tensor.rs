@@ -122,6 +122,9 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
         ))
     })?;
     let n = checked_numel(&shape)?;
+    if dtype == DType::String {
+        return strings(t, shape, n);
+    }
     let byte_len =
         narrow::stored_len(dtype, n).ok_or_else(|| Error::Op("byte size overflows".into()))?;
 
@@ -219,4 +222,29 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
             }
         }
     }
+}
+
+/// A string tensor from `string_data`, the only place ONNX stores strings.
+fn strings(t: &TensorProto, shape: Vec<usize>, n: usize) -> Result<Tensor> {
+    if t.raw_data.is_some() || t.data_location() == tensor_proto::DataLocation::External {
+        return Err(Error::Op(
+            "string tensors must keep their elements in string_data".into(),
+        ));
+    }
+    if t.string_data.len() != n {
+        return Err(Error::Op(format!(
+            "shape {shape:?} needs {n} strings, string_data holds {}",
+            t.string_data.len()
+        )));
+    }
+    let data = t
+        .string_data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            String::from_utf8(b.clone())
+                .map_err(|e| Error::Op(format!("string {i} is not valid UTF-8: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::from_strings(shape, data)
 }

@@ -152,6 +152,7 @@ impl BinOp {
             BitAnd => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::and) }),
             BitOr => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::or) }),
             BitXor => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::xor) }),
+            Equal if dtype == DType::String => super::strings::equal(a, b),
             Equal => with_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x == y) }),
             Less => with_num_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x < y) }),
             LessOrEqual => with_num_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x <= y) }),

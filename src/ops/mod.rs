@@ -17,6 +17,7 @@ pub mod linalg;
 pub mod loss;
 pub mod matmul;
 pub mod ml;
+pub mod ml_label_encoder;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -28,6 +29,7 @@ pub mod resize;
 pub mod sequence;
 pub mod shape;
 pub mod signal;
+pub mod strings;
 pub mod tfidf;
 pub mod training;
 pub mod unique;
@@ -135,10 +137,12 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         crop::build,
         training::build,
         ml::build,
+        ml_label_encoder::build,
         unique::build,
         linalg::build,
         tfidf::build,
         conv_deform::build,
+        strings::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {

@@ -1,0 +1,196 @@
+//! `ai.onnx.ml.LabelEncoder` (opsets 2 to 4): maps each element of X through a key → value
+//! table, to a default where X is not a key.
+//!
+//! Keys and values come from one of `keys_{strings,int64s,floats,tensor}` and
+//! `values_{strings,int64s,floats,tensor}`; the table is built once, and X's elements are
+//! looked up by type: strings as text, integers as i64, floats by value (with -0 equal to 0
+//! and every NaN equal, as opset 4 asks).
+
+use super::util::input;
+use super::{BuildCtx, Kernel};
+use crate::error::Result;
+use crate::ir::{Attr, Attrs};
+use crate::tensor::{DType, Tensor};
+use crate::{ensure, op_err, with_dtype};
+use std::collections::HashMap;
+
+pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
+    if ctx.node.domain != "ai.onnx.ml" || op != "LabelEncoder" {
+        return None;
+    }
+    Some(LabelEncoder::build(ctx.attrs()).map(|k| Box::new(k) as Box<dyn Kernel>))
+}
+
+/// The key table, by the kind of key.
+#[derive(Debug)]
+enum Lookup {
+    Strings(HashMap<String, usize>),
+    Ints(HashMap<i64, usize>),
+    /// Keyed by `float_key`.
+    Floats(HashMap<u64, usize>),
+}
+
+/// The bits a float key is compared by: all zeros equal, all NaNs equal.
+fn float_key(v: f64) -> u64 {
+    match v {
+        v if v.is_nan() => f64::NAN.to_bits(),
+        0.0 => 0,
+        v => v.to_bits(),
+    }
+}
+
+#[derive(Debug)]
+struct LabelEncoder {
+    keys: Lookup,
+    /// The values (1-D), one per key, then the default as its last element: a miss reads
+    /// index `values.len() - 1`.
+    values: Tensor,
+}
+
+/// The tensor an attribute family gives: `{prefix}_strings`, `_int64s`, `_floats` or
+/// `_tensor`, whichever is present (exactly one may be).
+fn list_attr(attrs: &Attrs, prefix: &str) -> Result<Tensor> {
+    let found: Vec<Tensor> = ["strings", "int64s", "floats", "tensor"]
+        .iter()
+        .filter_map(|kind| attrs.get(&format!("{prefix}_{kind}")))
+        .map(|a| match a {
+            Attr::Strings(v) => Tensor::from_strings(vec![v.len()], v.clone()),
+            Attr::Ints(v) => Tensor::from_vec(vec![v.len()], v.clone()),
+            Attr::Floats(v) => Tensor::from_vec(vec![v.len()], v.clone()),
+            Attr::Tensor(t) => t.reshape(vec![t.len()]),
+            _ => Err(op_err!("attribute {prefix}_* has the wrong type")),
+        })
+        .collect::<Result<_>>()?;
+    match <[Tensor; 1]>::try_from(found) {
+        Ok([t]) => Ok(t),
+        Err(v) => Err(op_err!(
+            "exactly one {prefix}_* attribute must be given, found {}",
+            v.len()
+        )),
+    }
+}
+
+/// The default for values of `dtype`: `default_tensor` when given, else the typed default
+/// attribute, else the spec's ("_Unused", -1, -0.0).
+fn default_value(attrs: &Attrs, dtype: DType) -> Result<Tensor> {
+    if let Some(t) = attrs.tensor("default_tensor")? {
+        ensure!(
+            t.len() == 1 && t.dtype() == dtype,
+            "default_tensor must hold one {dtype}, got {} of {}",
+            t.len(),
+            t.dtype()
+        );
+        return t.reshape(vec![1]);
+    }
+    match dtype {
+        DType::String => {
+            let s = attrs.string_or("default_string", "_Unused")?;
+            Tensor::from_strings(vec![1], vec![s.to_string()])
+        }
+        d if d.is_float() => Tensor::scalar(attrs.float_or("default_float", -0.0)? as f64)
+            .reshape(vec![1])?
+            .cast(d),
+        d => Tensor::scalar(attrs.int_or("default_int64", -1)?)
+            .reshape(vec![1])?
+            .cast(d),
+    }
+}
+
+impl LabelEncoder {
+    fn build(attrs: &Attrs) -> Result<LabelEncoder> {
+        let keys = list_attr(attrs, "keys")?;
+        let values = list_attr(attrs, "values")?;
+        ensure!(
+            keys.len() == values.len(),
+            "{} keys but {} values",
+            keys.len(),
+            values.len()
+        );
+        let default = default_value(attrs, values.dtype())?;
+        let keys = match keys.dtype() {
+            DType::String => Lookup::Strings(index_of(keys.as_strings()?.iter().cloned())),
+            d if d.is_float() => {
+                Lookup::Floats(index_of(keys.to_f64_vec()?.into_iter().map(float_key)))
+            }
+            _ => Lookup::Ints(index_of(keys.to_i64_vec()?)),
+        };
+        let values = concat_1d(&values, &default)?;
+        Ok(LabelEncoder { keys, values })
+    }
+
+    /// For each element of `x`, the index of its value (the default's when not a key).
+    fn indices(&self, x: &Tensor) -> Result<Vec<usize>> {
+        let miss = self.values.len() - 1;
+        Ok(match &self.keys {
+            Lookup::Strings(m) => x
+                .as_strings()?
+                .iter()
+                .map(|s| m.get(s.as_str()).copied().unwrap_or(miss))
+                .collect(),
+            Lookup::Ints(m) => {
+                ensure!(
+                    !x.dtype().is_float() && x.dtype() != DType::String,
+                    "the keys are integers, X is {}",
+                    x.dtype()
+                );
+                x.to_i64_vec()?
+                    .iter()
+                    .map(|k| m.get(k).copied().unwrap_or(miss))
+                    .collect()
+            }
+            Lookup::Floats(m) => {
+                ensure!(
+                    x.dtype().is_float(),
+                    "the keys are floats, X is {}",
+                    x.dtype()
+                );
+                x.to_f64_vec()?
+                    .into_iter()
+                    .map(|k| m.get(&float_key(k)).copied().unwrap_or(miss))
+                    .collect()
+            }
+        })
+    }
+}
+
+/// Each key's position (the first, for a repeated key).
+fn index_of<K: std::hash::Hash + Eq>(keys: impl IntoIterator<Item = K>) -> HashMap<K, usize> {
+    let mut m = HashMap::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        m.entry(k).or_insert(i);
+    }
+    m
+}
+
+/// `a` followed by `b`, both 1-D of one dtype.
+fn concat_1d(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let n = a.len() + b.len();
+    if a.dtype() == DType::String {
+        let v = [a.as_strings()?, b.as_strings()?].concat();
+        return Tensor::from_strings(vec![n], v);
+    }
+    with_dtype!(a.dtype(), T, {
+        let v = [a.as_slice::<T>()?, b.as_slice::<T>()?].concat();
+        Tensor::from_vec(vec![n], v)
+    })
+}
+
+/// The elements of a 1-D `values` at `indices`, shaped `shape`.
+fn gather(values: &Tensor, indices: &[usize], shape: Vec<usize>) -> Result<Tensor> {
+    if values.dtype() == DType::String {
+        let v = values.as_strings()?;
+        return Tensor::from_strings(shape, indices.iter().map(|&i| v[i].clone()).collect());
+    }
+    with_dtype!(values.dtype(), T, {
+        let v = values.as_slice::<T>()?;
+        Tensor::from_vec(shape, indices.iter().map(|&i| v[i]).collect())
+    })
+}
+
+impl Kernel for LabelEncoder {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let indices = self.indices(x)?;
+        Ok(vec![gather(&self.values, &indices, x.shape().to_vec())?])
+    }
+}
