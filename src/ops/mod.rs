@@ -12,6 +12,7 @@ pub mod crop;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
+pub mod gradient;
 pub mod grid_sample;
 pub mod linalg;
 pub mod loss;
@@ -136,6 +137,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         pool_unpool::build,
         crop::build,
         training::build,
+        gradient::build,
         ml::build,
         ml_label_encoder::build,
         unique::build,

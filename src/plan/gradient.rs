@@ -1,0 +1,332 @@
+//! Expands `ai.onnx.preview.training.Gradient` nodes into ordinary nodes before planning.
+//!
+//! `Gradient(xs, zs, y)` outputs `dY/dX` for each `X` in `xs`, where `Y` (summed over its
+//! elements) is computed from `xs` and `zs` by nodes of the same graph. The pass finds those
+//! forward nodes and differentiates them in reverse order (reverse-mode autodiff), emitting
+//! nodes that read the forward values. Gradients of broadcast operands are summed back to
+//! the operand's shape by `infer.SumToShapeOf` (see `ops::gradient`).
+//!
+//! The Gradient node's inputs must be the tensors `xs` and `zs` name (as in every exported
+//! model): re-running the forward nodes on other values is not supported.
+
+use crate::error::{Error, Result};
+use crate::ir::{Attr, Attrs, Graph, Node, ValueId, ValueType};
+use crate::tensor::Tensor;
+use std::collections::{HashMap, HashSet};
+
+const DOMAIN: &str = "ai.onnx.preview.training";
+
+/// Replaces every Gradient node of `g` by the nodes that compute its outputs.
+pub fn expand_gradients(g: &mut Graph) -> Result<()> {
+    let is_gradient = |n: &Node| n.op_type == "Gradient" && n.domain == DOMAIN;
+    let (gradients, forward): (Vec<Node>, Vec<Node>) = std::mem::take(&mut g.nodes)
+        .into_iter()
+        .partition(is_gradient);
+    g.nodes = forward;
+    for node in gradients {
+        expand(g, &node).map_err(|e| e.at_node(&node.name, "Gradient"))?;
+    }
+    Ok(())
+}
+
+fn strings<'a>(attrs: &'a Attrs, name: &str) -> Result<&'a [String]> {
+    match attrs.get(name) {
+        None => Ok(&[]),
+        Some(Attr::Strings(v)) => Ok(v),
+        Some(_) => Err(Error::Op(format!(
+            "attribute '{name}' should be a list of strings"
+        ))),
+    }
+}
+
+fn expand(g: &mut Graph, node: &Node) -> Result<()> {
+    let xs = strings(&node.attrs, "xs")?;
+    let zs = strings(&node.attrs, "zs")?;
+    let y = node
+        .attrs
+        .string("y")?
+        .ok_or_else(|| Error::Op("attribute 'y' is required".into()))?;
+    let by_name: HashMap<&str, ValueId> = g
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
+    let id = |name: &str| {
+        by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::Op(format!("'{name}' is not a value of the graph")))
+    };
+    let named: Vec<&String> = xs.iter().chain(zs).collect();
+    if node.inputs.len() != named.len() {
+        return Err(Error::Op(format!(
+            "{} inputs, but xs and zs name {}",
+            node.inputs.len(),
+            named.len()
+        )));
+    }
+    for (i, (input, name)) in node.inputs.iter().zip(&named).enumerate() {
+        if *input != Some(id(name)?) {
+            return Err(Error::Op(format!(
+                "input {i} must be the tensor '{name}' itself: evaluating the forward nodes \
+                 on other values is not supported"
+            )));
+        }
+    }
+    let xs: Vec<ValueId> = xs.iter().map(|x| id(x)).collect::<Result<_>>()?;
+    let y = id(y)?;
+    let leaves: HashSet<ValueId> = node.inputs.iter().flatten().copied().collect();
+    let forward = forward_nodes(g, y, &leaves);
+
+    let mut e = Emitter {
+        g,
+        prefix: node.name.clone(),
+        nodes: Vec::new(),
+    };
+    let mut grads: HashMap<ValueId, ValueId> = HashMap::new();
+    let seed = e.filled_like(1.0, y);
+    grads.insert(y, seed);
+    for &i in forward.iter().rev() {
+        let n = e.g.nodes[i].clone();
+        let Some(dz) = n
+            .outputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|z| grads.get(&z))
+        else {
+            continue;
+        };
+        let dz = *dz;
+        let inputs: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+        let contributions = e
+            .differentiate(&n, &inputs, dz)
+            .map_err(|err| Error::Op(format!("differentiating node '{}': {err}", n.name)))?;
+        for (v, d) in inputs.into_iter().zip(contributions) {
+            let total = match grads.get(&v) {
+                Some(&old) => e.node("Add", "", &[old, d], Attrs::default()),
+                None => d,
+            };
+            grads.insert(v, total);
+        }
+    }
+    for (k, &x) in xs.iter().enumerate() {
+        let Some(Some(out)) = node.outputs.get(k).copied() else {
+            continue;
+        };
+        // Y does not depend on X: the gradient is zero.
+        let d = match grads.get(&x) {
+            Some(&d) => d,
+            None => e.filled_like(0.0, x),
+        };
+        e.nodes.push(Node {
+            name: format!("{}/d{k}", e.prefix),
+            op_type: "Identity".into(),
+            domain: String::new(),
+            inputs: vec![Some(d)],
+            outputs: vec![Some(out)],
+            attrs: Attrs::default(),
+        });
+    }
+    let new = e.nodes;
+    g.nodes.extend(new);
+    Ok(())
+}
+
+/// The nodes that compute `y` from `leaves` (and from constants and inputs), producers first.
+fn forward_nodes(g: &Graph, y: ValueId, leaves: &HashSet<ValueId>) -> Vec<usize> {
+    let producer: HashMap<ValueId, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().flatten().map(move |&v| (v, i)))
+        .collect();
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative post-order DFS: (node, whether its inputs were pushed).
+    let mut stack: Vec<(usize, bool)> = producer
+        .get(&y)
+        .filter(|_| !leaves.contains(&y))
+        .map(|&i| vec![(i, false)])
+        .unwrap_or_default();
+    while let Some((i, expanded)) = stack.pop() {
+        if expanded {
+            order.push(i);
+            continue;
+        }
+        if !seen.insert(i) {
+            continue;
+        }
+        stack.push((i, true));
+        for v in g.nodes[i].inputs.iter().flatten() {
+            if let Some(&p) = producer.get(v).filter(|_| !leaves.contains(v)) {
+                if !seen.contains(&p) {
+                    stack.push((p, false));
+                }
+            }
+        }
+    }
+    order
+}
+
+/// Adds the backward nodes (and their values) to the graph.
+struct Emitter<'g> {
+    g: &'g mut Graph,
+    /// The Gradient node's name, prefixing the names of what it emits.
+    prefix: String,
+    nodes: Vec<Node>,
+}
+
+impl Emitter<'_> {
+    fn value(&mut self) -> ValueId {
+        let name = format!("{}/v{}", self.prefix, self.g.values.len());
+        self.g.add_value(name, ValueType::default())
+    }
+
+    /// A one-output node; returns its output.
+    fn node(&mut self, op: &str, domain: &str, inputs: &[ValueId], attrs: Attrs) -> ValueId {
+        let out = self.value();
+        self.nodes.push(Node {
+            name: format!("{}/n{}", self.prefix, self.nodes.len()),
+            op_type: op.into(),
+            domain: domain.into(),
+            inputs: inputs.iter().map(|&v| Some(v)).collect(),
+            outputs: vec![Some(out)],
+            attrs,
+        });
+        out
+    }
+
+    fn op(&mut self, op: &str, inputs: &[ValueId]) -> ValueId {
+        self.node(op, "", inputs, Attrs::default())
+    }
+
+    /// The scalar `v` in the element type of `like`.
+    fn scalar_like(&mut self, v: f32, like: ValueId) -> ValueId {
+        let c = self.value();
+        self.g.initializers.insert(c, Tensor::scalar(v));
+        self.op("CastLike", &[c, like])
+    }
+
+    /// A tensor of `v` with the shape and element type of `like`.
+    fn filled_like(&mut self, v: f32, like: ValueId) -> ValueId {
+        let c = self.scalar_like(v, like);
+        let shape = self.op("Shape", &[like]);
+        self.op("Expand", &[c, shape])
+    }
+
+    /// `grad` summed over the dims along which `like` was broadcast to it.
+    fn sum_to(&mut self, grad: ValueId, like: ValueId) -> ValueId {
+        self.node("SumToShapeOf", "infer", &[grad, like], Attrs::default())
+    }
+
+    fn einsum(&mut self, equation: &str, a: ValueId, b: ValueId) -> ValueId {
+        let attrs = Attrs([("equation".to_string(), Attr::String(equation.into()))].into());
+        self.node("Einsum", "", &[a, b], attrs)
+    }
+
+    /// The gradient contribution to each input of `n`, given `dz`, the gradient of its
+    /// (first) output.
+    fn differentiate(&mut self, n: &Node, inputs: &[ValueId], dz: ValueId) -> Result<Vec<ValueId>> {
+        let z = n.outputs.first().copied().flatten();
+        let (a, b) = (inputs.first().copied(), inputs.get(1).copied());
+        let arity = match n.op_type.as_str() {
+            "Add" | "Sub" | "Mul" | "Div" | "MatMul" => 2,
+            _ => 1,
+        };
+        let (Some(a), Some(z)) = (a, z) else {
+            return Err(Error::Op("a node without input or output".into()));
+        };
+        if inputs.len() != arity || n.outputs.len() != 1 || !n.domain.is_empty() {
+            return Err(Error::Op(format!(
+                "cannot differentiate {} with {} inputs and {} outputs",
+                n.op_type,
+                inputs.len(),
+                n.outputs.len()
+            )));
+        }
+        let b = b.unwrap_or(a);
+        Ok(match n.op_type.as_str() {
+            "Add" => vec![self.sum_to(dz, a), self.sum_to(dz, b)],
+            "Sub" => {
+                let neg = self.op("Neg", &[dz]);
+                vec![self.sum_to(dz, a), self.sum_to(neg, b)]
+            }
+            "Mul" => {
+                let (da, db) = (self.op("Mul", &[dz, b]), self.op("Mul", &[dz, a]));
+                vec![self.sum_to(da, a), self.sum_to(db, b)]
+            }
+            // d(a/b)/db = -a/b² = -z/b.
+            "Div" => {
+                let da = self.op("Div", &[dz, b]);
+                let z_b = self.op("Div", &[z, b]);
+                let dz_z_b = self.op("Mul", &[dz, z_b]);
+                let db = self.op("Neg", &[dz_z_b]);
+                vec![self.sum_to(da, a), self.sum_to(db, b)]
+            }
+            // Z = A·B over the last two dims: dA = dZ·Bᵀ, dB = Aᵀ·dZ, batch dims summed back
+            // where they were broadcast. (1-D operands are not supported.)
+            "MatMul" => {
+                let da = self.einsum("...ij,...kj->...ik", dz, b);
+                let db = self.einsum("...ik,...ij->...kj", a, dz);
+                vec![self.sum_to(da, a), self.sum_to(db, b)]
+            }
+            "Identity" => vec![dz],
+            "Neg" => vec![self.op("Neg", &[dz])],
+            "Exp" => vec![self.op("Mul", &[dz, z])],
+            "Log" => vec![self.op("Div", &[dz, a])],
+            // d√a = 1 / (2√a).
+            "Sqrt" => {
+                let two_z = self.op("Add", &[z, z]);
+                vec![self.op("Div", &[dz, two_z])]
+            }
+            // d tanh = 1 - tanh².
+            "Tanh" => {
+                let one = self.scalar_like(1.0, z);
+                let zz = self.op("Mul", &[z, z]);
+                let d = self.op("Sub", &[one, zz]);
+                vec![self.op("Mul", &[dz, d])]
+            }
+            // dσ = σ(1 - σ).
+            "Sigmoid" => {
+                let one = self.scalar_like(1.0, z);
+                let one_z = self.op("Sub", &[one, z]);
+                let d = self.op("Mul", &[z, one_z]);
+                vec![self.op("Mul", &[dz, d])]
+            }
+            "Relu" => {
+                let zero = self.scalar_like(0.0, a);
+                let positive = self.op("Greater", &[a, zero]);
+                let mask = self.op("CastLike", &[positive, dz]);
+                vec![self.op("Mul", &[dz, mask])]
+            }
+            "Sin" => {
+                let cos = self.op("Cos", &[a]);
+                vec![self.op("Mul", &[dz, cos])]
+            }
+            "Cos" => {
+                let sin = self.op("Sin", &[a]);
+                let d = self.op("Mul", &[dz, sin]);
+                vec![self.op("Neg", &[d])]
+            }
+            // d(1/a) = -1/a² = -z².
+            "Reciprocal" => {
+                let zz = self.op("Mul", &[z, z]);
+                let d = self.op("Mul", &[dz, zz]);
+                vec![self.op("Neg", &[d])]
+            }
+            "Abs" => {
+                let sign = self.op("Sign", &[a]);
+                vec![self.op("Mul", &[dz, sign])]
+            }
+            other => {
+                return Err(Error::Op(format!(
+                    "Gradient cannot differentiate {other} (supported: Add, Sub, Mul, Div, \
+                     MatMul, Identity, Neg, Exp, Log, Sqrt, Tanh, Sigmoid, Relu, Sin, Cos, \
+                     Reciprocal, Abs)"
+                )))
+            }
+        })
+    }
+}
