@@ -194,3 +194,132 @@ impl Kernel for LabelEncoder {
         Ok(vec![gather(&self.values, &indices, x.shape().to_vec())?])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Attr, Attrs, Node};
+    use crate::ops::movement::testing::{run_node, t, vals};
+    use crate::tensor::{DType, Tensor};
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn encode(attrs: Vec<(&str, Attr)>, x: &Tensor) -> crate::error::Result<Tensor> {
+        let node = Node {
+            name: "le".into(),
+            op_type: "LabelEncoder".into(),
+            domain: "ai.onnx.ml".into(),
+            inputs: vec![Some(0)],
+            outputs: vec![Some(1)],
+            attrs: Attrs(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+        };
+        Ok(run_node(&node, 4, &[Some(x)])?.remove(0))
+    }
+
+    #[test]
+    fn strings_to_ints_with_and_without_a_default() {
+        let x = Tensor::from_strings(vec![5], strings(&["a", "b", "c", "d", "a"])).unwrap();
+        let table = || {
+            vec![
+                ("keys_strings", Attr::Strings(strings(&["a", "b", "c"]))),
+                ("values_int64s", Attr::Ints(vec![0, 1, 2])),
+            ]
+        };
+        assert_eq!(vals::<i64>(&encode(table(), &x).unwrap()), [0, 1, 2, -1, 0]);
+        let mut with_default = table();
+        with_default.push(("default_int64", Attr::Int(42)));
+        assert_eq!(
+            vals::<i64>(&encode(with_default, &x).unwrap()),
+            [0, 1, 2, 42, 0]
+        );
+    }
+
+    #[test]
+    fn ints_to_strings_keep_the_shape() {
+        let x = t(&[2, 2], vec![7i64, 3, 9, 7]);
+        let y = encode(
+            vec![
+                ("keys_int64s", Attr::Ints(vec![3, 7])),
+                (
+                    "values_strings",
+                    Attr::Strings(strings(&["three", "seven"])),
+                ),
+            ],
+            &x,
+        )
+        .unwrap();
+        assert_eq!(y.shape(), &[2, 2]);
+        assert_eq!(
+            y.as_strings().unwrap(),
+            strings(&["seven", "three", "_Unused", "seven"])
+        );
+    }
+
+    #[test]
+    fn float_keys_match_zero_of_either_sign_and_nan() {
+        let x = t(&[4], vec![-0.0f32, f32::NAN, 1.5, 2.0]);
+        let y = encode(
+            vec![
+                ("keys_floats", Attr::Floats(vec![0.0, f32::NAN, 1.5])),
+                ("values_floats", Attr::Floats(vec![10.0, 20.0, 30.0])),
+                ("default_float", Attr::Float(-1.0)),
+            ],
+            &x,
+        )
+        .unwrap();
+        assert_eq!(vals::<f32>(&y), [10.0, 20.0, 30.0, -1.0]);
+    }
+
+    #[test]
+    fn tensor_attributes_give_keys_values_and_default() {
+        let keys = Tensor::from_strings(vec![2], strings(&["x", "y"])).unwrap();
+        let x = Tensor::from_strings(vec![3], strings(&["y", "z", "x"])).unwrap();
+        let y = encode(
+            vec![
+                ("keys_tensor", Attr::Tensor(keys)),
+                ("values_tensor", Attr::Tensor(t(&[2], vec![1i16, 2]))),
+                ("default_tensor", Attr::Tensor(t(&[1], vec![42i16]))),
+            ],
+            &x,
+        )
+        .unwrap();
+        assert_eq!((y.dtype(), vals::<i16>(&y)), (DType::I16, vec![2, 42, 1]));
+    }
+
+    #[test]
+    fn malformed_tables_and_mismatched_inputs_are_errors() {
+        let x = t(&[1], vec![1i64]);
+        let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+        // Counts differ.
+        assert!(encode(
+            vec![
+                ("keys_int64s", ints(&[1, 2])),
+                ("values_int64s", ints(&[1]))
+            ],
+            &x
+        )
+        .is_err());
+        // Two key attributes.
+        let two = vec![
+            ("keys_int64s", ints(&[1])),
+            ("keys_floats", Attr::Floats(vec![1.0])),
+            ("values_int64s", ints(&[1])),
+        ];
+        assert!(encode(two, &x).is_err());
+        // Integer keys, string input.
+        let s = Tensor::from_strings(vec![1], strings(&["1"])).unwrap();
+        assert!(encode(
+            vec![("keys_int64s", ints(&[1])), ("values_int64s", ints(&[2]))],
+            &s
+        )
+        .is_err());
+        // Default of another type than the values.
+        let bad_default = vec![
+            ("keys_int64s", ints(&[1])),
+            ("values_int64s", ints(&[2])),
+            ("default_tensor", Attr::Tensor(t(&[1], vec![1f32]))),
+        ];
+        assert!(encode(bad_default, &x).is_err());
+    }
+}

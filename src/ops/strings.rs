@@ -278,3 +278,176 @@ impl Kernel for RegexFullMatch {
         Ok(vec![Tensor::from_vec(x.shape().to_vec(), out)?])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Attr, Attrs, Node};
+    use crate::ops::movement::testing::{run1, run_node, t, vals};
+    use crate::tensor::{DType, Tensor};
+
+    fn s(shape: &[usize], v: &[&str]) -> Tensor {
+        Tensor::from_strings(shape.to_vec(), v.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    fn strs(x: &Tensor) -> Vec<&str> {
+        x.as_strings().unwrap().iter().map(String::as_str).collect()
+    }
+
+    fn text(v: &str) -> Attr {
+        Attr::String(v.into())
+    }
+
+    fn normalize(attrs: &[(&str, Attr)], x: &Tensor) -> Tensor {
+        run1("StringNormalizer", 10, attrs, &[x]).unwrap()
+    }
+
+    #[test]
+    fn string_normalizer_drops_stopwords_then_changes_case() {
+        // The ONNX doc example: case-sensitive stop words, then upper case.
+        let x = s(&[4], &["monday", "tuesday", "wednesday", "thursday"]);
+        let stop = || Attr::Strings(vec!["monday".into()]);
+        let y = normalize(
+            &[
+                ("case_change_action", text("UPPER")),
+                ("is_case_sensitive", Attr::Int(1)),
+                ("stopwords", stop()),
+            ],
+            &x,
+        );
+        assert_eq!(y.shape(), &[3]);
+        assert_eq!(strs(&y), ["TUESDAY", "WEDNESDAY", "THURSDAY"]);
+        // Case-insensitive: "MONDAY" is a stop word too; [1, C] stays two-dimensional.
+        let x = s(&[1, 3], &["Monday", "MONDAY", "Friday"]);
+        let y = normalize(
+            &[("case_change_action", text("LOWER")), ("stopwords", stop())],
+            &x,
+        );
+        assert_eq!(y.shape(), &[1, 1]);
+        assert_eq!(strs(&y), ["friday"]);
+        // Unicode case mapping: ß upper-cases to SS.
+        let y = normalize(
+            &[("case_change_action", text("UPPER"))],
+            &s(&[1], &["straße"]),
+        );
+        assert_eq!(strs(&y), ["STRASSE"]);
+    }
+
+    #[test]
+    fn string_normalizer_keeps_one_empty_string_when_all_are_dropped() {
+        let stop = Attr::Strings(vec!["a".into(), "b".into()]);
+        let y = normalize(&[("stopwords", stop.clone())], &s(&[2], &["a", "b"]));
+        assert_eq!((y.shape(), strs(&y)), (&[1][..], vec![""]));
+        let y = normalize(&[("stopwords", stop)], &s(&[1, 2], &["a", "b"]));
+        assert_eq!((y.shape(), strs(&y)), (&[1, 1][..], vec![""]));
+    }
+
+    #[test]
+    fn string_normalizer_rejects_other_shapes_and_actions() {
+        assert!(run1("StringNormalizer", 10, &[], &[&s(&[2, 2], &["a"; 4])]).is_err());
+        assert!(run1("StringNormalizer", 10, &[], &[&t(&[1], vec![1f32])]).is_err());
+        let bad = [("case_change_action", text("TITLE"))];
+        assert!(run1("StringNormalizer", 10, &bad, &[&s(&[1], &["a"])]).is_err());
+    }
+
+    #[test]
+    fn string_concat_broadcasts() {
+        let a = s(&[2, 1], &["a", "b"]);
+        let b = s(&[3], &["1", "", "é"]);
+        let y = run1("StringConcat", 20, &[], &[&a, &b]).unwrap();
+        assert_eq!(y.shape(), &[2, 3]);
+        assert_eq!(strs(&y), ["a1", "a", "aé", "b1", "b", "bé"]);
+        assert!(run1("StringConcat", 20, &[], &[&a, &s(&[3, 1], &["x"; 3])]).is_err());
+    }
+
+    fn split(attrs: &[(&str, Attr)], x: &Tensor) -> (Tensor, Vec<i64>) {
+        let node = Node {
+            name: "split".into(),
+            op_type: "StringSplit".into(),
+            domain: String::new(),
+            inputs: vec![Some(0)],
+            outputs: vec![Some(1), Some(2)],
+            attrs: Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        };
+        let mut out = run_node(&node, 20, &[Some(x)]).unwrap();
+        let z = vals::<i64>(&out[1]);
+        (out.remove(0), z)
+    }
+
+    #[test]
+    fn string_split_follows_python_str_split() {
+        // Python: " a,,b,".split(",") == [" a", "", "b", ""]; "x".split(",") == ["x"].
+        let x = s(&[2], &[" a,,b,", "x"]);
+        let (y, z) = split(&[("delimiter", text(","))], &x);
+        assert_eq!(y.shape(), &[2, 4]);
+        assert_eq!(strs(&y), [" a", "", "b", "", "x", "", "", ""]);
+        assert_eq!(z, [4, 1]);
+        // "a-b-c-d".split("-", 2) == ["a", "b", "c-d"].
+        let (y, z) = split(
+            &[("delimiter", text("-")), ("maxsplit", Attr::Int(2))],
+            &s(&[1], &["a-b-c-d"]),
+        );
+        assert_eq!((strs(&y), z), (vec!["a", "b", "c-d"], vec![3]));
+    }
+
+    #[test]
+    fn string_split_without_delimiter_splits_whitespace_runs() {
+        // "  a b  c ".split(None, 1) == ["a", "b  c "]; "   ".split() == [].
+        let x = s(&[2], &["  a b  c ", "   "]);
+        let (y, z) = split(&[("maxsplit", Attr::Int(1))], &x);
+        assert_eq!(y.shape(), &[2, 2]);
+        assert_eq!(strs(&y), ["a", "b  c ", "", ""]);
+        assert_eq!(z, [2, 0]);
+        // An empty delimiter means the same; an empty input gives a trailing axis of 0.
+        let (y, z) = split(&[("delimiter", text(""))], &s(&[0, 2], &[]));
+        assert_eq!((y.shape(), z.len()), (&[0, 2, 0][..], 0));
+        let bad = [("maxsplit", Attr::Int(-1))];
+        assert!(run1("StringSplit", 20, &bad, &[&x]).is_err());
+    }
+
+    #[test]
+    fn regex_full_match_anchors_the_whole_string() {
+        let x = s(&[3], &["foo@bar.com", "foo@bar.com.au", "xfoo@bar.com"]);
+        let pattern = [("pattern", text(r"\w+@\w+\.com"))];
+        let y = run1("RegexFullMatch", 20, &pattern, &[&x]).unwrap();
+        assert_eq!(
+            (y.dtype(), vals::<bool>(&y)),
+            (DType::Bool, vec![true, false, true])
+        );
+        // Alternation binds inside the anchors: "ab" matches neither "a" nor "b" wholly.
+        let y = run1(
+            "RegexFullMatch",
+            20,
+            &[("pattern", text("a|b"))],
+            &[&s(&[2], &["ab", "b"])],
+        );
+        assert_eq!(vals::<bool>(&y.unwrap()), [false, true]);
+        assert!(run1(
+            "RegexFullMatch",
+            20,
+            &[("pattern", text("(unclosed"))],
+            &[&x]
+        )
+        .is_err());
+        assert!(run1("RegexFullMatch", 20, &[], &[&x]).is_err());
+    }
+
+    #[test]
+    fn equal_compares_strings_with_broadcasting() {
+        let a = s(&[2, 2], &["a", "b", "c", "d"]);
+        let y = run1("Equal", 19, &[], &[&a, &s(&[2], &["a", "d"])]).unwrap();
+        assert_eq!(vals::<bool>(&y), [true, false, false, true]);
+        assert!(run1("Equal", 19, &[], &[&a, &t(&[1], vec![1f32])]).is_err());
+    }
+
+    #[test]
+    fn numeric_inputs_are_errors() {
+        let x = t(&[1], vec![1f32]);
+        assert!(run1("StringConcat", 20, &[], &[&x, &x]).is_err());
+        assert!(run1("RegexFullMatch", 20, &[("pattern", text("a"))], &[&x]).is_err());
+    }
+}

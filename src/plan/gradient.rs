@@ -330,3 +330,188 @@ impl Emitter<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{Attr, Attrs, Graph, Node, ValueId, ValueType};
+    use crate::plan::fuse::test_util::Builder;
+    use crate::tensor::Tensor;
+    use crate::Session;
+
+    fn f64s(shape: &[usize], v: &[f64]) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    /// Appends `Gradient(xs; y)` with one graph output per x, and runs the graph on `feeds`
+    /// (one per graph input), returning the gradients.
+    fn gradients(
+        mut b: Builder,
+        xs: &[ValueId],
+        y: ValueId,
+        feeds: Vec<Tensor>,
+    ) -> crate::error::Result<Vec<Tensor>> {
+        let name = |g: &Graph, v: ValueId| g.values[v].name.clone();
+        let outs: Vec<ValueId> = (0..xs.len())
+            .map(|k| b.g.add_value(format!("d{k}"), ValueType::default()))
+            .collect();
+        let attrs = Attrs(
+            [
+                (
+                    "xs".to_string(),
+                    Attr::Strings(xs.iter().map(|&x| name(&b.g, x)).collect()),
+                ),
+                ("y".to_string(), Attr::String(name(&b.g, y))),
+            ]
+            .into(),
+        );
+        b.g.nodes.push(Node {
+            name: "grad".into(),
+            op_type: "Gradient".into(),
+            domain: super::DOMAIN.into(),
+            inputs: xs.iter().map(|&x| Some(x)).collect(),
+            outputs: outs.iter().map(|&v| Some(v)).collect(),
+            attrs,
+        });
+        b.g.outputs = outs;
+        let session = Session::builder().threads(1).build_from_graph(b.g)?;
+        Ok(session
+            .run_positional(feeds)?
+            .values()
+            .iter()
+            .map(|v| v.as_tensor().unwrap().clone())
+            .collect())
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.as_slice::<f64>().unwrap().to_vec()
+    }
+
+    #[test]
+    fn product_of_a_sum_follows_the_chain_rule() {
+        // d = (a + b)·a: dd/da = 2a + b, dd/db = a.
+        let mut b = Builder::new();
+        let (x, y) = (b.input("a"), b.input("b"));
+        let c = b.node("Add", &[x, y], Attrs::default());
+        let d = b.node("Mul", &[c, x], Attrs::default());
+        let g = gradients(
+            b,
+            &[x, y],
+            d,
+            vec![f64s(&[2], &[1., 2.]), f64s(&[2], &[3., 4.])],
+        )
+        .unwrap();
+        assert_eq!(values(&g[0]), [5., 8.]);
+        assert_eq!(values(&g[1]), [1., 2.]);
+    }
+
+    #[test]
+    fn broadcast_operands_get_summed_gradients() {
+        // y = x[2,3] · w[3] - bias[1]: dy/dw = column sums of x, dy/dbias = -6 (six uses).
+        let mut b = Builder::new();
+        let (x, w, bias) = (b.input("x"), b.input("w"), b.input("bias"));
+        let xw = b.node("Mul", &[x, w], Attrs::default());
+        let y = b.node("Sub", &[xw, bias], Attrs::default());
+        let feeds = vec![
+            f64s(&[2, 3], &[1., 2., 3., 4., 5., 6.]),
+            f64s(&[3], &[1., 10., 100.]),
+            f64s(&[1], &[0.]),
+        ];
+        let g = gradients(b, &[x, w, bias], y, feeds).unwrap();
+        assert_eq!(g[0].shape(), &[2, 3]);
+        assert_eq!(values(&g[0]), [1., 10., 100., 1., 10., 100.]);
+        assert_eq!(values(&g[1]), [5., 7., 9.]);
+        assert_eq!((g[2].shape(), values(&g[2])), (&[1][..], vec![-6.]));
+    }
+
+    #[test]
+    fn matmul_gradients_are_products_with_the_transposes() {
+        // y = A[2,3]·B[3,2], seeded with ones: dA[i,k] = Σ_j B[k,j], dB[k,j] = Σ_i A[i,k].
+        let mut b = Builder::new();
+        let (a, m) = (b.input("A"), b.input("B"));
+        let y = b.node("MatMul", &[a, m], Attrs::default());
+        let feeds = vec![
+            f64s(&[2, 3], &[1., 2., 3., 4., 5., 6.]),
+            f64s(&[3, 2], &[1., 2., 3., 4., 5., 6.]),
+        ];
+        let g = gradients(b, &[a, m], y, feeds).unwrap();
+        assert_eq!(values(&g[0]), [3., 7., 11., 3., 7., 11.]);
+        assert_eq!(values(&g[1]), [5., 5., 7., 7., 9., 9.]);
+    }
+
+    #[test]
+    fn unary_gradients_match_finite_differences() {
+        let x0 = [0.3, 0.7, 1.9];
+        for op in [
+            "Exp",
+            "Log",
+            "Sqrt",
+            "Tanh",
+            "Sigmoid",
+            "Relu",
+            "Sin",
+            "Cos",
+            "Reciprocal",
+            "Abs",
+            "Neg",
+            "Identity",
+        ] {
+            // y = op(x) / (x + 2), so that each also goes through Div and Add.
+            let mut b = Builder::new();
+            let x = b.input("x");
+            let two = b.constant("two", Tensor::scalar(2f64));
+            let u = b.node(op, &[x], Attrs::default());
+            let v = b.node("Add", &[x, two], Attrs::default());
+            let y = b.node("Div", &[u, v], Attrs::default());
+            let g = gradients(b, &[x], y, vec![f64s(&[3], &x0)]).unwrap();
+            let f = |x: f64| {
+                let u = match op {
+                    "Exp" => x.exp(),
+                    "Log" => x.ln(),
+                    "Sqrt" => x.sqrt(),
+                    "Tanh" => x.tanh(),
+                    "Sigmoid" => 1. / (1. + (-x).exp()),
+                    "Relu" => x.max(0.),
+                    "Sin" => x.sin(),
+                    "Cos" => x.cos(),
+                    "Reciprocal" => 1. / x,
+                    "Abs" => x.abs(),
+                    "Neg" => -x,
+                    _ => x,
+                };
+                u / (x + 2.)
+            };
+            let h = 1e-6;
+            for (got, &x) in values(&g[0]).iter().zip(&x0) {
+                let want = (f(x + h) - f(x - h)) / (2. * h);
+                assert!((got - want).abs() < 1e-6, "{op} at {x}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_input_y_does_not_depend_on_has_a_zero_gradient() {
+        let mut b = Builder::new();
+        let (x, unused) = (b.input("x"), b.input("unused"));
+        let y = b.node("Neg", &[x], Attrs::default());
+        let g = gradients(
+            b,
+            &[x, unused],
+            y,
+            vec![f64s(&[1], &[2.]), f64s(&[2], &[1., 1.])],
+        )
+        .unwrap();
+        assert_eq!(values(&g[0]), [-1.]);
+        assert_eq!(values(&g[1]), [0., 0.]);
+    }
+
+    #[test]
+    fn ops_without_a_rule_are_named_in_the_error() {
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let y = b.node("Softmax", &[x], Attrs::default());
+        let err = gradients(b, &[x], y, vec![f64s(&[1], &[2.])])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot differentiate Softmax"), "{err}");
+    }
+}
