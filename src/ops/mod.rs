@@ -148,7 +148,9 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
-            return kernel.map_err(|e| e.at_node(&ctx.node.name, op));
+            return kernel
+                .map(|k| strings::moving_strings(op, k))
+                .map_err(|e| e.at_node(&ctx.node.name, op));
         }
     }
     Err(unsupported(ctx))

@@ -9,7 +9,7 @@ use super::util::{broadcast_all, broadcast_index, input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::op_err;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     if !matches!(ctx.node.domain.as_str(), "" | "ai.onnx") {
@@ -26,6 +26,119 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
 
 fn boxed(k: impl Kernel + 'static) -> Box<dyn Kernel> {
     Box::new(k)
+}
+
+/// Which inputs of an element-moving op hold the elements it moves (the others are
+/// indices, shapes, repeats or conditions).
+#[derive(Debug, Clone, Copy)]
+enum DataInputs {
+    First,
+    /// Where: the condition, then the two choices.
+    AllButFirst,
+    /// Concat.
+    All,
+}
+
+impl DataInputs {
+    /// The data inputs of `op`, if it is one whose every output element is a copy of an
+    /// element of its data inputs, chosen by the other inputs and attributes alone: on
+    /// strings such an op runs as `ByIndex`.
+    fn of(op: &str) -> Option<DataInputs> {
+        Some(match op {
+            "Concat" => DataInputs::All,
+            "Where" => DataInputs::AllButFirst,
+            "Compress" | "DepthToSpace" | "Expand" | "Gather" | "GatherElements" | "GatherND"
+            | "ReverseSequence" | "Slice" | "SpaceToDepth" | "Split" | "Tile" | "Transpose" => {
+                DataInputs::First
+            }
+            _ => return None,
+        })
+    }
+
+    fn contains(self, i: usize) -> bool {
+        match self {
+            DataInputs::First => i == 0,
+            DataInputs::AllButFirst => i > 0,
+            DataInputs::All => true,
+        }
+    }
+}
+
+/// Lets the kernel of an element-moving op (see `DataInputs::of`) take string tensors too;
+/// other kernels are returned as they are.
+pub(crate) fn moving_strings(op: &str, kernel: Box<dyn Kernel>) -> Box<dyn Kernel> {
+    match DataInputs::of(op) {
+        Some(data) if !kernel.takes_values() => Box::new(ByIndex {
+            inner: kernel,
+            data,
+        }),
+        _ => kernel,
+    }
+}
+
+/// Runs an element-moving kernel on strings through indices: each string data input
+/// becomes an int64 tensor of positions in the list of all data inputs' elements, the
+/// numeric kernel moves those, and each output maps its positions back to strings. The
+/// other inputs pass through; without string data the kernel runs directly.
+#[derive(Debug)]
+struct ByIndex {
+    inner: Box<dyn Kernel>,
+    data: DataInputs,
+}
+
+impl Kernel for ByIndex {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let data = || {
+            inputs
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| self.data.contains(i))
+                .filter_map(|(_, t)| *t)
+        };
+        if !data().any(|t| t.dtype() == DType::String) {
+            return self.inner.run(inputs);
+        }
+        if let Some(t) = data().find(|t| t.dtype() != DType::String) {
+            return Err(op_err!("cannot mix string and {} data", t.dtype()));
+        }
+        let mut pool: Vec<&String> = Vec::new();
+        let mut positions = Vec::with_capacity(inputs.len());
+        for (i, t) in inputs.iter().enumerate() {
+            positions.push(match t {
+                Some(t) if self.data.contains(i) => {
+                    let start = pool.len() as i64;
+                    pool.extend(t.as_strings()?);
+                    let at = (start..pool.len() as i64).collect();
+                    Some(Tensor::from_vec(t.shape().to_vec(), at)?)
+                }
+                _ => None,
+            });
+        }
+        let inner_inputs: Vec<Option<&Tensor>> = inputs
+            .iter()
+            .zip(&positions)
+            .map(|(t, p)| p.as_ref().or(*t))
+            .collect();
+        self.inner
+            .run(&inner_inputs)?
+            .into_iter()
+            .map(|out| {
+                // Every output element is one of the positions handed in.
+                let strings = out
+                    .as_slice::<i64>()?
+                    .iter()
+                    .map(|&i| {
+                        usize::try_from(i)
+                            .ok()
+                            .and_then(|i| pool.get(i))
+                            .map(|s| s.to_string())
+                            .ok_or_else(|| op_err!("position {i} is not a string"))
+                    })
+                    .collect::<Result<_>>()?;
+                Tensor::from_strings(out.shape().to_vec(), strings)
+            })
+            .collect()
+    }
 }
 
 /// `Equal` on two string tensors, with numpy broadcasting (the numeric Equal hands strings
@@ -282,7 +395,7 @@ impl Kernel for RegexFullMatch {
 #[cfg(test)]
 mod tests {
     use crate::ir::{Attr, Attrs, Node};
-    use crate::ops::movement::testing::{run1, run_node, t, vals};
+    use crate::ops::movement::testing::{i64s, run1, run_node, t, vals};
     use crate::tensor::{DType, Tensor};
 
     fn s(shape: &[usize], v: &[&str]) -> Tensor {
@@ -442,6 +555,92 @@ mod tests {
         let y = run1("Equal", 19, &[], &[&a, &s(&[2], &["a", "d"])]).unwrap();
         assert_eq!(vals::<bool>(&y), [true, false, false, true]);
         assert!(run1("Equal", 19, &[], &[&a, &t(&[1], vec![1f32])]).is_err());
+    }
+
+    #[test]
+    fn element_moving_ops_move_strings() {
+        let x = s(&[2, 3], &["a", "b", "c", "d", "e", "f"]);
+        let run = |op: &str, attrs: &[(&str, Attr)], inputs: &[&Tensor]| {
+            run1(op, 18, attrs, inputs).unwrap_or_else(|e| panic!("{op}: {e}"))
+        };
+        let y = run("Transpose", &[], &[&x]);
+        assert_eq!(
+            (y.shape(), strs(&y)),
+            (&[3, 2][..], vec!["a", "d", "b", "e", "c", "f"])
+        );
+        let y = run(
+            "Concat",
+            &[("axis", Attr::Int(0))],
+            &[&x, &s(&[1, 3], &["g", "h", "i"])],
+        );
+        assert_eq!(strs(&y), ["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        let y = run("Gather", &[("axis", Attr::Int(1))], &[&x, &i64s(&[2, 0])]);
+        assert_eq!(strs(&y), ["c", "a", "f", "d"]);
+        let y = run("Slice", &[], &[&x, &i64s(&[1]), &i64s(&[3]), &i64s(&[1])]);
+        assert_eq!(strs(&y), ["b", "c", "e", "f"]);
+        let y = run("Expand", &[], &[&s(&[1], &["z"]), &i64s(&[2, 2])]);
+        assert_eq!((y.shape(), strs(&y)), (&[2, 2][..], vec!["z"; 4]));
+        let y = run("Tile", &[], &[&s(&[2], &["p", "q"]), &i64s(&[2])]);
+        assert_eq!(strs(&y), ["p", "q", "p", "q"]);
+        let cond = t(&[3], vec![true, false, true]);
+        let y = run(
+            "Where",
+            &[],
+            &[&cond, &s(&[3], &["1", "2", "3"]), &s(&[1], &["-"])],
+        );
+        assert_eq!(strs(&y), ["1", "-", "3"]);
+        let parts = crate::ops::movement::testing::run_node(
+            &Node {
+                name: "split".into(),
+                op_type: "Split".into(),
+                domain: String::new(),
+                inputs: vec![Some(0)],
+                outputs: vec![Some(1), Some(2), Some(3)],
+                attrs: Attrs([("axis".to_string(), Attr::Int(1))].into()),
+            },
+            18,
+            &[Some(&x)],
+        )
+        .unwrap();
+        assert_eq!(
+            parts.iter().map(strs).collect::<Vec<_>>(),
+            [["a", "d"], ["b", "e"], ["c", "f"]]
+        );
+    }
+
+    #[test]
+    fn shape_ops_pass_strings_through() {
+        let x = s(&[2, 1, 2], &["a", "b", "c", "d"]);
+        let run = |op: &str, attrs: &[(&str, Attr)], inputs: &[&Tensor]| {
+            run1(op, 18, attrs, inputs).unwrap_or_else(|e| panic!("{op}: {e}"))
+        };
+        for y in [
+            run("Identity", &[], &[&x]),
+            run("Reshape", &[], &[&x, &i64s(&[4])]),
+            run("Squeeze", &[], &[&x, &i64s(&[1])]),
+            run("Unsqueeze", &[], &[&x, &i64s(&[0])]),
+            run("Flatten", &[], &[&x]),
+        ] {
+            assert_eq!(strs(&y), ["a", "b", "c", "d"]);
+        }
+        assert_eq!(vals::<i64>(&run("Shape", &[], &[&x])), [2, 1, 2]);
+        assert_eq!(vals::<i64>(&run("Size", &[], &[&x])), [4]);
+    }
+
+    #[test]
+    fn string_and_numeric_data_do_not_mix() {
+        let cond = t(&[1], vec![true]);
+        let y = run1(
+            "Where",
+            18,
+            &[],
+            &[&cond, &s(&[1], &["a"]), &t(&[1], vec![0i64])],
+        );
+        assert!(y.is_err());
+        // Arithmetic refuses strings with an error, not a panic.
+        let x = s(&[1], &["a"]);
+        assert!(run1("Add", 18, &[], &[&x, &x]).is_err());
+        assert!(run1("Pad", 18, &[], &[&x, &i64s(&[1, 1])]).is_err());
     }
 
     #[test]
