@@ -826,6 +826,48 @@ mod tests {
     }
 
     #[test]
+    fn string_tensors_hold_strings_and_refuse_typed_access() {
+        let words = vec!["a".to_string(), "bé".to_string()];
+        let t = Tensor::from_strings(vec![2, 1], words.clone()).unwrap();
+        assert_eq!((t.dtype(), t.len()), (DType::String, 2));
+        assert_eq!(t.as_strings().unwrap(), words);
+        assert!(t.as_slice::<u8>().is_err());
+        assert!(t.clone().into_vec::<f32>().is_err());
+        assert!(t.to_f64_vec().is_err());
+        assert!(t.cast(DType::F32).is_err());
+        // Characters count toward the size: two handles plus 1 + 3 bytes of UTF-8.
+        assert_eq!(t.nbytes(), 2 * DType::String.size() + 4);
+        assert_eq!(t.reshape(vec![2]).unwrap().as_strings().unwrap(), words);
+        assert!(t.bit_eq(&Tensor::from_strings(vec![2, 1], words).unwrap()));
+        assert!(!t.bit_eq(&Tensor::zeros(DType::String, vec![2, 1]).unwrap()));
+        // Numeric tensors are not strings; strings have no byte form.
+        assert!(Tensor::scalar(1f32).as_strings().is_err());
+        assert!(Tensor::from_strings(vec![3], vec![String::new()]).is_err());
+        assert!(Tensor::from_le_slice(DType::String, vec![0], &[]).is_err());
+        assert!(Tensor::from_le_bytes(DType::String, vec![0], bytes::Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn dtype_dispatch_refuses_strings_with_an_error() {
+        fn any(d: DType) -> Result<usize> {
+            with_any_dtype!(d, T, { Ok(std::mem::size_of::<T>()) })
+        }
+        fn compute(d: DType) -> Result<usize> {
+            with_dtype!(d, T, { Ok(std::mem::size_of::<T>()) })
+        }
+        assert!(any(DType::String)
+            .unwrap_err()
+            .to_string()
+            .contains("string"));
+        assert!(compute(DType::String)
+            .unwrap_err()
+            .to_string()
+            .contains("string"));
+        assert_eq!(DType::from_onnx(8), Some(DType::String));
+        assert_eq!(DType::String.onnx_code(), 8);
+    }
+
+    #[test]
     fn cast_follows_onnx_rules() {
         let t = Tensor::from_vec(vec![3], vec![-1.7f32, 2.5, 300.0]).unwrap();
         assert_eq!(
