@@ -101,43 +101,59 @@ impl Kernel for ByIndex {
         if let Some(t) = data().find(|t| t.dtype() != DType::String) {
             return Err(op_err!("cannot mix string and {} data", t.dtype()));
         }
-        let mut pool: Vec<&String> = Vec::new();
-        let mut positions = Vec::with_capacity(inputs.len());
-        for (i, t) in inputs.iter().enumerate() {
-            positions.push(match t {
-                Some(t) if self.data.contains(i) => {
-                    let start = pool.len() as i64;
-                    pool.extend(t.as_strings()?);
-                    let at = (start..pool.len() as i64).collect();
-                    Some(Tensor::from_vec(t.shape().to_vec(), at)?)
-                }
-                _ => None,
-            });
-        }
+        let mut positions = Positions::default();
+        let moved = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                Some(t) if self.data.contains(i) => positions.of(t).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<Option<Tensor>>>>()?;
         let inner_inputs: Vec<Option<&Tensor>> = inputs
             .iter()
-            .zip(&positions)
+            .zip(&moved)
             .map(|(t, p)| p.as_ref().or(*t))
             .collect();
         self.inner
             .run(&inner_inputs)?
-            .into_iter()
-            .map(|out| {
-                // Every output element is one of the positions handed in.
-                let strings = out
-                    .as_slice::<i64>()?
-                    .iter()
-                    .map(|&i| {
-                        usize::try_from(i)
-                            .ok()
-                            .and_then(|i| pool.get(i))
-                            .map(|s| s.to_string())
-                            .ok_or_else(|| op_err!("position {i} is not a string"))
-                    })
-                    .collect::<Result<_>>()?;
-                Tensor::from_strings(out.shape().to_vec(), strings)
-            })
+            .iter()
+            .map(|out| positions.strings(out))
             .collect()
+    }
+}
+
+/// Stands string tensors in for int64 tensors of their elements' positions in one list, so
+/// that numeric code that only moves elements can move strings: `of` before, `strings`
+/// after.
+#[derive(Default)]
+pub(crate) struct Positions<'a> {
+    pool: Vec<&'a String>,
+}
+
+impl<'a> Positions<'a> {
+    /// The positions of the elements of string tensor `t` (appended to the list).
+    pub(crate) fn of(&mut self, t: &'a Tensor) -> Result<Tensor> {
+        let start = self.pool.len() as i64;
+        self.pool.extend(t.as_strings()?);
+        let at = (start..self.pool.len() as i64).collect();
+        Tensor::from_vec(t.shape().to_vec(), at)
+    }
+
+    /// The strings at the positions `t` holds.
+    pub(crate) fn strings(&self, t: &Tensor) -> Result<Tensor> {
+        let strings = t
+            .as_slice::<i64>()?
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.pool.get(i))
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| op_err!("position {i} is not a string"))
+            })
+            .collect::<Result<_>>()?;
+        Tensor::from_strings(t.shape().to_vec(), strings)
     }
 }
 
