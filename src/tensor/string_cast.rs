@@ -91,12 +91,12 @@ mod tests {
 
     #[test]
     fn strings_parse_to_numbers() {
-        let x = strings(&["3.14", "1e-5", "1E8", "-INF", "+inf", "NaN", " 2 "]);
+        let x = strings(&["2.5", "1e-5", "1E8", "-INF", "+inf", "NaN", " 2 "]);
         let y = x.cast(DType::F32).unwrap();
         let v = y.as_slice::<f32>().unwrap();
         assert_eq!(
             &v[..5],
-            &[3.14, 1e-5, 1e8, f32::NEG_INFINITY, f32::INFINITY]
+            &[2.5, 1e-5, 1e8, f32::NEG_INFINITY, f32::INFINITY]
         );
         assert!(v[5].is_nan());
         assert_eq!(v[6], 2.0);
