@@ -1,5 +1,6 @@
 //! `ai.onnx.ml.LabelEncoder` (opsets 2 to 4): maps each element of X through a key → value
-//! table, to a default where X is not a key.
+//! table, to a default where X is not a key. (Opset 1's form, a list of classes, is
+//! `ClassList`.)
 //!
 //! Keys and values come from one of `keys_{strings,int64s,floats,tensor}` and
 //! `values_{strings,int64s,floats,tensor}`; the table is built once, and X's elements are
@@ -18,7 +19,70 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
     if ctx.node.domain != "ai.onnx.ml" || op != "LabelEncoder" {
         return None;
     }
-    Some(LabelEncoder::build(ctx.attrs()).map(|k| Box::new(k) as Box<dyn Kernel>))
+    Some(match ctx.opset {
+        1 => ClassList::build(ctx.attrs()).map(|k| Box::new(k) as Box<dyn Kernel>),
+        _ => LabelEncoder::build(ctx.attrs()).map(|k| Box::new(k) as Box<dyn Kernel>),
+    })
+}
+
+/// Opset 1's LabelEncoder: strings to their positions in `classes_strings`, or positions
+/// back to strings, by the type of X.
+#[derive(Debug)]
+struct ClassList {
+    classes: Vec<String>,
+    position: HashMap<String, i64>,
+    default_int64: i64,
+    default_string: String,
+}
+
+impl ClassList {
+    fn build(attrs: &Attrs) -> Result<ClassList> {
+        let classes = attrs
+            .strings("classes_strings")?
+            .unwrap_or_default()
+            .to_vec();
+        let position = index_of(classes.iter().cloned())
+            .into_iter()
+            .map(|(k, i)| (k, i as i64))
+            .collect();
+        Ok(ClassList {
+            classes,
+            position,
+            default_int64: attrs.int_or("default_int64", -1)?,
+            default_string: attrs.string_or("default_string", "_Unused")?.to_string(),
+        })
+    }
+}
+
+impl Kernel for ClassList {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let shape = x.shape().to_vec();
+        if let Ok(s) = x.as_strings() {
+            let out = s
+                .iter()
+                .map(|s| self.position.get(s).copied().unwrap_or(self.default_int64))
+                .collect();
+            return Ok(vec![Tensor::from_vec(shape, out)?]);
+        }
+        ensure!(
+            x.dtype() == DType::I64,
+            "X must be string or int64, got {}",
+            x.dtype()
+        );
+        let out = x
+            .as_slice::<i64>()?
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.classes.get(i))
+                    .unwrap_or(&self.default_string)
+                    .clone()
+            })
+            .collect();
+        Ok(vec![Tensor::from_strings(shape, out)?])
+    }
 }
 
 /// The key table, by the kind of key.
@@ -206,6 +270,10 @@ mod tests {
     }
 
     fn encode(attrs: Vec<(&str, Attr)>, x: &Tensor) -> crate::error::Result<Tensor> {
+        encode_at(4, attrs, x)
+    }
+
+    fn encode_at(opset: i64, attrs: Vec<(&str, Attr)>, x: &Tensor) -> crate::error::Result<Tensor> {
         let node = Node {
             name: "le".into(),
             op_type: "LabelEncoder".into(),
@@ -214,7 +282,7 @@ mod tests {
             outputs: vec![Some(1)],
             attrs: Attrs(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
         };
-        Ok(run_node(&node, 4, &[Some(x)])?.remove(0))
+        Ok(run_node(&node, opset, &[Some(x)])?.remove(0))
     }
 
     #[test]
@@ -285,6 +353,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!((y.dtype(), vals::<i16>(&y)), (DType::I16, vec![2, 42, 1]));
+    }
+
+    #[test]
+    fn opset_1_maps_between_classes_and_positions() {
+        let classes = || {
+            vec![
+                ("classes_strings", Attr::Strings(strings(&["cat", "dog"]))),
+                ("default_string", Attr::String("?".into())),
+            ]
+        };
+        let x = Tensor::from_strings(vec![3], strings(&["dog", "cow", "cat"])).unwrap();
+        assert_eq!(
+            vals::<i64>(&encode_at(1, classes(), &x).unwrap()),
+            [1, -1, 0]
+        );
+        let y = encode_at(1, classes(), &t(&[3], vec![0i64, 2, -1])).unwrap();
+        assert_eq!(y.as_strings().unwrap(), strings(&["cat", "?", "?"]));
+        assert!(encode_at(1, classes(), &t(&[1], vec![0f32])).is_err());
     }
 
     #[test]

@@ -220,17 +220,15 @@ impl StringNormalizer {
             }
         };
         let case_sensitive = attrs.int_or("is_case_sensitive", 0)? != 0;
-        let stopwords = match attrs.get("stopwords") {
-            None => Vec::new(),
-            Some(crate::ir::Attr::Strings(v)) => v
-                .iter()
-                .map(|w| match case_sensitive {
-                    true => w.clone(),
-                    false => w.to_lowercase(),
-                })
-                .collect(),
-            Some(_) => return Err(op_err!("attribute 'stopwords' should be a list of strings")),
-        };
+        let stopwords = attrs
+            .strings("stopwords")?
+            .unwrap_or_default()
+            .iter()
+            .map(|w| match case_sensitive {
+                true => w.clone(),
+                false => w.to_lowercase(),
+            })
+            .collect();
         Ok(StringNormalizer {
             case,
             case_sensitive,

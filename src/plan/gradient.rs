@@ -29,19 +29,9 @@ pub fn expand_gradients(g: &mut Graph) -> Result<()> {
     Ok(())
 }
 
-fn strings<'a>(attrs: &'a Attrs, name: &str) -> Result<&'a [String]> {
-    match attrs.get(name) {
-        None => Ok(&[]),
-        Some(Attr::Strings(v)) => Ok(v),
-        Some(_) => Err(Error::Op(format!(
-            "attribute '{name}' should be a list of strings"
-        ))),
-    }
-}
-
 fn expand(g: &mut Graph, node: &Node) -> Result<()> {
-    let xs = strings(&node.attrs, "xs")?;
-    let zs = strings(&node.attrs, "zs")?;
+    let xs = node.attrs.strings("xs")?.unwrap_or_default();
+    let zs = node.attrs.strings("zs")?.unwrap_or_default();
     let y = node
         .attrs
         .string("y")?

@@ -94,10 +94,7 @@ mod tests {
         let x = strings(&["2.5", "1e-5", "1E8", "-INF", "+inf", "NaN", " 2 "]);
         let y = x.cast(DType::F32).unwrap();
         let v = y.as_slice::<f32>().unwrap();
-        assert_eq!(
-            &v[..5],
-            &[2.5, 1e-5, 1e8, f32::NEG_INFINITY, f32::INFINITY]
-        );
+        assert_eq!(&v[..5], &[2.5, 1e-5, 1e8, f32::NEG_INFINITY, f32::INFINITY]);
         assert!(v[5].is_nan());
         assert_eq!(v[6], 2.0);
         // To integers: exact for integer literals, truncated for fractions.
