@@ -6,8 +6,9 @@
 //! nodes that read the forward values. Gradients of broadcast operands are summed back to
 //! the operand's shape by `infer.SumToShapeOf` (see `ops::gradient`).
 //!
-//! The Gradient node's inputs must be the tensors `xs` and `zs` name (as in every exported
-//! model): re-running the forward nodes on other values is not supported.
+//! When the Gradient node's inputs are the tensors `xs` and `zs` name (as in every exported
+//! model), the backward nodes read the forward values the graph computes anyway; an input
+//! that is another tensor gets the forward nodes that depend on it copied to read it.
 
 use crate::error::{Error, Result};
 use crate::ir::{Attr, Attrs, Graph, Node, ValueId, ValueType};
@@ -56,17 +57,16 @@ fn expand(g: &mut Graph, node: &Node) -> Result<()> {
             named.len()
         )));
     }
+    // Where an input is not the tensor it stands for, the forward nodes are evaluated again
+    // on the input: `fed` maps each named tensor to the value fed for it.
+    let mut fed: HashMap<ValueId, ValueId> = HashMap::new();
     for (i, (input, name)) in node.inputs.iter().zip(&named).enumerate() {
-        if *input != Some(id(name)?) {
-            return Err(Error::Op(format!(
-                "input {i} must be the tensor '{name}' itself: evaluating the forward nodes \
-                 on other values is not supported"
-            )));
-        }
+        let input = input.ok_or_else(|| Error::Op(format!("input {i} ('{name}') is omitted")))?;
+        fed.insert(id(name)?, input);
     }
     let xs: Vec<ValueId> = xs.iter().map(|x| id(x)).collect::<Result<_>>()?;
     let y = id(y)?;
-    let leaves: HashSet<ValueId> = node.inputs.iter().flatten().copied().collect();
+    let leaves: HashSet<ValueId> = fed.keys().copied().collect();
     let forward = forward_nodes(g, y, &leaves);
 
     let mut e = Emitter {
@@ -74,11 +74,13 @@ fn expand(g: &mut Graph, node: &Node) -> Result<()> {
         prefix: node.name.clone(),
         nodes: Vec::new(),
     };
+    let forward = e.on_fed_values(&forward, &mut fed);
+    let at = |v: ValueId| fed.get(&v).copied().unwrap_or(v);
+    let (xs, y): (Vec<ValueId>, ValueId) = (xs.into_iter().map(at).collect(), at(y));
     let mut grads: HashMap<ValueId, ValueId> = HashMap::new();
     let seed = e.filled_like(1.0, y);
     grads.insert(y, seed);
-    for &i in forward.iter().rev() {
-        let n = e.g.nodes[i].clone();
+    for n in forward.iter().rev() {
         let Some(dz) = n
             .outputs
             .first()
@@ -91,7 +93,7 @@ fn expand(g: &mut Graph, node: &Node) -> Result<()> {
         let dz = *dz;
         let inputs: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
         let contributions = e
-            .differentiate(&n, &inputs, dz)
+            .differentiate(n, &inputs, dz)
             .map_err(|err| Error::Op(format!("differentiating node '{}': {err}", n.name)))?;
         for (v, d) in inputs.into_iter().zip(contributions) {
             let total = match grads.get(&v) {
@@ -169,6 +171,40 @@ struct Emitter<'g> {
 }
 
 impl Emitter<'_> {
+    /// The nodes `forward` (indices into the graph, producers first) as they compute on the
+    /// values `fed` maps the tensors they read to: a node reading a fed value (directly or
+    /// through another node) is copied to read it, writing new values that `fed` then maps
+    /// its outputs to; the others are kept.
+    fn on_fed_values(
+        &mut self,
+        forward: &[usize],
+        fed: &mut HashMap<ValueId, ValueId>,
+    ) -> Vec<Node> {
+        let mut nodes = Vec::with_capacity(forward.len());
+        for &i in forward {
+            let mut n = self.g.nodes[i].clone();
+            let reads_fed = n
+                .inputs
+                .iter()
+                .flatten()
+                .any(|v| fed.get(v).is_some_and(|f| f != v));
+            if reads_fed {
+                for v in n.inputs.iter_mut().flatten() {
+                    *v = fed.get(v).copied().unwrap_or(*v);
+                }
+                for v in n.outputs.iter_mut().flatten() {
+                    let new = self.value();
+                    fed.insert(*v, new);
+                    *v = new;
+                }
+                n.name = format!("{}/{}", self.prefix, n.name);
+                self.nodes.push(n.clone());
+            }
+            nodes.push(n);
+        }
+        nodes
+    }
+
     fn value(&mut self) -> ValueId {
         let name = format!("{}/v{}", self.prefix, self.g.values.len());
         self.g.add_value(name, ValueType::default())
@@ -335,8 +371,19 @@ mod tests {
     /// Appends `Gradient(xs; y)` with one graph output per x, and runs the graph on `feeds`
     /// (one per graph input), returning the gradients.
     fn gradients(
+        b: Builder,
+        xs: &[ValueId],
+        y: ValueId,
+        feeds: Vec<Tensor>,
+    ) -> crate::error::Result<Vec<Tensor>> {
+        gradients_on(b, xs, xs, y, feeds)
+    }
+
+    /// `gradients`, with the Gradient node fed `inputs` for `xs`.
+    fn gradients_on(
         mut b: Builder,
         xs: &[ValueId],
+        inputs: &[ValueId],
         y: ValueId,
         feeds: Vec<Tensor>,
     ) -> crate::error::Result<Vec<Tensor>> {
@@ -358,7 +405,7 @@ mod tests {
             name: "grad".into(),
             op_type: "Gradient".into(),
             domain: super::DOMAIN.into(),
-            inputs: xs.iter().map(|&x| Some(x)).collect(),
+            inputs: inputs.iter().map(|&x| Some(x)).collect(),
             outputs: outs.iter().map(|&v| Some(v)).collect(),
             attrs,
         });
@@ -492,6 +539,19 @@ mod tests {
         .unwrap();
         assert_eq!(values(&g[0]), [-1.]);
         assert_eq!(values(&g[1]), [0., 0.]);
+    }
+
+    #[test]
+    fn other_inputs_evaluate_the_forward_nodes_again() {
+        // y = (a·a)·b, differentiated at a = p (another input) with b as the graph has it:
+        // dy/da = 2·p·b.
+        let mut b = Builder::new();
+        let (a, w, p) = (b.input("a"), b.input("b"), b.input("p"));
+        let aa = b.node("Mul", &[a, a], Attrs::default());
+        let y = b.node("Mul", &[aa, w], Attrs::default());
+        let feeds = vec![f64s(&[1], &[100.]), f64s(&[1], &[3.]), f64s(&[1], &[2.])];
+        let g = gradients_on(b, &[a], &[p], y, feeds).unwrap();
+        assert_eq!(values(&g[0]), [12.]);
     }
 
     #[test]
