@@ -90,9 +90,11 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     let data = &bytes[header_start + header_len..];
 
     let n = checked_numel(&h.shape).map_err(|e| e.to_string())?;
-    let need = n
-        .checked_mul(h.dtype.size())
-        .ok_or("array size overflows")?;
+    let elem_size = match h.chars {
+        Some(chars) => chars.checked_mul(4).ok_or("array size overflows")?,
+        None => h.dtype.size(),
+    };
+    let need = n.checked_mul(elem_size).ok_or("array size overflows")?;
     if data.len() < need {
         return Err(format!(
             "data is truncated: shape {:?} of {} needs {need} bytes, file has {}",
@@ -100,6 +102,9 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
             h.dtype,
             data.len()
         ));
+    }
+    if let Some(chars) = h.chars {
+        return unicode_tensor(&h, chars, &data[..need]);
     }
     let mut raw = data[..need].to_vec();
     if h.big_endian {
@@ -116,6 +121,45 @@ pub fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     Tensor::from_le_slice(h.dtype, h.shape, &raw).map_err(|e| e.to_string())
 }
 
+/// A string tensor from numpy's fixed-width UTF-32 elements (`<U{chars}`), each padded with
+/// NULs, which numpy strips on reading too.
+fn unicode_tensor(h: &Header, chars: usize, data: &[u8]) -> std::result::Result<Tensor, String> {
+    let unit = |b: &[u8]| {
+        let b = [b[0], b[1], b[2], b[3]];
+        match h.big_endian {
+            true => u32::from_be_bytes(b),
+            false => u32::from_le_bytes(b),
+        }
+    };
+    let decode = |elem: &[u8]| {
+        let mut text = elem
+            .chunks_exact(4)
+            .map(|c| char::from_u32(unit(c)).ok_or(format!("invalid code point {:#x}", unit(c))))
+            .collect::<std::result::Result<String, String>>()?;
+        text.truncate(text.trim_end_matches('\0').len());
+        Ok(text)
+    };
+    let n = checked_numel(&h.shape).map_err(|e| e.to_string())?;
+    let strings = match chars {
+        // A zero-width array has no bytes to split: its elements are all empty.
+        0 => vec![String::new(); n],
+        _ => data
+            .chunks_exact(4 * chars)
+            .map(decode)
+            .collect::<std::result::Result<Vec<String>, String>>()?,
+    };
+    if h.fortran_order && h.shape.len() > 1 {
+        let rev: Vec<usize> = h.shape.iter().rev().copied().collect();
+        let positions: Vec<i64> = (0..n as i64).collect();
+        let t = Tensor::from_vec(rev, positions).map_err(|e| e.to_string())?;
+        let order = reverse_axes(&t).map_err(|e| e.to_string())?;
+        let order = order.as_slice::<i64>().map_err(|e| e.to_string())?;
+        let c_order = order.iter().map(|&i| strings[i as usize].clone()).collect();
+        return Tensor::from_strings(h.shape.clone(), c_order).map_err(|e| e.to_string());
+    }
+    Tensor::from_strings(h.shape.clone(), strings).map_err(|e| e.to_string())
+}
+
 fn reverse_axes(t: &Tensor) -> Result<Tensor> {
     crate::with_dtype!(t.dtype(), T, {
         let v = t.view::<T>()?;
@@ -129,6 +173,8 @@ struct Header {
     big_endian: bool,
     fortran_order: bool,
     shape: Vec<usize>,
+    /// For unicode arrays (`U{n}`, dtype `String`): characters per element.
+    chars: Option<usize>,
 }
 
 /// Parses the Python-literal header dict: `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
@@ -149,7 +195,22 @@ fn parse_header(h: &str) -> std::result::Result<Header, String> {
         ">" => true,
         _ => return Err(format!("unsupported dtype '{descr}'")),
     };
+    if code == "O" {
+        return Err(
+            "object arrays (pickled Python objects) are not supported; save strings \
+                    with a unicode dtype (np.array(..., dtype=str))"
+                .into(),
+        );
+    }
+    let chars = match code.strip_prefix('U') {
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| format!("bad dtype '{descr}'"))?,
+        ),
+        None => None,
+    };
     let dtype = match code {
+        _ if chars.is_some() => DType::String,
         "f4" => DType::F32,
         "f8" => DType::F64,
         "f2" => DType::F16,
@@ -185,6 +246,7 @@ fn parse_header(h: &str) -> std::result::Result<Header, String> {
         big_endian,
         fortran_order,
         shape,
+        chars,
     })
 }
 
@@ -223,27 +285,58 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
                 .join(", ")
         ),
     };
-    let mut header = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
-        descr(t.dtype())?
-    );
+    let (dtype_descr, data) = match t.as_strings() {
+        Ok(strings) => {
+            let (descr, data) = unicode_data(strings);
+            (
+                std::borrow::Cow::Owned(descr),
+                std::borrow::Cow::Owned(data),
+            )
+        }
+        Err(_) => (descr(t.dtype())?.into(), t.as_bytes().into()),
+    };
+    let mut header =
+        format!("{{'descr': '{dtype_descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so that the data starts on a 64-byte boundary, newline-terminated.
     let total = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + t.as_bytes().len());
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    if cfg!(target_endian = "big") {
-        for chunk in t.as_bytes().chunks(t.dtype().size()) {
+    if t.dtype() == DType::String {
+        out.extend_from_slice(&data);
+    } else if cfg!(target_endian = "big") {
+        for chunk in data.chunks(t.dtype().size()) {
             out.extend(chunk.iter().rev());
         }
     } else {
-        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(&data);
     }
     Ok(out)
+}
+
+/// Strings as numpy stores them: `<U{n}` for the longest, `n` characters (at least one) of
+/// UTF-32LE each, padded with NULs.
+fn unicode_data(strings: &[String]) -> (String, Vec<u8>) {
+    let chars = strings
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut data = Vec::with_capacity(strings.len() * chars * 4);
+    for s in strings {
+        let mut count = 0;
+        for c in s.chars() {
+            data.extend_from_slice(&(c as u32).to_le_bytes());
+            count += 1;
+        }
+        data.resize(data.len() + (chars - count) * 4, 0);
+    }
+    (format!("<U{chars}"), data)
 }
 
 /// Writes a tensor to a `.npy` file.
@@ -310,6 +403,54 @@ mod tests {
             let back = parse_npy(&to_npy_bytes(&t).unwrap()).unwrap();
             assert!(back.bit_eq(&t), "{t:?} vs {back:?}");
         }
+    }
+
+    #[test]
+    fn unicode_arrays_round_trip_as_strings() {
+        let words = ["", "é", "naïve", "日本"].map(String::from).to_vec();
+        let t = Tensor::from_strings(vec![2, 2], words).unwrap();
+        let bytes = to_npy_bytes(&t).unwrap();
+        assert!(std::str::from_utf8(&bytes[10..60])
+            .unwrap()
+            .contains("'<U5'"));
+        assert!(parse_npy(&bytes).unwrap().bit_eq(&t));
+    }
+
+    #[test]
+    fn reads_numpy_unicode_in_either_order() {
+        // np.array([["ab", "c"], ["d", "ef"]]) is '<U2', "c" padded with one NUL.
+        let utf32 = |s: &str, be: bool| -> Vec<u8> {
+            let mut v: Vec<u32> = s.chars().map(|c| c as u32).collect();
+            v.resize(2, 0);
+            v.iter()
+                .flat_map(|c| if be { c.to_be_bytes() } else { c.to_le_bytes() })
+                .collect()
+        };
+        let c_order: Vec<u8> = ["ab", "c", "d", "ef"]
+            .iter()
+            .flat_map(|s| utf32(s, false))
+            .collect();
+        let t = parse_npy(&npy("<U2", false, "(2, 2)", &c_order)).unwrap();
+        assert_eq!(t.as_strings().unwrap(), ["ab", "c", "d", "ef"]);
+        // The same array in Fortran order, big endian: column by column.
+        let f_order: Vec<u8> = ["ab", "d", "c", "ef"]
+            .iter()
+            .flat_map(|s| utf32(s, true))
+            .collect();
+        let t = parse_npy(&npy(">U2", true, "(2, 2)", &f_order)).unwrap();
+        assert_eq!(t.as_strings().unwrap(), ["ab", "c", "d", "ef"]);
+        // Not a code point.
+        let bad = 0x11_0000u32.to_le_bytes().repeat(2);
+        assert!(parse_npy(&npy("<U2", false, "(1,)", &bad)).is_err());
+    }
+
+    #[test]
+    fn object_arrays_are_refused_with_a_hint() {
+        let err = parse_npy(&npy("|O", false, "(1,)", &[0; 8])).unwrap_err();
+        assert!(
+            err.contains("object arrays") && err.contains("dtype=str"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -524,6 +524,22 @@ fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), Stri
     if got.dtype() != want.dtype() {
         return Err(format!("dtype {}, expected {}", got.dtype(), want.dtype()));
     }
+    if got.dtype() == DType::String {
+        let (g, w) = (
+            got.as_strings().map_err(|e| e.to_string())?,
+            want.as_strings().map_err(|e| e.to_string())?,
+        );
+        return match (0..g.len()).find(|&i| g[i] != w[i]) {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "{} of {} strings differ; first at {i}: {:?}, expected {:?}",
+                (0..g.len()).filter(|&i| g[i] != w[i]).count(),
+                g.len(),
+                g[i],
+                w[i]
+            )),
+        };
+    }
     if !got.dtype().is_float() {
         if got.as_bytes() == want.as_bytes() {
             return Ok(());

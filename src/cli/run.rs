@@ -90,12 +90,12 @@ pub fn output_path(dir: &Path, name: &str) -> PathBuf {
 /// The first few values, for a quick look.
 fn preview(t: &Tensor) -> String {
     const SHOWN: usize = 8;
-    let vals = match t.to_f64_vec() {
-        Ok(v) => v,
-        Err(_) => return String::new(),
+    let head: Vec<String> = match (t.as_strings(), t.to_f64_vec()) {
+        (Ok(s), _) => s.iter().take(SHOWN).map(|s| format!("{s:?}")).collect(),
+        (_, Ok(v)) => v.iter().take(SHOWN).map(|v| format!("{v:.6}")).collect(),
+        _ => return String::new(),
     };
-    let head: Vec<String> = vals.iter().take(SHOWN).map(|v| format!("{v:.6}")).collect();
-    let more = if vals.len() > SHOWN { ", ..." } else { "" };
+    let more = if t.len() > SHOWN { ", ..." } else { "" };
     format!("[{}{more}]", head.join(", "))
 }
 

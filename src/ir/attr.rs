@@ -106,6 +106,14 @@ impl Attrs {
         }
     }
 
+    pub fn strings(&self, name: &str) -> Result<Option<&[String]>> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(Attr::Strings(v)) => Ok(Some(v)),
+            Some(other) => Err(wrong(name, "a list of strings", other)),
+        }
+    }
+
     pub fn tensor(&self, name: &str) -> Result<Option<&Tensor>> {
         match self.0.get(name) {
             None => Ok(None),

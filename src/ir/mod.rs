@@ -148,6 +148,6 @@ impl Graph {
     pub fn parameter_count(&self) -> (usize, usize) {
         self.initializers
             .values()
-            .fold((0, 0), |(n, b), t| (n + t.len(), b + t.as_bytes().len()))
+            .fold((0, 0), |(n, b), t| (n + t.len(), b + t.nbytes()))
     }
 }

@@ -122,6 +122,9 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
         ))
     })?;
     let n = checked_numel(&shape)?;
+    if dtype == DType::String {
+        return strings(t, shape, n);
+    }
     let byte_len =
         narrow::stored_len(dtype, n).ok_or_else(|| Error::Op("byte size overflows".into()))?;
 
@@ -218,5 +221,71 @@ fn convert(t: &TensorProto, ext: &mut ExternalData) -> Result<Tensor> {
                 _ => Err(Error::Op(format!("no typed field for {dtype}"))),
             }
         }
+    }
+}
+
+/// A string tensor from `string_data`, the only place ONNX stores strings.
+fn strings(t: &TensorProto, shape: Vec<usize>, n: usize) -> Result<Tensor> {
+    if t.raw_data.is_some() || t.data_location() == tensor_proto::DataLocation::External {
+        return Err(Error::Op(
+            "string tensors must keep their elements in string_data".into(),
+        ));
+    }
+    if t.string_data.len() != n {
+        return Err(Error::Op(format!(
+            "shape {shape:?} needs {n} strings, string_data holds {}",
+            t.string_data.len()
+        )));
+    }
+    let data = t
+        .string_data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            String::from_utf8(b.clone())
+                .map_err(|e| Error::Op(format!("string {i} is not valid UTF-8: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::from_strings(shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string_proto(dims: Vec<i64>, items: &[&[u8]]) -> TensorProto {
+        TensorProto {
+            name: Some("words".into()),
+            dims,
+            data_type: Some(8),
+            string_data: items.iter().map(|b| b.to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn load(t: &TensorProto) -> Result<Tensor> {
+        tensor_from_proto(t, &mut ExternalData::new(None))
+    }
+
+    #[test]
+    fn string_data_becomes_a_string_tensor() {
+        let t = load(&string_proto(vec![2, 1], &[b"caf\xc3\xa9", b""])).unwrap();
+        assert_eq!((t.dtype(), t.shape()), (DType::String, &[2, 1][..]));
+        assert_eq!(t.as_strings().unwrap(), ["café", ""]);
+    }
+
+    #[test]
+    fn bad_string_data_is_an_error_naming_the_tensor() {
+        let err = load(&string_proto(vec![1], &[b"\xff"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'words'") && err.contains("UTF-8"), "{err}");
+        let err = load(&string_proto(vec![3], &[b"a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs 3 strings"), "{err}");
+        let mut raw = string_proto(vec![1], &[]);
+        raw.raw_data = Some(bytes::Bytes::from_static(b"a"));
+        assert!(load(&raw).is_err());
     }
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ir::ValueId;
 use crate::plan::{ExecutionPlan, OptLevel};
 use crate::session::{run_plan, MAX_LOOP_ITERATIONS};
-use crate::tensor::{DType, Sequence, Storable, Tensor, Value};
+use crate::tensor::{DType, Sequence, Tensor, Value};
 use crate::{ensure, op_err, with_dtype};
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -534,14 +534,23 @@ fn slice_at(t: &Tensor, axis: usize, index: usize) -> Result<Tensor> {
     if inner == 0 {
         return Tensor::zeros(t.dtype(), out_shape);
     }
+    // Strings are not a `with_dtype!` type, but they slice the same way.
+    if let Ok(s) = t.as_strings() {
+        return Tensor::from_strings(out_shape, block_at(s, n * inner, index * inner, inner));
+    }
     with_dtype!(t.dtype(), T, {
         let data = t.as_slice::<T>()?;
-        let mut out = Vec::with_capacity(data.len() / n.max(1));
-        for block in data.chunks_exact(n * inner) {
-            out.extend_from_slice(&block[index * inner..(index + 1) * inner]);
-        }
-        Tensor::from_vec(out_shape, out)
+        Tensor::from_vec(out_shape, block_at(data, n * inner, index * inner, inner))
     })
+}
+
+/// From each `block`-long piece of `data`, the `len` elements at `start`.
+fn block_at<T: Clone>(data: &[T], block: usize, start: usize, len: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(data.len() / block.max(1) * len);
+    for b in data.chunks_exact(block) {
+        out.extend_from_slice(&b[start..start + len]);
+    }
+    out
 }
 
 /// Stacks same-shaped tensors along a new `axis`. With no parts, an empty 1-d tensor of
@@ -564,23 +573,37 @@ fn stack(parts: &[Tensor], axis: usize, dtype: DType) -> Result<Tensor> {
     ensure!(axis <= shape.len(), "stack axis {axis} is out of range");
     let inner: usize = shape[axis..].iter().product();
     shape.insert(axis, parts.len());
-    with_dtype!(first.dtype(), T, { stack_typed::<T>(parts, inner, shape) })
+    if first.dtype() == DType::String {
+        let slices = parts
+            .iter()
+            .map(|p| p.as_strings())
+            .collect::<Result<Vec<&[String]>>>()?;
+        return Tensor::from_strings(shape, interleave(&slices, inner));
+    }
+    with_dtype!(first.dtype(), T, {
+        let slices = parts
+            .iter()
+            .map(|p| p.as_slice::<T>())
+            .collect::<Result<Vec<&[T]>>>()?;
+        Tensor::from_vec(shape, interleave(&slices, inner))
+    })
 }
 
-fn stack_typed<T: Storable>(parts: &[Tensor], inner: usize, shape: Vec<usize>) -> Result<Tensor> {
-    let slices = parts
-        .iter()
-        .map(|p| p.as_slice::<T>())
-        .collect::<Result<Vec<&[T]>>>()?;
+/// The `inner`-long runs of each slice in turn, run by run: the stacking of the slices.
+fn interleave<T: Clone>(slices: &[&[T]], inner: usize) -> Vec<T> {
     let total = slices.iter().map(|s| s.len()).sum();
     let mut out = Vec::with_capacity(total);
-    let outer = slices[0].len().checked_div(inner).unwrap_or(0);
+    let outer = slices
+        .first()
+        .map_or(0, |s| s.len())
+        .checked_div(inner)
+        .unwrap_or(0);
     for o in 0..outer {
-        for s in &slices {
+        for s in slices {
             out.extend_from_slice(&s[o * inner..(o + 1) * inner]);
         }
     }
-    Tensor::from_vec(shape, out)
+    out
 }
 
 #[cfg(test)]
@@ -797,5 +820,40 @@ mod tests {
             f32s(&out[1]),
             (vec![2, 3], vec![5.0, 8.0, 9.0, 6.0, 10.0, 12.0])
         );
+    }
+
+    #[test]
+    fn scan_slices_and_stacks_strings() {
+        // Each step concatenates the state with a row: states "", "a", "ac", and the body
+        // also emits each row, stacked back along axis 1.
+        let body = G::new()
+            .inputs(&["s", "x"])
+            .node("StringConcat", &["s", "x"], &["s_out"], vec![])
+            .node("Identity", &["x"], &["y"], vec![])
+            .outputs(&["s_out", "y"]);
+        let s = G::new()
+            .inputs(&["s0", "xs"])
+            .node(
+                "Scan",
+                &["s0", "xs"],
+                &["s_final", "ys"],
+                vec![
+                    ("body", body.graph()),
+                    ("num_scan_inputs", Attr::Int(1)),
+                    ("scan_output_axes", Attr::Ints(vec![1])),
+                ],
+            )
+            .outputs(&["s_final", "ys"])
+            .session();
+        let strings = |shape: Vec<usize>, v: &[&str]| {
+            Tensor::from_strings(shape, v.iter().map(|s| s.to_string()).collect()).unwrap()
+        };
+        let xs = strings(vec![2, 2], &["a", "b", "c", "d"]);
+        let out = s
+            .run_positional(vec![strings(vec![2], &["", "-"]), xs])
+            .unwrap();
+        assert_eq!(out[0].as_strings().unwrap(), ["ac", "-bd"]);
+        assert_eq!(out[1].shape(), &[2, 2]);
+        assert_eq!(out[1].as_strings().unwrap(), ["a", "c", "b", "d"]);
     }
 }

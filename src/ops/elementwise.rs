@@ -152,6 +152,7 @@ impl BinOp {
             BitAnd => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::and) }),
             BitOr => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::or) }),
             BitXor => with_int_dtype!(dtype, T, { binary(a, b, <T as Int>::xor) }),
+            Equal if dtype == DType::String => super::strings::equal(a, b),
             Equal => with_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x == y) }),
             Less => with_num_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x < y) }),
             LessOrEqual => with_num_dtype!(dtype, T, { binary(a, b, |x: T, y: T| x <= y) }),
@@ -536,8 +537,10 @@ pub(super) mod tests {
         let like = t(&[0], Vec::<f64>::new());
         let y = eval("CastLike", &[], &[&t(&[2], vec![3i64, -2]), &like]).unwrap();
         assert_eq!(vals::<f64>(&y), [3.0, -2.0]);
-        // Strings (8) and float6 (27) are not supported; 'to' is required.
-        assert!(eval("Cast", &[("to", Attr::Int(8))], &[&x]).is_err());
+        // Strings (8) are supported (see tensor::string_cast), float6 (27) is not; 'to' is
+        // required.
+        let y = eval("Cast", &[("to", Attr::Int(8))], &[&x]).unwrap();
+        assert_eq!(y.as_strings().unwrap(), ["-1.5", "0", "2.7", "NaN"]);
         assert!(eval("Cast", &[("to", Attr::Int(27))], &[&x]).is_err());
         assert!(eval("Cast", &[], &[&x]).is_err());
     }

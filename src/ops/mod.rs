@@ -13,11 +13,13 @@ pub mod crop;
 pub mod detection;
 pub mod einsum;
 pub mod elementwise;
+pub mod gradient;
 pub mod grid_sample;
 pub mod linalg;
 pub mod loss;
 pub mod matmul;
 pub mod ml;
+pub mod ml_label_encoder;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -29,6 +31,7 @@ pub mod resize;
 pub mod sequence;
 pub mod shape;
 pub mod signal;
+pub mod strings;
 pub mod tfidf;
 pub mod training;
 pub mod unique;
@@ -135,15 +138,20 @@ pub fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
         pool_unpool::build,
         crop::build,
         training::build,
+        gradient::build,
         ml::build,
+        ml_label_encoder::build,
         unique::build,
         linalg::build,
         tfidf::build,
         conv_deform::build,
+        strings::build,
     ];
     for family in families {
         if let Some(kernel) = family(op, ctx) {
-            return kernel.map_err(|e| e.at_node(&ctx.node.name, op));
+            return kernel
+                .map(|k| strings::moving_strings(op, k))
+                .map_err(|e| e.at_node(&ctx.node.name, op));
         }
     }
     Err(unsupported(ctx))

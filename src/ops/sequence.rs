@@ -5,6 +5,7 @@
 //! Sequences hold shared tensors, so building one never copies element data.
 
 use super::movement::{concat_tensors, split_tensor};
+use super::strings::Positions;
 use super::util::normalize_axis;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
@@ -180,6 +181,16 @@ fn concat_from_sequence(seq: &Sequence, axis: i64, new_axis: bool) -> Result<Ten
         .items()
         .first()
         .ok_or_else(|| op_err!("cannot concatenate an empty sequence"))?;
+    if seq.dtype() == DType::String {
+        let mut positions = Positions::default();
+        let items = seq
+            .items()
+            .iter()
+            .map(|t| positions.of(t))
+            .collect::<Result<_>>()?;
+        let moved = concat_from_sequence(&Sequence::new(DType::I64, items)?, axis, new_axis)?;
+        return positions.strings(&moved);
+    }
     if !new_axis {
         let items: Vec<&Tensor> = seq.items().iter().collect();
         return concat_tensors(&items, axis);
@@ -206,6 +217,11 @@ fn split_to_sequence(
     axis: i64,
     keepdims: bool,
 ) -> Result<Vec<Tensor>> {
+    if x.dtype() == DType::String {
+        let mut positions = Positions::default();
+        let parts = split_to_sequence(&positions.of(x)?, split, axis, keepdims)?;
+        return parts.iter().map(|p| positions.strings(p)).collect();
+    }
     let axis = normalize_axis(axis, x.rank())?;
     let n = x.shape()[axis];
     let to_size = |s: i64| {
@@ -352,6 +368,28 @@ mod tests {
             s.as_slice::<f32>().unwrap(),
             &[1.0, 3.0, 5.0, 2.0, 4.0, 6.0]
         );
+    }
+
+    #[test]
+    fn strings_split_and_concat_through_sequences() {
+        let words = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
+        let x = Value::Tensor(Tensor::from_strings(vec![3, 2], words).unwrap());
+        let rows = run(
+            "SplitToSequence",
+            &[("keepdims", Attr::Int(0))],
+            &[Some(x), None],
+        )
+        .unwrap();
+        assert_eq!(shapes(&rows), vec![vec![2], vec![2], vec![2]]);
+        let stacked = run(
+            "ConcatFromSequence",
+            &[("axis", Attr::Int(-1)), ("new_axis", Attr::Int(1))],
+            &[Some(rows)],
+        )
+        .unwrap();
+        let s = stacked.as_tensor().unwrap();
+        assert_eq!(s.shape(), &[2, 3]);
+        assert_eq!(s.as_strings().unwrap(), ["a", "c", "e", "b", "d", "f"]);
     }
 
     #[test]

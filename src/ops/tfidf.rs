@@ -1,5 +1,6 @@
-//! TfIdfVectorizer (opset 9) over integer token ids: counts the n-grams of a fixed pool in
-//! each row, optionally with skips between tokens, and weights the counts.
+//! TfIdfVectorizer (opset 9) over integer or string tokens: counts the n-grams of a fixed
+//! pool in each row, optionally with skips between tokens, and weights the counts. String
+//! tokens are numbered by the pool's vocabulary first, so both count the same way.
 
 use super::util::input;
 use super::{BuildCtx, Kernel};
@@ -33,6 +34,8 @@ struct TfIdfVectorizer {
     mode: Mode,
     /// Output columns: one past the largest `ngram_indexes` entry.
     width: usize,
+    /// With `pool_strings`: each pool string's token id (the pool's n-grams are of ids).
+    vocabulary: Option<HashMap<String, i64>>,
 }
 
 impl TfIdfVectorizer {
@@ -59,9 +62,25 @@ impl TfIdfVectorizer {
             Some("TFIDF") => Mode::TfIdf,
             m => return Err(op_err!("unknown mode {m:?}")),
         };
-        let tokens = a
-            .ints("pool_int64s")?
-            .ok_or_else(|| op_err!("pool_int64s is required (string pools are not supported)"))?;
+        let (tokens, vocabulary) = match (a.ints("pool_int64s")?, a.strings("pool_strings")?) {
+            (Some(ids), None) => (ids.to_vec(), None),
+            (None, Some(words)) => {
+                let mut vocabulary = HashMap::new();
+                let ids = words
+                    .iter()
+                    .map(|w| {
+                        let next = vocabulary.len() as i64;
+                        *vocabulary.entry(w.clone()).or_insert(next)
+                    })
+                    .collect();
+                (ids, Some(vocabulary))
+            }
+            _ => {
+                return Err(op_err!(
+                    "exactly one of pool_int64s and pool_strings is required"
+                ))
+            }
+        };
         let starts = a.ints("ngram_counts")?.unwrap_or(&[]);
         let indexes = a.ints("ngram_indexes")?.unwrap_or(&[]);
         let weights = a.floats("weights")?;
@@ -111,7 +130,21 @@ impl TfIdfVectorizer {
             max_skip,
             mode,
             width,
+            vocabulary,
         })
+    }
+
+    /// X's tokens as ids: strings by the vocabulary (-1, in no n-gram, for other words).
+    fn token_ids(&self, x: &Tensor) -> Result<Vec<i64>> {
+        match (&self.vocabulary, x.as_strings()) {
+            (Some(vocabulary), Ok(words)) => Ok(words
+                .iter()
+                .map(|w| vocabulary.get(w).copied().unwrap_or(-1))
+                .collect()),
+            (None, Err(_)) => x.to_i64_vec(),
+            (Some(_), Err(_)) => Err(op_err!("the pool is of strings, X is {}", x.dtype())),
+            (None, Ok(_)) => Err(op_err!("the pool is of integers, X is of strings")),
+        }
     }
 
     /// Fills one output row from one row of tokens.
@@ -152,7 +185,7 @@ impl TfIdfVectorizer {
 impl Kernel for TfIdfVectorizer {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
-        let tokens = x.to_i64_vec()?;
+        let tokens = self.token_ids(x)?;
         let (rows, shape) = match x.shape() {
             [_] => (1, vec![self.width]),
             [n, _] => (*n, vec![*n, self.width]),
@@ -183,6 +216,7 @@ mod tests {
             max_skip,
             mode,
             width: 2,
+            vocabulary: None,
         }
     }
 
@@ -203,5 +237,28 @@ mod tests {
             .remove(0);
         assert_eq!(y.shape(), &[1, 2]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0, 2.0]);
+    }
+
+    #[test]
+    fn string_pools_count_words() {
+        use crate::ir::Attr;
+        use crate::ops::movement::testing::run1;
+        let words = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Pool: unigram "a" -> column 0; bigram "b c" -> column 1.
+        let attrs = [
+            ("min_gram_length", Attr::Int(1)),
+            ("max_gram_length", Attr::Int(2)),
+            ("max_skip_count", Attr::Int(0)),
+            ("mode", Attr::String("TF".into())),
+            ("pool_strings", Attr::Strings(words(&["a", "b", "c"]))),
+            ("ngram_counts", Attr::Ints(vec![0, 1])),
+            ("ngram_indexes", Attr::Ints(vec![0, 1])),
+        ];
+        let x = Tensor::from_strings(vec![2, 3], words(&["a", "b", "c", "b", "x", "a"])).unwrap();
+        let y = run1("TfIdfVectorizer", 9, &attrs, &[&x]).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[1.0, 1.0, 1.0, 0.0]);
+        // Integer tokens do not match a string pool.
+        let ids = Tensor::from_vec(vec![2], vec![0i64, 1]).unwrap();
+        assert!(run1("TfIdfVectorizer", 9, &attrs, &[&ids]).is_err());
     }
 }

@@ -77,6 +77,37 @@ pub fn strides_of(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// For each position of `out` (row-major), the flat index of the element of an operand of
+/// shape `shape` that broadcasts to it.
+pub fn broadcast_index(out: &[usize], shape: &[usize]) -> Vec<usize> {
+    // The operand's stride along each output dim: 0 where it is broadcast.
+    let pad = out.len() - shape.len();
+    let own = strides_of(shape);
+    let strides: Vec<usize> = (0..out.len())
+        .map(|d| match d.checked_sub(pad) {
+            Some(k) if shape[k] != 1 => own[k],
+            _ => 0,
+        })
+        .collect();
+    let n = out.iter().product();
+    let mut index = Vec::with_capacity(n);
+    let (mut pos, mut at) = (vec![0usize; out.len()], 0usize);
+    for _ in 0..n {
+        index.push(at);
+        // Odometer step: bump the innermost dim, carrying into outer ones.
+        for d in (0..out.len()).rev() {
+            pos[d] += 1;
+            at += strides[d];
+            if pos[d] < out[d] {
+                break;
+            }
+            at -= strides[d] * pos[d];
+            pos[d] = 0;
+        }
+    }
+    index
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 mod fold;
 pub mod fuse;
+mod gradient;
 mod topo;
 
 pub use topo::topological_order;
@@ -52,6 +53,7 @@ impl ExecutionPlan {
     /// Optimizes `g` and builds its plan.
     pub fn build(mut g: Graph, level: OptLevel) -> Result<ExecutionPlan> {
         check_outputs_defined(&g)?;
+        gradient::expand_gradients(&mut g)?;
         if level == OptLevel::All {
             fold::fold_constants(&mut g)?;
             fold::remove_dead_nodes(&mut g);

@@ -175,7 +175,12 @@ fn run_step(plan: &ExecutionPlan, step: &Step, env: &[Option<Value>]) -> Result<
 /// shapes computed from data; this covers every other way a kernel builds its output.
 fn check_size(step: &Step, v: &Value) -> Result<()> {
     if let Value::Tensor(t) = v {
-        crate::tensor::check_tensor_bytes(t.len(), t.dtype().size())
+        // Strings count their characters too: one byte stands for one "element".
+        let (n, size) = match t.dtype() {
+            crate::tensor::DType::String => (t.nbytes(), 1),
+            d => (t.len(), d.size()),
+        };
+        crate::tensor::check_tensor_bytes(n, size)
             .map_err(|e| e.at_node(&step.name, &step.op_type))?;
     }
     Ok(())

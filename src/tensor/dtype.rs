@@ -31,6 +31,9 @@ pub enum DType {
     U4,
     I2,
     U2,
+    /// UTF-8 strings (ONNX `STRING`): stored as `String`s, never as bytes; only the string
+    /// ops and the ops that merely move elements accept them.
+    String,
 }
 
 impl DType {
@@ -52,6 +55,9 @@ impl DType {
             | DType::U4
             | DType::I2
             | DType::U2 => 1,
+            // Only the handle is fixed-size; the characters live on the heap and are counted
+            // by `Tensor::nbytes`. Nothing views string tensors as bytes.
+            DType::String => std::mem::size_of::<String>(),
         }
     }
 
@@ -90,6 +96,7 @@ impl DType {
             DType::F8E8M0 => 24,
             DType::U2 => 25,
             DType::I2 => 26,
+            DType::String => 8,
         }
     }
 
@@ -119,6 +126,7 @@ impl DType {
             24 => DType::F8E8M0,
             25 => DType::U2,
             26 => DType::I2,
+            8 => DType::String,
             _ => return None,
         })
     }
@@ -127,7 +135,6 @@ impl DType {
     pub fn onnx_name(code: i32) -> &'static str {
         match code {
             0 => "UNDEFINED",
-            8 => "STRING",
             14 => "COMPLEX64",
             15 => "COMPLEX128",
             27 => "FLOAT6E2M3",
@@ -164,6 +171,7 @@ impl DType {
             DType::U4 => "uint4",
             DType::I2 => "int2",
             DType::U2 => "uint2",
+            DType::String => "string",
         }
     }
 

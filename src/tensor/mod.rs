@@ -7,6 +7,7 @@
 pub mod alloc;
 mod dtype;
 pub mod narrow;
+mod string_cast;
 mod value;
 
 pub(crate) use alloc::filled_vec;
@@ -21,8 +22,8 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use std::sync::Arc;
 
 /// Runs `$body` with the type alias `$T` bound to the Rust type of `$dtype`, for the types
-/// that compute; for the storage-only narrow types (float8, int4, ...) the enclosing function
-/// returns an error instead.
+/// that compute; for the storage-only narrow types (float8, int4, ...) and strings the
+/// enclosing function returns an error instead.
 #[macro_export]
 macro_rules! with_dtype {
     ($dtype:expr, $T:ident, $body:block) => {{
@@ -80,9 +81,9 @@ macro_rules! with_dtype {
                 type $T = bool;
                 $body
             }
-            narrow => {
+            other => {
                 return Err($crate::error::Error::Op(format!(
-                    "{narrow} tensors are not supported by this operator"
+                    "{other} tensors are not supported by this operator"
                 ))
                 .into())
             }
@@ -90,8 +91,9 @@ macro_rules! with_dtype {
     }};
 }
 
-/// Like `with_dtype!`, but for every dtype including the narrow ones: for code that only
-/// stores or moves elements.
+/// Like `with_dtype!`, but for every fixed-size dtype including the narrow ones: for code that
+/// only stores or moves elements. Strings (not `Copy`) make the enclosing function return an
+/// error.
 #[macro_export]
 macro_rules! with_any_dtype {
     ($dtype:expr, $T:ident, $body:block) => {{
@@ -189,6 +191,12 @@ macro_rules! with_any_dtype {
                 type $T = $crate::tensor::narrow::U2;
                 $body
             }
+            __D::String => {
+                return Err($crate::error::Error::Op(
+                    "string tensors are not supported by this operator".into(),
+                )
+                .into())
+            }
         }
     }};
 }
@@ -219,6 +227,7 @@ enum Owned {
     U4(Vec<narrow::U4>),
     I2(Vec<narrow::I2>),
     U2(Vec<narrow::U2>),
+    String(Vec<String>),
 }
 
 /// Moves typed vectors in and out of `Owned` without copying.
@@ -256,6 +265,7 @@ storable!(f32 => F32, f64 => F64, f16 => F16, bf16 => BF16, i64 => I64, i32 => I
           narrow::U2 => U2);
 
 impl OwnedBox {
+    /// The elements' memory as bytes; empty for strings, which have no byte form.
     fn as_bytes(&self) -> &[u8] {
         macro_rules! bytes_of {
             ($v:expr) => {{
@@ -294,6 +304,7 @@ impl OwnedBox {
             Owned::U4(v) => bytes_of!(v),
             Owned::I2(v) => bytes_of!(v),
             Owned::U2(v) => bytes_of!(v),
+            Owned::String(_) => &[],
         }
     }
 }
@@ -329,6 +340,13 @@ fn decode_le(dtype: DType, bytes: &[u8]) -> OwnedBox {
     if dtype == DType::Bool {
         return bool::wrap(bytes.iter().map(|&b| b != 0).collect());
     }
+    // Strings never get here (the byte constructors refuse them, see `no_byte_form`); were
+    // one to, it would decode to no elements rather than panic.
+    decode_fixed_le(dtype, bytes).unwrap_or_else(|_| OwnedBox(Owned::String(Vec::new())))
+}
+
+/// `decode_le` for the fixed-size, non-bool dtypes.
+fn decode_fixed_le(dtype: DType, bytes: &[u8]) -> Result<OwnedBox> {
     let n = bytes.len() / dtype.size();
     with_any_dtype!(dtype, T, {
         let mut v: Vec<T> = vec![T::default(); n];
@@ -344,7 +362,7 @@ fn decode_le(dtype: DType, bytes: &[u8]) -> OwnedBox {
                 chunk.reverse();
             }
         }
-        T::wrap(v)
+        Ok(T::wrap(v))
     })
 }
 
@@ -394,9 +412,12 @@ impl Tensor {
         }
     }
 
-    /// A tensor of zeros (false for bool).
+    /// A tensor of zeros (false for bool, empty strings for strings).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
+        if dtype == DType::String {
+            return Tensor::from_strings(shape, filled_vec(n, String::new())?);
+        }
         with_any_dtype!(dtype, T, {
             Tensor::from_vec(shape, filled_vec(n, T::default())?)
         })
@@ -426,9 +447,39 @@ impl Tensor {
         }
     }
 
+    /// A tensor of strings, row-major.
+    pub fn from_strings(shape: Vec<usize>, data: Vec<String>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            return Err(Error::Op(format!(
+                "shape {shape:?} needs {n} strings, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype: DType::String,
+            shape,
+            data: Data::Owned(Arc::new(OwnedBox(Owned::String(data)))),
+        })
+    }
+
+    /// The elements of a string tensor; an error for any other dtype.
+    pub fn as_strings(&self) -> Result<&[String]> {
+        if let Data::Owned(o) = &self.data {
+            if let Owned::String(v) = &o.0 {
+                return Ok(v);
+            }
+        }
+        Err(Error::Op(format!(
+            "expected a string tensor, got {}",
+            self.dtype
+        )))
+    }
+
     /// Builds a tensor over little-endian bytes without copying them: viewed in place when
     /// aligned, else decoded on first typed access.
     pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: bytes::Bytes) -> Result<Tensor> {
+        no_byte_form(dtype)?;
         let n = checked_numel(&shape)?;
         let expected = n
             .checked_mul(dtype.size())
@@ -460,6 +511,7 @@ impl Tensor {
 
     /// Copies little-endian bytes into a new owned tensor.
     pub fn from_le_slice(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
+        no_byte_form(dtype)?;
         let n = checked_numel(&shape)?;
         if Some(bytes.len()) != n.checked_mul(dtype.size()) {
             return Err(Error::Op(format!(
@@ -495,7 +547,16 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// The raw bytes of the elements, native endian.
+    /// Bytes the elements take in memory: for strings, their handles and characters.
+    pub fn nbytes(&self) -> usize {
+        match self.as_strings() {
+            Ok(v) => v.iter().map(|s| s.len() + DType::String.size()).sum(),
+            Err(_) => self.len() * self.dtype.size(),
+        }
+    }
+
+    /// The raw bytes of the elements, native endian; empty for strings, which have no byte
+    /// form (use `as_strings`).
     pub fn as_bytes(&self) -> &[u8] {
         match &self.data {
             Data::Owned(o) => o.as_bytes(),
@@ -619,6 +680,9 @@ impl Tensor {
         if to == self.dtype {
             return Ok(self.clone());
         }
+        if let Some(t) = string_cast::cast(self, to, opts) {
+            return t;
+        }
         if let Some(t) = narrow::cast(self, to, opts) {
             return t;
         }
@@ -662,8 +726,21 @@ impl Tensor {
     pub fn bit_eq(&self, other: &Tensor) -> bool {
         self.dtype == other.dtype
             && self.shape == other.shape
-            && self.as_bytes() == other.as_bytes()
+            && match (self.as_strings(), other.as_strings()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => self.as_bytes() == other.as_bytes(),
+            }
     }
+}
+
+/// Refuses byte-level construction of string tensors: their elements have no fixed width.
+fn no_byte_form(dtype: DType) -> Result<()> {
+    if dtype == DType::String {
+        return Err(Error::Op(
+            "string tensors cannot be built from raw bytes".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Element conversion used by `Cast`: float→int truncates toward zero (saturating), int→int
@@ -750,6 +827,47 @@ mod tests {
         assert!(
             Tensor::from_le_bytes(DType::F32, vec![2], bytes::Bytes::from(vec![0u8; 7])).is_err()
         );
+    }
+
+    #[test]
+    fn string_tensors_hold_strings_and_refuse_typed_access() {
+        let words = vec!["a".to_string(), "bé".to_string()];
+        let t = Tensor::from_strings(vec![2, 1], words.clone()).unwrap();
+        assert_eq!((t.dtype(), t.len()), (DType::String, 2));
+        assert_eq!(t.as_strings().unwrap(), words);
+        assert!(t.as_slice::<u8>().is_err());
+        assert!(t.clone().into_vec::<f32>().is_err());
+        assert!(t.to_f64_vec().is_err());
+        // Characters count toward the size: two handles plus 1 + 3 bytes of UTF-8.
+        assert_eq!(t.nbytes(), 2 * DType::String.size() + 4);
+        assert_eq!(t.reshape(vec![2]).unwrap().as_strings().unwrap(), words);
+        assert!(t.bit_eq(&Tensor::from_strings(vec![2, 1], words).unwrap()));
+        assert!(!t.bit_eq(&Tensor::zeros(DType::String, vec![2, 1]).unwrap()));
+        // Numeric tensors are not strings; strings have no byte form.
+        assert!(Tensor::scalar(1f32).as_strings().is_err());
+        assert!(Tensor::from_strings(vec![3], vec![String::new()]).is_err());
+        assert!(Tensor::from_le_slice(DType::String, vec![0], &[]).is_err());
+        assert!(Tensor::from_le_bytes(DType::String, vec![0], bytes::Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn dtype_dispatch_refuses_strings_with_an_error() {
+        fn any(d: DType) -> Result<usize> {
+            with_any_dtype!(d, T, { Ok(std::mem::size_of::<T>()) })
+        }
+        fn compute(d: DType) -> Result<usize> {
+            with_dtype!(d, T, { Ok(std::mem::size_of::<T>()) })
+        }
+        assert!(any(DType::String)
+            .unwrap_err()
+            .to_string()
+            .contains("string"));
+        assert!(compute(DType::String)
+            .unwrap_err()
+            .to_string()
+            .contains("string"));
+        assert_eq!(DType::from_onnx(8), Some(DType::String));
+        assert_eq!(DType::String.onnx_code(), 8);
     }
 
     #[test]
