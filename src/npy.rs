@@ -4,6 +4,12 @@
 //! Hand-written: the format is one short header plus raw bytes, and the crates that read it
 //! either pull in a large dependency tree or skip big-endian and Fortran-order files.
 
+// Loaders read bytes from strangers: a malformed file must be an error, never a panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use crate::error::{Error, Result};
 use crate::tensor::{checked_numel, DType, Tensor};
 use std::io::{Read, Seek, Write};
