@@ -133,8 +133,10 @@ fn load_and_run_file(bytes: Vec<u8>) {
 /// bytes under `tests/data/fuzz/<target>/`.
 #[test]
 fn fuzz_crashes_stay_fixed() {
-    let targets: [(&str, fn(Vec<u8>)); 2] =
-        [("onnx", load_and_run_onnx), ("keras", load_and_run_file)];
+    let targets = [
+        ("onnx", load_and_run_onnx as fn(Vec<u8>)),
+        ("keras", load_and_run_file),
+    ];
     let mut failures = Vec::new();
     for (target, load) in targets {
         for entry in std::fs::read_dir(manifest_path(&format!("tests/data/fuzz/{target}"))).unwrap()
