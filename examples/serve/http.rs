@@ -220,7 +220,7 @@ fn predict(body: &[u8], session: &Session) -> Response {
 
 /// `(input name, tensor)` pairs from an `.npy` body (the model's single input) or an `.npz`
 /// body (entries named by input).
-pub fn decode_inputs(body: &[u8], session: &Session) -> Result<Vec<(String, Tensor)>, String> {
+fn decode_inputs(body: &[u8], session: &Session) -> Result<Vec<(String, Tensor)>, String> {
     if body.starts_with(b"\x93NUMPY") {
         let inputs = session.inputs();
         let [only] = inputs.as_slice() else {
