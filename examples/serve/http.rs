@@ -160,7 +160,12 @@ fn serve_connection(stream: TcpStream, session: &Session, config: Config) -> std
                 return response.write_to(&mut writer, false);
             }
         };
-        let keep_alive = !request.header_is("connection", "close");
+        // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 closes it unless told.
+        let keep_alive = if request.start.ends_with("HTTP/1.0") {
+            request.header_is("connection", "keep-alive")
+        } else {
+            !request.header_is("connection", "close")
+        };
         let response = handle(&request, session);
         response.write_to(&mut writer, keep_alive)?;
         if !keep_alive {
