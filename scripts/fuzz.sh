@@ -6,9 +6,10 @@
 #
 # Needs `cargo install cargo-fuzz`. Stable Rust is enough: the targets build without a
 # sanitizer, with RUSTC_BOOTSTRAP=1 for the coverage flags cargo-fuzz passes. Seeds come
-# from the repository and, when present, from the ONNX conformance cases, the weights samples
-# and the Hugging Face samples (INFER_CONFORMANCE_DIR, INFER_WEIGHTS_SAMPLES,
-# INFER_HF_SAMPLES; defaults under .cache/ as scripts/test.sh builds them). A crash is saved
+# from the repository and, when present, from the ONNX conformance cases, the weights samples,
+# the Hugging Face samples and the Keras samples (INFER_CONFORMANCE_DIR, INFER_WEIGHTS_SAMPLES,
+# INFER_HF_SAMPLES, INFER_KERAS_SAMPLES; defaults under .cache/ as scripts/test.sh builds
+# them). A crash is saved
 # under fuzz/artifacts/<target>/ and stops the run with a non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +17,13 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(onnx npy safetensors torch hf_config)
+[[ ${#targets[@]} -gt 0 ]] || targets=(onnx npy safetensors torch hf_config keras tf_index)
 
 first_dir() { for d in "$@"; do [[ -d "$d" ]] && { echo "$d"; return; }; done; echo ""; }
 conformance=${INFER_CONFORMANCE_DIR:-$(first_dir .cache/conformance/current)}
 weights=${INFER_WEIGHTS_SAMPLES:-$(first_dir .cache/weights-samples/*)}
 hf=${INFER_HF_SAMPLES:-$(first_dir .cache/hf-samples/*)}
+keras=${INFER_KERAS_SAMPLES:-$(first_dir .cache/keras-samples/*)}
 
 seed() { # seed TARGET FILE [PREFIX-BYTE]: copies FILE into the corpus, named by its hash.
     local dir="fuzz/corpus/$1" file=$2 prefix=${3:-}
@@ -62,6 +64,22 @@ PY
     fi
     if [[ -n "$hf" ]]; then
         for f in "$hf"/*/config.json; do seed hf_config "$f"; done
+    fi
+    if [[ -n "$keras" ]]; then
+        # The smallest model in each of the three layouts (.weights.h5, .keras, legacy .h5).
+        for f in "$keras"/mlp.weights.h5 "$keras"/mlp.keras "$keras"/mlp_legacy.h5; do
+            [[ -f "$f" ]] && seed keras "$f"
+        done
+        # tf_index takes the index followed by its (single) data shard.
+        local both
+        both=$(mktemp)
+        for prefix in "$keras"/ckpt/ckpt "$keras"/saved_model/variables/variables; do
+            if [[ -f "$prefix.index" && -f "$prefix.data-00000-of-00001" ]]; then
+                cat "$prefix.index" "$prefix.data-00000-of-00001" > "$both"
+                seed tf_index "$both"
+            fi
+        done
+        rm -f "$both"
     fi
     for t in "${targets[@]}"; do mkdir -p "fuzz/corpus/$t"; done
 }

@@ -1,5 +1,11 @@
 //! Memory-mapped model files, shared by the tensors that view them.
 
+// Loaders read bytes from strangers: a malformed file must be an error, never a panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use crate::error::{Error, Result};
 use memmap2::{Mmap, UncheckedAdvice};
 use std::fs::File;

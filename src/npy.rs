@@ -4,9 +4,15 @@
 //! Hand-written: the format is one short header plus raw bytes, and the crates that read it
 //! either pull in a large dependency tree or skip big-endian and Fortran-order files.
 
+// Loaders read bytes from strangers: a malformed file must be an error, never a panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use crate::error::{Error, Result};
 use crate::tensor::{checked_numel, DType, Tensor};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -35,13 +41,22 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| fmt_err(path, format!("not a valid .npz archive: {e}")))?;
+    read_npz_from(file).map_err(|reason| fmt_err(path, reason))
+}
+
+/// Parses the bytes of an `.npz` archive (as `read_npz`).
+pub fn parse_npz(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    read_npz_from(std::io::Cursor::new(bytes))
+}
+
+fn read_npz_from<R: Read + Seek>(reader: R) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|e| format!("not a valid .npz archive: {e}"))?;
     let mut out = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let mut entry = archive
             .by_index(i)
-            .map_err(|e| fmt_err(path, format!("entry #{i}: {e}")))?;
+            .map_err(|e| format!("entry #{i}: {e}"))?;
         let name = entry.name().to_string();
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         // A deflated entry can expand without bound (a zip bomb): read at most one
@@ -51,15 +66,13 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         (&mut entry)
             .take(limit.saturating_add(1))
             .read_to_end(&mut bytes)
-            .map_err(|e| fmt_err(path, format!("entry '{name}': {e}")))?;
+            .map_err(|e| format!("entry '{name}': {e}"))?;
         if bytes.len() as u64 > limit {
-            return Err(fmt_err(
-                path,
-                format!("entry '{name}' expands past the {limit}-byte limit"),
+            return Err(format!(
+                "entry '{name}' expands past the {limit}-byte limit"
             ));
         }
-        let t = parse_npy(&bytes)
-            .map_err(|reason| fmt_err(path, format!("entry '{name}': {reason}")))?;
+        let t = parse_npy(&bytes).map_err(|reason| format!("entry '{name}': {reason}"))?;
         out.push((key, t));
     }
     Ok(out)
@@ -350,6 +363,23 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     f.write_all(&bytes).map_err(io)
 }
 
+/// Serializes named tensors as an (uncompressed) `.npz` archive, each as `<name>.npy`.
+pub fn to_npz_bytes<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+) -> Result<Vec<u8>> {
+    let zip_err = |e: zip::result::ZipError| Error::Input(format!("cannot write .npz: {e}"));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, t) in tensors {
+        zip.start_file(format!("{name}.npy"), stored)
+            .map_err(zip_err)?;
+        zip.write_all(&to_npy_bytes(t)?)
+            .map_err(|e| Error::Input(format!("cannot write .npz: {e}")))?;
+    }
+    Ok(zip.finish().map_err(zip_err)?.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +481,18 @@ mod tests {
             err.contains("object arrays") && err.contains("dtype=str"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn npz_round_trips_names_and_order() {
+        let a = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+        let b = Tensor::from_vec(vec![1, 3], vec![7i64, 8, 9]).unwrap();
+        let bytes = to_npz_bytes([("b", &b), ("a", &a)]).unwrap();
+        let back = parse_npz(&bytes).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[0].0.as_str(), back[1].0.as_str()), ("b", "a"));
+        assert!(back[0].1.bit_eq(&b) && back[1].1.bit_eq(&a));
+        assert!(parse_npz(&bytes[..bytes.len() / 2]).is_err());
     }
 
     #[test]

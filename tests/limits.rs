@@ -330,6 +330,123 @@ fn the_session_tensor_limit_names_the_node() {
     assert_names_node(&err, "Relu", &["1024"]);
 }
 
+/// `a = Relu(x), b = Neg(a), c = Abs(b), y = Sum(a, b, c)`: a, b and c are live at once.
+fn three_live_intermediates() -> Vec<u8> {
+    let mut nodes = vec![
+        node("Relu", &["x"], &["a"]),
+        node("Neg", &["a"], &["b"]),
+        node("Abs", &["b"], &["c"]),
+        node("Sum", &["a", "b", "c"], &["y"]),
+    ];
+    for n in &mut nodes {
+        n.name = Some(format!("{}_node", n.op_type()));
+    }
+    bytes(&model(
+        nodes,
+        vec![value_info("x", F32, &[-1])],
+        vec![untyped("y")],
+        vec![],
+    ))
+}
+
+#[test]
+fn the_total_limit_bounds_the_live_tensors_of_a_run() {
+    // x is 4 KiB of f32 and freed once Relu has read it; a, b, c are 4 KiB each, live until
+    // Sum: 12 KiB at once, over a 10,000-byte total (each tensor is under the tensor limit).
+    let session = |total: usize| {
+        small()
+            .optimization(infer::OptLevel::None)
+            .max_total_bytes(total)
+            .build_from_bytes(three_live_intermediates())
+            .unwrap()
+    };
+    let err = session(10_000)
+        .run([("x", f32s(&[1024]))])
+        .unwrap_err()
+        .to_string();
+    assert_names_node(&err, "Abs", &["10000-byte total limit"]);
+
+    // 4 KiB each of a, b, c and y: 16 KiB at most. Runs one after another and at once each
+    // get their own count: a count leaking from one run into the next, or shared between
+    // concurrent runs, would fail here.
+    let s = std::sync::Arc::new(session(16 << 10));
+    for _ in 0..3 {
+        assert_eq!(s.run([("x", f32s(&[1024]))]).unwrap()[0].shape(), &[1024]);
+    }
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    s.run([("x", f32s(&[1024]))]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // An input alone over the total is refused before anything runs, naming it.
+    let err = s.run([("x", f32s(&[8192]))]).unwrap_err().to_string();
+    assert!(
+        err.contains("input 'x'") && err.contains("total limit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_total_limit_counts_subgraph_runs_on_top_of_their_parent() {
+    // The parent holds cond, x (4 KiB) and z (1 KiB): 5,121 bytes. The branch holds its
+    // captures of x and z, t = Relu(z) and u = ReduceSum(x): 6,148 bytes. Alone, each fits a
+    // 6,500-byte total (the parent peaks at 6,149 bytes, with the If's outputs); together
+    // they do not.
+    let branch = GraphProto {
+        node: vec![
+            node("Relu", &["z"], &["t"]),
+            node("ReduceSum", &["x"], &["u"]),
+        ],
+        output: vec![untyped("t"), untyped("u")],
+        ..Default::default()
+    };
+    let mut if_node = node("If", &["cond"], &["y", "x_sum"]);
+    if_node.attribute = vec![
+        graph_attr("then_branch", branch.clone()),
+        graph_attr("else_branch", branch),
+    ];
+    let m = bytes(&model(
+        vec![if_node],
+        vec![
+            value_info("cond", BOOL, &[]),
+            value_info("x", F32, &[-1]),
+            value_info("z", F32, &[-1]),
+        ],
+        vec![untyped("y"), untyped("x_sum")],
+        vec![],
+    ));
+    let feeds = || {
+        vec![
+            ("cond", Tensor::scalar(true)),
+            ("x", f32s(&[1024])),
+            ("z", f32s(&[256])),
+        ]
+    };
+    let builder = || small().optimization(infer::OptLevel::None);
+    let err = run_err(builder().max_total_bytes(6500), m.clone(), feeds());
+    assert_names_node(&err, "If", &["6500-byte total limit"]);
+    // With a 1-element x, both together hold about 3 KiB, and the same total is enough.
+    let out = builder()
+        .max_total_bytes(6500)
+        .build_from_bytes(m)
+        .unwrap()
+        .run([
+            ("cond", Tensor::scalar(true)),
+            ("x", f32s(&[1])),
+            ("z", f32s(&[256])),
+        ])
+        .unwrap();
+    assert_eq!(out[0].shape(), &[256]);
+}
+
 #[test]
 fn the_node_limit_is_checked_after_loading() {
     let relu = |i: usize| node("Relu", &[&format!("v{i}")], &[&format!("v{}", i + 1)]);
@@ -350,6 +467,15 @@ fn the_node_limit_is_checked_after_loading() {
     assert!(small().max_nodes(10).build_from_bytes(m).is_ok());
 }
 
+fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
+}
+
 /// `If(cond) -> out`, its then-branch nesting `depth - 1` more Ifs; every innermost
 /// branch copies the outer `x`.
 fn nested_if(depth: usize, out: &str) -> NodeProto {
@@ -363,12 +489,6 @@ fn nested_if(depth: usize, out: &str) -> NodeProto {
         nested_if(depth - 1, &format!("t{depth}"))
     } else {
         node("Identity", &["x"], &[&format!("t{depth}")])
-    };
-    let graph_attr = |name: &str, g: GraphProto| AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Graph as i32),
-        g: Some(g),
-        ..Default::default()
     };
     let mut n = node("If", &["cond"], &[out]);
     n.name = Some(format!("If_{depth}"));

@@ -112,18 +112,41 @@ fn load_and_run_onnx(bytes: Vec<u8>) {
     }
 }
 
-/// Every crash the fuzzers found (`fuzz/`, `scripts/fuzz.sh`), kept as its input bytes under
-/// `tests/data/fuzz/<target>/`.
+/// Loads a Keras file (or any file the loaders recognize by content) from bytes: as weights,
+/// and as a model that is planned and run on small inputs, as the `keras` fuzz target does.
+fn load_and_run_file(bytes: Vec<u8>) {
+    let dir = temp_dir("fuzz-file");
+    let path = dir.join(format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::write(&path, bytes).unwrap();
+    let _ = infer::weights::load_weights(&path);
+    let session = Session::builder()
+        .threads(1)
+        .max_tensor_bytes(1 << 28)
+        .build_from_file(&path);
+    if let Some(inputs) = session.as_ref().ok().and_then(small_inputs) {
+        let _ = session.map(|s| s.run_positional(inputs));
+    }
+    std::fs::remove_file(path).ok();
+}
+
+/// Every crash or hang the fuzzers found (`fuzz/`, `scripts/fuzz.sh`), kept as its input
+/// bytes under `tests/data/fuzz/<target>/`.
 #[test]
 fn fuzz_crashes_stay_fixed() {
-    let dir = manifest_path("tests/data/fuzz/onnx");
+    let targets = [
+        ("onnx", load_and_run_onnx as fn(Vec<u8>)),
+        ("keras", load_and_run_file),
+    ];
     let mut failures = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let label = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Err(e) = isolated(&label, move || load_and_run_onnx(bytes)) {
-            failures.push(e);
+    for (target, load) in targets {
+        for entry in std::fs::read_dir(manifest_path(&format!("tests/data/fuzz/{target}"))).unwrap()
+        {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let label = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Err(e) = isolated(&label, move || load(bytes)) {
+                failures.push(e);
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -57,3 +57,11 @@ pub fn scratch_file(ext: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&path, data).expect("the scratch file is writable");
     path
 }
+
+/// This process's scratch folder `infer-fuzz-<name>-<pid>` (for formats spread over several
+/// files), created if needed.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("infer-fuzz-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the scratch folder can be created");
+    dir
+}

@@ -430,4 +430,110 @@ mod tests {
             }
         }
     }
+
+    /// Deterministic pseudo-random numbers (xorshift64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        /// Values in [-1, 1) on a 1/64 grid: exact in f32, and ties for max pooling.
+        fn values(&mut self, n: usize) -> Vec<f32> {
+            (0..n)
+                .map(|_| self.below(128) as f32 / 64.0 - 1.0)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn random_geometries_match_the_definition() {
+        let mut rng = Rng(0x0dd_5eed_u64 << 8 | 1);
+        // One scratch buffer for every case, as a thread reuses it: what a larger plane left
+        // in it must not leak into a smaller one.
+        let mut scratch = Vec::new();
+        for case in 0..300 {
+            let (h, wd) = (1 + rng.below(20), 1 + rng.below(20));
+            let kernel = [1 + rng.below(5), 1 + rng.below(5)];
+            let stride = [1 + rng.below(3), 1 + rng.below(3)];
+            let dilation = [1 + rng.below(3), 1 + rng.below(3)];
+            // Asymmetric padding: `pad` is the near side, the far side follows from `output`.
+            let pad = [rng.below(kernel[0]), rng.below(kernel[1])];
+            let far = [rng.below(kernel[0]), rng.below(kernel[1])];
+            let extent = |n: usize, a: usize| n + pad[a] + far[a];
+            let reach = |a: usize| (kernel[a] - 1) * dilation[a] + 1;
+            if extent(h, 0) < reach(0) || extent(wd, 1) < reach(1) {
+                continue;
+            }
+            let output = [
+                (extent(h, 0) - reach(0)) / stride[0] + 1,
+                (extent(wd, 1) - reach(1)) / stride[1] + 1,
+            ];
+            let g = PlaneGeometry {
+                input: [h, wd],
+                output,
+                kernel,
+                stride,
+                dilation,
+                pad,
+            };
+            // Every slice one element past an allocation's start: unaligned.
+            let x_store = rng.values(h * wd + 1);
+            let w_store = rng.values(kernel[0] * kernel[1] + 1);
+            let (x, w) = (&x_store[1..], &w_store[1..]);
+            let n = output[0] * output[1];
+            let bias = rng.values(1)[0];
+            let want = reference(&g, x, w, bias);
+
+            let mut y_store = vec![f32::NAN; n + 1];
+            depthwise_plane(&g, x, w, bias, &mut y_store[1..], &mut scratch);
+            let mut portable = vec![f32::NAN; n];
+            fill_padded(&g, x, BLOCK, 0.0, &mut scratch);
+            compute::<Fma, false>(
+                &g,
+                &scratch,
+                &tap_offsets(&g),
+                w,
+                bias,
+                &mut portable,
+                BLOCK,
+            );
+            for (i, ((a, b), c)) in y_store[1..].iter().zip(&portable).zip(&want).enumerate() {
+                assert!(
+                    (a - c).abs() <= 1e-5 && (b - c).abs() <= 1e-5,
+                    "case {case} {g:?} output {i}: {a} (portable {b}) vs {c}"
+                );
+            }
+
+            // Max pooling over the same windows: the largest input inside each (a window of
+            // padding only gives -inf).
+            let mut m = vec![f32::NAN; n];
+            max_pool_plane(&g, x, &mut m, &mut scratch);
+            for oh in 0..output[0] {
+                for ow in 0..output[1] {
+                    let mut best = f32::NEG_INFINITY;
+                    for kh in 0..kernel[0] {
+                        for kw in 0..kernel[1] {
+                            let ih = (oh * stride[0] + kh * dilation[0]).checked_sub(pad[0]);
+                            let iw = (ow * stride[1] + kw * dilation[1]).checked_sub(pad[1]);
+                            if let (Some(ih), Some(iw)) = (ih, iw) {
+                                if ih < h && iw < wd {
+                                    best = best.max(x[ih * wd + iw]);
+                                }
+                            }
+                        }
+                    }
+                    assert_eq!(
+                        m[oh * output[1] + ow],
+                        best,
+                        "case {case} {g:?} max ({oh}, {ow})"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -738,4 +738,86 @@ mod tests {
             .zip(&seq)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
+
+    #[test]
+    fn results_do_not_depend_on_length_alignment_or_position() {
+        // Each element alone (a length-1 slice, all tail) is the reference; unaligned slices
+        // of every length up to a few vectors, on every instruction set, must match it bit
+        // for bit.
+        let mut s = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut pool: Vec<f32> = (0..200)
+            .map(|_| (next() >> 40) as f32 / (1u64 << 20) as f32 - 8.0)
+            .collect();
+        pool.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            88.0,
+            -104.0,
+            f32::INFINITY,
+            f32::NAN,
+        ]);
+        let kinds = [
+            UnaryF32::Exp,
+            UnaryF32::Erf,
+            UnaryF32::Tanh,
+            UnaryF32::Sigmoid,
+            UnaryF32::Mish,
+        ];
+        let acts = [
+            Activation::Relu,
+            Activation::LeakyRelu(0.1),
+            Activation::Clip(-0.5, 2.0),
+            Activation::Sigmoid,
+            Activation::HardSigmoid(0.2, 0.5),
+            Activation::HardSwish,
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Silu,
+            Activation::Tanh,
+        ];
+        type Run<'a> = Box<dyn Fn(Isa, &[f32], &mut [f32]) + 'a>;
+        let runs: Vec<(String, Run)> = kinds
+            .iter()
+            .map(|&k| {
+                let run: Run = Box::new(move |isa, x, out| apply_on(isa, k, x, out));
+                (format!("{k:?}"), run)
+            })
+            .chain(acts.iter().map(|&a| {
+                let run: Run = Box::new(move |isa, x, out| activation_on(isa, a, x, out));
+                (format!("{a:?}"), run)
+            }))
+            .collect();
+        for isa in supported() {
+            for (name, run) in &runs {
+                for _ in 0..40 {
+                    let len = (next() % 70) as usize;
+                    let offset = 1 + (next() % 3) as usize;
+                    let store: Vec<f32> = (0..len + offset)
+                        .map(|_| pool[(next() % pool.len() as u64) as usize])
+                        .collect();
+                    let x = &store[offset..];
+                    let mut out_store = vec![0.0; len + 1];
+                    let out = &mut out_store[1..];
+                    run(isa, x, out);
+                    for (i, (&v, &got)) in x.iter().zip(out.iter()).enumerate() {
+                        let mut alone = [0.0];
+                        run(isa, &[v], &mut alone);
+                        assert!(
+                            got.to_bits() == alone[0].to_bits(),
+                            "{isa:?} {name} at {i} of {len}: f({v}) = {got}, alone {}",
+                            alone[0]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,11 @@
 //! ONNX loader: a memory-mapped `ModelProto` → the IR `Graph`.
 
+// Loaders read bytes from strangers: a malformed file must be an error, never a panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 #[allow(clippy::all, missing_docs)]
 pub mod proto;
 mod tensor;

@@ -4,6 +4,7 @@ use super::profile::Profile;
 use crate::error::{Error, Result};
 use crate::ir::ValueId;
 use crate::plan::{ExecutionPlan, Step};
+use crate::tensor::alloc::RunBytes;
 use crate::tensor::{Tensor, Value};
 use std::time::Instant;
 
@@ -13,30 +14,37 @@ pub(crate) type ShapeValues = Vec<(ValueId, Value)>;
 /// Runs a subgraph's plan from inside a kernel (already on the session's pool): `inputs`
 /// binds its formal inputs and captures by value id.
 pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Value)>) -> Result<Vec<Value>> {
-    execute(plan, inputs, None, false, None).map(|(outputs, _)| outputs)
+    let mut live = RunBytes::nested();
+    execute(plan, inputs, None, false, None, &mut live).map(|(outputs, _)| outputs)
 }
 
 /// Runs `plan` once.
 ///
 /// With `cached` shape values, shape-only steps are skipped and their outputs taken from the
 /// cache; otherwise they run and (when `record`) their outputs are returned for caching.
-/// With a `profile`, each step's kernel time is added to it.
+/// With a `profile`, each step's kernel time is added to it. Every value stored in the run's
+/// table (inputs, cached shape values, outputs of steps) is charged to `live` until its last
+/// reader has run.
 pub(crate) fn execute(
     plan: &ExecutionPlan,
     inputs: Vec<(ValueId, Value)>,
     cached: Option<&ShapeValues>,
     record: bool,
     mut profile: Option<&mut Profile>,
+    live: &mut RunBytes,
 ) -> Result<(Vec<Value>, Option<ShapeValues>)> {
     if let Some(p) = profile.as_deref_mut() {
         p.begin_run();
     }
     let mut env: Vec<Option<Value>> = vec![None; plan.values.len()];
     for (v, t) in inputs {
+        live.charge(value_bytes(&t))
+            .map_err(|e| Error::Op(format!("input '{}': {e}", plan.values[v].name)))?;
         env[v] = Some(t);
     }
     if let Some(values) = cached {
         for (v, t) in values {
+            live.charge(value_bytes(t))?;
             env[*v] = Some(t.clone());
         }
     }
@@ -69,16 +77,22 @@ pub(crate) fn execute(
                     continue;
                 };
                 check_size(step, &t)?;
+                live.charge(value_bytes(&t))
+                    .map_err(|e| e.at_node(&step.name, &step.op_type))?;
                 if step.shape_only {
                     if let Some(rec) = recorded.as_mut() {
                         rec.push((*v, t.clone()));
                     }
                 }
-                env[*v] = Some(t);
+                if let Some(old) = env[*v].replace(t) {
+                    live.release(value_bytes(&old));
+                }
             }
         }
         for &v in &step.last_use_of {
-            env[v] = None;
+            if let Some(old) = env[v].take() {
+                live.release(value_bytes(&old));
+            }
         }
     }
 
@@ -184,6 +198,19 @@ fn check_size(step: &Step, v: &Value) -> Result<()> {
             .map_err(|e| e.at_node(&step.name, &step.op_type))?;
     }
     Ok(())
+}
+
+/// The bytes a value's tensors hold.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Tensor(t) => t.len().saturating_mul(t.dtype().size()),
+        Value::Sequence(s) => s
+            .items()
+            .iter()
+            .map(|t| t.len().saturating_mul(t.dtype().size()))
+            .fold(0, usize::saturating_add),
+        Value::Optional(inner) => inner.as_deref().map_or(0, value_bytes),
+    }
 }
 
 fn step_error(step: &Step, reason: String) -> Error {

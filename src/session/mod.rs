@@ -45,6 +45,7 @@ pub struct SessionBuilder {
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     max_tensor_bytes: usize,
+    max_total_bytes: usize,
     max_nodes: usize,
     max_subgraph_depth: usize,
 }
@@ -73,6 +74,17 @@ impl SessionBuilder {
     /// kernel output; an oversized tensor is an error naming the node.
     pub fn max_tensor_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_tensor_bytes = bytes;
+        self
+    }
+
+    /// Most bytes of tensors one run may hold at once (default
+    /// `infer::tensor::DEFAULT_MAX_TOTAL_BYTES`, 32 GiB): the run's inputs and the
+    /// intermediates and outputs it has computed and not yet dropped, subgraph runs included
+    /// (model weights are not counted). Checked as each kernel returns; going over is an error
+    /// naming the node. Each run has its own count: concurrent runs of one session are bounded
+    /// separately, so the process may hold this much per run in flight.
+    pub fn max_total_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_total_bytes = bytes;
         self
     }
 
@@ -140,13 +152,21 @@ impl SessionBuilder {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         check_graph_size(&graph, &self.limits)?;
-        let max_tensor_bytes = self.limits.max_tensor_bytes;
+        let Limits {
+            max_tensor_bytes,
+            max_total_bytes,
+            ..
+        } = self.limits;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("infer-{i}"))
             // Every kernel, its nested rayon tasks included, runs on this pool: each of its
-            // threads carries the session's tensor limit for the checked allocation path.
-            .start_handler(move |_| tensor::alloc::set_thread_max_tensor_bytes(max_tensor_bytes))
+            // threads carries the session's tensor limit for the checked allocation path, and
+            // the total limit for the runs it executes.
+            .start_handler(move |_| {
+                tensor::alloc::set_thread_max_tensor_bytes(max_tensor_bytes);
+                tensor::alloc::set_thread_max_total_bytes(max_total_bytes);
+            })
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
         let plan = pool.install(|| ExecutionPlan::build(graph, self.opt_level))?;
@@ -219,6 +239,7 @@ impl Session {
             opt_level: OptLevel::All,
             limits: Limits {
                 max_tensor_bytes: tensor::DEFAULT_MAX_TENSOR_BYTES,
+                max_total_bytes: tensor::DEFAULT_MAX_TOTAL_BYTES,
                 max_nodes: DEFAULT_MAX_NODES,
                 max_subgraph_depth: DEFAULT_MAX_SUBGRAPH_DEPTH,
             },
@@ -303,9 +324,18 @@ impl Session {
             .map_err(|_| Error::Input("shape cache poisoned by an earlier panic".into()))?
             .get(&key)
             .cloned();
-        let (values, recorded) = self
-            .pool
-            .install(|| execute::execute(&self.plan, bound, cached.as_deref(), true, profile))?;
+        let (values, recorded) = self.pool.install(|| {
+            // Created on the pool's thread, which carries the session's total limit.
+            let mut live = tensor::alloc::RunBytes::top_level();
+            execute::execute(
+                &self.plan,
+                bound,
+                cached.as_deref(),
+                true,
+                profile,
+                &mut live,
+            )
+        })?;
         if let Some(recorded) = recorded {
             if let Ok(mut cache) = self.shape_cache.lock() {
                 if cache.len() >= SHAPE_CACHE_CAPACITY {

@@ -11,6 +11,10 @@
 //! threads of a session's rayon pool the session's `max_tensor_bytes`, set once when the
 //! pool starts each thread. Kernels run on their session's pool (nested `par_iter` tasks too),
 //! so they see their session's limit without it being passed around.
+//!
+//! The sum of the tensors live at once in one run is bounded too ([`RunBytes`], the
+//! session's `max_total_bytes`): the executor charges every value it stores and credits it
+//! when the value's last reader has run.
 
 use crate::error::{Error, Result};
 use std::cell::Cell;
@@ -18,8 +22,21 @@ use std::cell::Cell;
 /// Default limit on one tensor's bytes: 16 GiB.
 pub const DEFAULT_MAX_TENSOR_BYTES: usize = 16 << 30;
 
+/// Default limit on the bytes live at once in one run: 32 GiB.
+///
+/// A fixed number rather than a share of physical memory, so that a model that runs on one
+/// machine is not refused on another with the same settings, and because the memory a
+/// service can spare depends on what else it runs, which only its author knows. Twice the
+/// tensor limit, so that one largest tensor and an output of the same size fit together.
+/// It turns a runaway model into an error; set it to what the process can spare.
+pub const DEFAULT_MAX_TOTAL_BYTES: usize = 32 << 30;
+
 thread_local! {
     static MAX_TENSOR_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MAX_TENSOR_BYTES) };
+    static MAX_TOTAL_BYTES: Cell<usize> = const { Cell::new(DEFAULT_MAX_TOTAL_BYTES) };
+    /// Bytes held by the runs that enclose the code running on this thread: a subgraph's
+    /// run (an If branch, a Loop body) counts on top of its parent's.
+    static ENCLOSING_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The largest tensor, in bytes, that code on this thread may allocate.
@@ -30,6 +47,88 @@ pub fn max_tensor_bytes() -> usize {
 /// Sets this thread's tensor limit (called by a session pool's thread start handler).
 pub(crate) fn set_thread_max_tensor_bytes(bytes: usize) {
     MAX_TENSOR_BYTES.with(|c| c.set(bytes));
+}
+
+/// Sets this thread's limit on a run's live bytes (called by a session pool's thread start
+/// handler, as `set_thread_max_tensor_bytes`).
+pub(crate) fn set_thread_max_total_bytes(bytes: usize) {
+    MAX_TOTAL_BYTES.with(|c| c.set(bytes));
+}
+
+/// The bytes of the tensors live in one run (a plan's execution), bounded by the session's
+/// `max_total_bytes`.
+///
+/// Each run has its own: concurrent runs of one session do not share a budget, and nothing
+/// carries over from one run to the next (it is dropped with the run). A subgraph's run
+/// starts from the bytes of the runs enclosing it on the same thread (the executor runs a
+/// subgraph synchronously, on the thread of the step that calls it), published through a
+/// thread-local that every run restores when it ends — so a top-level run that rayon
+/// happens to start on a thread inside another run's kernel still starts from zero.
+///
+/// Tensors are counted as if each owned its storage: outputs that share their input's
+/// buffer (Reshape, Identity) count twice, so the bound errs on the safe side. It is checked
+/// as each kernel returns, so a run overshoots by at most one step's outputs, each of which
+/// the tensor limit bounds.
+pub(crate) struct RunBytes {
+    limit: usize,
+    /// Bytes of the enclosing runs.
+    base: usize,
+    live: usize,
+    /// `ENCLOSING_BYTES` when this run started, restored when it ends.
+    saved: usize,
+}
+
+impl RunBytes {
+    /// The accounting of a session's run: it starts from zero.
+    pub(crate) fn top_level() -> RunBytes {
+        Self::starting_from(0)
+    }
+
+    /// The accounting of a subgraph's run: it starts from what its enclosing runs hold.
+    pub(crate) fn nested() -> RunBytes {
+        Self::starting_from(ENCLOSING_BYTES.with(Cell::get))
+    }
+
+    fn starting_from(base: usize) -> RunBytes {
+        let saved = ENCLOSING_BYTES.with(|c| c.replace(base));
+        RunBytes {
+            limit: MAX_TOTAL_BYTES.with(Cell::get),
+            base,
+            live: 0,
+            saved,
+        }
+    }
+
+    /// Counts `bytes` more as live, or refuses them when the total would exceed the limit.
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<()> {
+        let total = self.base.saturating_add(self.live).saturating_add(bytes);
+        if total > self.limit {
+            return Err(Error::Op(format!(
+                "{bytes} more bytes would bring the run's live tensors to {total} bytes, over \
+                 the {}-byte total limit (SessionBuilder::max_total_bytes)",
+                self.limit
+            )));
+        }
+        self.live += bytes;
+        self.publish();
+        Ok(())
+    }
+
+    /// Counts `bytes` (charged earlier) as freed.
+    pub(crate) fn release(&mut self, bytes: usize) {
+        self.live = self.live.saturating_sub(bytes);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        ENCLOSING_BYTES.with(|c| c.set(self.base + self.live));
+    }
+}
+
+impl Drop for RunBytes {
+    fn drop(&mut self) {
+        ENCLOSING_BYTES.with(|c| c.set(self.saved));
+    }
 }
 
 /// Checks that `n` elements of `elem_size` bytes fit this thread's limit.
@@ -84,5 +183,35 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
+    }
+
+    #[test]
+    fn a_run_is_bounded_on_top_of_its_enclosing_runs_and_restores_them() {
+        std::thread::spawn(|| {
+            set_thread_max_total_bytes(100);
+            let mut outer = RunBytes::top_level();
+            outer.charge(60).unwrap();
+            {
+                // A subgraph starts from its parent's 60 bytes.
+                let mut inner = RunBytes::nested();
+                inner.charge(40).unwrap();
+                let err = inner.charge(1).unwrap_err().to_string();
+                assert!(
+                    err.contains("101 bytes") && err.contains("100-byte"),
+                    "{err}"
+                );
+                // A top-level run started here (rayon work-stealing) starts from zero.
+                let mut other = RunBytes::top_level();
+                other.charge(100).unwrap();
+            }
+            // Both ended: the parent is back to its own 60 bytes.
+            assert_eq!(ENCLOSING_BYTES.with(Cell::get), 60);
+            outer.release(60);
+            outer.charge(100).unwrap();
+            drop(outer);
+            assert_eq!(ENCLOSING_BYTES.with(Cell::get), 0);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -11,7 +11,9 @@ mod string_cast;
 mod value;
 
 pub(crate) use alloc::filled_vec;
-pub use alloc::{check_tensor_bytes, max_tensor_bytes, DEFAULT_MAX_TENSOR_BYTES};
+pub use alloc::{
+    check_tensor_bytes, max_tensor_bytes, DEFAULT_MAX_TENSOR_BYTES, DEFAULT_MAX_TOTAL_BYTES,
+};
 pub use dtype::{DType, Elem};
 pub use narrow::{CastOptions, E8m0Rounding, Narrow};
 pub use value::{Sequence, Value};

@@ -16,8 +16,11 @@ pub struct H5File {
     len: u64,
 }
 
-/// Most groups visited in one file: a cycle of hard links cannot loop forever.
+/// Most groups visited in one file, and deepest nesting of groups: a cycle of hard links
+/// (a group linking to itself or to a parent) cannot loop forever or build ever longer
+/// paths. Keras nests groups 3 or 4 deep, with a few groups per layer.
 const MAX_GROUPS: usize = 100_000;
+const MAX_DEPTH: usize = 32;
 
 impl H5File {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<H5File, String> {
@@ -30,28 +33,43 @@ impl H5File {
     /// Every dataset under `root` ("" for the whole file) as `(path, tensor)`, groups and
     /// datasets visited in name order.
     pub fn datasets(&self, root: &str) -> Result<Vec<(String, Tensor)>, String> {
+        let root = root.trim_matches('/').to_string();
         let mut out = Vec::new();
-        let mut stack = vec![root.trim_matches('/').to_string()];
+        // Children are opened from their parent's handle, not by path from the root, so a
+        // visit costs the same at any depth.
+        let mut stack = vec![(self.group(&root)?, root, 0)];
         let mut visited = 0;
-        while let Some(path) = stack.pop() {
+        while let Some((group, path, depth)) = stack.pop() {
             visited += 1;
             if visited > MAX_GROUPS {
                 return Err(format!("more than {MAX_GROUPS} groups (a link cycle?)"));
             }
-            let group = self.group(&path)?;
+            if depth > MAX_DEPTH {
+                return Err(format!(
+                    "group '{path}' nests deeper than {MAX_DEPTH} levels (a link cycle?)"
+                ));
+            }
             let mut names = group
                 .datasets()
                 .map_err(|e| format!("group '{path}': {e}"))?;
             names.sort();
             for name in names {
                 let full = join(&path, &name);
-                let t = self.dataset(&full)?;
-                out.push((full, t));
+                let ds = group
+                    .dataset(&name)
+                    .map_err(|e| format!("dataset '{full}': {e}"))?;
+                out.push((full.clone(), self.read(&full, &ds)?));
             }
             let mut groups = group.groups().map_err(|e| format!("group '{path}': {e}"))?;
             groups.sort();
             // Reversed onto the stack, so they are visited in order.
-            stack.extend(groups.iter().rev().map(|g| join(&path, g)));
+            for name in groups.iter().rev() {
+                let full = join(&path, name);
+                let child = group
+                    .group(name)
+                    .map_err(|e| format!("group '{full}': {e}"))?;
+                stack.push((child, full, depth + 1));
+            }
         }
         Ok(out)
     }
@@ -67,8 +85,16 @@ impl H5File {
 
     /// The dataset at `path` as a tensor (its bytes copied out of the file).
     pub fn dataset(&self, path: &str) -> Result<Tensor, String> {
+        let ds = self
+            .file
+            .dataset(path)
+            .map_err(|e| format!("dataset '{path}': {e}"))?;
+        self.read(path, &ds)
+    }
+
+    /// The tensor of dataset `ds`, found at `path` (for errors).
+    fn read(&self, path: &str, ds: &hdf5_pure::Dataset) -> Result<Tensor, String> {
         let err = |e: &dyn std::fmt::Display| format!("dataset '{path}': {e}");
-        let ds = self.file.dataset(path).map_err(|e| err(&e))?;
         let datatype = ds.datatype().map_err(|e| err(&e))?;
         let dtype = match element_type(&datatype) {
             // Keras stores bfloat16 as opaque 2-byte values, tagged by a `dtype` attribute.

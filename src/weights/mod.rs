@@ -12,6 +12,12 @@
 //! only the globals that rebuild tensors (`rebuild`); a file naming anything else (`os.system`,
 //! a model class of a whole-model `torch.save(model)`) fails with an error naming it.
 
+// Loaders read bytes from strangers: a malformed file must be an error, never a panic.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod hdf5;
 mod hf;
 pub(crate) mod keras;

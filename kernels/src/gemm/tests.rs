@@ -54,63 +54,136 @@ fn assert_close(got: &[f32], want: &[f32], k: usize, what: &str) {
     }
 }
 
+/// One product to check: sizes, operand layout and placement, and the epilogue.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: Layout,
+    /// Elements before A's and B's first: 1 starts every slice off its alignment.
+    offset: usize,
+    /// Elements between the rows of C and of the residual: never written.
+    gap: usize,
+    epi: EpiCase,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct EpiCase {
+    alpha: f32,
+    bias: BiasKind,
+    residual: bool,
+    activation: Option<Activation>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BiasKind {
+    None,
+    Scalar,
+    PerRow,
+    PerCol,
+}
+
+impl EpiCase {
+    /// The four fixed epilogues of the table-driven tests.
+    fn fixed(kind: usize) -> EpiCase {
+        let (alpha, bias, residual, activation) = match kind {
+            0 => (1.0, BiasKind::None, false, None),
+            1 => (1.0, BiasKind::PerCol, false, Some(Activation::Relu)),
+            2 => (0.5, BiasKind::PerRow, true, None),
+            _ => (1.0, BiasKind::Scalar, true, Some(Activation::Gelu)),
+        };
+        EpiCase {
+            alpha,
+            bias,
+            residual,
+            activation,
+        }
+    }
+}
+
 /// Runs one case with every kernel and every way of passing the operands.
 fn check(m: usize, n: usize, k: usize, layout: Layout, epi_kind: usize) {
-    // One element of offset makes every slice start unaligned.
-    let a_store = values(m * k + 1, (m * 31 + k) as u64);
-    let b_store = values(k * n + 1, (n * 17 + k) as u64);
-    let a_data = &a_store[1..];
-    let b_data = &b_store[1..];
+    check_case(Case {
+        m,
+        n,
+        k,
+        layout,
+        offset: 1,
+        gap: 0,
+        epi: EpiCase::fixed(epi_kind),
+    });
+}
+
+fn check_case(case: Case) {
+    let Case {
+        m,
+        n,
+        k,
+        layout,
+        offset,
+        gap,
+        ..
+    } = case;
+    // Strided operands: every other column, rows one element apart more than that needs.
+    let strided = |data, rows: usize, cols: usize| MatRef::new(data, rows, cols, 2 * cols + 1, 2);
+    let a_store = values(m * (2 * k + 1) + offset, (m * 31 + k) as u64);
+    let b_store = values(k * (2 * n + 1) + offset, (n * 17 + k) as u64);
+    let a_data = &a_store[offset..];
+    let b_data = &b_store[offset..];
     let a = match layout {
-        Layout::RowMajor | Layout::BT => MatRef::row_major(a_data, m, k).unwrap(),
-        Layout::AT => MatRef::row_major(a_data, k, m).unwrap().t(),
+        Layout::RowMajor | Layout::BT => MatRef::row_major(&a_data[..m * k], m, k).unwrap(),
+        Layout::AT => MatRef::row_major(&a_data[..m * k], k, m).unwrap().t(),
+        Layout::Strided => strided(a_data, m, k).unwrap(),
     };
     let b = match layout {
-        Layout::RowMajor | Layout::AT => MatRef::row_major(b_data, k, n).unwrap(),
-        Layout::BT => MatRef::row_major(b_data, n, k).unwrap().t(),
+        Layout::RowMajor | Layout::AT => MatRef::row_major(&b_data[..k * n], k, n).unwrap(),
+        Layout::BT => MatRef::row_major(&b_data[..k * n], n, k).unwrap().t(),
+        Layout::Strided => strided(b_data, k, n).unwrap(),
     };
+    let c_stride = n + gap;
     let row_bias = values(m, 7);
     let col_bias = values(n, 8);
-    let res_data = values(m * n, 9);
-    let residual = MatRef::row_major(&res_data, m, n).unwrap();
-    let epi = match epi_kind {
-        0 => Epilogue::default(),
-        1 => Epilogue {
-            bias: Bias::PerCol(&col_bias),
-            activation: Some(Activation::Relu),
-            ..Default::default()
+    let res_data = values(m * c_stride, 9);
+    let epi = Epilogue {
+        alpha: case.epi.alpha,
+        bias: match case.epi.bias {
+            BiasKind::None => Bias::None,
+            BiasKind::Scalar => Bias::Scalar(0.25),
+            BiasKind::PerRow => Bias::PerRow(&row_bias),
+            BiasKind::PerCol => Bias::PerCol(&col_bias),
         },
-        2 => Epilogue {
-            alpha: 0.5,
-            bias: Bias::PerRow(&row_bias),
-            residual: Some(residual),
-            ..Default::default()
-        },
-        _ => Epilogue {
-            bias: Bias::Scalar(0.25),
-            residual: Some(residual),
-            activation: Some(Activation::Gelu),
-            ..Default::default()
-        },
+        residual: case
+            .epi
+            .residual
+            .then(|| MatRef::new(&res_data, m, n, c_stride, 1).unwrap()),
+        activation: case.epi.activation,
     };
     let want = reference(a, b, &epi);
     for spec in kernel::available() {
-        let what = format!("{} {m}x{n}x{k} {layout:?} epilogue {epi_kind}", spec.name);
+        let what = format!("{} {case:?}", spec.name);
         let pa = PackedA::for_kernel(spec, a);
         let pb = PackedB::for_kernel(spec, b);
-        let operands: [(Lhs, Rhs, &str); 3] = [
+        let operands: [(Lhs, Rhs, &str); 4] = [
             (Lhs::Mat(a), Rhs::Mat(b), "views"),
             (Lhs::Packed(&pa), Rhs::Mat(b), "packed A"),
             (Lhs::Mat(a), Rhs::Packed(&pb), "packed B"),
+            (Lhs::Packed(&pa), Rhs::Packed(&pb), "packed A and B"),
         ];
         for (la, rb, how) in operands {
-            // Garbage in C: without a residual or accumulation it must never be read.
-            let mut c = vec![f32::NAN; m * n];
             for parallel in [true, false] {
-                let out = MatMut::row_major(&mut c, m, n).unwrap();
+                // Garbage in C: without a residual it must never be read; the gaps between
+                // rows must keep it.
+                let mut c = vec![f32::NAN; m * c_stride];
+                let out = MatMut::new(&mut c, m, n, c_stride).unwrap();
                 gemm_with(spec, la, rb, out, &epi, parallel).unwrap();
-                assert_close(&c, &want, k, &format!("{what} {how} parallel={parallel}"));
-                c.fill(f32::NAN);
+                let what = format!("{what} {how} parallel={parallel}");
+                let got: Vec<f32> = c.chunks(c_stride).flat_map(|r| &r[..n]).copied().collect();
+                assert_close(&got, &want, k, &what);
+                let gaps_kept = c
+                    .chunks(c_stride)
+                    .all(|r| r[n..].iter().all(|v| v.is_nan()));
+                assert!(gaps_kept, "{what}: wrote between rows");
             }
         }
     }
@@ -123,6 +196,84 @@ enum Layout {
     AT,
     /// B given as the transpose of a row-major n×k matrix.
     BT,
+    /// Neither A nor B has a unit stride.
+    Strided,
+}
+
+/// Deterministic pseudo-random case parameters (xorshift64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    /// A dimension: often 0, 1 or just around a register tile's edge, sometimes large.
+    fn dim(&mut self) -> usize {
+        match self.below(8) {
+            0 => self.below(2),
+            1 => 70 + self.below(90),
+            _ => self.below(40),
+        }
+    }
+}
+
+#[test]
+fn random_cases_match_reference_for_every_kernel() {
+    let activations = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu(0.1)),
+        Some(Activation::Clip(-0.5, 0.25)),
+        Some(Activation::Sigmoid),
+        Some(Activation::HardSigmoid(0.2, 0.5)),
+        Some(Activation::HardSwish),
+        Some(Activation::GeluTanh),
+        Some(Activation::Silu),
+        Some(Activation::Tanh),
+    ];
+    let biases = [
+        BiasKind::None,
+        BiasKind::Scalar,
+        BiasKind::PerRow,
+        BiasKind::PerCol,
+    ];
+    let layouts = [Layout::RowMajor, Layout::AT, Layout::BT, Layout::Strided];
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for _ in 0..120 {
+        let case = Case {
+            m: rng.dim(),
+            n: rng.dim(),
+            // Sometimes deeper than every kernel's kc, so that C is accumulated into.
+            k: if rng.below(10) == 0 {
+                300 + rng.below(300)
+            } else {
+                rng.dim()
+            },
+            layout: rng.pick(&layouts),
+            offset: rng.below(4),
+            gap: rng.pick(&[0, 0, 1, 5]),
+            epi: EpiCase {
+                alpha: rng.pick(&[1.0, 1.0, 0.5, -2.0, 0.0]),
+                bias: rng.pick(&biases),
+                residual: rng.below(2) == 0,
+                activation: rng.pick(&activations),
+            },
+        };
+        check_case(case);
+    }
 }
 
 #[test]
