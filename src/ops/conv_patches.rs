@@ -45,6 +45,9 @@ impl PanelSource for Patches<'_> {
             cols.start / ow_n % oh_n,
             cols.start % ow_n,
         );
+        // One output row's values for the current tap, gathered once, then copied into the
+        // panels it spans: per-panel work stays a plain copy.
+        let mut row_buf = vec![0.0f32; ow_n.min(cols.len())];
         for (p, r) in depth.enumerate() {
             let (ci, kd, kh, kw) = (
                 r / (kd_n * kh_n * kw_n),
@@ -60,26 +63,34 @@ impl PanelSource for Patches<'_> {
                 offset: kw * geo.dilation[2],
                 pad: geo.pad[2],
             };
-            // Walk the columns one output row at a time, split at panel boundaries.
+            let dst_p = &mut dst[p * width..];
             let (mut od, mut oh, mut ow) = start;
+            // Position in the block: panel `q`, column `j` of it.
             let (mut q, mut j) = (0, 0);
             let mut left = cols.len();
             while left > 0 {
-                let n = (ow_n - ow).min(width - j).min(left);
+                let seg = (ow_n - ow).min(left);
                 let src = match (geo.input_index(0, od, kd), geo.input_index(1, oh, kh)) {
                     (Some(id), Some(ih)) => {
                         Some(&plane[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n])
                     }
                     _ => None,
                 };
-                let out = &mut dst[q * panel_len + p * width + j..][..n];
-                tap.fill(out, src, ow..ow + n);
-                left -= n;
-                j += n;
-                if j == width {
-                    (q, j) = (q + 1, 0);
+                let values = &mut row_buf[..seg];
+                tap.fill(values, src, ow..ow + seg);
+                let mut values: &[f32] = values;
+                while !values.is_empty() {
+                    let n = (width - j).min(values.len());
+                    let at = q * panel_len + j;
+                    dst_p[at..at + n].copy_from_slice(&values[..n]);
+                    values = &values[n..];
+                    j += n;
+                    if j == width {
+                        (q, j) = (q + 1, 0);
+                    }
                 }
-                ow += n;
+                left -= seg;
+                ow += seg;
                 if ow == ow_n {
                     ow = 0;
                     oh += 1;

@@ -126,6 +126,9 @@ pub(super) unsafe fn run(
     });
 }
 
+/// Columns of `C` the epilogue covers at once: a block's rows × this many floats stay in L2.
+const EPILOGUE_COLS: usize = 128;
+
 /// Columns of `B` in one block. A prepacked `B` is only read, so its blocks can be as wide as
 /// the kernel's `nc`; a `B` packed during the product is written and then read back by every
 /// row block of `A`, so its `kc × nc` block is kept to half the L2, where those reads hit.
@@ -210,6 +213,8 @@ unsafe fn serial(
                         dst
                     }
                 };
+                // Columns of this block whose epilogue is still to run.
+                let mut epi_from = 0;
                 for jr in (0..nc_len).step_by(nr) {
                     let b_panel = &bp[jr * kc_len..(jr + nr) * kc_len];
                     let j = jc + jr;
@@ -232,21 +237,27 @@ unsafe fn serial(
                         // valid corner lies inside this call's block of C.
                         unsafe { (tile.run)(&t) };
                     }
-                    if last_k && !epi.is_identity() {
-                        // The strip of C just finished (its rows of this block, NR columns),
-                        // still in L1: the epilogue in one pass, one dispatch per strip.
-                        let strip = j..j + nr.min(nc_len - jr);
+                    let strip_end = jr + nr.min(nc_len - jr);
+                    if last_k
+                        && !epi.is_identity()
+                        && (strip_end - epi_from >= EPILOGUE_COLS || strip_end == nc_len)
+                    {
+                        // The strips of C just finished (this block's rows), still in cache:
+                        // the epilogue in one pass over row segments long enough that reading
+                        // a residual streams (one short segment per row would miss on each).
+                        let cols = jc + epi_from..jc + strip_end;
                         let block_rows = ic..ic + mc_len;
                         for i in block_rows.clone() {
-                            // SAFETY: a row of the strip just written, inside our block; no
+                            // SAFETY: a row of the strips just written, inside our block; no
                             // other reference to it is live.
-                            epi.apply_linear(unsafe { c.row(i, strip.clone()) }, i, j);
+                            epi.apply_linear(unsafe { c.row(i, cols.clone()) }, i, cols.start);
                         }
                         if let Some(act) = epi.activation {
                             // SAFETY: as above; each row is borrowed once, in turn.
-                            let rows = block_rows.map(|i| unsafe { c.row(i, strip.clone()) });
+                            let rows = block_rows.map(|i| unsafe { c.row(i, cols.clone()) });
                             crate::elementwise::apply_activation_rows(act, rows);
                         }
+                        epi_from = strip_end;
                     }
                 }
             }
