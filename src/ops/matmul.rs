@@ -675,6 +675,16 @@ mod tests {
         inputs: &[Option<&Tensor>],
         constant: &[bool],
     ) -> Result<Tensor> {
+        run_op_with(BuildOptions::default(), op, attrs, inputs, constant)
+    }
+
+    fn run_op_with(
+        options: BuildOptions,
+        op: &str,
+        attrs: &[(&str, Attr)],
+        inputs: &[Option<&Tensor>],
+        constant: &[bool],
+    ) -> Result<Tensor> {
         let n = node(op, attrs);
         let ctx = BuildCtx {
             node: &n,
@@ -684,7 +694,7 @@ mod tests {
                 .zip(constant.iter().chain(std::iter::repeat(&false)))
                 .map(|(t, &c)| if c { *t } else { None })
                 .collect(),
-            options: Default::default(),
+            options,
         };
         let k = build(op, &ctx).expect("op is claimed")?;
         Ok(k.run(inputs)?.remove(0))
@@ -915,5 +925,42 @@ mod tests {
             options: Default::default(),
         };
         assert!(fused_activation(&ctx).is_err());
+    }
+    #[test]
+    fn int8_option_quantizes_constant_weights_only() {
+        // MatMul [2, 3, 4] × const [4, 5] and Gemm [3, 4] × const [5, 4]ᵀ: with int8 on, the
+        // results differ from fp32 (the quantized path ran) by under 2% of the largest value;
+        // a non-constant weight stays exact fp32.
+        let int8 = BuildOptions { int8_matmul: true };
+        let w: Vec<f32> = (0..20).map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5).collect();
+        let b = t(&[4, 5], &w);
+        let bt = t(
+            &[5, 4],
+            &(0..20).map(|i| w[(i % 4) * 5 + i / 4]).collect::<Vec<_>>(),
+        );
+        let (a3, a2) = (seq(&[2, 3, 4]), seq(&[3, 4]));
+        let trans_b = [("transB", Attr::Int(1))];
+        let cases: [(&str, &[(&str, Attr)], &Tensor, &Tensor); 2] =
+            [("MatMul", &[], &a3, &b), ("Gemm", &trans_b, &a2, &bt)];
+        for (op, attrs, a, b) in cases {
+            let inputs = [Some(a), Some(b)];
+            let fp32 = run_op(op, attrs, &inputs, &[false, true]).unwrap();
+            let q = run_op_with(int8, op, attrs, &inputs, &[false, true]).unwrap();
+            let (fp32, q) = (
+                fp32.as_slice::<f32>().unwrap(),
+                q.as_slice::<f32>().unwrap(),
+            );
+            let max = fp32.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert_ne!(fp32, q, "{op}: int8 path not taken");
+            for (x, y) in fp32.iter().zip(q) {
+                assert!((x - y).abs() <= 0.02 * max, "{op}: {y} vs fp32 {x}");
+            }
+            let dynamic = run_op_with(int8, op, attrs, &inputs, &[false, false]).unwrap();
+            assert_eq!(
+                dynamic.as_slice::<f32>().unwrap(),
+                fp32,
+                "{op}: dynamic weight"
+            );
+        }
     }
 }
