@@ -940,8 +940,11 @@ mod tests {
         );
         let (a3, a2) = (seq(&[2, 3, 4]), seq(&[3, 4]));
         let trans_b = [("transB", Attr::Int(1))];
-        let cases: [(&str, &[(&str, Attr)], &Tensor, &Tensor); 2] =
-            [("MatMul", &[], &a3, &b), ("Gemm", &trans_b, &a2, &bt)];
+        let no_attrs: &[(&str, Attr)] = &[];
+        let cases = [
+            ("MatMul", no_attrs, &a3, &b),
+            ("Gemm", &trans_b[..], &a2, &bt),
+        ];
         for (op, attrs, a, b) in cases {
             let inputs = [Some(a), Some(b)];
             let fp32 = run_op(op, attrs, &inputs, &[false, true]).unwrap();
