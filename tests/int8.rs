@@ -16,7 +16,9 @@ const MIN_COSINE: f64 = 0.999;
 /// activations × per-column int8 weights lose 0.0012–0.006 of cosine over MiniLM's six layers
 /// (lowest on b3_s128: 0.9938). The error is spread over every projection: keeping the FFN,
 /// or the square projections, in fp32 does not reach 0.999 either; 10-bit codes on both sides
-/// reach 0.99991 on b1_s128.
+/// reach 0.99991 on b1_s128. Measured in release, every other model meets the target:
+/// lowest cosines bert_base 0.99970, gpt2 0.99959, vit_b_16 0.99962, mlp 0.99995, the CNNs
+/// (whose only MatMul/Gemm is the classifier, if any) ≥ 0.99997.
 const BELOW_TARGET: [(&str, f64); 1] = [("minilm", 0.993)];
 
 /// The models an unoptimized build has time for: bert_base, gpt2 and vit_b_16 take minutes.
