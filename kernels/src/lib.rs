@@ -8,3 +8,4 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
 mod isa;
+pub mod qgemm;

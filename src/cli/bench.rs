@@ -11,14 +11,14 @@ use std::time::Instant;
 pub fn bench(
     model: &Path,
     input_args: &[String],
-    threads: Option<usize>,
+    session_args: super::SessionArgs,
     iters: usize,
     warmup: usize,
     dims: &[String],
     profile: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
-    let session = super::session(model, threads)?;
+    let session = super::session(model, session_args)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let given = if input_args.is_empty() {
         Given::Named(random_inputs(&session, &parse_dims(dims)?)?)
@@ -27,6 +27,9 @@ pub fn bench(
     };
     println!("model: {}", model.display());
     println!("threads: {}", session.threads());
+    if session_args.int8 {
+        println!("int8 matmul: on");
+    }
     println!(
         "load+plan: {load_ms:.1} ms ({} steps)",
         session.plan().num_steps()

@@ -30,9 +30,8 @@ enum Command {
         /// Write each output to `DIR/<output name>.npy` instead of printing it.
         #[arg(long)]
         out_dir: Option<PathBuf>,
-        /// Worker threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        session: SessionArgs,
         /// The Keras architecture (config.json) of a `.weights.h5` model file.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -49,8 +48,8 @@ enum Command {
         model: PathBuf,
         /// Inputs as for `run`; without any, random data of the declared shapes is used.
         inputs: Vec<String>,
-        #[arg(long)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        session: SessionArgs,
         /// Timed runs.
         #[arg(long, default_value_t = 20)]
         iters: usize,
@@ -66,6 +65,18 @@ enum Command {
     },
 }
 
+/// How `run` and `bench` build their session.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct SessionArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run MatMul/Gemm with constant weights on the dynamically quantized int8 GEMM
+    /// (approximate; fp32 by default).
+    #[arg(long)]
+    int8: bool,
+}
+
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
@@ -73,38 +84,38 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
             model,
             inputs,
             out_dir,
-            threads,
+            session,
             config,
         } => run::run(
             &model,
             &inputs,
             out_dir.as_deref(),
-            threads,
+            session,
             config.as_deref(),
         ),
         Command::Inspect { model } => inspect::inspect(&model),
         Command::Bench {
             model,
             inputs,
-            threads,
+            session,
             iters,
             warmup,
             dims,
             profile,
-        } => bench::bench(&model, &inputs, threads, iters, warmup, &dims, profile),
+        } => bench::bench(&model, &inputs, session, iters, warmup, &dims, profile),
     }
 }
 
-/// A session builder with an optional thread count.
-fn builder(threads: Option<usize>) -> infer::SessionBuilder {
-    let b = infer::Session::builder();
-    match threads {
+/// A session builder as the command line asks.
+fn builder(args: SessionArgs) -> infer::SessionBuilder {
+    let b = infer::Session::builder().int8_matmul(args.int8);
+    match args.threads {
         Some(n) => b.threads(n),
         None => b,
     }
 }
 
-/// Builds a session with an optional thread count.
-fn session(model: &std::path::Path, threads: Option<usize>) -> infer::Result<infer::Session> {
-    builder(threads).build_from_file(model)
+/// Builds a session as the command line asks.
+fn session(model: &std::path::Path, args: SessionArgs) -> infer::Result<infer::Session> {
+    builder(args).build_from_file(model)
 }

@@ -8,7 +8,7 @@ pub fn run(
     model: &Path,
     input_args: &[String],
     out_dir: Option<&Path>,
-    threads: Option<usize>,
+    session_args: super::SessionArgs,
     keras_config: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let given = inputs::load(input_args)?;
@@ -16,16 +16,16 @@ pub fn run(
         // A Keras weights file with its architecture given separately.
         (_, Some(config)) => {
             let graph = arch::keras::load_with_config(model, config)?;
-            super::builder(threads).build_from_graph(graph)?
+            super::builder(session_args).build_from_graph(graph)?
         }
         // A Hugging Face folder declares only the optional inputs given (attention_mask,
         // token_type_ids); the others take transformers' defaults.
         (inputs::Given::Named(named), None) if arch::is_hf_folder(model) => {
             let names = named.iter().map(|(n, _)| n.as_str());
             let graph = arch::load_folder_with(model, &arch::Inputs::from_names(names))?;
-            super::builder(threads).build_from_graph(graph)?
+            super::builder(session_args).build_from_graph(graph)?
         }
-        _ => super::session(model, threads)?,
+        _ => super::session(model, session_args)?,
     };
     let outputs = given.run(&session)?;
     match out_dir {

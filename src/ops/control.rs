@@ -62,8 +62,8 @@ impl Body {
         }
         let inputs = g.inputs.clone();
         let output_dtypes = g.outputs.iter().map(|&v| g.values[v].ty.dtype).collect();
-        let plan =
-            ExecutionPlan::build(g, OptLevel::All).map_err(|e| op_err!("in '{attr}': {e}"))?;
+        let plan = ExecutionPlan::build(g, OptLevel::All, ctx.options)
+            .map_err(|e| op_err!("in '{attr}': {e}"))?;
         Ok(Body {
             attr,
             plan,

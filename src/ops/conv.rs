@@ -793,6 +793,7 @@ mod tests {
             node: &node,
             opset: 17,
             constants,
+            options: Default::default(),
         };
         Ok(build(op, &ctx).expect("claimed")?.run(inputs)?.remove(0))
     }

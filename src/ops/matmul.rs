@@ -2,6 +2,8 @@
 //!
 //! f32 runs on the packed GEMM (constant right-hand sides are packed once, at build time);
 //! f16/bf16 are computed in f32; f64 and integers (MatMulInteger included) use plain loops.
+//! With `BuildOptions::int8_matmul`, constant f32 weight matrices are quantized to int8 at
+//! build time instead and f32 products with them run on the dynamically quantized GEMM.
 //!
 //! Besides the ONNX attributes, MatMul, Gemm and Conv accept fused epilogue attributes set by
 //! the graph optimizer (not part of ONNX): `_activation` (e.g. "Relu", "Gelu") with its
@@ -9,13 +11,14 @@
 //! bias of shape `[N]` added before the activation.
 
 use super::util::{broadcast_shapes, input, opt_input, strides_of};
-use super::{BuildCtx, Kernel};
+use super::{BuildCtx, BuildOptions, Kernel};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use infer_kernels::gemm::{
     gemm, gemm_batched, Activation, Bias, Epilogue, GemmError, Lhs, MatMut, MatRef, PackedB, Rhs,
 };
+use infer_kernels::qgemm::{qgemm, PackedQB};
 use std::borrow::Cow;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -79,6 +82,38 @@ pub(super) fn from_f32(dtype: DType, shape: Vec<usize>, data: Vec<f32>) -> Resul
         Ok(t)
     } else {
         t.cast(dtype)
+    }
+}
+
+/// A constant weight matrix, prepared once at build time for the product the session chose.
+#[derive(Debug)]
+enum PackedWeight {
+    /// Packed for the fp32 GEMM.
+    F32(PackedB),
+    /// Quantized per column to int8 and packed (`BuildOptions::int8_matmul`).
+    Int8(PackedQB),
+}
+
+impl PackedWeight {
+    /// `b` (the `k × n` right-hand side) packed as `options` ask.
+    fn new(b: MatRef, options: BuildOptions) -> Self {
+        if options.int8_matmul {
+            // The only refusal is a depth too large for exact i32 sums: such a weight stays
+            // fp32.
+            if let Ok(q) = PackedQB::new(b) {
+                return PackedWeight::Int8(q);
+            }
+        }
+        PackedWeight::F32(PackedB::new(b))
+    }
+
+    /// `C = epilogue(A · weight)`.
+    fn product(&self, a: MatRef, c: MatMut, epi: &Epilogue) -> Result<()> {
+        match self {
+            PackedWeight::F32(p) => gemm(a, p, c, epi)?,
+            PackedWeight::Int8(q) => qgemm(a, q, c, epi)?,
+        }
+        Ok(())
     }
 }
 
@@ -182,7 +217,7 @@ impl BatchPlan {
 struct MatMul {
     /// B packed at build time when it is one constant f32 matrix (rank 2, or leading dims of
     /// size 1), with its full shape.
-    packed_b: Option<(PackedB, Vec<usize>)>,
+    packed_b: Option<(PackedWeight, Vec<usize>)>,
     activation: Option<Activation>,
 }
 
@@ -193,7 +228,8 @@ impl MatMul {
                 let (batch, mat) = b.shape().split_at(b.rank() - 2);
                 if batch.iter().all(|&d| d == 1) {
                     let data = b.as_slice::<f32>()?;
-                    let packed = PackedB::new(MatRef::row_major(data, mat[0], mat[1])?);
+                    let mat = MatRef::row_major(data, mat[0], mat[1])?;
+                    let packed = PackedWeight::new(mat, ctx.options);
                     Some((packed, b.shape().to_vec()))
                 } else {
                     None
@@ -268,20 +304,25 @@ fn matmul_f32(
     plan: &BatchPlan,
     a: &[f32],
     b: &[f32],
-    packed_b: Option<&PackedB>,
+    packed_b: Option<&PackedWeight>,
     epi: &Epilogue,
 ) -> Result<Vec<f32>> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     let mut out =
         crate::tensor::filled_vec(crate::tensor::checked_numel(&[plan.count(), m, n])?, 0.0f32)?;
-    gemm_batched(&mut out, (m, n), plan.count(), |i| {
-        let a = MatRef::row_major(&a[plan.a_offsets[i]..], m, k)?;
-        let b = match packed_b {
-            Some(p) => Rhs::Packed(p),
-            None => Rhs::Mat(MatRef::row_major(&b[plan.b_offsets[i]..], k, n)?),
-        };
-        Ok((Lhs::Mat(a), b, *epi))
-    })?;
+    match packed_b {
+        // A prepacked B is one matrix, so A's batch was folded into `m`: one product.
+        Some(w) => w.product(
+            MatRef::row_major(a, m, k)?,
+            MatMut::row_major(&mut out, m, n)?,
+            epi,
+        )?,
+        None => gemm_batched(&mut out, (m, n), plan.count(), |i| {
+            let a = MatRef::row_major(&a[plan.a_offsets[i]..], m, k)?;
+            let b = MatRef::row_major(&b[plan.b_offsets[i]..], k, n)?;
+            Ok((Lhs::Mat(a), Rhs::Mat(b), *epi))
+        })?,
+    }
     Ok(out)
 }
 
@@ -415,7 +456,7 @@ struct Gemm {
     alpha: f32,
     beta: f32,
     /// B packed at build time when it is a constant 2-D f32 matrix, with its stored shape.
-    packed_b: Option<(PackedB, [usize; 2])>,
+    packed_b: Option<(PackedWeight, [usize; 2])>,
     activation: Option<Activation>,
 }
 
@@ -426,10 +467,8 @@ impl Gemm {
         let packed_b = match ctx.constant(1) {
             Some(b) if b.dtype() == DType::F32 && b.rank() == 2 => {
                 let shape = [b.shape()[0], b.shape()[1]];
-                Some((
-                    PackedB::new(operand(b.as_slice::<f32>()?, shape, trans_b)?),
-                    shape,
-                ))
+                let b = operand(b.as_slice::<f32>()?, shape, trans_b)?;
+                Some((PackedWeight::new(b, ctx.options), shape))
             }
             _ => None,
         };
@@ -539,17 +578,18 @@ impl Kernel for Gemm {
         };
         let a_data = f32_data(a)?;
         let lhs = operand(&a_data, sa, self.trans_a)?;
-        // A prepacked B is never read again: its bytes (and their pages) stay released.
-        let b_data;
-        let rhs = match &self.packed_b {
-            Some((p, shape)) if a.dtype() == DType::F32 && *shape == sb => Rhs::Packed(p),
-            _ => {
-                b_data = f32_data(b)?;
-                Rhs::Mat(operand(&b_data, sb, self.trans_b)?)
-            }
-        };
         let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[m, n])?, 0.0f32)?;
-        gemm(lhs, rhs, MatMut::row_major(&mut out, m, n)?, &epi)?;
+        let c = MatMut::row_major(&mut out, m, n)?;
+        // A prepacked B is never read again: its bytes (and their pages) stay released.
+        match &self.packed_b {
+            Some((w, shape)) if a.dtype() == DType::F32 && *shape == sb => {
+                w.product(lhs, c, &epi)?
+            }
+            _ => {
+                let b_data = f32_data(b)?;
+                gemm(lhs, operand(&b_data, sb, self.trans_b)?, c, &epi)?;
+            }
+        }
         Ok(vec![from_f32(a.dtype(), vec![m, n], out)?])
     }
 }
@@ -635,6 +675,16 @@ mod tests {
         inputs: &[Option<&Tensor>],
         constant: &[bool],
     ) -> Result<Tensor> {
+        run_op_with(BuildOptions::default(), op, attrs, inputs, constant)
+    }
+
+    fn run_op_with(
+        options: BuildOptions,
+        op: &str,
+        attrs: &[(&str, Attr)],
+        inputs: &[Option<&Tensor>],
+        constant: &[bool],
+    ) -> Result<Tensor> {
         let n = node(op, attrs);
         let ctx = BuildCtx {
             node: &n,
@@ -644,6 +694,7 @@ mod tests {
                 .zip(constant.iter().chain(std::iter::repeat(&false)))
                 .map(|(t, &c)| if c { *t } else { None })
                 .collect(),
+            options,
         };
         let k = build(op, &ctx).expect("op is claimed")?;
         Ok(k.run(inputs)?.remove(0))
@@ -860,6 +911,7 @@ mod tests {
             node: &n,
             opset: 17,
             constants: vec![],
+            options: Default::default(),
         };
         assert_eq!(
             fused_activation(&ctx).unwrap(),
@@ -870,7 +922,48 @@ mod tests {
             node: &n,
             opset: 17,
             constants: vec![],
+            options: Default::default(),
         };
         assert!(fused_activation(&ctx).is_err());
+    }
+    #[test]
+    fn int8_option_quantizes_constant_weights_only() {
+        // MatMul [2, 3, 4] × const [4, 5] and Gemm [3, 4] × const [5, 4]ᵀ: with int8 on, the
+        // results differ from fp32 (the quantized path ran) by under 2% of the largest value;
+        // a non-constant weight stays exact fp32.
+        let int8 = BuildOptions { int8_matmul: true };
+        let w: Vec<f32> = (0..20).map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5).collect();
+        let b = t(&[4, 5], &w);
+        let bt = t(
+            &[5, 4],
+            &(0..20).map(|i| w[(i % 4) * 5 + i / 4]).collect::<Vec<_>>(),
+        );
+        let (a3, a2) = (seq(&[2, 3, 4]), seq(&[3, 4]));
+        let trans_b = [("transB", Attr::Int(1))];
+        let no_attrs: &[(&str, Attr)] = &[];
+        let cases = [
+            ("MatMul", no_attrs, &a3, &b),
+            ("Gemm", &trans_b[..], &a2, &bt),
+        ];
+        for (op, attrs, a, b) in cases {
+            let inputs = [Some(a), Some(b)];
+            let fp32 = run_op(op, attrs, &inputs, &[false, true]).unwrap();
+            let q = run_op_with(int8, op, attrs, &inputs, &[false, true]).unwrap();
+            let (fp32, q) = (
+                fp32.as_slice::<f32>().unwrap(),
+                q.as_slice::<f32>().unwrap(),
+            );
+            let max = fp32.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert_ne!(fp32, q, "{op}: int8 path not taken");
+            for (x, y) in fp32.iter().zip(q) {
+                assert!((x - y).abs() <= 0.02 * max, "{op}: {y} vs fp32 {x}");
+            }
+            let dynamic = run_op_with(int8, op, attrs, &inputs, &[false, false]).unwrap();
+            assert_eq!(
+                dynamic.as_slice::<f32>().unwrap(),
+                fp32,
+                "{op}: dynamic weight"
+            );
+        }
     }
 }

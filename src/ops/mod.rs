@@ -49,6 +49,16 @@ pub struct BuildCtx<'a> {
     pub opset: i64,
     /// For each input, its value when it is a constant known at plan time.
     pub constants: Vec<Option<&'a Tensor>>,
+    /// The session's choices that change how kernels compute.
+    pub options: BuildOptions,
+}
+
+/// Session options that kernels read at build time (see `SessionBuilder`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// MatMul and Gemm with a constant f32 weight matrix run on the dynamically quantized
+    /// int8 GEMM (`infer_kernels::qgemm`): faster, approximate, off by default.
+    pub int8_matmul: bool,
 }
 
 impl BuildCtx<'_> {

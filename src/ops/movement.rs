@@ -129,6 +129,7 @@ pub(crate) mod testing {
             node,
             opset,
             constants: vec![None; inputs.len()],
+            options: Default::default(),
         };
         crate::ops::build(&ctx)?.run(inputs)
     }

@@ -581,6 +581,7 @@ mod tests {
             node: &node,
             opset: 21,
             constants: vec![None; inputs.len()],
+            options: Default::default(),
         };
         build(op, &ctx).expect("claimed")?.run(inputs)
     }

@@ -489,6 +489,7 @@ mod tests {
             node: &node,
             opset: 19,
             constants: vec![],
+            options: Default::default(),
         };
         build(op, &ctx).expect("claimed")?.run(&[Some(x)])
     }

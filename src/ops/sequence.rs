@@ -281,6 +281,7 @@ mod tests {
             node: &node,
             opset: 18,
             constants: Vec::new(),
+            options: Default::default(),
         };
         build(op, &ctx).unwrap().unwrap()
     }

@@ -56,6 +56,8 @@ pub fn fold_constants(g: &mut Graph) -> Result<()> {
             node,
             opset,
             constants: constants.clone(),
+            // Folded constants are exact fp32 whatever the session's options.
+            options: Default::default(),
         };
         let Ok(kernel) = ops::build(&ctx) else {
             continue;

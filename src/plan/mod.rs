@@ -10,7 +10,7 @@ pub use topo::topological_order;
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Value, ValueId};
-use crate::ops::{self, BuildCtx, Kernel};
+use crate::ops::{self, BuildCtx, BuildOptions, Kernel};
 use crate::tensor::Tensor;
 
 /// How much the planner rewrites the graph.
@@ -50,8 +50,8 @@ pub struct ExecutionPlan {
 }
 
 impl ExecutionPlan {
-    /// Optimizes `g` and builds its plan.
-    pub fn build(mut g: Graph, level: OptLevel) -> Result<ExecutionPlan> {
+    /// Optimizes `g` and builds its plan, its kernels built with `options`.
+    pub fn build(mut g: Graph, level: OptLevel, options: BuildOptions) -> Result<ExecutionPlan> {
         check_outputs_defined(&g)?;
         gradient::expand_gradients(&mut g)?;
         if level == OptLevel::All {
@@ -78,6 +78,7 @@ impl ExecutionPlan {
                     .iter()
                     .map(|v| v.and_then(|v| constants[v].as_ref()))
                     .collect(),
+                options,
             };
             let kernel = ops::build(&ctx)?;
             release_weight_memory(&g, &node.inputs, &mut constants);

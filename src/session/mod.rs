@@ -17,6 +17,7 @@ mod profile;
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
+use crate::ops::BuildOptions;
 use crate::plan::{ExecutionPlan, OptLevel};
 use crate::tensor::{self, Tensor, Value};
 use execute::ShapeValues;
@@ -39,6 +40,7 @@ pub struct SessionBuilder {
     threads: Option<usize>,
     opt_level: OptLevel,
     limits: Limits,
+    options: BuildOptions,
 }
 
 /// Resource limits of a session (see docs/security.md).
@@ -65,6 +67,16 @@ impl SessionBuilder {
     /// Graph optimization level (default: `OptLevel::All`).
     pub fn optimization(mut self, level: OptLevel) -> Self {
         self.opt_level = level;
+        self
+    }
+
+    /// Runs MatMul and Gemm nodes whose weight is a constant f32 matrix on a dynamically
+    /// quantized int8 GEMM (default off): weights quantized per output column to int8 once,
+    /// activations per row to uint8 at each run, exact i32 accumulation, fp32 epilogue.
+    /// An accuracy cost for speed where integer dot products are fast (`infer_kernels::qgemm`
+    /// has the details); results stay deterministic. Every other node is unchanged.
+    pub fn int8_matmul(mut self, on: bool) -> Self {
+        self.options.int8_matmul = on;
         self
     }
 
@@ -169,7 +181,7 @@ impl SessionBuilder {
             })
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
-        let plan = pool.install(|| ExecutionPlan::build(graph, self.opt_level))?;
+        let plan = pool.install(|| ExecutionPlan::build(graph, self.opt_level, self.options))?;
         Ok(Session {
             plan,
             pool,
@@ -243,6 +255,7 @@ impl Session {
                 max_nodes: DEFAULT_MAX_NODES,
                 max_subgraph_depth: DEFAULT_MAX_SUBGRAPH_DEPTH,
             },
+            options: BuildOptions::default(),
         }
     }
 

@@ -42,7 +42,7 @@ impl Default for Epilogue<'_> {
 
 impl Epilogue<'_> {
     /// Whether the epilogue leaves the product untouched.
-    pub(super) fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.alpha == 1.0
             && matches!(self.bias, Bias::None)
             && self.residual.is_none()
@@ -51,7 +51,7 @@ impl Epilogue<'_> {
 
     /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
     /// Bias and residual shapes were validated against `C` before the product started.
-    pub(super) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
+    pub(crate) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
         self.apply_linear(row, i, j0);
         if let Some(act) = self.activation {
             crate::elementwise::apply_activation(act, row);

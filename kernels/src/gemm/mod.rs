@@ -43,7 +43,7 @@ impl fmt::Display for GemmError {
 
 impl std::error::Error for GemmError {}
 
-fn err(msg: String) -> GemmError {
+pub(crate) fn err(msg: String) -> GemmError {
     GemmError(msg)
 }
 
@@ -125,6 +125,19 @@ impl<'a> MatRef<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+
+    /// Row `i < rows` as a slice, when its elements are contiguous.
+    pub(crate) fn contiguous_row(&self, i: usize) -> Option<&'a [f32]> {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        let start = i * self.row_stride;
+        (self.col_stride == 1).then(|| &self.data[start..start + self.cols])
+    }
+
+    /// Element `(i, j)`, inside the matrix.
+    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "({i}, {j}) out of range");
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
 }
 
 /// The output: a row-major matrix with row stride `row_stride >= cols` (rows never overlap).
@@ -187,6 +200,13 @@ impl<'a> MatMut<'a> {
 
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// Row `i < rows`, borrowed from the view.
+    pub(crate) fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.rows, "row {i} of a {}-row matrix", self.rows);
+        // SAFETY: as in `row`; the view stays mutably borrowed while the row lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_stride), self.cols) }
     }
 
     /// Row `i < rows`.
@@ -420,7 +440,7 @@ fn ensure_kernel(packed: &KernelSpec, used: &KernelSpec) -> Result<(), GemmError
     }
 }
 
-fn check_epilogue(epi: &Epilogue, m: usize, n: usize) -> Result<(), GemmError> {
+pub(crate) fn check_epilogue(epi: &Epilogue, m: usize, n: usize) -> Result<(), GemmError> {
     let bias_ok = match epi.bias {
         Bias::None | Bias::Scalar(_) => true,
         Bias::PerRow(b) => b.len() == m,
