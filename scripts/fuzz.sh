@@ -9,8 +9,9 @@
 # from the repository and, when present, from the ONNX conformance cases, the weights samples,
 # the Hugging Face samples and the Keras samples (INFER_CONFORMANCE_DIR, INFER_WEIGHTS_SAMPLES,
 # INFER_HF_SAMPLES, INFER_KERAS_SAMPLES; defaults under .cache/ as scripts/test.sh builds
-# them). A crash is saved
-# under fuzz/artifacts/<target>/ and stops the run with a non-zero status.
+# them). With FUZZ_MAX_RUNS=N a target also stops after N executions (the issue's bar is
+# 10 minutes or 1M executions, whichever comes first). A crash is saved under
+# fuzz/artifacts/<target>/ and stops the run with a non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -92,7 +93,7 @@ for t in "${targets[@]}"; do
     echo "== $t: ${seconds}s"
     # -rss_limit_mb bounds a run's memory; -timeout flags a single input over 20 s as a hang.
     if ! cargo fuzz run --sanitizer none "$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=20 -max_len=65536 \
+        -max_total_time="$seconds" ${FUZZ_MAX_RUNS:+-runs=$FUZZ_MAX_RUNS} -rss_limit_mb=4096 -timeout=20 -max_len=65536 \
         -print_final_stats=1 2>&1 | tee "/tmp/infer-fuzz-$t.log" | grep -E "^(Done|stat::|==|SUMMARY|.*ERROR)"; then
         :
     fi
