@@ -117,18 +117,28 @@ pub fn run(soak: &Soak) -> Result<Report, String> {
                 // Every client reaches both barriers, even after a failure, so that the
                 // others are not left waiting.
                 let warm: Result<Vec<_>, _> = (0..warmup).map(&mut send).collect();
+                // The latency records are written (so their pages are resident) before memory
+                // is measured: the harness's own storage must not read as the server growing.
+                let mut times = vec![Duration::ZERO; measured];
                 barrier.wait();
                 barrier.wait();
-                let times: Result<Vec<_>, _> = (0..measured).map(|i| send(warmup + i)).collect();
-                warm.and(times)
+                for (i, t) in times.iter_mut().enumerate() {
+                    match send(warmup + i) {
+                        Ok(took) => *t = took,
+                        Err(e) => return Err(e),
+                    }
+                }
+                warm.map(|_| times)
             })
         })
         .collect();
+    // Touched before the measurement, for the same reason as the clients' records.
+    let mut latencies = vec![Duration::ZERO; soak.requests];
+    latencies.clear();
     barrier.wait();
     let rss_before = resident_bytes();
     let start = Instant::now();
     barrier.wait();
-    let mut latencies = Vec::with_capacity(soak.requests);
     for h in handles {
         latencies.extend(
             h.join()
