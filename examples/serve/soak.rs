@@ -123,10 +123,7 @@ pub fn run(soak: &Soak) -> Result<Report, String> {
                 barrier.wait();
                 barrier.wait();
                 for (i, t) in times.iter_mut().enumerate() {
-                    match send(warmup + i) {
-                        Ok(took) => *t = took,
-                        Err(e) => return Err(e),
-                    }
+                    *t = send(warmup + i)?;
                 }
                 warm.map(|_| times)
             })
