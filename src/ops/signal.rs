@@ -335,22 +335,28 @@ impl Window {
         }))
     }
 
-    fn values(&self, size: usize) -> Vec<f64> {
-        let denom = if self.periodic { size } else { size - 1 };
-        if denom == 0 {
-            // A one-point symmetric window: the peak.
-            return vec![1.0; size];
+    /// `size` comes from the model's data: allocated through the checked (bounded) path.
+    fn values(&self, size: usize) -> Result<Vec<f64>> {
+        let denom = if self.periodic {
+            size
+        } else {
+            size.saturating_sub(1)
+        };
+        let mut w = crate::tensor::filled_vec(size, 1.0f64)?;
+        // A one-point symmetric window is its peak (and an empty one has no points).
+        if denom > 0 {
+            for (n, v) in w.iter_mut().enumerate() {
+                *v = self.kind.at(2.0 * PI * n as f64 / denom as f64);
+            }
         }
-        (0..size)
-            .map(|n| self.kind.at(2.0 * PI * n as f64 / denom as f64))
-            .collect()
+        Ok(w)
     }
 }
 
 impl Kernel for Window {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let size = scalar_len(input(inputs, 0)?, "size")?;
-        let w = Tensor::from_vec(vec![size], self.values(size))?;
+        let w = Tensor::from_vec(vec![size], self.values(size)?)?;
         Ok(vec![w.cast(self.dtype)?])
     }
 }
@@ -518,7 +524,11 @@ mod tests {
             dtype: DType::F32,
         };
         // np.hanning(5)
-        close(&hann.values(5), &[0.0, 0.5, 1.0, 0.5, 0.0], 1e-12);
+        close(&hann.values(5).unwrap(), &[0.0, 0.5, 1.0, 0.5, 0.0], 1e-12);
+        // Degenerate sizes (found by fuzzing: a symmetric window of size 0 underflowed).
+        assert!(hann.values(0).unwrap().is_empty());
+        assert_eq!(hann.values(1).unwrap(), [1.0]);
+        assert!(hann.values(usize::MAX / 2).is_err());
         let blackman = Window {
             kind: WindowKind::Blackman,
             periodic: true,
@@ -526,7 +536,7 @@ mod tests {
         };
         // scipy.signal.get_window('blackman', 4)
         close(
-            &blackman.values(4),
+            &blackman.values(4).unwrap(),
             &[-1.387_778_8e-17, 0.34, 1.0, 0.34],
             1e-12,
         );
