@@ -202,7 +202,10 @@ fn parse_header(h: &str) -> std::result::Result<Header, String> {
         .strip_prefix('\'')
         .and_then(|s| s.split('\'').next())
         .ok_or("malformed 'descr'")?;
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // The byte-order character, then the type code (the header is arbitrary text: split on a
+    // character boundary, not at byte 1).
+    let order_len = descr.chars().next().map_or(0, char::len_utf8);
+    let (order, code) = descr.split_at(order_len);
     let big_endian = match order {
         "<" | "|" | "=" => false,
         ">" => true,
@@ -472,6 +475,13 @@ mod tests {
         // Not a code point.
         let bad = 0x11_0000u32.to_le_bytes().repeat(2);
         assert!(parse_npy(&npy("<U2", false, "(1,)", &bad)).is_err());
+    }
+
+    #[test]
+    fn a_dtype_starting_with_a_multibyte_character_is_an_error() {
+        // Found by fuzzing: the byte order was split off at byte 1, inside the character.
+        let err = parse_npy(&npy("\u{2d9}4", false, "(1,)", &[0; 8])).unwrap_err();
+        assert!(err.contains("unsupported dtype"), "{err}");
     }
 
     #[test]
