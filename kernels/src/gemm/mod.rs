@@ -502,4 +502,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,20 +1,8 @@
 //! Every int8 kernel this CPU can run, against exact integer references and the fp32 product.
 
 use super::*;
+use crate::gemm::tests::values;
 use crate::gemm::{Activation, Bias};
-
-/// Deterministic values in [-1, 1) (the generator of the fp32 GEMM tests).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// An `m × k` A whose rows quantize losslessly: integers in `-100..=155` with both ends
 /// present, so scale 1 and zero point 100 (row 0 of a k = 1 matrix is the one exception: it
