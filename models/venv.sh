@@ -36,7 +36,7 @@ ensure_venv() {
     if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$req_hash" ]]; then
         echo "[venv] installing models/requirements.txt into $venv" >&2
         # pip's progress goes to stderr so stdout stays clean for the callers' final path line.
-        "$venv/bin/python" -m pip install --disable-pip-version-check -r "$req" >&2
+        "$venv/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -r "$req" >&2
         echo "$req_hash" > "$stamp"
     fi
 }

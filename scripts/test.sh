@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The venv (torch, tensorflow) and release test binaries take several GB: say how much disk there
+# is at the start and, on a failure, at the end (a full disk shows up as a linker SIGBUS).
+df -h . >&2 || true
+trap 'echo "test.sh failed; disk now:" >&2; df -h . >&2 || true' ERR
+
 zoo=$(models/build_zoo.sh | tail -n 1)
 echo "zoo: $zoo"
 export INFER_ZOO_DIR="$zoo"
