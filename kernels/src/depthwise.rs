@@ -136,16 +136,26 @@ fn plane<R: Reduce>(
         BLOCK
     };
     fill_padded(g, x, block, R::PAD, scratch);
-    let taps = tap_offsets(g);
+    // Tap offsets on the stack for the usual kernels (up to 8×8): this runs once per plane.
+    let mut stack = [0usize; 64];
+    let heap;
+    let taps: &[usize] = if g.kernel[0] * g.kernel[1] <= stack.len() {
+        let taps = &mut stack[..g.kernel[0] * g.kernel[1]];
+        tap_offsets_into(g, taps);
+        taps
+    } else {
+        heap = tap_offsets(g);
+        &heap
+    };
     match isa() {
-        Isa::Portable => compute::<R, false>(g, scratch, &taps, w, init, y, block),
+        Isa::Portable => compute::<R, false>(g, scratch, taps, w, init, y, block),
         // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, &taps, w, init, y, block) },
+        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, taps, w, init, y, block) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, &taps, w, init, y, block) },
+        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, taps, w, init, y, block) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, &taps, w, init, y, block) },
+        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, taps, w, init, y, block) },
     }
 }
 
@@ -158,54 +168,113 @@ const SMALL_BLOCK: usize = 16;
 /// Copies the plane into `buf` as `padded_height` rows of `stride_w` phase rows each, `pad`
 /// outside the input, plus one block of slack at the end so the last block may read past
 /// the plane.
+///
+/// On large planes only the positions outside the input are set to `pad`: there, writing all of
+/// the buffer twice cost more than the convolution itself. Small planes fill it whole first,
+/// as a few short fills per row cost more than one pass over a buffer that stays in L1.
 fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, buf: &mut Vec<f32>) {
+    /// Buffers up to this many floats (16 KiB) are filled whole.
+    const FILL_WHOLE: usize = 4096;
     let [h, w] = g.input;
     let sw = g.stride[1].max(1);
     let len = g.phase_len();
     let rows = g.padded_height();
     let slack = block + g.kernel[1] * g.dilation[1] + len * g.kernel[0] * g.dilation[0] * sw;
-    buf.clear();
-    buf.resize(rows * sw * len + slack, pad);
+    let body = rows * sw * len;
+    let fill_whole = body <= FILL_WHOLE;
+    if fill_whole {
+        buf.clear();
+    } else {
+        buf.truncate(body + slack);
+    }
+    buf.resize(body + slack, pad);
+    if !fill_whole {
+        buf[body..].fill(pad);
+    }
     let [pad_top, pad_left] = g.pad;
-    for r in 0..rows {
-        let Some(ir) = r.checked_sub(pad_top).filter(|&ir| ir < h) else {
-            continue;
-        };
-        let src = &x[ir * w..(ir + 1) * w];
-        if sw == 1 {
-            // Columns pad_left.. of the padded row hold the input row (clipped to the width).
-            let start = pad_left.min(len);
-            let n = w.min(len - start);
-            buf[r * len + start..r * len + start + n].copy_from_slice(&src[..n]);
-            continue;
+    let input_rows = pad_top.min(rows)..(pad_top + h).min(rows);
+    if !fill_whole {
+        buf[..input_rows.start * sw * len].fill(pad);
+        buf[input_rows.end * sw * len..body].fill(pad);
+    }
+    if sw == 1 {
+        // Columns pad_left.. of each padded row hold the input row (clipped to the width).
+        let lo = pad_left.min(len);
+        let n = w.min(len - lo);
+        for r in input_rows {
+            let dst = &mut buf[r * len..(r + 1) * len];
+            dst[lo..lo + n].copy_from_slice(&x[(r - pad_top) * w..(r - pad_top) * w + n]);
+            if !fill_whole {
+                dst[..lo].fill(pad);
+                dst[lo + n..].fill(pad);
+            }
         }
-        for p in 0..sw {
+        return;
+    }
+    for p in 0..sw {
+        // Phase positions j whose input column j·sw + p - pad_left lies in 0..w: the same for
+        // every row, so worked out once (divisions cost as much as a small plane's copy).
+        let lo = pad_left.saturating_sub(p).div_ceil(sw).min(len);
+        let hi = (pad_left + w).saturating_sub(p).div_ceil(sw).clamp(lo, len);
+        for r in input_rows.clone() {
+            let src = &x[(r - pad_top) * w..(r - pad_top + 1) * w];
             let dst = &mut buf[(r * sw + p) * len..(r * sw + p + 1) * len];
-            // Phase positions j whose input column j·sw + p - pad_left lies in 0..w: one
-            // branch-free strided copy.
-            let lo = pad_left.saturating_sub(p).div_ceil(sw).min(len);
-            let hi = (pad_left + w).saturating_sub(p).div_ceil(sw).clamp(lo, len);
+            if !fill_whole {
+                dst[..lo].fill(pad);
+                dst[hi..].fill(pad);
+            }
             if lo < hi {
-                let first = lo * sw + p - pad_left;
-                let src = src[first..].iter().step_by(sw);
-                dst[lo..hi].iter_mut().zip(src).for_each(|(d, &v)| *d = v);
+                copy_strided(&mut dst[lo..hi], &src[lo * sw + p - pad_left..], sw);
             }
         }
     }
 }
 
+/// `dst[j] = src[j · stride]`, in a form the compiler vectorizes for the common strides.
+fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    fn by<const S: usize>(dst: &mut [f32], src: &[f32]) {
+        // All but the last through whole chunks (an interleaved load the compiler turns into
+        // shuffles); the last may have fewer than `S` inputs after it.
+        let Some((last, head)) = dst.split_last_mut() else {
+            return;
+        };
+        for (d, c) in head.iter_mut().zip(src.chunks_exact(S)) {
+            *d = c[0];
+        }
+        *last = src[head.len() * S];
+    }
+    match stride {
+        2 => by::<2>(dst, src),
+        3 => by::<3>(dst, src),
+        4 => by::<4>(dst, src),
+        _ => dst
+            .iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(d, &v)| *d = v),
+    }
+}
+
 /// For each tap (kh, kw), its offset in the padded buffer relative to output (0, 0).
 fn tap_offsets(g: &PlaneGeometry) -> Vec<usize> {
+    let mut taps = vec![0; g.kernel[0] * g.kernel[1]];
+    tap_offsets_into(g, &mut taps);
+    taps
+}
+
+/// `tap_offsets` into `taps`, which holds `kernel_h · kernel_w` entries.
+fn tap_offsets_into(g: &PlaneGeometry, taps: &mut [usize]) {
     let sw = g.stride[1].max(1);
     let len = g.phase_len();
-    let mut taps = Vec::with_capacity(g.kernel[0] * g.kernel[1]);
+    // Nested loops rather than t / kernel_w: per-tap divisions cost as much as a small plane.
+    let mut taps = taps.iter_mut();
     for kh in 0..g.kernel[0] {
         for kw in 0..g.kernel[1] {
             let col = kw * g.dilation[1];
-            taps.push((kh * g.dilation[0] * sw + col % sw) * len + col / sw);
+            if let Some(tap) = taps.next() {
+                *tap = (kh * g.dilation[0] * sw + col % sw) * len + col / sw;
+            }
         }
     }
-    taps
 }
 
 #[inline(always)]
