@@ -389,7 +389,8 @@ impl Kernel for Conv {
             residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
-        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
+        // Every element is written: the GEMM stores whole tiles, depthwise planes every output.
+        let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
         problem.run(&mut out)?;
         let Some(r) = broadcast_residual else {
             return Ok(vec![from_f32(x.dtype(), out_shape, out)?]);

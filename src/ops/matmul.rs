@@ -308,8 +308,9 @@ fn matmul_f32(
     epi: &Epilogue,
 ) -> Result<Vec<f32>> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
+    // Every element is written (the GEMM stores C, it does not accumulate into it).
     let mut out =
-        crate::tensor::filled_vec(crate::tensor::checked_numel(&[plan.count(), m, n])?, 0.0f32)?;
+        crate::tensor::spare::f32_output(crate::tensor::checked_numel(&[plan.count(), m, n])?)?;
     match packed_b {
         // A prepacked B is one matrix, so A's batch was folded into `m`: one product.
         Some(w) => w.product(
@@ -578,7 +579,8 @@ impl Kernel for Gemm {
         };
         let a_data = f32_data(a)?;
         let lhs = operand(&a_data, sa, self.trans_a)?;
-        let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[m, n])?, 0.0f32)?;
+        // Every element is written (the GEMM stores C, it does not accumulate into it).
+        let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&[m, n])?)?;
         let c = MatMut::row_major(&mut out, m, n)?;
         // A prepacked B is never read again: its bytes (and their pages) stay released.
         match &self.packed_b {

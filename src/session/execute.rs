@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::ir::ValueId;
 use crate::plan::{ExecutionPlan, Step};
 use crate::tensor::alloc::RunBytes;
+use crate::tensor::spare;
 use crate::tensor::{Tensor, Value};
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ pub(crate) fn execute(
     if let Some(p) = profile.as_deref_mut() {
         p.begin_run();
     }
+    let _spares = spare::RunScope::enter();
     let mut env: Vec<Option<Value>> = vec![None; plan.values.len()];
     for (v, t) in inputs {
         live.charge(value_bytes(&t))
@@ -92,6 +94,9 @@ pub(crate) fn execute(
         for &v in &step.last_use_of {
             if let Some(old) = env[v].take() {
                 live.release(value_bytes(&old));
+                if let Value::Tensor(t) = old {
+                    spare::give_back(t);
+                }
             }
         }
     }

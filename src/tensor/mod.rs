@@ -7,6 +7,7 @@
 pub mod alloc;
 mod dtype;
 pub mod narrow;
+pub(crate) mod spare;
 mod string_cast;
 mod value;
 
@@ -598,6 +599,18 @@ impl Tensor {
     pub fn view<T: Storable>(&self) -> Result<ArrayViewD<'_, T>> {
         let s = self.as_slice::<T>()?;
         ArrayViewD::from_shape(IxDyn(&self.shape), s).map_err(|e| Error::Op(e.to_string()))
+    }
+
+    /// The `f32` buffer of a tensor that owns its storage alone, without copying; `None` for
+    /// other dtypes, mapped or shared storage.
+    pub(crate) fn into_unique_f32(self) -> Option<Vec<f32>> {
+        if self.dtype != DType::F32 {
+            return None;
+        }
+        match self.data {
+            Data::Owned(arc) => Arc::try_unwrap(arc).ok().and_then(|o| f32::unwrap(o).ok()),
+            Data::Mapped(_) | Data::Lazy(_) => None,
+        }
     }
 
     /// Takes the elements out as a vector, without copying when this is the only reference.

@@ -71,7 +71,15 @@ pub(super) fn pack(
         // Every read below is `src[r, p]` with `r < rows.end <= src.rows` and
         // `p < depth.end <= src.cols` (asserted above), which `MatRef`'s invariant places inside
         // `src.data`; every write is inside `panel` (`p < kc`, `i < width`).
-        if rs == 1 {
+        if rs == 1 && valid == width && matches!(width, 8 | 16 | 32) {
+            // Full panels of the kernels' widths: copies of a constant length, which compile to
+            // a few vector moves instead of a `memcpy` call per depth step.
+            match width {
+                8 => copy_rows::<8>(panel, src, r0, depth.start),
+                16 => copy_rows::<16>(panel, src, r0, depth.start),
+                _ => copy_rows::<32>(panel, src, r0, depth.start),
+            }
+        } else if rs == 1 {
             // Rows contiguous (B row-major, or a transposed A): one short copy per depth step.
             for (p, out) in panel.chunks_exact_mut(width).enumerate() {
                 let base = r0 + (depth.start + p) * cs;
@@ -98,6 +106,20 @@ pub(super) fn pack(
         }
     }
     total
+}
+
+/// One full panel of `W` contiguous rows: `panel[p·W + i] = src[r0 + i, p0 + p]`.
+///
+/// The caller guarantees `src` has rows `r0..r0 + W` (row stride 1) and the panel's depth range.
+#[inline(always)]
+fn copy_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: usize) {
+    for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+        let base = r0 + (p0 + p) * src.col_stride;
+        let row: &[f32; W] = src.data[base..base + W]
+            .try_into()
+            .expect("a slice of W elements");
+        out.copy_from_slice(row);
+    }
 }
 
 /// A whole matrix packed for one kernel's `width` and `kc`: depth blocks of `kc`, each a run of

@@ -1,0 +1,146 @@
+//! Storage of dead activations, reused for the next outputs of one run.
+//!
+//! When a value's last reader has run, the executor hands its tensor here; a kernel that
+//! overwrites every element of its output (Conv, MatMul) asks [`f32_output`] for a buffer and
+//! gets such a spare instead of a fresh zero-filled allocation. A fresh multi-megabyte buffer
+//! costs a memset or a page fault per 4 KiB on every step, and a spare from two steps ago is
+//! often still in cache.
+//!
+//! The spares live in a thread-local list for the duration of the outermost run on the thread
+//! (the executor runs a plan's steps, and any subgraph's, on one thread) and are freed when it
+//! ends, so nothing is retained between runs. Only uniquely owned `f32` storage is taken (a
+//! tensor that shares its buffer, say with a Reshape output still alive, is simply dropped),
+//! and the list is bounded in count and bytes.
+
+use super::alloc::{check_tensor_bytes, filled_vec};
+use super::Tensor;
+use crate::error::Result;
+use std::cell::{Cell, RefCell};
+
+/// Smaller buffers are not worth keeping: the allocator serves them well.
+const MIN_BYTES: usize = 64 << 10;
+/// At most this many spares …
+const MAX_SPARES: usize = 16;
+/// … of at most this many bytes in all.
+const MAX_TOTAL_BYTES: usize = 128 << 20;
+
+thread_local! {
+    static SPARES: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    /// Runs in progress on this thread (a subgraph's run nests inside its parent's).
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks a run in progress on this thread; the spares are freed when the outermost one ends.
+pub(crate) struct RunScope(());
+
+impl RunScope {
+    pub(crate) fn enter() -> RunScope {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        RunScope(())
+    }
+}
+
+impl Drop for RunScope {
+    fn drop(&mut self) {
+        let outermost = DEPTH.with(|d| {
+            d.set(d.get().saturating_sub(1));
+            d.get() == 0
+        });
+        if outermost {
+            SPARES.with(|s| s.borrow_mut().clear());
+        }
+    }
+}
+
+/// Keeps `t`'s storage for reuse when it is a uniquely owned `f32` buffer worth keeping and a
+/// run is in progress; otherwise just drops it.
+pub(crate) fn give_back(t: Tensor) {
+    if DEPTH.with(Cell::get) == 0 {
+        return;
+    }
+    let Some(v) = t.into_unique_f32() else {
+        return;
+    };
+    let bytes = v.capacity() * std::mem::size_of::<f32>();
+    if bytes < MIN_BYTES {
+        return;
+    }
+    SPARES.with(|s| {
+        let mut spares = s.borrow_mut();
+        let held =
+            |spares: &Vec<Vec<f32>>| -> usize { spares.iter().map(|v| v.capacity() * 4).sum() };
+        // The oldest spares go first to make room.
+        while !spares.is_empty()
+            && (spares.len() >= MAX_SPARES || held(&spares) + bytes > MAX_TOTAL_BYTES)
+        {
+            spares.remove(0);
+        }
+        if bytes <= MAX_TOTAL_BYTES {
+            spares.push(v);
+        }
+    });
+}
+
+/// A buffer of `n` floats whose contents are unspecified (a spare's old values, or zeros): for
+/// kernels that write every element. Errors as `filled_vec` when `n` is over the tensor limit.
+pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
+    check_tensor_bytes(n, std::mem::size_of::<f32>())?;
+    if n * std::mem::size_of::<f32>() >= MIN_BYTES {
+        // The smallest spare that holds `n` without wasting more than half of itself.
+        let spare = SPARES.with(|s| {
+            let mut spares = s.borrow_mut();
+            let best = spares
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= n && v.capacity() / 2 <= n)
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| spares.swap_remove(i))
+        });
+        if let Some(mut v) = spare {
+            // Shrinks, or grows within the capacity (only the new tail is written).
+            v.resize(n, 0.0);
+            return Ok(v);
+        }
+    }
+    filled_vec(n, 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_buffer_is_reused_within_a_run_and_freed_after() {
+        let n = MIN_BYTES; // floats: four times the minimum bytes
+        let scope = RunScope::enter();
+        let t = Tensor::from_vec(vec![n], vec![1.5f32; n]).unwrap();
+        give_back(t);
+        let v = f32_output(n - 10).unwrap();
+        assert_eq!(v.len(), n - 10);
+        assert!(v.iter().all(|&x| x == 1.5), "the spare's storage came back");
+        // Nothing left: the next one is fresh and zeroed.
+        assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
+        give_back(Tensor::from_vec(vec![n - 10], v).unwrap());
+        drop(scope);
+        assert!(f32_output(n - 10).unwrap().iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn shared_small_or_out_of_run_buffers_are_not_kept() {
+        let n = MIN_BYTES;
+        // Outside a run: dropped.
+        give_back(Tensor::from_vec(vec![n], vec![2.0f32; n]).unwrap());
+        let _scope = RunScope::enter();
+        assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
+        // Shared storage: the other owner keeps it.
+        let t = Tensor::from_vec(vec![n], vec![3.0f32; n]).unwrap();
+        let other = t.clone();
+        give_back(t);
+        assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
+        assert_eq!(other.as_slice::<f32>().unwrap()[0], 3.0);
+        // Much larger than asked for: not handed out.
+        give_back(Tensor::from_vec(vec![4 * n], vec![4.0f32; 4 * n]).unwrap());
+        assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
+    }
+}
