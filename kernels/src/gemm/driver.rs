@@ -180,6 +180,8 @@ unsafe fn serial(
     let mut bufs = PACK_BUFS.take();
     let (mr, nr) = (tile.mr, spec.nr);
     let nc = block_cols(spec, &bt);
+    let in_kernel = epi.in_kernel();
+    let row_bias = in_kernel.and_then(|e| e.row_bias);
     for jc in cols.clone().step_by(nc) {
         let nc_len = nc.min(cols.end - jc);
         for pc in (0..k).step_by(spec.kc) {
@@ -231,6 +233,13 @@ unsafe fn serial(
                             rows: mr.min(mc_len - ir),
                             cols: nr.min(nc_len - jr),
                             accumulate: pc > 0,
+                            // `check_epilogue` made the bias m long, and rows i.. of this
+                            // tile are below m.
+                            row_bias: match row_bias {
+                                Some(b) if pc == 0 => b[i..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
                         };
                         // SAFETY: `spec` came from `kernel::available`, so the CPU runs it; the
                         // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
@@ -239,6 +248,7 @@ unsafe fn serial(
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k
+                        && in_kernel.is_none()
                         && !epi.is_identity()
                         && (strip_end - epi_from >= EPILOGUE_COLS || strip_end == nc_len)
                     {

@@ -40,7 +40,7 @@ impl Default for Epilogue<'_> {
     }
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
     /// Whether the epilogue leaves the product untouched.
     pub(crate) fn is_identity(&self) -> bool {
         self.alpha == 1.0
@@ -51,6 +51,29 @@ impl Epilogue<'_> {
 
     /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
     /// Bias and residual shapes were validated against `C` before the product started.
+    /// The epilogue as the microkernels apply it while storing a tile — a per-row bias that
+    /// starts the accumulators and a Relu/Clip before the store — or `None` when it needs more
+    /// (a scale, a residual, a column bias, another activation), which then runs as a pass over
+    /// each finished block. Convolutions (bias + Relu/Relu6) take the first road and never go
+    /// back over their output.
+    pub(super) fn in_kernel(&self) -> Option<InKernel<'a>> {
+        if self.alpha != 1.0 || self.residual.is_some() {
+            return None;
+        }
+        let row_bias = match self.bias {
+            Bias::None => None,
+            Bias::PerRow(b) => Some(b),
+            Bias::Scalar(_) | Bias::PerCol(_) => return None,
+        };
+        let clamp = match self.activation {
+            None => None,
+            Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
+            Some(Activation::Clip(lo, hi)) => Some((lo, hi)),
+            Some(_) => return None,
+        };
+        Some(InKernel { row_bias, clamp })
+    }
+
     pub(crate) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
         self.apply_linear(row, i, j0);
         if let Some(act) = self.activation {
@@ -89,6 +112,15 @@ impl Epilogue<'_> {
             }
         }
     }
+}
+
+/// What the microkernels apply themselves (see [`Epilogue::in_kernel`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InKernel<'a> {
+    /// One value per row of C.
+    pub row_bias: Option<&'a [f32]>,
+    /// `Activation::Clip` bounds (Relu is `(0, inf)`).
+    pub clamp: Option<(f32, f32)>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 //!   so tiles at the matrix edge never touch memory outside `C`.
 //! * With `accumulate` the tile is added to `C`, else it overwrites `C` (which is then not
 //!   read, so it may hold garbage such as NaN).
+//! * A non-null `row_bias` points at `rows` floats, one per row of the tile, that start the
+//!   accumulators (the driver passes it only with the first depth block, so it is added once).
+//! * With `clamp = Some((lo, hi))` every value is clamped as `Activation::Clip` does (a NaN stays
+//!   NaN) before it is stored: the driver passes it only with the last depth block.
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -34,6 +38,8 @@ pub(super) struct Tile {
     pub rows: usize,
     pub cols: usize,
     pub accumulate: bool,
+    pub row_bias: *const f32,
+    pub clamp: Option<(f32, f32)>,
 }
 
 /// A microkernel with its tile shape and the cache blocking tuned for it.
@@ -110,6 +116,11 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
             S::prefetch(t.c.add(i * t.ldc + t.cols - 1));
         }
         let mut acc = [[S::zero(); NV]; MR];
+        if !t.row_bias.is_null() {
+            for (i, row) in acc.iter_mut().enumerate().take(t.rows) {
+                *row = [S::splat(*t.row_bias.add(i)); NV];
+            }
+        }
         let (mut a, mut b) = (t.a, t.b);
         // Unrolled by 4 to cut loop overhead against the FMA stream.
         for _ in 0..t.kc / 4 {
@@ -124,17 +135,20 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
             a = a.add(MR);
             b = b.add(nr);
         }
-
         if t.rows == MR && t.cols == nr {
+            let clamp = t.clamp.map(|(lo, hi)| (S::splat(lo), S::splat(hi)));
             for (i, row) in acc.iter().enumerate() {
                 let c = t.c.add(i * t.ldc);
                 for (v, &x) in row.iter().enumerate() {
                     let p = c.add(v * S::LANES);
-                    let x = if t.accumulate {
+                    let mut x = if t.accumulate {
                         S::add(S::load(p), x)
                     } else {
                         x
                     };
+                    if let Some((lo, hi)) = clamp {
+                        x = S::min(hi, S::max(lo, x));
+                    }
                     S::store(p, x);
                 }
             }
@@ -146,15 +160,29 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
                     S::store(buf.as_mut_ptr().add(i * nr + v * S::LANES), x);
                 }
             }
-            for (i, src) in buf.chunks_exact(nr).take(t.rows).enumerate() {
+            for (i, src) in buf.chunks_exact_mut(nr).take(t.rows).enumerate() {
                 let dst = std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols);
+                let src = &mut src[..t.cols];
                 if t.accumulate {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                } else {
-                    dst.copy_from_slice(&src[..t.cols]);
+                    src.iter_mut().zip(&*dst).for_each(|(s, d)| *s += d);
                 }
+                if let Some((lo, hi)) = t.clamp {
+                    src.iter_mut().for_each(|s| *s = clamp(*s, lo, hi));
+                }
+                dst.copy_from_slice(src);
             }
         }
+    }
+}
+
+/// `Activation::Clip`'s scalar rule, which the vector path reproduces with `max`/`min`.
+#[inline(always)]
+fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    let y = if x < lo { lo } else { x };
+    if y > hi {
+        hi
+    } else {
+        y
     }
 }
 

@@ -39,6 +39,11 @@ pub(super) trait Simd {
     /// # Safety
     /// As for `zero`.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `if a > b { a } else { b }` (so `b` when either is NaN: `max(lo, x)` keeps a NaN
+    /// `x`, as the scalar activations do).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `if a < b { a } else { b }`.
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
 }
 
 /// Plain arrays: LLVM vectorizes these loops for whatever baseline the target has.
@@ -81,6 +86,26 @@ impl Simd for Portable {
         let mut r = a;
         for (r, b) in r.iter_mut().zip(b) {
             *r += b;
+        }
+        r
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+        let mut r = b;
+        for (r, a) in r.iter_mut().zip(a) {
+            if a > *r {
+                *r = a;
+            }
+        }
+        r
+    }
+    #[inline(always)]
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V {
+        let mut r = b;
+        for (r, a) in r.iter_mut().zip(a) {
+            if a < *r {
+                *r = a;
+            }
         }
         r
     }
@@ -137,6 +162,18 @@ mod x86 {
             // SAFETY: the caller guarantees AVX (trait contract).
             unsafe { _mm256_add_ps(a, b) }
         }
+        // `max`/`min` return the second operand unless the comparison holds: the trait's
+        // contract exactly, NaN and signed zeros included.
+        #[inline(always)]
+        unsafe fn max(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the caller guarantees AVX (trait contract).
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: the caller guarantees AVX (trait contract).
+            unsafe { _mm256_min_ps(a, b) }
+        }
     }
 
     /// AVX-512F, 16 lanes.
@@ -181,6 +218,18 @@ mod x86 {
         unsafe fn add(a: __m512, b: __m512) -> __m512 {
             // SAFETY: the caller guarantees AVX-512F (trait contract).
             unsafe { _mm512_add_ps(a, b) }
+        }
+        // `max`/`min` return the second operand unless the comparison holds: the trait's
+        // contract exactly, NaN and signed zeros included.
+        #[inline(always)]
+        unsafe fn max(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the caller guarantees AVX-512F (trait contract).
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: the caller guarantees AVX-512F (trait contract).
+            unsafe { _mm512_min_ps(a, b) }
         }
     }
 }
@@ -229,6 +278,18 @@ mod arm {
         unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
             // SAFETY: as above.
             unsafe { vaddq_f32(a, b) }
+        }
+        // A compare and select rather than `vmaxq_f32`, whose NaN and signed-zero rules differ
+        // from the trait's contract.
+        #[inline(always)]
+        unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: as above.
+            unsafe { vbslq_f32(vcgtq_f32(a, b), a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: as above.
+            unsafe { vbslq_f32(vcltq_f32(a, b), a, b) }
         }
     }
 }

@@ -298,6 +298,67 @@ fn every_layout_and_epilogue_on_edge_tiles() {
 }
 
 #[test]
+fn bias_and_clamp_applied_in_the_kernel_match_reference() {
+    // The epilogues the microkernels apply as they store (row bias, Relu/Clip), on edge tiles,
+    // with a depth that spans blocks (the bias must be added once, the clamp last), every
+    // layout, and a Clip whose bounds cross (every output is `hi`).
+    let activations = [
+        None,
+        Some(Activation::Relu),
+        Some(Activation::Clip(-0.5, 0.25)),
+        Some(Activation::Clip(1.0, -1.0)),
+    ];
+    for (t, activation) in activations.into_iter().enumerate() {
+        for bias in [BiasKind::None, BiasKind::PerRow] {
+            for (u, k) in [1, 23, 600].into_iter().enumerate() {
+                check_case(Case {
+                    m: [7, 13, 19][(t + u) % 3],
+                    n: [37, 16, 9][(t + u) % 3],
+                    k,
+                    layout: [Layout::RowMajor, Layout::AT, Layout::BT, Layout::Strided][t],
+                    offset: 1,
+                    gap: u,
+                    epi: EpiCase {
+                        alpha: 1.0,
+                        bias,
+                        residual: false,
+                        activation,
+                    },
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn a_nan_product_stays_nan_through_an_in_kernel_relu() {
+    // As the scalar Relu: NaN in, NaN out (a `max` with the wrong operand order gives 0).
+    let mut a = values(6 * 8, 3);
+    a[9] = f32::NAN; // row 1
+    let b = values(8 * 20, 4);
+    let bias = [0.5f32; 6];
+    let epi = Epilogue {
+        bias: Bias::PerRow(&bias),
+        activation: Some(Activation::Relu),
+        ..Default::default()
+    };
+    for spec in kernel::available() {
+        let mut c = vec![0.0f32; 6 * 20];
+        gemm_with(
+            spec,
+            Lhs::Mat(MatRef::row_major(&a, 6, 8).unwrap()),
+            Rhs::Mat(MatRef::row_major(&b, 8, 20).unwrap()),
+            MatMut::row_major(&mut c, 6, 20).unwrap(),
+            &epi,
+            false,
+        )
+        .unwrap();
+        assert!(c[20..40].iter().all(|v| v.is_nan()), "{}", spec.name);
+        assert!(c[..20].iter().all(|v| *v >= 0.0), "{}", spec.name);
+    }
+}
+
+#[test]
 fn deep_k_accumulates_across_blocks() {
     // k > kc of every kernel, so C is written once then accumulated into.
     check(9, 35, 600, Layout::RowMajor, 2);
