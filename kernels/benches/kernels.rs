@@ -111,7 +111,7 @@ fn depthwise(c: &mut Criterion) {
         let x = values(hw * hw);
         let w = values(k * k);
         let mut y = vec![0.0f32; o * o];
-        let mut scratch = Vec::new();
+        let mut scratch = infer_kernels::depthwise::PlaneScratch::new();
         let name = format!("{hw}x{hw}_k{k}_s{s}");
         group.throughput(Throughput::Elements((o * o * k * k) as u64));
         group.bench_function(BenchmarkId::new("blocked", &name), |b| {

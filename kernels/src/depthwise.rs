@@ -48,6 +48,27 @@ impl PlaneGeometry {
     }
 }
 
+/// A thread's reusable padded copy of one plane (see the module docs).
+///
+/// It remembers the layout it was last filled for: planes of the same geometry (the channels of
+/// one convolution) differ only inside the input's rectangle, so for them only that is copied
+/// and the padding, already in place, is not written again.
+#[derive(Debug, Default)]
+pub struct PlaneScratch {
+    buf: Vec<f32>,
+    /// Geometry, block and padding value (as bits) of the last fill.
+    filled_for: Option<(PlaneGeometry, usize, u32)>,
+}
+
+impl PlaneScratch {
+    pub const fn new() -> Self {
+        PlaneScratch {
+            buf: Vec::new(),
+            filled_for: None,
+        }
+    }
+}
+
 /// `y = bias + Σ_{kh,kw} w[kh·KW + kw] · x_padded[oh·sh + kh·dh][ow·sw + kw·dw]` for one plane.
 ///
 /// `x` holds `H·W` inputs, `w` the `KH·KW` weights and `y` receives `OH·OW` outputs;
@@ -62,7 +83,7 @@ pub fn depthwise_plane(
     w: &[f32],
     bias: f32,
     y: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut PlaneScratch,
 ) {
     assert!(
         w.len() >= g.kernel[0] * g.kernel[1],
@@ -76,7 +97,7 @@ pub fn depthwise_plane(
 ///
 /// # Panics
 /// As `depthwise_plane`.
-pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut Vec<f32>) {
+pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut PlaneScratch) {
     let ones = vec![1.0; g.kernel[0] * g.kernel[1]];
     plane::<Max>(g, x, &ones, f32::NEG_INFINITY, y, scratch);
 }
@@ -122,7 +143,7 @@ fn plane<R: Reduce>(
     w: &[f32],
     init: f32,
     y: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut PlaneScratch,
 ) {
     let [oh_n, ow_n] = g.output;
     if oh_n == 0 || ow_n == 0 {
@@ -136,6 +157,7 @@ fn plane<R: Reduce>(
         BLOCK
     };
     fill_padded(g, x, block, R::PAD, scratch);
+    let scratch = &scratch.buf;
     // Tap offsets on the stack for the usual kernels (up to 8×8): this runs once per plane.
     let mut stack = [0usize; 64];
     let heap;
@@ -165,49 +187,33 @@ const BLOCK: usize = 64;
 /// Lanes per block for narrow strided planes, where 64 would mostly compute dropped lanes.
 const SMALL_BLOCK: usize = 16;
 
-/// Copies the plane into `buf` as `padded_height` rows of `stride_w` phase rows each, `pad`
+/// Copies the plane into `scratch` as `padded_height` rows of `stride_w` phase rows each, `pad`
 /// outside the input, plus one block of slack at the end so the last block may read past
-/// the plane.
-///
-/// On large planes only the positions outside the input are set to `pad`: there, writing all of
-/// the buffer twice cost more than the convolution itself. Small planes fill it whole first,
-/// as a few short fills per row cost more than one pass over a buffer that stays in L1.
-fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, buf: &mut Vec<f32>) {
-    /// Buffers up to this many floats (16 KiB) are filled whole.
-    const FILL_WHOLE: usize = 4096;
+/// the plane. The padding is written only when the layout differs from the last fill's.
+fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, scratch: &mut PlaneScratch) {
     let [h, w] = g.input;
     let sw = g.stride[1].max(1);
     let len = g.phase_len();
     let rows = g.padded_height();
     let slack = block + g.kernel[1] * g.dilation[1] + len * g.kernel[0] * g.dilation[0] * sw;
-    let body = rows * sw * len;
-    let fill_whole = body <= FILL_WHOLE;
-    if fill_whole {
+    let key = (*g, block, pad.to_bits());
+    let buf = &mut scratch.buf;
+    if scratch.filled_for != Some(key) {
         buf.clear();
-    } else {
-        buf.truncate(body + slack);
+        buf.resize(rows * sw * len + slack, pad);
+        scratch.filled_for = Some(key);
     }
-    buf.resize(body + slack, pad);
-    if !fill_whole {
-        buf[body..].fill(pad);
-    }
+    // Below, only positions inside the input's rectangle are written: the same ones for every
+    // plane of this layout, so everything else keeps the padding written above.
     let [pad_top, pad_left] = g.pad;
     let input_rows = pad_top.min(rows)..(pad_top + h).min(rows);
-    if !fill_whole {
-        buf[..input_rows.start * sw * len].fill(pad);
-        buf[input_rows.end * sw * len..body].fill(pad);
-    }
     if sw == 1 {
         // Columns pad_left.. of each padded row hold the input row (clipped to the width).
         let lo = pad_left.min(len);
         let n = w.min(len - lo);
         for r in input_rows {
-            let dst = &mut buf[r * len..(r + 1) * len];
-            dst[lo..lo + n].copy_from_slice(&x[(r - pad_top) * w..(r - pad_top) * w + n]);
-            if !fill_whole {
-                dst[..lo].fill(pad);
-                dst[lo + n..].fill(pad);
-            }
+            let src = &x[(r - pad_top) * w..(r - pad_top) * w + n];
+            buf[r * len + lo..r * len + lo + n].copy_from_slice(src);
         }
         return;
     }
@@ -216,16 +222,13 @@ fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, buf: &mut V
         // every row, so worked out once (divisions cost as much as a small plane's copy).
         let lo = pad_left.saturating_sub(p).div_ceil(sw).min(len);
         let hi = (pad_left + w).saturating_sub(p).div_ceil(sw).clamp(lo, len);
+        if lo == hi {
+            continue;
+        }
         for r in input_rows.clone() {
             let src = &x[(r - pad_top) * w..(r - pad_top + 1) * w];
-            let dst = &mut buf[(r * sw + p) * len..(r * sw + p + 1) * len];
-            if !fill_whole {
-                dst[..lo].fill(pad);
-                dst[hi..].fill(pad);
-            }
-            if lo < hi {
-                copy_strided(&mut dst[lo..hi], &src[lo * sw + p - pad_left..], sw);
-            }
+            let dst = &mut buf[(r * sw + p) * len + lo..(r * sw + p) * len + hi];
+            copy_strided(dst, &src[lo * sw + p - pad_left..], sw);
         }
     }
 }
@@ -438,7 +441,7 @@ mod tests {
 
     #[test]
     fn matches_the_definition_across_shapes_strides_and_padding() {
-        let mut scratch = Vec::new();
+        let mut scratch = PlaneScratch::new();
         // (H, W, K, stride, dilation, pad each side): mobilenet/efficientnet shapes and odd ones.
         let cases = [
             (7, 7, 3, 1, 1, 1),
@@ -475,7 +478,7 @@ mod tests {
             }
             let mut z = vec![f32::NAN; oh * ow];
             fill_padded(&g, &x, BLOCK, 0.0, &mut scratch);
-            compute::<Fma, false>(&g, &scratch, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
+            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
             for (a, b) in z.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5, "portable {g:?}: {a} vs {b}");
             }
@@ -520,11 +523,42 @@ mod tests {
     }
 
     #[test]
+    fn planes_of_one_layout_reuse_the_padding_but_not_the_data() {
+        // Consecutive planes of one geometry skip the padding fill: the second plane's result
+        // must not see the first's values, for zero (conv) and -inf (pool) padding in turn.
+        let mut rng = Rng(77);
+        let mut scratch = PlaneScratch::new();
+        for (h, wd, k, s, p) in [(9, 11, 3, 1, 1), (12, 10, 3, 2, 1), (7, 7, 5, 2, 2)] {
+            let o = |n: usize| (n + 2 * p - k) / s + 1;
+            let g = PlaneGeometry {
+                input: [h, wd],
+                output: [o(h), o(wd)],
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                pad: [p, p],
+            };
+            let w = rng.values(k * k);
+            for _ in 0..3 {
+                let x = rng.values(h * wd);
+                let mut y = vec![f32::NAN; o(h) * o(wd)];
+                depthwise_plane(&g, &x, &w, 0.5, &mut y, &mut scratch);
+                for (a, b) in y.iter().zip(reference(&g, &x, &w, 0.5)) {
+                    assert!((a - b).abs() <= 1e-5, "{g:?}: {a} vs {b}");
+                }
+                let mut m = vec![f32::NAN; o(h) * o(wd)];
+                max_pool_plane(&g, &x, &mut m, &mut scratch);
+                assert!(m.iter().all(|v| v.is_finite()), "{g:?}: {m:?}");
+            }
+        }
+    }
+
+    #[test]
     fn random_geometries_match_the_definition() {
         let mut rng = Rng(0x0dd_5eed_u64 << 8 | 1);
         // One scratch buffer for every case, as a thread reuses it: what a larger plane left
         // in it must not leak into a smaller one.
-        let mut scratch = Vec::new();
+        let mut scratch = PlaneScratch::new();
         for case in 0..300 {
             let (h, wd) = (1 + rng.below(20), 1 + rng.below(20));
             let kernel = [1 + rng.below(5), 1 + rng.below(5)];
@@ -564,7 +598,7 @@ mod tests {
             fill_padded(&g, x, BLOCK, 0.0, &mut scratch);
             compute::<Fma, false>(
                 &g,
-                &scratch,
+                &scratch.buf,
                 &tap_offsets(&g),
                 w,
                 bias,

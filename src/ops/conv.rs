@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
-use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
+use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Rhs,
     Tap,
@@ -415,7 +415,7 @@ impl Kernel for Conv {
 const MIN_TASK_FLOATS: usize = 1 << 12;
 
 thread_local! {
-    static DEPTHWISE_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static DEPTHWISE_BUF: Cell<PlaneScratch> = const { Cell::new(PlaneScratch::new()) };
 }
 
 impl ConvProblem<'_> {

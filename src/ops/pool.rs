@@ -11,7 +11,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
-use infer_kernels::depthwise::{max_pool_plane, PlaneGeometry};
+use infer_kernels::depthwise::{max_pool_plane, PlaneGeometry, PlaneScratch};
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -378,7 +378,8 @@ impl Kernel for Pool {
 }
 
 thread_local! {
-    static PLANE_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static PLANE_BUF: std::cell::Cell<PlaneScratch> =
+        const { std::cell::Cell::new(PlaneScratch::new()) };
 }
 
 /// f32 max pooling of 1-D/2-D planes on the register-blocked plane kernel.
