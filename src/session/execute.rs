@@ -37,7 +37,6 @@ pub(crate) fn execute(
     if let Some(p) = profile.as_deref_mut() {
         p.begin_run();
     }
-    let _spares = spare::RunScope::enter();
     let mut env: Vec<Option<Value>> = vec![None; plan.values.len()];
     for (v, t) in inputs {
         live.charge(value_bytes(&t))

@@ -187,6 +187,7 @@ impl SessionBuilder {
             pool,
             threads,
             shape_cache: Mutex::new(HashMap::new()),
+            spares: Arc::default(),
         })
     }
 }
@@ -233,6 +234,8 @@ pub struct Session {
     pool: rayon::ThreadPool,
     threads: usize,
     shape_cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<ShapeValues>>>,
+    /// Dead activations' buffers, reused by later outputs of this session's runs.
+    spares: Arc<tensor::spare::SparePool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -340,6 +343,7 @@ impl Session {
         let (values, recorded) = self.pool.install(|| {
             // Created on the pool's thread, which carries the session's total limit.
             let mut live = tensor::alloc::RunBytes::top_level();
+            let _spares = tensor::spare::RunScope::enter(self.spares.clone());
             execute::execute(
                 &self.plan,
                 bound,

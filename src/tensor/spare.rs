@@ -1,83 +1,92 @@
-//! Storage of dead activations, reused for the next outputs of one run.
+//! Storage of dead activations, reused for later outputs.
 //!
 //! When a value's last reader has run, the executor hands its tensor here; a kernel that
-//! overwrites every element of its output (Conv, MatMul) asks [`f32_output`] for a buffer and
-//! gets such a spare instead of a fresh zero-filled allocation. A fresh multi-megabyte buffer
-//! costs a memset or a page fault per 4 KiB on every step, and a spare from two steps ago is
-//! often still in cache.
+//! overwrites every element of its output (Conv, MatMul, Gemm) asks [`f32_output`] for a buffer
+//! and gets such a spare instead of a fresh zero-filled allocation. A fresh multi-megabyte
+//! buffer costs a memset (or a page fault per 4 KiB) on every step, and a spare from two steps
+//! ago is often still in cache.
 //!
-//! The spares live in a thread-local list for the duration of the outermost run on the thread
-//! (the executor runs a plan's steps, and any subgraph's, on one thread) and are freed when it
-//! ends, so nothing is retained between runs. Only uniquely owned `f32` storage is taken (a
-//! tensor that shares its buffer, say with a Reshape output still alive, is simply dropped),
-//! and the list is bounded in count and bytes.
+//! Each session owns one [`SparePool`], kept between its runs (as onnxruntime's arena is), so
+//! a steady stream of runs allocates nothing large; it is freed with the session. A run makes
+//! its session's pool current on its thread for its duration ([`RunScope`]): the executor runs
+//! a plan's steps, and any subgraph's, on that thread. Only uniquely owned `f32` storage is
+//! taken (a tensor that shares its buffer, say with a Reshape output still alive, is simply
+//! dropped), and a pool is bounded in count and bytes.
 
 use super::alloc::{check_tensor_bytes, filled_vec};
 use super::Tensor;
 use crate::error::Result;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 /// Smaller buffers are not worth keeping: the allocator serves them well.
 const MIN_BYTES: usize = 64 << 10;
 /// At most this many spares …
 const MAX_SPARES: usize = 16;
-/// … of at most this many bytes in all.
-const MAX_TOTAL_BYTES: usize = 128 << 20;
+/// … of at most this many bytes in all, per session.
+const MAX_TOTAL_BYTES: usize = 64 << 20;
 
-thread_local! {
-    static SPARES: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-    /// Runs in progress on this thread (a subgraph's run nests inside its parent's).
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
+/// One session's spare buffers.
+#[derive(Debug, Default)]
+pub(crate) struct SparePool(Mutex<Vec<Vec<f32>>>);
+
+impl SparePool {
+    /// Runs `f` on the spares; a pool poisoned by a panic elsewhere is just not used.
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<Vec<f32>>) -> Option<R>) -> Option<R> {
+        self.0.lock().ok().and_then(|mut spares| f(&mut spares))
+    }
 }
 
-/// Marks a run in progress on this thread; the spares are freed when the outermost one ends.
-pub(crate) struct RunScope(());
+thread_local! {
+    /// The pool of the run in progress on this thread, if any.
+    static CURRENT: RefCell<Option<Arc<SparePool>>> = const { RefCell::new(None) };
+}
+
+/// Makes a session's pool current on this thread until dropped (restoring the previous one:
+/// rayon may start another run of the session on a thread that waits inside a run).
+pub(crate) struct RunScope(Option<Arc<SparePool>>);
 
 impl RunScope {
-    pub(crate) fn enter() -> RunScope {
-        DEPTH.with(|d| d.set(d.get() + 1));
-        RunScope(())
+    pub(crate) fn enter(pool: Arc<SparePool>) -> RunScope {
+        RunScope(CURRENT.with(|c| c.replace(Some(pool))))
     }
 }
 
 impl Drop for RunScope {
     fn drop(&mut self) {
-        let outermost = DEPTH.with(|d| {
-            d.set(d.get().saturating_sub(1));
-            d.get() == 0
-        });
-        if outermost {
-            SPARES.with(|s| s.borrow_mut().clear());
-        }
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
     }
+}
+
+fn current() -> Option<Arc<SparePool>> {
+    CURRENT.with(|c| c.borrow().clone())
 }
 
 /// Keeps `t`'s storage for reuse when it is a uniquely owned `f32` buffer worth keeping and a
 /// run is in progress; otherwise just drops it.
 pub(crate) fn give_back(t: Tensor) {
-    if DEPTH.with(Cell::get) == 0 {
+    let Some(pool) = current() else {
         return;
-    }
+    };
     let Some(v) = t.into_unique_f32() else {
         return;
     };
     let bytes = v.capacity() * std::mem::size_of::<f32>();
-    if bytes < MIN_BYTES {
+    if !(MIN_BYTES..=MAX_TOTAL_BYTES).contains(&bytes) {
         return;
     }
-    SPARES.with(|s| {
-        let mut spares = s.borrow_mut();
+    pool.with(|spares| {
         let held =
             |spares: &Vec<Vec<f32>>| -> usize { spares.iter().map(|v| v.capacity() * 4).sum() };
         // The oldest spares go first to make room.
         while !spares.is_empty()
-            && (spares.len() >= MAX_SPARES || held(&spares) + bytes > MAX_TOTAL_BYTES)
+            && (spares.len() >= MAX_SPARES || held(spares) + bytes > MAX_TOTAL_BYTES)
         {
             spares.remove(0);
         }
-        if bytes <= MAX_TOTAL_BYTES {
-            spares.push(v);
-        }
+        spares.push(v);
+        Some(())
     });
 }
 
@@ -85,27 +94,29 @@ pub(crate) fn give_back(t: Tensor) {
 /// kernels that write every element. Errors as `filled_vec` when `n` is over the tensor limit.
 pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     check_tensor_bytes(n, std::mem::size_of::<f32>())?;
-    if n * std::mem::size_of::<f32>() >= MIN_BYTES {
-        // The smallest spare that holds `n`, however much larger: activations shrink and grow
-        // along a network (a block's expansion is 6× its input), and a larger buffer handed
-        // out now comes back when its tensor dies. The pool's bounds cap what this holds.
-        let spare = SPARES.with(|s| {
-            let mut spares = s.borrow_mut();
+    let pool = current().filter(|_| n * std::mem::size_of::<f32>() >= MIN_BYTES);
+    // The smallest spare that holds `n`, however much larger: activations shrink and grow
+    // along a network (a block's expansion is 6× its input), and a larger buffer handed out
+    // now comes back when its tensor dies. The pool's bounds cap what this holds.
+    let spare = pool.and_then(|pool| {
+        pool.with(|spares| {
             let best = spares
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.capacity() >= n)
                 .min_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i);
-            best.map(|i| spares.swap_remove(i))
-        });
-        if let Some(mut v) = spare {
+                .map(|(i, _)| i)?;
+            Some(spares.swap_remove(best))
+        })
+    });
+    match spare {
+        Some(mut v) => {
             // Shrinks, or grows within the capacity (only the new tail is written).
             v.resize(n, 0.0);
-            return Ok(v);
+            Ok(v)
         }
+        None => filled_vec(n, 0.0),
     }
-    filled_vec(n, 0.0)
 }
 
 #[cfg(test)]
@@ -113,9 +124,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dead_buffer_is_reused_within_a_run_and_freed_after() {
+    fn a_dead_buffer_is_reused_while_its_pool_is_current() {
         let n = MIN_BYTES; // floats: four times the minimum bytes
-        let scope = RunScope::enter();
+        let scope = RunScope::enter(Arc::default());
         let t = Tensor::from_vec(vec![n], vec![1.5f32; n]).unwrap();
         give_back(t);
         let v = f32_output(n - 10).unwrap();
@@ -125,6 +136,7 @@ mod tests {
         assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
         give_back(Tensor::from_vec(vec![n - 10], v).unwrap());
         drop(scope);
+        // No pool current: a fresh buffer.
         assert!(f32_output(n - 10).unwrap().iter().all(|&x| x == 0.0));
     }
 
@@ -133,7 +145,7 @@ mod tests {
         let n = MIN_BYTES;
         // Outside a run: dropped.
         give_back(Tensor::from_vec(vec![n], vec![2.0f32; n]).unwrap());
-        let _scope = RunScope::enter();
+        let _scope = RunScope::enter(Arc::default());
         assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
         // Shared storage: the other owner keeps it.
         let t = Tensor::from_vec(vec![n], vec![3.0f32; n]).unwrap();
