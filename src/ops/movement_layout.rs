@@ -98,7 +98,8 @@ fn concat<T: Storable>(xs: &[&Tensor], axis: usize, shape: Vec<usize>) -> Result
         .map(|x| Ok((x.as_slice::<T>()?, x.shape()[axis..].iter().product())))
         .collect::<Result<_>>()?;
     let row: usize = parts.iter().map(|p| p.1).sum();
-    let mut out = filled_vec(checked_numel(&shape)?, T::default())?;
+    // Every element is written: each output row is the inputs' rows side by side.
+    let mut out = crate::tensor::spare::output::<T>(checked_numel(&shape)?)?;
     for_each_chunk(&mut out, row, |o, dst| {
         let mut at = 0;
         for &(src, n) in &parts {

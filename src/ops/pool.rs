@@ -390,7 +390,12 @@ fn max_pool_planes(
     out_shape: Vec<usize>,
 ) -> Result<Vec<Tensor>> {
     let xs = x.as_slice::<f32>()?;
-    let mut y = vec![0.0f32; crate::tensor::checked_numel(&out_shape)?];
+    // Every element is written: each output plane by its plane kernel.
+    let mut y = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
+    if geo.input_len() == 0 {
+        // No plane to run over (and nothing to take a maximum of): zeros, as before.
+        y.fill(0.0);
+    }
     for_planes(xs, geo.input_len(), &mut y, geo.output_len(), |x, y, _| {
         PLANE_BUF.with(|cell| {
             let mut buf = cell.take();

@@ -119,6 +119,18 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     }
 }
 
+/// [`f32_output`] for any element type: a spare for `f32`, a fresh default-filled vector for
+/// the others. For kernels that write every element.
+pub(crate) fn output<T: Clone + Default + 'static>(n: usize) -> Result<Vec<T>> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        let v: Box<dyn std::any::Any> = Box::new(f32_output(n)?);
+        if let Ok(v) = v.downcast::<Vec<T>>() {
+            return Ok(*v);
+        }
+    }
+    filled_vec(n, T::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
