@@ -100,11 +100,13 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     // now comes back when its tensor dies. The pool's bounds cap what this holds.
     let spare = pool.and_then(|pool| {
         pool.with(|spares| {
+            // Preferably one whose length already covers `n`: growing a shorter one within
+            // its capacity writes zeros over the difference.
             let best = spares
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.capacity() >= n)
-                .min_by_key(|(_, v)| v.capacity())
+                .min_by_key(|(_, v)| (v.len() < n, v.capacity()))
                 .map(|(i, _)| i)?;
             Some(spares.swap_remove(best))
         })
