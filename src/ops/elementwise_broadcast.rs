@@ -23,7 +23,8 @@ pub(crate) fn map<T: Storable, O: Storable>(
     f: impl Fn(T) -> O + Sync,
 ) -> Result<Tensor> {
     let src = x.as_slice::<T>()?;
-    let mut out = vec![O::default(); src.len()];
+    // Every element is written by `map_slice`.
+    let mut out = crate::tensor::spare::output::<O>(src.len())?;
     map_slice(src, &mut out, f);
     Tensor::from_vec(x.shape().to_vec(), out)
 }
@@ -74,7 +75,7 @@ pub(crate) fn binary<A: Storable, B: Storable, O: Storable>(
                 *d = f(x, y);
             }
         }
-    });
+    })?;
     Tensor::from_vec(rows.out_shape, out)
 }
 
@@ -111,7 +112,7 @@ pub(crate) fn ternary<A: Storable, B: Storable, C: Storable, O: Storable>(
             (false, false, true),
             (false, false, false)
         );
-    });
+    })?;
     Tensor::from_vec(rows.out_shape, out)
 }
 
@@ -210,13 +211,16 @@ impl<const N: usize> Rows<N> {
     /// Allocates the output and calls `seg(dst, offsets)` for each stretch of it that lies in
     /// one row, with each operand's offset at the stretch's first element; in parallel for
     /// large outputs.
-    fn fill<O: Storable>(&self, seg: impl Fn(&mut [O], [usize; N]) + Sync) -> Vec<O> {
-        let n = self.dims.iter().product();
+    /// The output, each row segment written by `seg` (which must write all of it).
+    fn fill<O: Storable>(&self, seg: impl Fn(&mut [O], [usize; N]) + Sync) -> Result<Vec<O>> {
+        let n = crate::tensor::checked_numel(&self.dims)?;
         if n == 0 {
             // Some dim is 0, possibly the row: nothing to compute, nor to divide by.
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let mut out = vec![O::default(); n];
+        // Checked against the tensor limit (a broadcast can be far larger than its operands);
+        // a spare buffer for f32, as every element is written below.
+        let mut out = crate::tensor::spare::output::<O>(n)?;
         let chunk = |dst: &mut [O], start: usize| {
             let row_len = self.row_len();
             let mut pos = start;
@@ -237,7 +241,7 @@ impl<const N: usize> Rows<N> {
         } else {
             chunk(&mut out, 0);
         }
-        out
+        Ok(out)
     }
 }
 

@@ -429,9 +429,7 @@ impl GlobalPool {
                     .iter()
                     .copied()
                     .fold(x[0], |m, v| if v > m { v } else { m }),
-                PoolKind::Average => {
-                    T::from_f64(x.iter().map(|v| v.to_f64()).sum::<f64>() / x.len() as f64)
-                }
+                PoolKind::Average => T::from_f64(sum_f64(x) / x.len() as f64),
                 PoolKind::Lp => T::from_f64(
                     x.iter()
                         .map(|v| v.to_f64().abs().powf(p))
@@ -442,6 +440,21 @@ impl GlobalPool {
         });
         Tensor::from_vec(shape, y)
     }
+}
+
+/// `Σ x` in f64, over 16 independent partial sums: one running sum is a chain of dependent
+/// adds (one element per add latency), which made global average pooling the third most costly
+/// op of efficientnet_b0; partial sums let the adds vectorize and overlap.
+fn sum_f64<T: Storable>(x: &[T]) -> f64 {
+    let mut acc = [0.0f64; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f64 = chunks.remainder().iter().map(|v| v.to_f64()).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v.to_f64();
+        }
+    }
+    acc.iter().sum::<f64>() + rest
 }
 
 impl Kernel for GlobalPool {
