@@ -182,6 +182,12 @@ unsafe fn serial(
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
+    // What is left of the epilogue for a pass over each finished block after the kernels'
+    // part: all of it, only an activation, or nothing.
+    let pass_needed = match in_kernel {
+        Some(e) => e.after.is_some(),
+        None => !epi.is_identity(),
+    };
     for jc in cols.clone().step_by(nc) {
         let nc_len = nc.min(cols.end - jc);
         for pc in (0..k).step_by(spec.kc) {
@@ -248,8 +254,7 @@ unsafe fn serial(
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k
-                        && in_kernel.is_none()
-                        && !epi.is_identity()
+                        && pass_needed
                         && (strip_end - epi_from >= EPILOGUE_COLS || strip_end == nc_len)
                     {
                         // The strips of C just finished (this block's rows), still in cache:
@@ -257,12 +262,18 @@ unsafe fn serial(
                         // a residual streams (one short segment per row would miss on each).
                         let cols = jc + epi_from..jc + strip_end;
                         let block_rows = ic..ic + mc_len;
-                        for i in block_rows.clone() {
-                            // SAFETY: a row of the strips just written, inside our block; no
-                            // other reference to it is live.
-                            epi.apply_linear(unsafe { c.row(i, cols.clone()) }, i, cols.start);
+                        if in_kernel.is_none() {
+                            for i in block_rows.clone() {
+                                // SAFETY: a row of the strips just written, inside our block;
+                                // no other reference to it is live.
+                                epi.apply_linear(unsafe { c.row(i, cols.clone()) }, i, cols.start);
+                            }
                         }
-                        if let Some(act) = epi.activation {
+                        let activation = match in_kernel {
+                            Some(e) => e.after,
+                            None => epi.activation,
+                        };
+                        if let Some(act) = activation {
                             // SAFETY: as above; each row is borrowed once, in turn.
                             let rows = block_rows.map(|i| unsafe { c.row(i, cols.clone()) });
                             crate::elementwise::apply_activation_rows(act, rows);

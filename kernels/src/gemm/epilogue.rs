@@ -52,10 +52,10 @@ impl<'a> Epilogue<'a> {
     /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
     /// Bias and residual shapes were validated against `C` before the product started.
     /// The epilogue as the microkernels apply it while storing a tile — a per-row bias that
-    /// starts the accumulators and a Relu/Clip before the store — or `None` when it needs more
-    /// (a scale, a residual, a column bias, another activation), which then runs as a pass over
-    /// each finished block. Convolutions (bias + Relu/Relu6) take the first road and never go
-    /// back over their output.
+    /// starts the accumulators and a Relu/Clip before the store, any other activation left to
+    /// a pass over each finished block — or `None` when it needs more (a scale, a residual, a
+    /// column bias), which then all runs as that pass. Convolutions with bias + Relu/Relu6
+    /// never go back over their output; with SiLU or GELU only for the activation.
     pub(super) fn in_kernel(&self) -> Option<InKernel<'a>> {
         if self.alpha != 1.0 || self.residual.is_some() {
             return None;
@@ -65,13 +65,17 @@ impl<'a> Epilogue<'a> {
             Bias::PerRow(b) => Some(b),
             Bias::Scalar(_) | Bias::PerCol(_) => return None,
         };
-        let clamp = match self.activation {
-            None => None,
-            Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
-            Some(Activation::Clip(lo, hi)) => Some((lo, hi)),
-            Some(_) => return None,
+        let (clamp, after) = match self.activation {
+            None => (None, None),
+            Some(Activation::Relu) => (Some((0.0, f32::INFINITY)), None),
+            Some(Activation::Clip(lo, hi)) => (Some((lo, hi)), None),
+            Some(other) => (None, Some(other)),
         };
-        Some(InKernel { row_bias, clamp })
+        Some(InKernel {
+            row_bias,
+            clamp,
+            after,
+        })
     }
 
     pub(crate) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
@@ -121,6 +125,8 @@ pub(super) struct InKernel<'a> {
     pub row_bias: Option<&'a [f32]>,
     /// `Activation::Clip` bounds (Relu is `(0, inf)`).
     pub clamp: Option<(f32, f32)>,
+    /// An activation the kernels cannot apply, for the pass after the block is stored.
+    pub after: Option<Activation>,
 }
 
 #[cfg(test)]

@@ -299,7 +299,8 @@ fn every_layout_and_epilogue_on_edge_tiles() {
 
 #[test]
 fn bias_and_clamp_applied_in_the_kernel_match_reference() {
-    // The epilogues the microkernels apply as they store (row bias, Relu/Clip), on edge tiles,
+    // The epilogues the microkernels apply as they store (row bias, Relu/Clip; other
+    // activations in a pass after), on edge tiles,
     // with a depth that spans blocks (the bias must be added once, the clamp last), every
     // layout, and a Clip whose bounds cross (every output is `hi`).
     let activations = [
@@ -307,6 +308,9 @@ fn bias_and_clamp_applied_in_the_kernel_match_reference() {
         Some(Activation::Relu),
         Some(Activation::Clip(-0.5, 0.25)),
         Some(Activation::Clip(1.0, -1.0)),
+        // Applied after the kernels store (the bias still in the kernel).
+        Some(Activation::Silu),
+        Some(Activation::Gelu),
     ];
     for (t, activation) in activations.into_iter().enumerate() {
         for bias in [BiasKind::None, BiasKind::PerRow] {
@@ -315,7 +319,7 @@ fn bias_and_clamp_applied_in_the_kernel_match_reference() {
                     m: [7, 13, 19][(t + u) % 3],
                     n: [37, 16, 9][(t + u) % 3],
                     k,
-                    layout: [Layout::RowMajor, Layout::AT, Layout::BT, Layout::Strided][t],
+                    layout: [Layout::RowMajor, Layout::AT, Layout::BT, Layout::Strided][t % 4],
                     offset: 1,
                     gap: u,
                     epi: EpiCase {
