@@ -848,8 +848,12 @@ mod tests {
                     for (i, (&v, &got)) in x.iter().zip(out.iter()).enumerate() {
                         let mut alone = [0.0];
                         run(isa, &[v], &mut alone);
+                        // Bit for bit, except that any NaN matches any NaN: which operand's
+                        // NaN (sign, payload) an instruction passes on depends on the operand
+                        // order the compiler picked at each inlined call site.
                         assert!(
-                            got.to_bits() == alone[0].to_bits(),
+                            got.to_bits() == alone[0].to_bits()
+                                || (got.is_nan() && alone[0].is_nan()),
                             "{isa:?} {name} at {i} of {len}: f({v}) = {got}, alone {}",
                             alone[0]
                         );
