@@ -94,7 +94,9 @@ impl SessionBuilder {
     /// intermediates and outputs it has computed and not yet dropped, subgraph runs included
     /// (model weights are not counted). Checked as each kernel returns; going over is an error
     /// naming the node. Each run has its own count: concurrent runs of one session are bounded
-    /// separately, so the process may hold this much per run in flight.
+    /// separately, so the process may hold this much per run in flight. On top of it, a
+    /// session keeps up to 64 MiB of dead activations' buffers for reuse by later outputs
+    /// (freed with the session).
     pub fn max_total_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_total_bytes = bytes;
         self
