@@ -790,6 +790,17 @@ mod tests {
         assert_eq!(out[1].shape(), &[0]);
     }
 
+    /// `Scan(s0, xs) -> (s_final, ys)` over `body`, one scan input, with `attrs` added.
+    fn scan_session(body: G, attrs: Vec<(&str, Attr)>) -> Session {
+        let mut all = vec![("body", body.graph()), ("num_scan_inputs", Attr::Int(1))];
+        all.extend(attrs);
+        G::new()
+            .inputs(&["s0", "xs"])
+            .node("Scan", &["s0", "xs"], &["s_final", "ys"], all)
+            .outputs(&["s_final", "ys"])
+            .session()
+    }
+
     #[test]
     fn scan_reverses_inputs_and_stacks_on_the_requested_axis() {
         let body = G::new()
@@ -797,21 +808,13 @@ mod tests {
             .node("Add", &["s", "x"], &["s_out"], vec![])
             .node("Identity", &["s_out"], &["y"], vec![])
             .outputs(&["s_out", "y"]);
-        let s = G::new()
-            .inputs(&["s0", "xs"])
-            .node(
-                "Scan",
-                &["s0", "xs"],
-                &["s_final", "ys"],
-                vec![
-                    ("body", body.graph()),
-                    ("num_scan_inputs", Attr::Int(1)),
-                    ("scan_input_directions", Attr::Ints(vec![1])),
-                    ("scan_output_axes", Attr::Ints(vec![-1])),
-                ],
-            )
-            .outputs(&["s_final", "ys"])
-            .session();
+        let s = scan_session(
+            body,
+            vec![
+                ("scan_input_directions", Attr::Ints(vec![1])),
+                ("scan_output_axes", Attr::Ints(vec![-1])),
+            ],
+        );
         let xs = Tensor::from_vec(vec![3, 2], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         let out = s.run_positional(vec![vec1(&[0.0, 0.0]), xs]).unwrap();
         // Rows in reverse: [5,6], [3,4], [1,2]; running sums [5,6], [8,10], [9,12].
@@ -831,20 +834,7 @@ mod tests {
             .node("StringConcat", &["s", "x"], &["s_out"], vec![])
             .node("Identity", &["x"], &["y"], vec![])
             .outputs(&["s_out", "y"]);
-        let s = G::new()
-            .inputs(&["s0", "xs"])
-            .node(
-                "Scan",
-                &["s0", "xs"],
-                &["s_final", "ys"],
-                vec![
-                    ("body", body.graph()),
-                    ("num_scan_inputs", Attr::Int(1)),
-                    ("scan_output_axes", Attr::Ints(vec![1])),
-                ],
-            )
-            .outputs(&["s_final", "ys"])
-            .session();
+        let s = scan_session(body, vec![("scan_output_axes", Attr::Ints(vec![1]))]);
         let strings = |shape: Vec<usize>, v: &[&str]| {
             Tensor::from_strings(shape, v.iter().map(|s| s.to_string()).collect()).unwrap()
         };

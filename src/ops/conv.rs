@@ -929,41 +929,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn conv_fused_bias_residual_activation() {
-        // 1-D: x = [1, 2, 3, 4], w = [1, -1] → [-1, -1, -1]; + bias 0.5, + residual [1, 0, 2],
-        // then Relu → [0.5, 0, 1.5].
+    /// 1-D: x = [1, 2, 3, 4], w = [1, -1] → [-1, -1, -1], + bias 0.5, + the fused residual
+    /// `r`, then Relu.
+    fn conv_bias_residual_relu(r: &Tensor) -> Tensor {
         let x = t(&[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
         let w = t(&[1, 1, 2], vec![1.0, -1.0]);
         let b = t(&[1], vec![0.5]);
-        let r = t(&[1, 1, 3], vec![1.0, 0.0, 2.0]);
         let attrs = [("_activation", Attr::String("Relu".into()))];
-        let y = run_op(
+        run_op(
             "Conv",
             &attrs,
-            &[Some(&x), Some(&w), Some(&b), Some(&r)],
+            &[Some(&x), Some(&w), Some(&b), Some(r)],
             true,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn conv_fused_bias_residual_activation() {
+        // [-0.5; 3] + residual [1, 0, 2], then Relu → [0.5, 0, 1.5].
+        let y = conv_bias_residual_relu(&t(&[1, 1, 3], vec![1.0, 0.0, 2.0]));
         assert_close(&y, &[1, 1, 3], &[0.5, 0.0, 1.5]);
     }
 
     #[test]
     fn conv_residual_of_another_shape_broadcasts_before_the_activation() {
-        // The same conv (→ [-1, -1, -1] + bias 0.5 = [-0.5; 3]) with a fused Add whose other
-        // operand is [2, 1, 1, 1]: broadcast to [2, 1, 3], → [1.5, 1.5, 1.5, -0.5 → 0 (Relu)…].
-        let x = t(&[1, 1, 4], vec![1.0, 2.0, 3.0, 4.0]);
-        let w = t(&[1, 1, 2], vec![1.0, -1.0]);
-        let b = t(&[1], vec![0.5]);
-        let r = t(&[2, 1, 1], vec![2.0, 0.0]);
-        let attrs = [("_activation", Attr::String("Relu".into()))];
-        let y = run_op(
-            "Conv",
-            &attrs,
-            &[Some(&x), Some(&w), Some(&b), Some(&r)],
-            true,
-        )
-        .unwrap();
+        // [-0.5; 3] with a fused Add whose other operand is [2, 1, 1]: broadcast to [2, 1, 3],
+        // → [1.5, 1.5, 1.5, -0.5 → 0 (Relu)…].
+        let y = conv_bias_residual_relu(&t(&[2, 1, 1], vec![2.0, 0.0]));
         assert_close(&y, &[2, 1, 3], &[1.5, 1.5, 1.5, 0.0, 0.0, 0.0]);
     }
 

@@ -349,21 +349,8 @@ mod tests {
             back.as_tensor().unwrap().as_slice::<f32>().unwrap(),
             &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         );
-        let rows = run(
-            "SplitToSequence",
-            &[("keepdims", Attr::Int(0))],
-            &[Some(x), None],
-        )
-        .unwrap();
-        assert_eq!(shapes(&rows), vec![vec![2], vec![2], vec![2]]);
-        let stacked = run(
-            "ConcatFromSequence",
-            &[("axis", Attr::Int(-1)), ("new_axis", Attr::Int(1))],
-            &[Some(rows)],
-        )
-        .unwrap();
         // Stacking the rows along a new last axis gives the transpose.
-        let s = stacked.as_tensor().unwrap();
+        let s = rows_stacked_as_columns(x);
         assert_eq!(s.shape(), &[2, 3]);
         assert_eq!(
             s.as_slice::<f32>().unwrap(),
@@ -371,10 +358,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn strings_split_and_concat_through_sequences() {
-        let words = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
-        let x = Value::Tensor(Tensor::from_strings(vec![3, 2], words).unwrap());
+    /// A `[3, 2]` tensor split into its three rows (each `[2]`), then stacked along a new last
+    /// axis.
+    fn rows_stacked_as_columns(x: Value) -> Tensor {
         let rows = run(
             "SplitToSequence",
             &[("keepdims", Attr::Int(0))],
@@ -388,7 +374,14 @@ mod tests {
             &[Some(rows)],
         )
         .unwrap();
-        let s = stacked.as_tensor().unwrap();
+        stacked.as_tensor().unwrap().clone()
+    }
+
+    #[test]
+    fn strings_split_and_concat_through_sequences() {
+        let words = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
+        let x = Value::Tensor(Tensor::from_strings(vec![3, 2], words).unwrap());
+        let s = rows_stacked_as_columns(x);
         assert_eq!(s.shape(), &[2, 3]);
         assert_eq!(s.as_strings().unwrap(), ["a", "c", "e", "b", "d", "f"]);
     }
