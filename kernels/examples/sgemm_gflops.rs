@@ -1,6 +1,6 @@
 //! Single-product sgemm throughput in GFLOP/s, for comparing against the machine's peak
 //! (the criterion benches report elements per second; this prints the number the performance
-//! targets are stated in). `cargo run --release -p infer-kernels --example sgemm_gflops [THREADS]`
+//! targets are stated in). `cargo run --release -p infer-kernels --example sgemm_gflops [THREADS [MxKxN]...]`
 
 use infer_kernels::gemm::{gemm, kernel_name, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedB};
 use std::time::Instant;
@@ -15,7 +15,15 @@ fn main() {
         .build()
         .expect("thread pool");
     println!("kernel: {}, threads: {threads}", kernel_name());
-    for (m, k, n) in [
+    // Shapes given as `MxKxN` after the thread count replace the default list.
+    let given: Vec<(usize, usize, usize)> = std::env::args()
+        .skip(2)
+        .filter_map(|s| {
+            let d: Vec<usize> = s.split('x').filter_map(|x| x.parse().ok()).collect();
+            (d.len() == 3).then(|| (d[0], d[1], d[2]))
+        })
+        .collect();
+    let default = [
         (512, 512, 512),
         (1024, 1024, 1024),
         (2048, 2048, 2048),
@@ -24,7 +32,13 @@ fn main() {
         (128, 768, 768),
         (3136, 64, 64),
         (784, 1152, 128),
-    ] {
+    ];
+    let shapes = if given.is_empty() {
+        &default[..]
+    } else {
+        &given[..]
+    };
+    for &(m, k, n) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();
         let mut c = vec![0.0f32; m * n];

@@ -32,22 +32,17 @@ impl PanelSource for Patches<'_> {
         let in_len = geo.input_len();
         let panel_len = width * depth.len();
         let panels = cols.len().div_ceil(width);
-        // Columns past the end of the last panel are zero for every depth row.
-        let tail = panels * width - cols.len();
-        if tail > 0 {
-            let last = &mut dst[(panels - 1) * panel_len..panels * panel_len];
-            for row in last.chunks_exact_mut(width) {
-                row[width - tail..].fill(0.0);
-            }
-        }
         let start = (
             cols.start / (oh_n * ow_n),
             cols.start / ow_n % oh_n,
             cols.start % ow_n,
         );
-        // One output row's values for the current tap, gathered once, then copied into the
-        // panels it spans: per-panel work stays a plain copy.
-        let mut row_buf = vec![0.0f32; ow_n.min(cols.len())];
+        // One row of B (one tap over the whole block) is gathered first, then cut into the
+        // panels with fixed-width copies: writing the panels straight from the input rows
+        // would split every output row at panel edges into short copies of varying length
+        // (library `memcpy` calls, most of the packing time on 13- and 27-wide rows).
+        // Past the block's last column the row stays zero: the last panel's padding.
+        let mut row = vec![0.0f32; panels * width];
         for (p, r) in depth.enumerate() {
             let (ci, kd, kh, kw) = (
                 r / (kd_n * kh_n * kw_n),
@@ -63,33 +58,18 @@ impl PanelSource for Patches<'_> {
                 offset: kw * geo.dilation[2],
                 pad: geo.pad[2],
             };
-            let dst_p = &mut dst[p * width..];
             let (mut od, mut oh, mut ow) = start;
-            // Position in the block: panel `q`, column `j` of it.
-            let (mut q, mut j) = (0, 0);
-            let mut left = cols.len();
-            while left > 0 {
-                let seg = (ow_n - ow).min(left);
+            let mut at = 0;
+            while at < cols.len() {
+                let seg = (ow_n - ow).min(cols.len() - at);
                 let src = match (geo.input_index(0, od, kd), geo.input_index(1, oh, kh)) {
                     (Some(id), Some(ih)) => {
                         Some(&plane[(id * h_n + ih) * w_n..(id * h_n + ih + 1) * w_n])
                     }
                     _ => None,
                 };
-                let values = &mut row_buf[..seg];
-                tap.fill(values, src, ow..ow + seg);
-                let mut values: &[f32] = values;
-                while !values.is_empty() {
-                    let n = (width - j).min(values.len());
-                    let at = q * panel_len + j;
-                    dst_p[at..at + n].copy_from_slice(&values[..n]);
-                    values = &values[n..];
-                    j += n;
-                    if j == width {
-                        (q, j) = (q + 1, 0);
-                    }
-                }
-                left -= seg;
+                tap.fill(&mut row[at..at + seg], src, ow..ow + seg);
+                at += seg;
                 ow += seg;
                 if ow == ow_n {
                     ow = 0;
@@ -99,7 +79,28 @@ impl PanelSource for Patches<'_> {
                     }
                 }
             }
+            let dst_row = &mut dst[p * width..];
+            match width {
+                8 => scatter::<8>(dst_row, &row, panel_len),
+                12 => scatter::<12>(dst_row, &row, panel_len),
+                16 => scatter::<16>(dst_row, &row, panel_len),
+                32 => scatter::<32>(dst_row, &row, panel_len),
+                _ => {
+                    for (q, chunk) in row.chunks_exact(width).enumerate() {
+                        dst_row[q * panel_len..q * panel_len + width].copy_from_slice(chunk);
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Cuts a gathered row of B into `W`-wide panel rows, `panel_len` floats apart in `dst`.
+/// `W` is a constant so each copy compiles to a few vector moves.
+#[inline(always)]
+fn scatter<const W: usize>(dst: &mut [f32], row: &[f32], panel_len: usize) {
+    for (q, chunk) in row.chunks_exact(W).enumerate() {
+        dst[q * panel_len..q * panel_len + W].copy_from_slice(chunk);
     }
 }
 
