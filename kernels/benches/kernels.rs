@@ -4,6 +4,7 @@
 //!   (multiply-adds) per second, so GFLOP/s = 2 × the reported rate.
 //! - `depthwise`: the register-blocked plane kernel against the row-by-row `axpy_taps`
 //!   formulation it replaced, on mobilenet/efficientnet plane shapes.
+//! - `activation`: the epilogue activations over a 56×56 plane, in place (as GEMM applies them).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
@@ -124,5 +125,28 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sgemm, depthwise);
+fn activation(c: &mut Criterion) {
+    use infer_kernels::elementwise::{apply_activation, Activation};
+    let mut group = c.benchmark_group("activation");
+    let n = 56 * 56;
+    let x: Vec<f32> = values(n).iter().map(|v| v * 8.0).collect();
+    let mut y = x.clone();
+    group.throughput(Throughput::Elements(n as u64));
+    for (name, act) in [
+        ("silu", Activation::Silu),
+        ("sigmoid", Activation::Sigmoid),
+        ("gelu", Activation::Gelu),
+        ("relu", Activation::Relu),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                y.copy_from_slice(&x);
+                apply_activation(act, black_box(&mut y));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sgemm, depthwise, activation);
 criterion_main!(benches);
