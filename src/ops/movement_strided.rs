@@ -94,14 +94,18 @@ impl View {
     }
 
     /// Copies the viewed elements of `src` into a new row-major vector.
-    pub fn materialize<T: Copy + Default + Send + Sync>(&self, src: &[T]) -> Result<Vec<T>> {
+    pub fn materialize<T: Copy + Default + Send + Sync + 'static>(
+        &self,
+        src: &[T],
+    ) -> Result<Vec<T>> {
         ensure!(
             src.len() == self.src_len,
             "view expects {} source elements, got {}",
             self.src_len,
             src.len()
         );
-        let mut out = super::filled_vec(self.numel, T::default())?;
+        // Every element is copied below, so a spare buffer's old contents never show.
+        let mut out = crate::tensor::spare::output::<T>(self.numel)?;
         if self.numel > 0 {
             copy_par(&mut out, src, self.base, &self.dims, &self.strides);
         }

@@ -10,9 +10,10 @@ use crate::error::Result;
 use crate::ops::movement::{axis_of, PAR_THRESHOLD};
 use crate::ops::util::input;
 use crate::ops::{BuildCtx, Kernel};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{spare, DType, Tensor};
 use crate::{ensure, op_err};
 use half::{bf16, f16};
+use infer_kernels::elementwise::{self, UnaryF32};
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
@@ -61,19 +62,19 @@ impl Kernel for Softmax {
         let shape = s.to_vec();
         let out = match x.dtype() {
             DType::F32 => {
-                Tensor::from_vec(shape, normalize(x.as_slice::<f32>()?, dims, self.kind))?
+                Tensor::from_vec(shape, normalize(x.as_slice::<f32>()?, dims, self.kind)?)?
             }
             DType::F64 => {
-                Tensor::from_vec(shape, normalize(x.as_slice::<f64>()?, dims, self.kind))?
+                Tensor::from_vec(shape, normalize(x.as_slice::<f64>()?, dims, self.kind)?)?
             }
             DType::F16 => {
                 let v: Vec<f32> = x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect();
-                let y = normalize(&v, dims, self.kind);
+                let y = normalize(&v, dims, self.kind)?;
                 Tensor::from_vec(shape, y.into_iter().map(f16::from_f32).collect::<Vec<_>>())?
             }
             DType::BF16 => {
                 let v: Vec<f32> = x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect();
-                let y = normalize(&v, dims, self.kind);
+                let y = normalize(&v, dims, self.kind)?;
                 Tensor::from_vec(shape, y.into_iter().map(bf16::from_f32).collect::<Vec<_>>())?
             }
             d => return Err(op_err!("{:?} needs a float tensor, got {d}", self.kind)),
@@ -84,7 +85,15 @@ impl Kernel for Softmax {
 
 /// The float types softmax computes in.
 trait Float:
-    Copy + Send + Sync + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self>
+    Copy
+    + Default
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
 {
     const ZERO: Self;
     const ONE: Self;
@@ -92,6 +101,12 @@ trait Float:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn recip(self) -> Self;
+    /// `out[i] = exp(x[i] - m)`.
+    fn exp_shifted(x: &[Self], m: Self, out: &mut [Self]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v - m).exp();
+        }
+    }
 }
 
 impl Float for f32 {
@@ -106,6 +121,14 @@ impl Float for f32 {
     }
     fn recip(self) -> Self {
         1.0 / self
+    }
+    /// The subtraction, then the kernels' exp, compiled for the CPU's widest vectors (this
+    /// crate is built for the baseline ISA, where `exp_f32` runs four lanes without FMA).
+    fn exp_shifted(x: &[Self], m: Self, out: &mut [Self]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - m;
+        }
+        elementwise::apply_inplace(UnaryF32::Exp, out);
     }
 }
 
@@ -185,10 +208,15 @@ fn sum_of<F: Float>(v: &[F]) -> F {
 }
 
 /// Normalizes `[outer, n, inner]` along the middle axis.
-fn normalize<F: Float>(src: &[F], (_, n, inner): (usize, usize, usize), kind: Kind) -> Vec<F> {
-    let mut out = vec![F::ZERO; src.len()];
+fn normalize<F: Float>(
+    src: &[F],
+    (_, n, inner): (usize, usize, usize),
+    kind: Kind,
+) -> Result<Vec<F>> {
+    // Every element is written below (each row, or each column task of each block).
+    let mut out = spare::output::<F>(src.len())?;
     if out.is_empty() {
-        return out;
+        return Ok(out);
     }
     let par = src.len() >= PAR_THRESHOLD;
     if inner == 1 {
@@ -198,7 +226,7 @@ fn normalize<F: Float>(src: &[F], (_, n, inner): (usize, usize, usize), kind: Ki
         } else {
             out.chunks_mut(n).zip(src.chunks(n)).for_each(row);
         }
-        return out;
+        return Ok(out);
     }
     // Tasks of up to COLS columns of one outer block: each gets the slices of its columns
     // in every one of the block's n rows.
@@ -224,23 +252,19 @@ fn normalize<F: Float>(src: &[F], (_, n, inner): (usize, usize, usize), kind: Ki
     } else {
         tasks.into_iter().for_each(run);
     }
-    out
+    Ok(out)
 }
 
 fn normalize_row<F: Float>(x: &[F], out: &mut [F], kind: Kind) {
     let m = max_of(x);
     match kind {
         Kind::Softmax => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v - m).exp();
-            }
+            F::exp_shifted(x, m, out);
             let inv = sum_of(out).recip();
             out.iter_mut().for_each(|o| *o = *o * inv);
         }
         Kind::LogSoftmax => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v - m).exp();
-            }
+            F::exp_shifted(x, m, out);
             let log_sum = sum_of(out).ln();
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = (v - m) - log_sum;
