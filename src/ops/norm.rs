@@ -10,7 +10,7 @@ use super::matmul::{f32_data, from_f32};
 use super::util::{input, normalize_axis, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{spare, Tensor};
 use crate::{ensure, op_err};
 use rayon::prelude::*;
 
@@ -337,9 +337,19 @@ impl Kernel for LayerNorm {
                 .map(|row| moments(row, self.epsilon))
                 .collect_into_vec(&mut stats);
         }
-        let mut y = vec![0.0f32; xd.len()];
+        // Every element is written by the row pass.
+        let mut y = spare::f32_output(xd.len())?;
         for_rows(&xd, &mut y, len, |i, x, y| {
             let (mean, inv) = stats[i];
+            // The usual case (a scale and a bias per element) in one pass over the row.
+            if let (Some(s), Some(b)) = (scale.as_deref(), bias.as_deref()) {
+                if s.len() == len && b.len() == len {
+                    for (((y, x), s), b) in y.iter_mut().zip(x).zip(s).zip(b) {
+                        *y = (x - mean) * inv * s + b;
+                    }
+                    return;
+                }
+            }
             y.iter_mut().zip(x).for_each(|(y, x)| *y = (x - mean) * inv);
             match scale.as_deref() {
                 Some([s]) => y.iter_mut().for_each(|y| *y *= s),
