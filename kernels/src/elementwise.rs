@@ -311,14 +311,21 @@ fn clamp_f32(x: f32, lo: f32, hi: f32) -> f32 {
 // monomorphized with its body inlined.
 
 trait MapF32: Copy + Send + Sync {
+    /// Whether the function returns its input unchanged on one side of a comparison (Relu,
+    /// LeakyRelu): see `apply_block`.
+    const PASSES_INPUT: bool = false;
     fn apply<const FMA: bool>(self, x: f32) -> f32;
 }
 
 macro_rules! map_fn {
     ($name:ident $(($($field:ty),*))?, |$s:ident, $x:ident, $fma:ident| $body:expr) => {
+        map_fn!($name $(($($field),*))?, false, |$s, $x, $fma| $body);
+    };
+    ($name:ident $(($($field:ty),*))?, $passes:expr, |$s:ident, $x:ident, $fma:ident| $body:expr) => {
         #[derive(Clone, Copy)]
         struct $name $(($($field),*))?;
         impl MapF32 for $name {
+            const PASSES_INPUT: bool = $passes;
             #[inline(always)]
             fn apply<const $fma: bool>($s, $x: f32) -> f32 {
                 $body
@@ -338,8 +345,8 @@ map_fn!(Mish, |self, x, FMA| {
     let n = e * (e + 2.0);
     x * n / (n + 2.0)
 });
-map_fn!(Relu, |self, x, FMA| if x < 0.0 { 0.0 } else { x });
-map_fn!(LeakyRelu(f32), |self, x, FMA| if x < 0.0 {
+map_fn!(Relu, true, |self, x, FMA| if x < 0.0 { 0.0 } else { x });
+map_fn!(LeakyRelu(f32), true, |self, x, FMA| if x < 0.0 {
     self.0 * x
 } else {
     x
@@ -446,12 +453,16 @@ const LANE_BLOCK: usize = 32;
 /// `f` over one block: a fixed-length loop, which the compiler vectorizes completely.
 #[inline(always)]
 fn apply_block<F: MapF32, const FMA: bool>(f: F, block: &mut [f32; LANE_BLOCK]) {
-    // The inputs are read through an opaque copy. Read straight from `block`, a function that
-    // returns its input on one side of a comparison (Relu: `if x < 0 { 0 } else { x }`) lets
-    // LLVM skip the store of the unchanged lanes and emit a masked store, which AMD cores
-    // microcode (an in-place Relu ran at ~2.5 cycles per float). The copy costs a few
-    // vector moves per block.
-    let x = std::hint::black_box(*block);
+    // A function that returns its input on one side of a comparison (Relu: `if x < 0 { 0 }
+    // else { x }`), applied in place, lets LLVM skip the store of the unchanged lanes and
+    // emit a masked store, which AMD cores microcode (an in-place Relu ran at ~2.5 cycles per
+    // float). Read through an opaque copy, the inputs are not known to equal what is stored,
+    // so every lane is stored; the copy costs a few vector moves, paid only where needed.
+    let x = if F::PASSES_INPUT {
+        std::hint::black_box(*block)
+    } else {
+        *block
+    };
     for (o, v) in block.iter_mut().zip(x) {
         *o = f.apply::<FMA>(v);
     }
