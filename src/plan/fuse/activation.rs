@@ -79,6 +79,22 @@ pub fn fuse_activations(g: &mut Graph) -> Result<()> {
                     removed[a] = true;
                 }
             }
+            // Through a reshape: elementwise activations commute with it, so the producer
+            // applies the activation and the reshape passes the result on (GPT-2 exports
+            // `Gemm → Reshape → Gelu`).
+            if let Some((reshape, a)) = activation_after_reshape(g, &uses, y, a) {
+                if !removed[a] {
+                    if let Some(attrs) = epilogue_attrs(g, &g.nodes[a], opset)? {
+                        let out = g.nodes[a].outputs.first().copied().flatten();
+                        let prod = &mut g.nodes[p];
+                        prod.attrs
+                            .0
+                            .extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
+                        g.nodes[reshape].outputs[0] = out;
+                        removed[a] = true;
+                    }
+                }
+            }
             continue;
         }
         // SiLU: y read by exactly Sigmoid(y) and Mul(y, sigmoid) (either operand order).
@@ -98,6 +114,24 @@ pub fn fuse_activations(g: &mut Graph) -> Result<()> {
     }
     remove_nodes(g, &removed);
     Ok(())
+}
+
+/// `(reshape, activation)` when `reader`, the sole reader of `y`, is a shape-only op on `y`
+/// whose result only the node `activation` reads, as its first input.
+fn activation_after_reshape(
+    g: &Graph,
+    uses: &Uses,
+    y: usize,
+    reader: usize,
+) -> Option<(usize, usize)> {
+    const SHAPE_ONLY: [&str; 4] = ["Reshape", "Flatten", "Squeeze", "Unsqueeze"];
+    let node = &g.nodes[reader];
+    if !SHAPE_ONLY.contains(&node.op_type.as_str()) || node.inputs.first() != Some(&Some(y)) {
+        return None;
+    }
+    let r = output0(g, reader)?;
+    let act = uses.sole_consumer(r)?;
+    (g.nodes[act].inputs.first() == Some(&Some(r))).then_some((reader, act))
 }
 
 fn silu_pattern(g: &Graph, uses: &Uses, y: usize) -> Option<(usize, usize)> {
@@ -172,6 +206,44 @@ mod tests {
             Some("Silu")
         );
         assert_eq!(b.g.nodes[1].outputs[0], Some(m));
+    }
+
+    #[test]
+    fn activation_behind_a_reshape_moves_into_the_producer() {
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let w = b.constant("w", Tensor::from_vec(vec![1, 1], vec![1.0f32]).unwrap());
+        let shape = b.constant(
+            "shape",
+            Tensor::from_vec(vec![3], vec![1i64, -1, 1]).unwrap(),
+        );
+        let y = b.node("Gemm", &[x, w], Attrs::default());
+        let r = b.node("Reshape", &[y, shape], Attrs::default());
+        let mut tanh = Attrs::default();
+        tanh.0
+            .insert("approximate".into(), Attr::String("tanh".into()));
+        let gelu = b.node("Gelu", &[r], tanh);
+        b.g.outputs.push(gelu);
+        fuse_activations(&mut b.g).unwrap();
+        assert_eq!(b.ops(), vec!["Gemm", "Reshape"]);
+        assert_eq!(
+            b.g.nodes[0].attrs.string("_activation").unwrap(),
+            Some("GeluTanh")
+        );
+        assert_eq!(b.g.nodes[0].outputs[0], Some(y));
+        assert_eq!(b.g.nodes[1].outputs[0], Some(gelu));
+
+        // Not when the reshaped raw value has another reader.
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let w = b.constant("w", Tensor::from_vec(vec![1, 1], vec![1.0f32]).unwrap());
+        let shape = b.constant("shape", Tensor::from_vec(vec![1], vec![-1i64]).unwrap());
+        let y = b.node("MatMul", &[x, w], Attrs::default());
+        let r = b.node("Reshape", &[y, shape], Attrs::default());
+        let relu = b.node("Relu", &[r], Attrs::default());
+        b.g.outputs.extend([relu, r]);
+        fuse_activations(&mut b.g).unwrap();
+        assert_eq!(b.ops(), vec!["MatMul", "Reshape", "Relu"]);
     }
 
     #[test]
