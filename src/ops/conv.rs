@@ -298,16 +298,17 @@ impl Conv {
                     "{m} output channels are not divisible by group {group}"
                 );
                 let mg = m / group;
-                let data = w.as_slice::<f32>()?;
-                let packs = (0..group)
-                    .map(|g| {
-                        Ok(PackedA::new(MatRef::row_major(
-                            &data[g * mg * kg..],
-                            mg,
-                            kg,
-                        )?))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let packs = w.with_slice::<f32, _>(|data| {
+                    (0..group)
+                        .map(|g| {
+                            Ok(PackedA::new(MatRef::row_major(
+                                &data[g * mg * kg..],
+                                mg,
+                                kg,
+                            )?))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })??;
                 Some((packs, s.to_vec()))
             }
             _ => None,

@@ -227,9 +227,10 @@ impl MatMul {
             Some(b) if b.dtype() == DType::F32 && b.rank() >= 2 => {
                 let (batch, mat) = b.shape().split_at(b.rank() - 2);
                 if batch.iter().all(|&d| d == 1) {
-                    let data = b.as_slice::<f32>()?;
-                    let mat = MatRef::row_major(data, mat[0], mat[1])?;
-                    let packed = PackedWeight::new(mat, ctx.options);
+                    let packed = b.with_slice::<f32, _>(|data| -> Result<_> {
+                        let mat = MatRef::row_major(data, mat[0], mat[1])?;
+                        Ok(PackedWeight::new(mat, ctx.options))
+                    })??;
                     Some((packed, b.shape().to_vec()))
                 } else {
                     None
@@ -468,8 +469,13 @@ impl Gemm {
         let packed_b = match ctx.constant(1) {
             Some(b) if b.dtype() == DType::F32 && b.rank() == 2 => {
                 let shape = [b.shape()[0], b.shape()[1]];
-                let b = operand(b.as_slice::<f32>()?, shape, trans_b)?;
-                Some((PackedWeight::new(b, ctx.options), shape))
+                let packed = b.with_slice::<f32, _>(|data| -> Result<_> {
+                    Ok(PackedWeight::new(
+                        operand(data, shape, trans_b)?,
+                        ctx.options,
+                    ))
+                })??;
+                Some((packed, shape))
             }
             _ => None,
         };

@@ -595,6 +595,22 @@ impl Tensor {
         }
     }
 
+    /// Runs `f` on the elements without keeping a decoded copy: for undecoded bytes (a
+    /// misaligned initializer) the copy is a temporary, freed when `f` returns. For weights
+    /// read once to be prepacked: the cached copies of every weight would otherwise all be
+    /// alive together until the plan is built (fresh pages for each, faulted in one by one).
+    pub fn with_slice<T: Storable, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+        match &self.data {
+            Data::Lazy(l) if l.decoded.get().is_none() && T::DTYPE == self.dtype => {
+                let decoded = decode_le(l.dtype, &l.bytes);
+                let slice = T::slice(&decoded)
+                    .ok_or_else(|| Error::Op("tensor storage does not match dtype".into()))?;
+                Ok(f(slice))
+            }
+            _ => Ok(f(self.as_slice::<T>()?)),
+        }
+    }
+
     /// A read-only ndarray view.
     pub fn view<T: Storable>(&self) -> Result<ArrayViewD<'_, T>> {
         let s = self.as_slice::<T>()?;
@@ -834,7 +850,19 @@ mod tests {
         shifted.extend_from_slice(&b);
         let sb = bytes::Bytes::from(shifted).slice(1..);
         let t2 = Tensor::from_le_bytes(DType::F32, vec![3], sb).unwrap();
+        // `with_slice` decodes into a temporary and leaves nothing cached …
+        let sum = t2.with_slice::<f32, _>(|s| s.iter().sum::<f32>()).unwrap();
+        assert_eq!(sum, 6.0);
+        if let Data::Lazy(l) = &t2.data {
+            assert!(l.decoded.get().is_none());
+        }
+        assert!(t2.with_slice::<i32, _>(|s| s.len()).is_err());
+        // … and reads the cached copy once there is one.
         assert_eq!(t2.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0]);
+        assert_eq!(
+            t2.with_slice::<f32, _>(|s| s.to_vec()).unwrap(),
+            [1.0, 2.0, 3.0]
+        );
     }
 
     #[test]
