@@ -65,34 +65,25 @@ pub fn fuse_activations(g: &mut Graph) -> Result<()> {
             continue;
         }
         let Some(y) = output0(g, p) else { continue };
-        // Plain activation: y has one reader, the activation.
+        // y has one reader: the activation itself, or a shape-only op whose one reader is the
+        // activation. Elementwise activations commute with a reshape, so then the producer
+        // applies it and the reshape passes the result on (GPT-2 exports `Gemm → Reshape →
+        // Gelu`). `takes_output` is the node whose output becomes the activation's.
         if let Some(a) = uses.sole_consumer(y) {
-            let act = &g.nodes[a];
-            if act.inputs.first() == Some(&Some(y)) && !removed[a] {
-                if let Some(attrs) = epilogue_attrs(g, act, opset)? {
-                    let out = act.outputs.first().copied().flatten();
-                    let prod = &mut g.nodes[p];
-                    prod.attrs
+            let target = match activation_after_reshape(g, &uses, y, a) {
+                Some((reshape, act)) => Some((act, reshape)),
+                None if g.nodes[a].inputs.first() == Some(&Some(y)) => Some((a, p)),
+                None => None,
+            };
+            if let Some((act, takes_output)) = target.filter(|&(act, _)| !removed[act]) {
+                if let Some(attrs) = epilogue_attrs(g, &g.nodes[act], opset)? {
+                    let out = g.nodes[act].outputs.first().copied().flatten();
+                    g.nodes[p]
+                        .attrs
                         .0
                         .extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
-                    prod.outputs[0] = out;
-                    removed[a] = true;
-                }
-            }
-            // Through a reshape: elementwise activations commute with it, so the producer
-            // applies the activation and the reshape passes the result on (GPT-2 exports
-            // `Gemm → Reshape → Gelu`).
-            if let Some((reshape, a)) = activation_after_reshape(g, &uses, y, a) {
-                if !removed[a] {
-                    if let Some(attrs) = epilogue_attrs(g, &g.nodes[a], opset)? {
-                        let out = g.nodes[a].outputs.first().copied().flatten();
-                        let prod = &mut g.nodes[p];
-                        prod.attrs
-                            .0
-                            .extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
-                        g.nodes[reshape].outputs[0] = out;
-                        removed[a] = true;
-                    }
+                    g.nodes[takes_output].outputs[0] = out;
+                    removed[act] = true;
                 }
             }
             continue;
