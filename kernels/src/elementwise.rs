@@ -395,10 +395,14 @@ fn supported() -> Vec<Isa> {
     let mut isas = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        use crate::isa::{x86_allows, X86Level};
+        if x86_allows(X86Level::Avx512) && is_x86_feature_detected!("avx512f") {
             isas.push(Isa::Avx512);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if x86_allows(X86Level::Avx2)
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
             isas.push(Isa::Avx2Fma);
         }
     }

@@ -1,6 +1,7 @@
 //! The instruction sets the autovectorized kernels (direct-convolution rows and planes) are
 //! compiled for, detected once per process. (The GEMM microkernels and the elementwise math
-//! choose among their own, differently shaped, variants.)
+//! choose among their own, differently shaped, variants, each under the same `INFER_MAX_ISA`
+//! ceiling, see [`x86_allows`].)
 
 use std::sync::OnceLock;
 
@@ -27,9 +28,12 @@ pub(crate) fn isa() -> Isa {
 fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if x86_allows(X86Level::Avx512) && is_x86_feature_detected!("avx512f") {
             Isa::Avx512
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        } else if x86_allows(X86Level::Avx2)
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
             Isa::Avx2
         } else {
             Isa::Portable
@@ -43,4 +47,35 @@ fn detect() -> Isa {
     {
         Isa::Portable
     }
+}
+
+/// The x86 instruction-set levels a kernel family can be held below.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum X86Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// Whether kernels of `level` may be chosen: every family picks the best ISA the CPU has, unless
+/// the environment variable `INFER_MAX_ISA` (`avx512`, `avx2` or `portable`, read once) holds it
+/// lower, e.g. to compare the AVX2 and AVX-512 kernels on one machine or to rule one out when
+/// chasing a numerical difference (the same idea as oneDNN's `ONEDNN_MAX_CPU_ISA`). An
+/// unrecognised value is ignored.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn x86_allows(level: X86Level) -> bool {
+    static CEILING: OnceLock<X86Level> = OnceLock::new();
+    let ceiling = *CEILING.get_or_init(|| {
+        match std::env::var("INFER_MAX_ISA")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "portable" => X86Level::Portable,
+            "avx2" => X86Level::Avx2,
+            _ => X86Level::Avx512,
+        }
+    });
+    level <= ceiling
 }

@@ -27,6 +27,8 @@ pub fn bench(
     };
     println!("model: {}", model.display());
     println!("threads: {}", session.threads());
+    // Which microkernel ran matters when comparing machines (and under INFER_MAX_ISA).
+    println!("sgemm kernel: {}", infer_kernels::gemm::kernel_name());
     if session_args.int8 {
         println!("int8 matmul: on");
     }

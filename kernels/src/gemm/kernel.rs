@@ -312,15 +312,19 @@ mod arm {
     };
 }
 
-/// Every kernel this CPU can run, best first.
+/// Every kernel this CPU can run (under `INFER_MAX_ISA`), best first.
 pub fn available() -> Vec<&'static KernelSpec> {
     let mut v: Vec<&'static KernelSpec> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        use crate::isa::{x86_allows, X86Level};
+        if x86_allows(X86Level::Avx512) && is_x86_feature_detected!("avx512f") {
             v.push(&x86::AVX512);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if x86_allows(X86Level::Avx2)
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
             v.push(&x86::AVX2);
         }
     }

@@ -102,11 +102,11 @@ mod x86 {
     };
 }
 
-/// Every kernel this CPU can run, best first.
+/// Every kernel this CPU can run (under `INFER_MAX_ISA`), best first.
 pub fn available() -> Vec<&'static QKernel> {
     let mut v: Vec<&'static QKernel> = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+    if crate::isa::x86_allows(crate::isa::X86Level::Avx2) && is_x86_feature_detected!("avx2") {
         v.push(&x86::AVX2);
     }
     v.push(&PORTABLE);
