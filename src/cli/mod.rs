@@ -75,6 +75,10 @@ struct SessionArgs {
     /// (approximate; fp32 by default).
     #[arg(long)]
     int8: bool,
+    /// Let idle worker threads sleep between steps instead of spinning (less CPU while a
+    /// run waits on serial steps, more latency; see `SessionBuilder::spin_wait`).
+    #[arg(long)]
+    no_spin: bool,
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,7 +112,9 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A session builder as the command line asks.
 fn builder(args: SessionArgs) -> infer::SessionBuilder {
-    let b = infer::Session::builder().int8_matmul(args.int8);
+    let b = infer::Session::builder()
+        .int8_matmul(args.int8)
+        .spin_wait(!args.no_spin);
     match args.threads {
         Some(n) => b.threads(n),
         None => b,

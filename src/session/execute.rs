@@ -56,6 +56,7 @@ pub(crate) fn execute(
     };
 
     for step in &plan.steps {
+        super::keep_awake::poke();
         if !(step.shape_only && cached.is_some()) {
             let start = profile.is_some().then(Instant::now);
             let outputs = run_step(plan, step, &env)?;
