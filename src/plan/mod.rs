@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Value, ValueId};
 use crate::ops::{self, BuildCtx, BuildOptions, Kernel};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// How much the planner rewrites the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,21 +68,35 @@ impl ExecutionPlan {
             constants[v] = Some(t);
         }
         let default_opset = g.onnx_opset();
+        // Kernels are built (their weights prepacked) in parallel on the session's pool: the
+        // nodes are independent here, and prepacking is most of planning a CNN. Each node's
+        // mapped weight pages are dropped as soon as its kernel holds the packed copy, so
+        // only the nodes in flight have theirs resident.
+        let kernels: Vec<Result<Box<dyn Kernel>>> = order
+            .par_iter()
+            .map(|&i| {
+                let node = &g.nodes[i];
+                let ctx = BuildCtx {
+                    node,
+                    opset: g.opsets.get(&node.domain).copied().unwrap_or(default_opset),
+                    constants: node
+                        .inputs
+                        .iter()
+                        .map(|v| v.and_then(|v| constants[v].as_ref()))
+                        .collect(),
+                    options,
+                };
+                let kernel = ops::build(&ctx);
+                release_mapped_pages(&g, &node.inputs, &constants);
+                kernel
+            })
+            .collect();
         let mut steps = Vec::with_capacity(order.len());
-        for i in order {
+        // In topological order, so the error reported is the first node's, as when sequential.
+        for (i, kernel) in order.into_iter().zip(kernels) {
             let node = &g.nodes[i];
-            let ctx = BuildCtx {
-                node,
-                opset: g.opsets.get(&node.domain).copied().unwrap_or(default_opset),
-                constants: node
-                    .inputs
-                    .iter()
-                    .map(|v| v.and_then(|v| constants[v].as_ref()))
-                    .collect(),
-                options,
-            };
-            let kernel = ops::build(&ctx)?;
-            release_weight_memory(&g, &node.inputs, &mut constants);
+            let kernel = kernel?;
+            drop_decoded_copies(&node.inputs, &mut constants);
             steps.push(Step {
                 name: node.name.clone(),
                 op_type: node.op_type.clone(),
@@ -167,17 +182,24 @@ impl ExecutionPlan {
 }
 
 /// After a kernel is built, its constant inputs have usually been prepacked: drop their
-/// decoded copies and resident file pages, so that weights are not held twice. Constants still
-/// read at run time simply decode / fault in again on first use.
-fn release_weight_memory(g: &Graph, inputs: &[Option<ValueId>], constants: &mut [Option<Tensor>]) {
+/// resident file pages (and, in `drop_decoded_copies`, their decoded copies), so that weights
+/// are not held twice. Constants still read at run time simply fault in / decode again on
+/// first use.
+fn release_mapped_pages(g: &Graph, inputs: &[Option<ValueId>], constants: &[Option<Tensor>]) {
+    for v in inputs.iter().flatten() {
+        if let Some(bytes) = constants[*v].as_ref().and_then(Tensor::backing_bytes) {
+            for file in &g.mapped_files {
+                file.release_range(bytes);
+            }
+        }
+    }
+}
+
+/// Drops the decoded copies the inputs' constants may have cached while a kernel was built.
+fn drop_decoded_copies(inputs: &[Option<ValueId>], constants: &mut [Option<Tensor>]) {
     for v in inputs.iter().flatten() {
         if let Some(t) = constants[*v].as_mut() {
             *t = t.without_decoded_copy();
-            if let Some(bytes) = t.backing_bytes() {
-                for file in &g.mapped_files {
-                    file.release_range(bytes);
-                }
-            }
         }
     }
 }
