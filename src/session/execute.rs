@@ -1,5 +1,6 @@
 //! The executor: walks a plan's steps over a per-run value table.
 
+use super::keep_awake::Keeper;
 use super::profile::Profile;
 use crate::error::{Error, Result};
 use crate::ir::ValueId;
@@ -7,6 +8,7 @@ use crate::plan::{ExecutionPlan, Step};
 use crate::tensor::alloc::RunBytes;
 use crate::tensor::spare;
 use crate::tensor::{Tensor, Value};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Values of the shape-only subgraph for one set of input shapes.
@@ -16,14 +18,16 @@ pub(crate) type ShapeValues = Vec<(ValueId, Value)>;
 /// binds its formal inputs and captures by value id.
 pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Value)>) -> Result<Vec<Value>> {
     let mut live = RunBytes::nested();
-    execute(plan, inputs, None, false, None, &mut live).map(|(outputs, _)| outputs)
+    // No keeper: the enclosing run's steps keep the workers polling (see `keep_awake`).
+    execute(plan, inputs, None, false, None, None, &mut live).map(|(outputs, _)| outputs)
 }
 
 /// Runs `plan` once.
 ///
 /// With `cached` shape values, shape-only steps are skipped and their outputs taken from the
 /// cache; otherwise they run and (when `record`) their outputs are returned for caching.
-/// With a `profile`, each step's kernel time is added to it. Every value stored in the run's
+/// With a `profile`, each step's kernel time is added to it; with a `keeper`, it is poked
+/// before each step. Every value stored in the run's
 /// table (inputs, cached shape values, outputs of steps) is charged to `live` until its last
 /// reader has run.
 pub(crate) fn execute(
@@ -32,6 +36,7 @@ pub(crate) fn execute(
     cached: Option<&ShapeValues>,
     record: bool,
     mut profile: Option<&mut Profile>,
+    keeper: Option<&Arc<Keeper>>,
     live: &mut RunBytes,
 ) -> Result<(Vec<Value>, Option<ShapeValues>)> {
     if let Some(p) = profile.as_deref_mut() {
@@ -56,7 +61,9 @@ pub(crate) fn execute(
     };
 
     for step in &plan.steps {
-        super::keep_awake::poke();
+        if let Some(k) = keeper {
+            k.poke();
+        }
         if !(step.shape_only && cached.is_some()) {
             let start = profile.is_some().then(Instant::now);
             let outputs = run_step(plan, step, &env)?;

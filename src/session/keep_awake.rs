@@ -3,9 +3,10 @@
 //! A rayon worker that finds no work yields a few dozen times (~30–50 µs) and then sleeps on a
 //! futex; the next parallel step must wake it, which costs ~35–40 µs on the 2-core VM this
 //! was measured on (a `join` of two 20 µs halves after a 50 µs serial gap took 53–63 µs
-//! instead of 21) and more on larger VMs. A CNN runs dozens of parallel steps separated by
+//! instead of 21). A CNN runs dozens of parallel steps separated by
 //! short serial ones (a Concat, a pooling, a step's own setup), so without this a second
-//! thread mostly arrives late. onnxruntime's pool spins between ops for the same reason.
+//! thread mostly arrives late (on a 16-core VM, runs without keepers were ~10 % slower at 2
+//! and 16 threads; BENCHMARKS.md). onnxruntime's pool spins between ops for the same reason.
 //!
 //! Rayon has no setting for how long workers spin, so while a run is in progress the session
 //! broadcasts a *keeper* job to its other workers: it polls the pool with `rayon::yield_now`,
@@ -54,8 +55,8 @@ impl Keeper {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Called before each step, on a worker of the session's pool: starts keepers on the
-    /// other workers unless some are already polling (or were just started).
+    /// Called before each step of a run, on a worker of the session's pool: starts keepers on
+    /// the other workers unless some are already polling (or were just started).
     pub(crate) fn poke(self: &Arc<Self>) {
         if rayon::current_num_threads() < 2 {
             return;
@@ -100,39 +101,6 @@ impl Keeper {
     }
 }
 
-thread_local! {
-    /// The keeper of the run in progress on this thread, if any.
-    static CURRENT: std::cell::RefCell<Option<Arc<Keeper>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Makes a session's keeper current on this thread until dropped (restoring the previous
-/// one, as `spare::RunScope` does).
-pub(crate) struct KeeperScope(Option<Arc<Keeper>>);
-
-impl KeeperScope {
-    pub(crate) fn enter(keeper: Option<Arc<Keeper>>) -> KeeperScope {
-        KeeperScope(CURRENT.with(|c| c.replace(keeper)))
-    }
-}
-
-impl Drop for KeeperScope {
-    fn drop(&mut self) {
-        let previous = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-    }
-}
-
-/// `Keeper::poke` for the run in progress on this thread, if it has one.
-pub(crate) fn poke() {
-    // `poke` only queues jobs (none runs on this thread here), so the borrow cannot be re-entered.
-    CURRENT.with(|c| {
-        if let Some(k) = c.borrow().as_ref() {
-            k.poke();
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,10 +121,9 @@ mod tests {
                     let (pool, keeper) = (&pool, &keeper);
                     s.spawn(move || {
                         pool.install(|| {
-                            let _scope = KeeperScope::enter(Some(Arc::clone(keeper)));
                             let mut total = 0u64;
                             for step in 0..300u64 {
-                                poke();
+                                keeper.poke();
                                 // A serial gap, then a parallel step.
                                 std::thread::sleep(Duration::from_micros(step % 3 * 50));
                                 total += (0..256u64)

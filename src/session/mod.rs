@@ -362,13 +362,13 @@ impl Session {
             // Created on the pool's thread, which carries the session's total limit.
             let mut live = tensor::alloc::RunBytes::top_level();
             let _spares = tensor::spare::RunScope::enter(self.spares.clone());
-            let _keeper = keep_awake::KeeperScope::enter(self.keeper.clone());
             execute::execute(
                 &self.plan,
                 bound,
                 cached.as_deref(),
                 true,
                 profile,
+                self.keeper.as_ref(),
                 &mut live,
             )
         })?;
