@@ -27,9 +27,8 @@ pub(crate) fn run_plan(plan: &ExecutionPlan, inputs: Vec<(ValueId, Value)>) -> R
 /// With `cached` shape values, shape-only steps are skipped and their outputs taken from the
 /// cache; otherwise they run and (when `record`) their outputs are returned for caching.
 /// With a `profile`, each step's kernel time is added to it; with a `keeper`, it is poked
-/// before each step. Every value stored in the run's
-/// table (inputs, cached shape values, outputs of steps) is charged to `live` until its last
-/// reader has run.
+/// before each step. Every value stored in the run's table (inputs, cached shape values,
+/// outputs of steps) is charged to `live` until its last reader has run.
 pub(crate) fn execute(
     plan: &ExecutionPlan,
     inputs: Vec<(ValueId, Value)>,
