@@ -1,7 +1,7 @@
 //! The instruction sets the autovectorized kernels (direct-convolution rows and planes) are
 //! compiled for, detected once per process. (The GEMM microkernels and the elementwise math
 //! choose among their own, differently shaped, variants, each under the same `INFER_MAX_ISA`
-//! ceiling, see [`x86_allows`].)
+//! ceiling, see [`x86_has`].)
 
 use std::sync::OnceLock;
 
@@ -28,12 +28,9 @@ pub(crate) fn isa() -> Isa {
 fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86_allows(X86Level::Avx512) && is_x86_feature_detected!("avx512f") {
+        if x86_has(X86Level::Avx512) {
             Isa::Avx512
-        } else if x86_allows(X86Level::Avx2)
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
+        } else if x86_has(X86Level::Avx2) {
             Isa::Avx2
         } else {
             Isa::Portable
@@ -78,4 +75,16 @@ pub(crate) fn x86_allows(level: X86Level) -> bool {
         }
     });
     level <= ceiling
+}
+
+/// Whether this CPU runs `level` (AVX2 counted with FMA) and `INFER_MAX_ISA` allows it: the
+/// one test every kernel family's run-time choice goes through.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn x86_has(level: X86Level) -> bool {
+    x86_allows(level)
+        && match level {
+            X86Level::Portable => true,
+            X86Level::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            X86Level::Avx512 => is_x86_feature_detected!("avx512f"),
+        }
 }

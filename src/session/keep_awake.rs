@@ -3,10 +3,10 @@
 //! A rayon worker that finds no work yields a few dozen times (~30–50 µs) and then sleeps on a
 //! futex; the next parallel step must wake it, which costs ~35–40 µs on the 2-core VM this
 //! was measured on (a `join` of two 20 µs halves after a 50 µs serial gap took 53–63 µs
-//! instead of 21). A CNN runs dozens of parallel steps separated by
-//! short serial ones (a Concat, a pooling, a step's own setup), so without this a second
-//! thread mostly arrives late (on a 16-core VM, runs without keepers were ~10 % slower at 2
-//! and 16 threads; BENCHMARKS.md). onnxruntime's pool spins between ops for the same reason.
+//! instead of 21). A CNN runs dozens of parallel steps separated by short serial ones (a
+//! Concat, a pooling, a step's own setup), so without this a second thread mostly arrives
+//! late (on a 16-core VM, runs without keepers were ~10 % slower at 2 and 16 threads;
+//! BENCHMARKS.md). onnxruntime's pool spins between ops for the same reason.
 //!
 //! Rayon has no setting for how long workers spin, so while a run is in progress the session
 //! broadcasts a *keeper* job to its other workers: it polls the pool with `rayon::yield_now`,

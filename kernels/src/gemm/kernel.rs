@@ -317,14 +317,11 @@ pub fn available() -> Vec<&'static KernelSpec> {
     let mut v: Vec<&'static KernelSpec> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::isa::{x86_allows, X86Level};
-        if x86_allows(X86Level::Avx512) && is_x86_feature_detected!("avx512f") {
+        use crate::isa::{x86_has, X86Level};
+        if x86_has(X86Level::Avx512) {
             v.push(&x86::AVX512);
         }
-        if x86_allows(X86Level::Avx2)
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
+        if x86_has(X86Level::Avx2) {
             v.push(&x86::AVX2);
         }
     }

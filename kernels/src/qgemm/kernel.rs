@@ -106,6 +106,7 @@ mod x86 {
 pub fn available() -> Vec<&'static QKernel> {
     let mut v: Vec<&'static QKernel> = Vec::new();
     #[cfg(target_arch = "x86_64")]
+    // The int8 kernel needs AVX2 only, not FMA.
     if crate::isa::x86_allows(crate::isa::X86Level::Avx2) && is_x86_feature_detected!("avx2") {
         v.push(&x86::AVX2);
     }
