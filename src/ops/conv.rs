@@ -9,6 +9,7 @@
 //! optional 4th input, a residual of the output's shape added before the activation.
 
 use super::conv_patches::Patches;
+use super::conv_winograd::{WinogradOutput, WinogradWeights};
 use super::elementwise::broadcast::binary;
 use super::matmul::{f32_data, from_f32, fused_activation};
 use super::util::{input, opt_input};
@@ -279,17 +280,38 @@ fn batch_and_channels(x: &Tensor) -> Result<(usize, usize, &[usize])> {
 struct Conv {
     spatial: SpatialAttrs,
     group: usize,
-    /// One packed `[M/g, C/g·K]` weight matrix per group, and the weight shape they came from.
-    packed: Option<(Vec<PackedA>, Vec<usize>)>,
+    /// Constant weights prepared at build time, and the weight shape they came from.
+    packed: Option<(PackedWeights, Vec<usize>)>,
     activation: Option<Activation>,
 }
+
+/// Constant weights in the form their product wants.
+#[derive(Debug)]
+enum PackedWeights {
+    /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
+    Gemm(Vec<PackedA>),
+    /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
+    Winograd(WinogradWeights),
+}
+
+/// Largest 3×3 kernel (in `M·C`) that takes the Winograd path: it keeps 4× the weights
+/// (36 points instead of 9 taps), and the deeper kernels of the usual networks run on small
+/// maps (ResNet-50's 512-channel stage is 7×7: 4 tiles), where that buys nothing.
+const WINOGRAD_MAX_CHANNEL_PAIRS: usize = 256 * 256;
 
 impl Conv {
     fn build(ctx: &BuildCtx) -> Result<Self> {
         let group = ctx.attrs().int_or("group", 1)?;
         ensure!(group >= 1, "group must be positive, got {group}");
         let group = group as usize;
+        let spatial = SpatialAttrs::parse(ctx.attrs())?;
         let packed = match ctx.constant(1) {
+            Some(w) if w.dtype() == crate::DType::F32 && winograd_suits(&spatial, group, w) => {
+                let s = w.shape();
+                let ww =
+                    w.with_slice::<f32, _>(|data| WinogradWeights::new(data, s[0], s[1]))??;
+                Some((PackedWeights::Winograd(ww), s.to_vec()))
+            }
             Some(w) if w.dtype() == crate::DType::F32 && w.rank() >= 3 => {
                 let s = w.shape();
                 let (m, kg) = (s[0], s[1..].iter().product::<usize>());
@@ -309,17 +331,30 @@ impl Conv {
                         })
                         .collect::<Result<Vec<_>>>()
                 })??;
-                Some((packs, s.to_vec()))
+                Some((PackedWeights::Gemm(packs), s.to_vec()))
             }
             _ => None,
         };
         Ok(Conv {
-            spatial: SpatialAttrs::parse(ctx.attrs())?,
+            spatial,
             group,
             packed,
             activation: fused_activation(ctx)?,
         })
     }
+}
+
+/// Whether weights `w` of a Conv with these attributes take the Winograd path: a 2-D 3×3
+/// kernel, unit strides and dilations, one group, at most `WINOGRAD_MAX_CHANNEL_PAIRS`.
+fn winograd_suits(spatial: &SpatialAttrs, group: usize, w: &Tensor) -> bool {
+    let ones = |v: &Option<Vec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
+    let s = w.shape();
+    group == 1
+        && s.len() == 4
+        && s[2..] == [3, 3]
+        && s[0] * s[1] <= WINOGRAD_MAX_CHANNEL_PAIRS
+        && ones(&spatial.strides)
+        && ones(&spatial.dilations)
 }
 
 /// Everything one Conv run needs, resolved and checked.
@@ -372,6 +407,11 @@ impl Kernel for Conv {
         );
         // A residual of another shape (the fused Add broadcasts) is added after the product.
         let broadcast_residual = opt_input(inputs, 3).filter(|r| r.shape() != out_shape);
+        let prepared = self
+            .packed
+            .as_ref()
+            .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
+            .map(|(p, _)| p);
         let problem = ConvProblem {
             batch: n,
             groups: self.group,
@@ -381,18 +421,30 @@ impl Kernel for Conv {
             geo,
             x: &xd,
             w: &wd,
-            packed: self
-                .packed
-                .as_ref()
-                .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
-                .map(|(p, _)| &p[..]),
+            packed: match prepared {
+                Some(PackedWeights::Gemm(p)) => Some(&p[..]),
+                _ => None,
+            },
             bias: bias.as_deref(),
             residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
         // Every element is written: the GEMM stores whole tiles, depthwise planes every output.
         let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
-        problem.run(&mut out)?;
+        match prepared {
+            Some(PackedWeights::Winograd(ww)) if WinogradWeights::fits(&problem.geo) => {
+                let out = WinogradOutput {
+                    y: &mut out,
+                    bias: problem.bias,
+                    residual: problem.residual,
+                    activation: problem.activation,
+                };
+                ww.run(&problem.geo, n, &xd, out)?
+            }
+            // Other shapes (or Winograd weights on a geometry they do not fit, which the
+            // attributes rule out) multiply the weights as they are.
+            _ => problem.run(&mut out)?,
+        }
         let Some(r) = broadcast_residual else {
             return Ok(vec![from_f32(x.dtype(), out_shape, out)?]);
         };
@@ -862,9 +914,20 @@ mod tests {
     }
 
     fn assert_close(got: &Tensor, shape: &[usize], want: &[f32]) {
+        assert_close_deep(got, shape, want, 0);
+    }
+
+    /// `assert_close` for sums of `depth` products of `values` (each at most 2 in magnitude):
+    /// f32 rounding, and the Winograd transforms' more, grow with the depth. The reference
+    /// is exact (f64).
+    fn assert_close_deep(got: &Tensor, shape: &[usize], want: &[f32], depth: usize) {
         assert_eq!(got.shape(), shape);
+        let slack = 1e-7 * depth as f32;
         for (g, w) in got.as_slice::<f32>().unwrap().iter().zip(want) {
-            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "got {g}, want {w}");
+            assert!(
+                (g - w).abs() < 1e-4 * (1.0 + w.abs()) + slack,
+                "got {g}, want {w} in {shape:?}"
+            );
         }
     }
 
@@ -872,7 +935,8 @@ mod tests {
     fn conv_paths_match_direct_definition() {
         // (x shape, w shape, group, strides, pads [t, l, b, r], dilations): general im2col,
         // strided + dilated, pointwise, grouped, depthwise (stride 1 and 2), channel multiplier,
-        // and deep kernels whose outputs span several column tiles (im2col and pointwise).
+        // deep kernels whose outputs span several column tiles (im2col and pointwise), and
+        // 3×3 stride-1 kernels (Winograd when the weights are constant).
         type Case = (
             [usize; 4],
             [usize; 4],
@@ -881,8 +945,20 @@ mod tests {
             [usize; 4],
             [usize; 2],
         );
-        let cases: [Case; 9] = [
+        let cases: [Case; 12] = [
             ([1, 3, 7, 6], [4, 3, 3, 3], 1, [1, 1], [1, 1, 1, 1], [1, 1]),
+            // 3×3 stride 1 (Winograd with constant weights): batches, partial and single
+            // tiles, uneven and wide padding.
+            (
+                [2, 5, 10, 13],
+                [6, 5, 3, 3],
+                1,
+                [1, 1],
+                [0, 2, 1, 0],
+                [1, 1],
+            ),
+            ([1, 3, 4, 4], [2, 3, 3, 3], 1, [1, 1], [0; 4], [1, 1]),
+            ([1, 4, 3, 2], [5, 4, 3, 3], 1, [1, 1], [3, 1, 2, 4], [1, 1]),
             ([2, 2, 9, 8], [3, 2, 3, 2], 1, [2, 3], [0, 1, 2, 0], [2, 1]),
             ([2, 5, 4, 3], [7, 5, 1, 1], 1, [1, 1], [0, 0, 0, 0], [1, 1]),
             ([1, 4, 5, 5], [6, 2, 3, 3], 2, [1, 1], [1, 0, 1, 0], [1, 1]),
@@ -903,6 +979,7 @@ mod tests {
             let x = values(xs.iter().product(), 1);
             let w = values(ws.iter().product(), 2);
             let (want, ys) = reference_conv2d(&x, xs, &w, ws, group, stride, pad, dil);
+            let depth = ws[1] * ws[2] * ws[3];
             let attrs = [
                 ("group", Attr::Int(group as i64)),
                 ("strides", ints(&[stride[0] as i64, stride[1] as i64])),
@@ -912,7 +989,7 @@ mod tests {
             let (xt, wt) = (t(&xs, x.clone()), t(&ws, w.clone()));
             for constant in [false, true] {
                 let y = run_op("Conv", &attrs, &[Some(&xt), Some(&wt)], constant).unwrap();
-                assert_close(&y, &ys, &want);
+                assert_close_deep(&y, &ys, &want, depth);
             }
             // The same with the whole fused epilogue: relu(conv + bias[c] + residual).
             let bias = values(ws[0], 3);
@@ -926,7 +1003,7 @@ mod tests {
             relu.push(("_activation", Attr::String("Relu".into())));
             let inputs = [Some(&xt), Some(&wt), Some(&bt), Some(&rt)];
             let y = run_op("Conv", &relu, &inputs, true).unwrap();
-            assert_close(&y, &ys, &fused);
+            assert_close_deep(&y, &ys, &fused, depth);
         }
     }
 

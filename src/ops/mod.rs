@@ -9,6 +9,7 @@ pub mod control;
 pub mod conv;
 pub mod conv_deform;
 mod conv_patches;
+mod conv_winograd;
 pub mod crop;
 pub mod detection;
 pub mod einsum;

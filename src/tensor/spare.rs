@@ -66,10 +66,18 @@ fn current() -> Option<Arc<SparePool>> {
 /// Keeps `t`'s storage for reuse when it is a uniquely owned `f32` buffer worth keeping and a
 /// run is in progress; otherwise just drops it.
 pub(crate) fn give_back(t: Tensor) {
-    let Some(pool) = current() else {
+    // Checked first: without a run in progress the tensor is not taken apart.
+    if current().is_none() {
         return;
-    };
-    let Some(v) = t.into_unique_f32() else {
+    }
+    if let Some(v) = t.into_unique_f32() {
+        give_back_vec(v);
+    }
+}
+
+/// Keeps a kernel's scratch buffer for reuse, as [`give_back`] does a dead tensor's.
+pub(crate) fn give_back_vec(v: Vec<f32>) {
+    let Some(pool) = current() else {
         return;
     };
     let bytes = v.capacity() * std::mem::size_of::<f32>();
