@@ -9,3 +9,4 @@ pub mod elementwise;
 pub mod gemm;
 mod isa;
 pub mod qgemm;
+pub mod winograd;

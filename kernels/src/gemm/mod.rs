@@ -18,7 +18,7 @@ mod epilogue;
 mod gemv;
 mod kernel;
 mod pack;
-mod simd;
+pub(crate) mod simd;
 
 pub use axpy::{axpy_taps, Tap};
 pub use epilogue::{Activation, Bias, Epilogue};

@@ -1,4 +1,4 @@
-//! The few SIMD operations the microkernel needs, one implementation per ISA.
+//! The few SIMD operations the microkernels (and the Winograd transforms) need, one implementation per ISA.
 //!
 //! Each ISA is a zero-sized marker type. Every method is `#[inline(always)]` and has no
 //! `#[target_feature]` of its own: it is only ever called from a microkernel instance that is
@@ -7,7 +7,7 @@
 //! CPU without the feature, hence `unsafe`.
 
 /// A vector of `LANES` f32 lanes.
-pub(super) trait Simd {
+pub(crate) trait Simd {
     const LANES: usize;
     type V: Copy;
 
@@ -47,7 +47,7 @@ pub(super) trait Simd {
 }
 
 /// Plain arrays: LLVM vectorizes these loops for whatever baseline the target has.
-pub(super) struct Portable;
+pub(crate) struct Portable;
 
 impl Simd for Portable {
     const LANES: usize = 8;
@@ -112,7 +112,7 @@ impl Simd for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -120,7 +120,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// AVX2 + FMA, 8 lanes.
-    pub(in crate::gemm) struct Avx2;
+    pub(crate) struct Avx2;
 
     impl Simd for Avx2 {
         #[inline(always)]
@@ -177,7 +177,7 @@ mod x86 {
     }
 
     /// AVX-512F, 16 lanes.
-    pub(in crate::gemm) struct Avx512;
+    pub(crate) struct Avx512;
 
     impl Simd for Avx512 {
         #[inline(always)]
@@ -235,7 +235,7 @@ mod x86 {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub(super) use arm::Neon;
+pub(crate) use arm::Neon;
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
@@ -243,7 +243,7 @@ mod arm {
     use std::arch::aarch64::*;
 
     /// NEON (Advanced SIMD), 4 lanes; part of the aarch64 baseline.
-    pub(in crate::gemm) struct Neon;
+    pub(crate) struct Neon;
 
     impl Simd for Neon {
         const LANES: usize = 4;
