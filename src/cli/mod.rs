@@ -79,6 +79,10 @@ struct SessionArgs {
     /// run waits on serial steps, more latency; see `SessionBuilder::spin_wait`).
     #[arg(long)]
     no_spin: bool,
+    /// Run 3×3 stride-1 convolutions on the im2col GEMM instead of Winograd F(4×4, 3×3)
+    /// (see `SessionBuilder::winograd`).
+    #[arg(long)]
+    no_winograd: bool,
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -114,7 +118,8 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn builder(args: SessionArgs) -> infer::SessionBuilder {
     let b = infer::Session::builder()
         .int8_matmul(args.int8)
-        .spin_wait(!args.no_spin);
+        .spin_wait(!args.no_spin)
+        .winograd(!args.no_winograd);
     match args.threads {
         Some(n) => b.threads(n),
         None => b,

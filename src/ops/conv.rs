@@ -4,8 +4,9 @@
 //! code path covers all). Per image and group, Conv is `Y[M/g, OHW] = W[M/g, C/g·K] · cols`,
 //! where `cols` is the input itself for 1×1 stride-1 kernels, a direct loop serves depthwise
 //! kernels, and otherwise the input patches are packed straight into the GEMM's panels
-//! (`conv_patches.rs`). Constant weights are packed once
-//! at build time. Conv takes the fused epilogue of `matmul::fused_activation` and, as an
+//! (`conv_patches.rs`). Constant weights are packed once at build time; constant 3×3 stride-1
+//! kernels of up to 256×256 channels are instead transformed for Winograd F(4×4, 3×3)
+//! (`conv_winograd.rs`), a quarter of the multiplies. Conv takes the fused epilogue of `matmul::fused_activation` and, as an
 //! optional 4th input, a residual of the output's shape added before the activation.
 
 use super::conv_patches::Patches;
@@ -306,7 +307,11 @@ impl Conv {
         let group = group as usize;
         let spatial = SpatialAttrs::parse(ctx.attrs())?;
         let packed = match ctx.constant(1) {
-            Some(w) if w.dtype() == crate::DType::F32 && winograd_suits(&spatial, group, w) => {
+            Some(w)
+                if ctx.options.winograd
+                    && w.dtype() == crate::DType::F32
+                    && winograd_suits(&spatial, group, w) =>
+            {
                 let s = w.shape();
                 let ww =
                     w.with_slice::<f32, _>(|data| WinogradWeights::new(data, s[0], s[1]))??;

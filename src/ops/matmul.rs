@@ -939,7 +939,10 @@ mod tests {
         // MatMul [2, 3, 4] × const [4, 5] and Gemm [3, 4] × const [5, 4]ᵀ: with int8 on, the
         // results differ from fp32 (the quantized path ran) by under 2% of the largest value;
         // a non-constant weight stays exact fp32.
-        let int8 = BuildOptions { int8_matmul: true };
+        let int8 = BuildOptions {
+            int8_matmul: true,
+            ..Default::default()
+        };
         let w: Vec<f32> = (0..20).map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5).collect();
         let b = t(&[4, 5], &w);
         let bt = t(

@@ -55,11 +55,23 @@ pub struct BuildCtx<'a> {
 }
 
 /// Session options that kernels read at build time (see `SessionBuilder`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuildOptions {
     /// MatMul and Gemm with a constant f32 weight matrix run on the dynamically quantized
     /// int8 GEMM (`infer_kernels::qgemm`): faster, approximate, off by default.
     pub int8_matmul: bool,
+    /// Constant 3×3 stride-1 Conv kernels take the Winograd path (`conv_winograd`): on by
+    /// default.
+    pub winograd: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            int8_matmul: false,
+            winograd: true,
+        }
+    }
 }
 
 impl BuildCtx<'_> {
