@@ -24,16 +24,6 @@ use crate::isa::{isa, Isa};
 /// Tile points: the 6×6 transformed tile.
 pub const POINTS: usize = 36;
 
-/// `G`, which maps 3 kernel taps to 6 tile points.
-const G: [[f64; 3]; 6] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
-
 /// The 4×4 output tiles covering one output plane of a 3×3 stride-1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TileGrid {
@@ -81,22 +71,43 @@ impl TileGrid {
 pub fn transform_weights(w: &[f32], m: usize, c: usize) -> Vec<f32> {
     assert_eq!(w.len(), m * c * 9, "3x3 weights of {m}x{c} channels");
     let mut u = vec![0.0f32; POINTS * m * c];
-    for (mc, g) in w.chunks_exact(9).enumerate() {
-        // G·g (6×3), then (G·g)·Gᵀ (6×6), in f64 so rounding happens once.
-        let mut gg = [[0.0f64; 3]; 6];
-        for (i, row) in gg.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|k| G[i][k] * g[k * 3 + j] as f64).sum();
+    let plane = m * c;
+    // Kernels are transformed a block at a time and each point's values copied out as one
+    // run: scattering every kernel's 36 values over 36 matrices is what made this slow.
+    const BLOCK: usize = 256;
+    let mut block = vec![[0.0f32; BLOCK]; POINTS];
+    for (b, kernels) in w.chunks(9 * BLOCK).enumerate() {
+        for (k, g) in kernels.chunks_exact(9).enumerate() {
+            // G·g (6×3), then (G·g)·Gᵀ (6×6), in f64 so rounding happens once.
+            let g = |i: usize| g[i] as f64;
+            let cols: [[f64; 6]; 3] = std::array::from_fn(|j| g_times(g(j), g(3 + j), g(6 + j)));
+            for i in 0..6 {
+                let row = g_times(cols[0][i], cols[1][i], cols[2][i]);
+                for (j, v) in row.into_iter().enumerate() {
+                    block[i * 6 + j][k] = v as f32;
+                }
             }
         }
-        for i in 0..6 {
-            for j in 0..6 {
-                let v: f64 = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
-                u[(i * 6 + j) * m * c + mc] = v as f32;
-            }
+        let n = kernels.len() / 9;
+        for (p, values) in block.iter().enumerate() {
+            u[p * plane + b * BLOCK..p * plane + b * BLOCK + n].copy_from_slice(&values[..n]);
         }
     }
     u
+}
+
+/// `G · [a, b, c]ᵀ`, written out (`G` has rows 1/4,0,0 / -1/6,-1/6,-1/6 / -1/6,1/6,-1/6 /
+/// 1/24,1/12,1/6 / 1/24,-1/12,1/6 / 0,0,1).
+fn g_times(a: f64, b: f64, c: f64) -> [f64; 6] {
+    let (even, odd) = (a / 24.0 + c / 6.0, b / 12.0);
+    [
+        a / 4.0,
+        -(a + b + c) / 6.0,
+        -(a - b + c) / 6.0,
+        even + odd,
+        even - odd,
+        c,
+    ]
 }
 
 /// Buffers the transforms reuse from plane to plane.
