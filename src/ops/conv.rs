@@ -6,8 +6,9 @@
 //! kernels, and otherwise the input patches are packed straight into the GEMM's panels
 //! (`conv_patches.rs`). Constant weights are packed once at build time; constant 3×3 stride-1
 //! kernels of up to 256×256 channels are instead transformed for Winograd F(4×4, 3×3)
-//! (`conv_winograd.rs`), a quarter of the multiplies. Conv takes the fused epilogue of `matmul::fused_activation` and, as an
-//! optional 4th input, a residual of the output's shape added before the activation.
+//! (`conv_winograd.rs`), a quarter of the multiplies. Conv takes the fused epilogue of
+//! `matmul::fused_activation` and, as an optional 4th input, a residual of the output's shape
+//! added before the activation.
 
 use super::conv_patches::Patches;
 use super::conv_winograd::{WinogradOutput, WinogradWeights};
