@@ -3,8 +3,9 @@
 //!
 //! Each 6×6 input tile `d` (a 4×4 output tile plus the kernel's halo; neighbours overlap by
 //! 2) becomes `V = Bᵀ·d·B`, each 3×3 kernel `U = G·g·Gᵀ`, and each output tile
-//! `Aᵀ·(Σ_c U ⊙ V)·A`. The sum over channels of the elementwise products is one GEMM per tile
-//! point (36 of them), which the caller runs; this module holds the transforms on either side.
+//! `Aᵀ·(Σ_c U ⊙ V)·A`. The sum over channels of the elementwise products is one GEMM per
+//! tile point (36 of them), which the caller runs; this module holds the transforms on either
+//! side.
 //!
 //! The transforms work on whole rows of tiles so that their inner loops run over consecutive
 //! tiles and vectorize: an input row is first split into 4 phases, `phase[q][k] =

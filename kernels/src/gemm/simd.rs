@@ -1,10 +1,11 @@
-//! The few SIMD operations the microkernels (and the Winograd transforms) need, one implementation per ISA.
+//! The few SIMD operations the microkernels (and the Winograd transforms) need, one
+//! implementation per ISA.
 //!
 //! Each ISA is a zero-sized marker type. Every method is `#[inline(always)]` and has no
-//! `#[target_feature]` of its own: it is only ever called from a microkernel instance that is
-//! compiled with the ISA's features enabled (see `kernel.rs`), into which it inlines, so the
-//! intrinsics it calls are inlined too. Calling one anywhere else is undefined behaviour on a
-//! CPU without the feature, hence `unsafe`.
+//! `#[target_feature]` of its own: it is only ever called from a kernel instance that is
+//! compiled with the ISA's features enabled (see `kernel.rs`, `winograd.rs`), into which it
+//! inlines, so the intrinsics it calls are inlined too. Calling one anywhere else is undefined
+//! behaviour on a CPU without the feature, hence `unsafe`.
 
 /// A vector of `LANES` f32 lanes.
 pub(crate) trait Simd {
