@@ -66,10 +66,6 @@ fn current() -> Option<Arc<SparePool>> {
 /// Keeps `t`'s storage for reuse when it is a uniquely owned `f32` buffer worth keeping and a
 /// run is in progress; otherwise just drops it.
 pub(crate) fn give_back(t: Tensor) {
-    // Checked first: without a run in progress the tensor is not taken apart.
-    if current().is_none() {
-        return;
-    }
     if let Some(v) = t.into_unique_f32() {
         give_back_vec(v);
     }
