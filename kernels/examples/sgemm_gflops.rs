@@ -2,7 +2,9 @@
 //! (the criterion benches report elements per second; this prints the number the performance
 //! targets are stated in). `cargo run --release -p infer-kernels --example sgemm_gflops [THREADS [MxKxN]...]`
 
-use infer_kernels::gemm::{gemm, kernel_name, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedB};
+use infer_kernels::gemm::{
+    gemm, kernel_name, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedB, Rhs,
+};
 use std::time::Instant;
 
 fn main() {
@@ -45,10 +47,18 @@ fn main() {
         let a_ref = MatRef::row_major(&a, m, k).expect("shape");
         let packed = PackedB::new(MatRef::row_major(&b, k, n).expect("shape"));
         let packed_a = PackedA::new(a_ref);
-        let lhs = if std::env::var_os("SGEMM_PACKED_A").is_some() {
+        // Which operands are prepacked: `SGEMM_PACKED=a|b|ab|none` (default `b`); a
+        // convolution's product is `a` (weights packed at plan time, patches packed per call).
+        let packed_which = std::env::var("SGEMM_PACKED").unwrap_or_else(|_| "b".into());
+        let lhs = if packed_which.contains('a') {
             Lhs::Packed(&packed_a)
         } else {
             Lhs::Mat(a_ref)
+        };
+        let rhs = if packed_which.contains('b') {
+            Rhs::Packed(&packed)
+        } else {
+            Rhs::Mat(MatRef::row_major(&b, k, n).expect("shape"))
         };
         let flops = 2.0 * (m * k * n) as f64;
         let reps = ((4e9 / flops) as usize).clamp(3, 400);
@@ -58,7 +68,7 @@ fn main() {
                 let t = Instant::now();
                 for _ in 0..reps {
                     let out = MatMut::row_major(&mut c, m, n).expect("shape");
-                    gemm(lhs, &packed, out, &Epilogue::default()).expect("gemm");
+                    gemm(lhs, rhs, out, &Epilogue::default()).expect("gemm");
                 }
                 times.push(t.elapsed().as_secs_f64() / reps as f64);
             }

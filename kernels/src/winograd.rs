@@ -350,13 +350,23 @@ unsafe fn output_tiles<S: Simd>(
 unsafe fn input_1d<S: Simd>(d: [&[f32]; 6], mut o: [&mut [f32]; 6]) {
     let n = check_rows::<S>(&d, &o);
     // SAFETY: the ISA is the caller's; `k + LANES <= n <=` every row's length (checked).
-    // (A loop here rather than a shared helper taking a closure: closures do not inherit
-    // the caller's target features, so the intrinsics would become calls.)
+    // (No closures here, not even through `array::map`: closures do not inherit the caller's
+    // target features, so the intrinsics inside them would become calls.)
     unsafe {
-        let [m1, m2, m4, m5] = [-1.0, -2.0, -4.0, -5.0].map(|c| S::splat(c));
+        let (m1, m2, m4, m5) = (
+            S::splat(-1.0),
+            S::splat(-2.0),
+            S::splat(-4.0),
+            S::splat(-5.0),
+        );
         let four = S::splat(4.0);
         for k in (0..n).step_by(S::LANES) {
-            let [d0, d1, d2, d3, d4, d5] = d.map(|r| S::load(r.as_ptr().add(k)));
+            let d0 = S::load(d[0].as_ptr().add(k));
+            let d1 = S::load(d[1].as_ptr().add(k));
+            let d2 = S::load(d[2].as_ptr().add(k));
+            let d3 = S::load(d[3].as_ptr().add(k));
+            let d4 = S::load(d[4].as_ptr().add(k));
+            let d5 = S::load(d[5].as_ptr().add(k));
             let t0 = S::mul_add(d4, d2, m4);
             let t1 = S::mul_add(d3, d1, m4);
             let t2 = S::mul_add(d4, d2, m1);
@@ -389,9 +399,15 @@ unsafe fn output_1d<S: Simd>(m: [&[f32]; 6], mut o: [&mut [f32]; 4]) {
     let n = check_rows::<S>(&m, &o);
     // SAFETY: as in `input_1d`.
     unsafe {
-        let [minus1, two, four, eight] = [-1.0, 2.0, 4.0, 8.0].map(|c| S::splat(c));
+        let (minus1, two) = (S::splat(-1.0), S::splat(2.0));
+        let (four, eight) = (S::splat(4.0), S::splat(8.0));
         for k in (0..n).step_by(S::LANES) {
-            let [m0, m1, m2, m3, m4, m5] = m.map(|r| S::load(r.as_ptr().add(k)));
+            let m0 = S::load(m[0].as_ptr().add(k));
+            let m1 = S::load(m[1].as_ptr().add(k));
+            let m2 = S::load(m[2].as_ptr().add(k));
+            let m3 = S::load(m[3].as_ptr().add(k));
+            let m4 = S::load(m[4].as_ptr().add(k));
+            let m5 = S::load(m[5].as_ptr().add(k));
             let (sum12, diff12) = (S::add(m1, m2), S::mul_add(m1, m2, minus1));
             let (sum34, diff34) = (S::add(m3, m4), S::mul_add(m3, m4, minus1));
             let y = [

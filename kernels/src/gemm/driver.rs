@@ -82,11 +82,13 @@ pub(super) unsafe fn run(
         TileKernel {
             mr: 1,
             run: spec.run_row,
+            run_half: None,
         }
     } else {
         TileKernel {
             mr: spec.mr,
             run: spec.run,
+            run_half: spec.run_half,
         }
     };
     let threads = if parallel {
@@ -142,11 +144,13 @@ fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
     }
 }
 
-/// The register tile used for one product: the kernel's own, or its one-row variant.
+/// The register tile used for one product: the kernel's own, or its one-row variant; and
+/// for column panels at most half full, its half-width variant if it has one.
 #[derive(Clone, Copy)]
 struct TileKernel {
     mr: usize,
     run: unsafe fn(&Tile),
+    run_half: Option<unsafe fn(&Tile)>,
 }
 
 /// The product restricted to `rows × cols` of C, on the calling thread.
@@ -182,6 +186,7 @@ unsafe fn serial(
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
+    let residual = in_kernel.and_then(|e| e.residual);
     // What is left of the epilogue for a pass over each finished block after the kernels'
     // part: all of it, only an activation, or nothing.
     let pass_needed = match in_kernel {
@@ -226,6 +231,11 @@ unsafe fn serial(
                 for jr in (0..nc_len).step_by(nr) {
                     let b_panel = &bp[jr * kc_len..(jr + nr) * kc_len];
                     let j = jc + jr;
+                    let panel_cols = nr.min(nc_len - jr);
+                    let run = match tile.run_half {
+                        Some(half) if panel_cols <= nr / 2 => half,
+                        _ => tile.run,
+                    };
                     for ir in (0..mc_len).step_by(mr) {
                         let a_panel = &ap[ir * kc_len..(ir + mr) * kc_len];
                         let i = ic + ir;
@@ -237,7 +247,7 @@ unsafe fn serial(
                             c: unsafe { c.ptr.add(i * c.ldc + j) },
                             ldc: c.ldc,
                             rows: mr.min(mc_len - ir),
-                            cols: nr.min(nc_len - jr),
+                            cols: panel_cols,
                             accumulate: pc > 0,
                             // `check_epilogue` made the bias m long, and rows i.. of this
                             // tile are below m.
@@ -245,12 +255,20 @@ unsafe fn serial(
                                 Some(b) if pc == 0 => b[i..].as_ptr(),
                                 _ => std::ptr::null(),
                             },
+                            // `check_epilogue` made the residual m × n, and `in_kernel` its
+                            // columns contiguous: the tile's corner lies inside it.
+                            residual: match residual {
+                                Some(r) if last_k => r.data[i * r.row_stride + j..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            ldr: residual.map_or(0, |r| r.row_stride),
                             clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
                         };
                         // SAFETY: `spec` came from `kernel::available`, so the CPU runs it; the
                         // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
-                        // valid corner lies inside this call's block of C.
-                        unsafe { (tile.run)(&t) };
+                        // valid corner lies inside this call's block of C (for the half-width
+                        // kernel, at most nr / 2 columns, as it requires).
+                        unsafe { run(&t) };
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k

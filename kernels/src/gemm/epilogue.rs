@@ -49,15 +49,14 @@ impl<'a> Epilogue<'a> {
             && self.activation.is_none()
     }
 
-    /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
-    /// Bias and residual shapes were validated against `C` before the product started.
     /// The epilogue as the microkernels apply it while storing a tile — a per-row bias that
-    /// starts the accumulators and a Relu/Clip before the store, any other activation left to
-    /// a pass over each finished block — or `None` when it needs more (a scale, a residual, a
-    /// column bias), which then all runs as that pass. Convolutions with bias + Relu/Relu6
-    /// never go back over their output; with SiLU or GELU only for the activation.
+    /// starts the accumulators, a row-major residual added and a Relu/Clip applied before the
+    /// store, any other activation left to a pass over each finished block — or `None` when it
+    /// needs more (a scale, a column bias, a residual with strided columns), which then all
+    /// runs as that pass. Convolutions with bias (+ residual) + Relu/Relu6 never go back over
+    /// their output; with SiLU or GELU only for the activation.
     pub(super) fn in_kernel(&self) -> Option<InKernel<'a>> {
-        if self.alpha != 1.0 || self.residual.is_some() {
+        if self.alpha != 1.0 || self.residual.is_some_and(|r| r.col_stride != 1) {
             return None;
         }
         let row_bias = match self.bias {
@@ -73,11 +72,14 @@ impl<'a> Epilogue<'a> {
         };
         Some(InKernel {
             row_bias,
+            residual: self.residual,
             clamp,
             after,
         })
     }
 
+    /// Applies the epilogue to one row segment of `C`: row `i`, columns `j0..j0 + row.len()`.
+    /// Bias and residual shapes were validated against `C` before the product started.
     pub(crate) fn apply_row(&self, row: &mut [f32], i: usize, j0: usize) {
         self.apply_linear(row, i, j0);
         if let Some(act) = self.activation {
@@ -123,6 +125,8 @@ impl<'a> Epilogue<'a> {
 pub(super) struct InKernel<'a> {
     /// One value per row of C.
     pub row_bias: Option<&'a [f32]>,
+    /// Added to the finished product, before the clamp; its columns are contiguous.
+    pub residual: Option<MatRef<'a>>,
     /// `Activation::Clip` bounds (Relu is `(0, inf)`).
     pub clamp: Option<(f32, f32)>,
     /// An activation the kernels cannot apply, for the pass after the block is stored.

@@ -17,8 +17,16 @@
 //!   read, so it may hold garbage such as NaN).
 //! * A non-null `row_bias` points at `rows` floats, one per row of the tile, that start the
 //!   accumulators (the driver passes it only with the first depth block, so it is added once).
+//! * A non-null `residual` points at the residual's element for the tile's top-left; its rows
+//!   are `ldr` floats apart and columns contiguous, and only its `rows × cols` corner is read.
+//!   It is added to the finished tile (after `accumulate`, before `clamp`): the driver passes
+//!   it only with the last depth block.
 //! * With `clamp = Some((lo, hi))` every value is clamped as `Activation::Clip` does (a NaN stays
 //!   NaN) before it is stored: the driver passes it only with the last depth block.
+//! * A half-width kernel (`KernelSpec::run_half`) computes only the tile's first `NR / 2`
+//!   columns (`cols ≤ NR / 2`) from the same `NR`-wide B micro-panel: a product's last
+//!   column panel is often that narrow (7×7 feature maps have 49 columns, a 14×14 map's
+//!   Winograd GEMMs 16), and a full tile would compute the zero columns too.
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -39,6 +47,8 @@ pub(super) struct Tile {
     pub cols: usize,
     pub accumulate: bool,
     pub row_bias: *const f32,
+    pub residual: *const f32,
+    pub ldr: usize,
     pub clamp: Option<(f32, f32)>,
 }
 
@@ -61,6 +71,9 @@ pub struct KernelSpec {
     /// The same kernel for a single row (`MR = 1`, A panels of width 1): products with only a
     /// few rows (a vector times a matrix) would waste most of a full tile on padding rows.
     pub(super) run_row: unsafe fn(&Tile),
+    /// The same kernel for the first `nr / 2` columns only (see the module docs), where the
+    /// tile has an even number of vectors.
+    pub(super) run_half: Option<unsafe fn(&Tile)>,
 }
 
 /// One k step: `MR` values of A (broadcast) times `NV` vectors of B into the accumulators.
@@ -92,12 +105,13 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`.
+/// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`, from
+/// B micro-panels `PANEL` vectors wide (`NV`, or more for a half-width kernel).
 ///
 /// # Safety
 /// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract.
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t: &Tile) {
     const {
         assert!(
             MR * NV * S::LANES <= MAX_TILE,
@@ -105,7 +119,8 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
         )
     };
     let nr = NV * S::LANES;
-    debug_assert!(t.rows <= MR && t.cols <= nr);
+    let panel = PANEL * S::LANES;
+    debug_assert!(NV <= PANEL && t.rows <= MR && t.cols <= nr);
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {
@@ -125,18 +140,23 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
         // Unrolled by 4 to cut loop overhead against the FMA stream.
         for _ in 0..t.kc / 4 {
             for u in 0..4 {
-                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * nr));
+                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * panel));
             }
             a = a.add(4 * MR);
-            b = b.add(4 * nr);
+            b = b.add(4 * panel);
         }
         for _ in 0..t.kc % 4 {
             step::<S, MR, NV>(&mut acc, a, b);
             a = a.add(MR);
-            b = b.add(nr);
+            b = b.add(panel);
         }
         if t.rows == MR && t.cols == nr {
-            let clamp = t.clamp.map(|(lo, hi)| (S::splat(lo), S::splat(hi)));
+            // A `match`, not `Option::map`: a closure would not inherit the target features.
+            #[allow(clippy::manual_map)]
+            let clamp = match t.clamp {
+                Some((lo, hi)) => Some((S::splat(lo), S::splat(hi))),
+                None => None,
+            };
             for (i, row) in acc.iter().enumerate() {
                 let c = t.c.add(i * t.ldc);
                 for (v, &x) in row.iter().enumerate() {
@@ -146,6 +166,9 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
                     } else {
                         x
                     };
+                    if !t.residual.is_null() {
+                        x = S::add(S::load(t.residual.add(i * t.ldr + v * S::LANES)), x);
+                    }
                     if let Some((lo, hi)) = clamp {
                         x = S::min(hi, S::max(lo, x));
                     }
@@ -154,17 +177,24 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(t: &Tile) {
             }
         } else {
             // Edge tile: spill the registers, then touch only the valid corner of C.
-            let mut buf = [0.0f32; MAX_TILE];
+            // Left uninitialized (zeroing it cost a memset per edge tile): every float read
+            // below is stored from the registers first.
+            let mut buf = [std::mem::MaybeUninit::<f32>::uninit(); MAX_TILE];
+            let spill = buf.as_mut_ptr().cast::<f32>();
             for (i, row) in acc.iter().enumerate() {
                 for (v, &x) in row.iter().enumerate() {
-                    S::store(buf.as_mut_ptr().add(i * nr + v * S::LANES), x);
+                    S::store(spill.add(i * nr + v * S::LANES), x);
                 }
             }
-            for (i, src) in buf.chunks_exact_mut(nr).take(t.rows).enumerate() {
+            for i in 0..t.rows {
                 let dst = std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols);
-                let src = &mut src[..t.cols];
+                let src = std::slice::from_raw_parts_mut(spill.add(i * nr), t.cols);
                 if t.accumulate {
                     src.iter_mut().zip(&*dst).for_each(|(s, d)| *s += d);
+                }
+                if !t.residual.is_null() {
+                    let r = std::slice::from_raw_parts(t.residual.add(i * t.ldr), t.cols);
+                    src.iter_mut().zip(r).for_each(|(s, r)| *s += r);
                 }
                 if let Some((lo, hi)) = t.clamp {
                     src.iter_mut().for_each(|s| *s = clamp(*s, lo, hi));
@@ -190,14 +220,14 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 /// `t` satisfies the microkernel contract.
 unsafe fn portable_4x8(t: &Tile) {
     // SAFETY: `Portable` needs no CPU feature; the caller upholds the tile contract.
-    unsafe { tile::<Portable, 4, 1>(t) }
+    unsafe { tile::<Portable, 4, 1, 1>(t) }
 }
 
 /// # Safety
 /// `t` satisfies the microkernel contract for MR = 1.
 unsafe fn portable_1x8(t: &Tile) {
     // SAFETY: as above.
-    unsafe { tile::<Portable, 1, 1>(t) }
+    unsafe { tile::<Portable, 1, 1, 1>(t) }
 }
 
 /// The portable fallback, also used by tests as the baseline every ISA must agree with.
@@ -210,6 +240,7 @@ pub(super) static PORTABLE: KernelSpec = KernelSpec {
     nc: 4096,
     run: portable_4x8,
     run_row: portable_1x8,
+    run_half: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -222,7 +253,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x16(t: &Tile) {
         // SAFETY: features enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx2, 6, 2>(t) }
+        unsafe { tile::<Avx2, 6, 2, 2>(t) }
     }
 
     /// # Safety
@@ -230,7 +261,15 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_1x16(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx2, 1, 2>(t) }
+        unsafe { tile::<Avx2, 1, 2, 2>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx2_6x16`, computing the first 8 columns only.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_6x8(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx2, 6, 1, 2>(t) }
     }
 
     /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
@@ -244,6 +283,7 @@ mod x86 {
         nc: 4096,
         run: avx2_6x16,
         run_row: avx2_1x16,
+        run_half: Some(avx2_6x8),
     };
 
     /// # Safety
@@ -251,7 +291,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x32(t: &Tile) {
         // SAFETY: feature enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx512, 8, 2>(t) }
+        unsafe { tile::<Avx512, 8, 2, 2>(t) }
     }
 
     /// # Safety
@@ -259,7 +299,15 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_1x32(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 1, 2>(t) }
+        unsafe { tile::<Avx512, 1, 2, 2>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx512_8x32`, computing the first 16 columns only.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_8x16(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx512, 8, 1, 2>(t) }
     }
 
     /// 8×32: 16 zmm accumulators cover the FMA latency × 2 pipes of Zen 4/5 and Intel cores,
@@ -275,6 +323,7 @@ mod x86 {
         nc: 4096,
         run: avx512_8x32,
         run_row: avx512_1x32,
+        run_half: Some(avx512_8x16),
     };
 }
 
@@ -288,7 +337,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_8x12(t: &Tile) {
         // SAFETY: NEON is enabled; contract upheld by the caller.
-        unsafe { tile::<Neon, 8, 3>(t) }
+        unsafe { tile::<Neon, 8, 3, 3>(t) }
     }
 
     /// # Safety
@@ -296,7 +345,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_1x12(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Neon, 1, 3>(t) }
+        unsafe { tile::<Neon, 1, 3, 3>(t) }
     }
 
     /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.
@@ -309,6 +358,7 @@ mod arm {
         nc: 4096,
         run: neon_8x12,
         run_row: neon_1x12,
+        run_half: None,
     };
 }
 

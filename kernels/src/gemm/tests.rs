@@ -85,13 +85,20 @@ enum BiasKind {
 }
 
 impl EpiCase {
-    /// The four fixed epilogues of the table-driven tests.
+    /// The five fixed epilogues of the table-driven tests (the last is a convolution's:
+    /// channel bias, skip connection and Relu6, all applied inside the microkernel).
     fn fixed(kind: usize) -> EpiCase {
         let (alpha, bias, residual, activation) = match kind {
             0 => (1.0, BiasKind::None, false, None),
             1 => (1.0, BiasKind::PerCol, false, Some(Activation::Relu)),
             2 => (0.5, BiasKind::PerRow, true, None),
-            _ => (1.0, BiasKind::Scalar, true, Some(Activation::Gelu)),
+            3 => (1.0, BiasKind::Scalar, true, Some(Activation::Gelu)),
+            _ => (
+                1.0,
+                BiasKind::PerRow,
+                true,
+                Some(Activation::Clip(0.0, 6.0)),
+            ),
         };
         EpiCase {
             alpha,
@@ -283,7 +290,17 @@ fn odd_sizes_match_reference_for_every_kernel() {
         for (u, &n) in sizes.iter().enumerate() {
             let k = sizes[(t * 7 + u * 3) % sizes.len()];
             let layout = [Layout::RowMajor, Layout::AT, Layout::BT][(t + u) % 3];
-            check(m, n, k, layout, (t * 5 + u) % 4);
+            check(m, n, k, layout, (t * 5 + u) % 5);
+        }
+    }
+}
+
+#[test]
+fn in_kernel_residual_is_added_once_over_several_depth_blocks() {
+    // Deeper than every kernel's kc: the residual must join only the last block's store.
+    for (m, n) in [(13, 37), (8, 32), (70, 5)] {
+        for layout in [Layout::RowMajor, Layout::AT, Layout::BT] {
+            check(m, n, 450, layout, 4);
         }
     }
 }
