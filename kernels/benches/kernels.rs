@@ -116,7 +116,7 @@ fn depthwise(c: &mut Criterion) {
         let name = format!("{hw}x{hw}_k{k}_s{s}");
         group.throughput(Throughput::Elements((o * o * k * k) as u64));
         group.bench_function(BenchmarkId::new("blocked", &name), |b| {
-            b.iter(|| depthwise_plane(&g, &x, &w, 0.0, &mut y, &mut scratch))
+            b.iter(|| depthwise_plane(&g, &x, &w, 0.0, None, &mut y, &mut scratch))
         });
         group.bench_function(BenchmarkId::new("rows", &name), |b| {
             b.iter(|| depthwise_rows(&g, &x, &w, &mut y))

@@ -69,7 +69,9 @@ impl PlaneScratch {
     }
 }
 
-/// `y = bias + Σ_{kh,kw} w[kh·KW + kw] · x_padded[oh·sh + kh·dh][ow·sw + kw·dw]` for one plane.
+/// `y = bias + Σ_{kh,kw} w[kh·KW + kw] · x_padded[oh·sh + kh·dh][ow·sw + kw·dw]` for one plane,
+/// clamped to `clamp = Some((lo, hi))` as `Activation::Clip` does (a fused Relu / Relu6,
+/// applied in registers before the store rather than in a pass over the plane).
 ///
 /// `x` holds `H·W` inputs, `w` the `KH·KW` weights and `y` receives `OH·OW` outputs;
 /// `scratch` is reused between calls (one per thread).
@@ -82,6 +84,7 @@ pub fn depthwise_plane(
     x: &[f32],
     w: &[f32],
     bias: f32,
+    clamp: Option<(f32, f32)>,
     y: &mut [f32],
     scratch: &mut PlaneScratch,
 ) {
@@ -89,7 +92,7 @@ pub fn depthwise_plane(
         w.len() >= g.kernel[0] * g.kernel[1],
         "depthwise weights too short"
     );
-    plane::<Fma>(g, x, w, bias, y, scratch);
+    plane::<Fma>(g, x, w, bias, clamp, y, scratch);
 }
 
 /// Max pooling of one plane with the same geometry: `y = max over the window` (padding never
@@ -99,7 +102,7 @@ pub fn depthwise_plane(
 /// As `depthwise_plane`.
 pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut PlaneScratch) {
     let ones = vec![1.0; g.kernel[0] * g.kernel[1]];
-    plane::<Max>(g, x, &ones, f32::NEG_INFINITY, y, scratch);
+    plane::<Max>(g, x, &ones, f32::NEG_INFINITY, None, y, scratch);
 }
 
 /// How a window's taps combine into one output.
@@ -142,6 +145,7 @@ fn plane<R: Reduce>(
     x: &[f32],
     w: &[f32],
     init: f32,
+    clamp: Option<(f32, f32)>,
     y: &mut [f32],
     scratch: &mut PlaneScratch,
 ) {
@@ -169,15 +173,34 @@ fn plane<R: Reduce>(
         heap = tap_offsets(g);
         &heap
     };
+    let out = Out { y, clamp, block };
     match isa() {
-        Isa::Portable => compute::<R, false>(g, scratch, taps, w, init, y, block),
+        Isa::Portable => compute::<R, false>(g, scratch, taps, w, init, out),
         // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, taps, w, init, y, block) },
+        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, taps, w, init, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, taps, w, init, y, block) },
+        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, taps, w, init, out) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, taps, w, init, y, block) },
+        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, taps, w, init, out) },
+    }
+}
+
+/// Where `compute` stores a plane: the outputs, their clamp, and the lanes per block.
+struct Out<'a> {
+    y: &'a mut [f32],
+    clamp: Option<(f32, f32)>,
+    block: usize,
+}
+
+/// Applies `Activation::Clip`'s rule (a NaN stays NaN) to a block of accumulators.
+#[inline(always)]
+fn clamp_block(acc: &mut [f32], clamp: Option<(f32, f32)>) {
+    if let Some((lo, hi)) = clamp {
+        for a in acc {
+            let v = if *a < lo { lo } else { *a };
+            *a = if v > hi { hi } else { v };
+        }
     }
 }
 
@@ -287,9 +310,9 @@ fn compute<R: Reduce, const FMA: bool>(
     taps: &[usize],
     w: &[f32],
     bias: f32,
-    y: &mut [f32],
-    block: usize,
+    out: Out,
 ) {
+    let Out { y, clamp, block } = out;
     let [oh_n, ow_n] = g.output;
     let len = g.phase_len();
     if g.stride == [1, 1] {
@@ -299,6 +322,7 @@ fn compute<R: Reduce, const FMA: bool>(
         while at < flat {
             let mut acc = [bias; BLOCK];
             accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, at);
+            clamp_block(&mut acc, clamp);
             // Copy the block out as runs along output rows, dropping the padding columns.
             let mut i = 0;
             let n = BLOCK.min(flat - at);
@@ -327,10 +351,12 @@ fn compute<R: Reduce, const FMA: bool>(
             if block == SMALL_BLOCK {
                 let mut acc = [bias; SMALL_BLOCK];
                 accumulate::<R, FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                clamp_block(&mut acc[..n], clamp);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             } else {
                 let mut acc = [bias; BLOCK];
                 accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                clamp_block(&mut acc[..n], clamp);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             }
             ow += n;
@@ -368,10 +394,9 @@ unsafe fn compute_avx2<R: Reduce>(
     taps: &[usize],
     w: &[f32],
     bias: f32,
-    y: &mut [f32],
-    block: usize,
+    out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, out)
 }
 
 /// # Safety
@@ -384,10 +409,9 @@ unsafe fn compute_avx512<R: Reduce>(
     taps: &[usize],
     w: &[f32],
     bias: f32,
-    y: &mut [f32],
-    block: usize,
+    out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, out)
 }
 
 /// # Safety
@@ -400,10 +424,9 @@ unsafe fn compute_neon<R: Reduce>(
     taps: &[usize],
     w: &[f32],
     bias: f32,
-    y: &mut [f32],
-    block: usize,
+    out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, y, block)
+    compute::<R, true>(g, buf, taps, w, bias, out)
 }
 
 #[cfg(test)]
@@ -471,14 +494,19 @@ mod tests {
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
                 .collect();
             let mut y = vec![f32::NAN; oh * ow];
-            depthwise_plane(&g, &x, &w, 0.25, &mut y, &mut scratch);
+            depthwise_plane(&g, &x, &w, 0.25, None, &mut y, &mut scratch);
             let want = reference(&g, &x, &w, 0.25);
             for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() <= 1e-5, "{g:?} output {i}: {a} vs {b}");
             }
             let mut z = vec![f32::NAN; oh * ow];
             fill_padded(&g, &x, BLOCK, 0.0, &mut scratch);
-            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), &w, 0.25, &mut z, BLOCK);
+            let out = Out {
+                y: &mut z,
+                clamp: None,
+                block: BLOCK,
+            };
+            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), &w, 0.25, out);
             for (a, b) in z.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5, "portable {g:?}: {a} vs {b}");
             }
@@ -542,7 +570,7 @@ mod tests {
             for _ in 0..3 {
                 let x = rng.values(h * wd);
                 let mut y = vec![f32::NAN; o(h) * o(wd)];
-                depthwise_plane(&g, &x, &w, 0.5, &mut y, &mut scratch);
+                depthwise_plane(&g, &x, &w, 0.5, None, &mut y, &mut scratch);
                 for (a, b) in y.iter().zip(reference(&g, &x, &w, 0.5)) {
                     assert!((a - b).abs() <= 1e-5, "{g:?}: {a} vs {b}");
                 }
@@ -590,21 +618,23 @@ mod tests {
             let (x, w) = (&x_store[1..], &w_store[1..]);
             let n = output[0] * output[1];
             let bias = rng.values(1)[0];
-            let want = reference(&g, x, w, bias);
+            // Every other case with a fused Relu6-like clamp (values here lie in -1..1).
+            let clamp = (case % 2 == 1).then_some((-0.25, 0.5));
+            let mut want = reference(&g, x, w, bias);
+            if let Some((lo, hi)) = clamp {
+                want.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+            }
 
             let mut y_store = vec![f32::NAN; n + 1];
-            depthwise_plane(&g, x, w, bias, &mut y_store[1..], &mut scratch);
+            depthwise_plane(&g, x, w, bias, clamp, &mut y_store[1..], &mut scratch);
             let mut portable = vec![f32::NAN; n];
             fill_padded(&g, x, BLOCK, 0.0, &mut scratch);
-            compute::<Fma, false>(
-                &g,
-                &scratch.buf,
-                &tap_offsets(&g),
-                w,
-                bias,
-                &mut portable,
-                BLOCK,
-            );
+            let out = Out {
+                y: &mut portable,
+                clamp,
+                block: BLOCK,
+            };
+            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), w, bias, out);
             for (i, ((a, b), c)) in y_store[1..].iter().zip(&portable).zip(&want).enumerate() {
                 assert!(
                     (a - c).abs() <= 1e-5 && (b - c).abs() <= 1e-5,

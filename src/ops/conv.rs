@@ -488,6 +488,12 @@ impl ConvProblem<'_> {
             // Depthwise: one plane in, one plane out; small planes are grouped per task.
             let plane_2d = self.geo.plane();
             let taps = row_taps(&self.geo);
+            // A Relu / Relu6 with no residual before it is applied as the planes are stored.
+            let clamp = match (self.activation, self.residual) {
+                (Some(Activation::Relu), None) => Some((0.0, f32::INFINITY)),
+                (Some(Activation::Clip(lo, hi)), None) => Some((lo, hi)),
+                _ => None,
+            };
             return out
                 .par_chunks_mut(out_len)
                 .enumerate()
@@ -500,15 +506,18 @@ impl ConvProblem<'_> {
                     match &plane_2d {
                         Some(g) => DEPTHWISE_BUF.with(|cell| {
                             let mut buf = cell.take();
-                            depthwise_plane(g, x, w, bias, y, &mut buf);
+                            depthwise_plane(g, x, w, bias, clamp, y, &mut buf);
                             cell.set(buf);
+                            if clamp.is_none() {
+                                self.finish_plane(y, plane);
+                            }
                         }),
                         None => {
                             depthwise(&self.geo, &taps, x, w, y);
                             y.iter_mut().for_each(|v| *v += bias);
+                            self.finish_plane(y, plane);
                         }
                     }
-                    self.finish_plane(y, plane);
                     Ok(())
                 });
         }
@@ -1004,12 +1013,18 @@ mod tests {
             let fused: Vec<f32> = (0..want.len())
                 .map(|i| (want[i] + bias[i / plane % ws[0]] + residual[i]).max(0.0))
                 .collect();
-            let (bt, rt) = (t(&[ws[0]], bias), t(&ys, residual));
+            let (bt, rt) = (t(&[ws[0]], bias.clone()), t(&ys, residual));
             let mut relu = attrs.to_vec();
             relu.push(("_activation", Attr::String("Relu".into())));
             let inputs = [Some(&xt), Some(&wt), Some(&bt), Some(&rt)];
             let y = run_op("Conv", &relu, &inputs, true).unwrap();
             assert_close_deep(&y, &ys, &fused, depth);
+            // Without the residual the Relu is applied as the output is stored (depthwise too).
+            let relu_only: Vec<f32> = (0..want.len())
+                .map(|i| (want[i] + bias[i / plane % ws[0]]).max(0.0))
+                .collect();
+            let y = run_op("Conv", &relu, &inputs[..3], true).unwrap();
+            assert_close_deep(&y, &ys, &relu_only, depth);
         }
     }
 

@@ -104,13 +104,14 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     // now comes back when its tensor dies. The pool's bounds cap what this holds.
     let spare = pool.and_then(|pool| {
         pool.with(|spares| {
-            // Preferably one whose length already covers `n`: growing a shorter one within
-            // its capacity writes zeros over the difference.
+            // The one that needs the fewest new elements (growing a shorter one within its
+            // capacity writes zeros over the difference: megabytes a run when picked by size
+            // alone), then the smallest.
             let best = spares
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.capacity() >= n)
-                .min_by_key(|(_, v)| (v.len() < n, v.capacity()))
+                .min_by_key(|(_, v)| (n.saturating_sub(v.len()), v.capacity()))
                 .map(|(i, _)| i)?;
             Some(spares.swap_remove(best))
         })
