@@ -202,15 +202,37 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// polynomial for `e^r` (relative error about 1e-7).
 #[inline(always)]
 fn exp_f32<const FMA: bool>(x: f32) -> f32 {
+    // Beyond these bounds e^x is 0 or inf in f32; clamping keeps `n` in [-150, 128].
+    // NaN passes through the clamp to the result.
+    let (er, ni) = exp_reduced::<FMA>(x.clamp(-104.0, 89.0));
+    // 2^n as two factors that are each normal floats, so the products underflow gradually
+    // (subnormal results) or overflow to inf exactly where e^x does.
+    let n1 = ni >> 1;
+    let n2 = ni - n1;
+    let s1 = f32::from_bits(((n1 + 127) << 23) as u32);
+    let s2 = f32::from_bits(((n2 + 127) << 23) as u32);
+    er * s1 * s2
+}
+
+/// `e^x` with one power-of-two factor: `x` is clamped to [-87, 89], so results are never
+/// subnormal (e^-87 at the low end) and overflow to inf from x ≈ 88.03 on (a little before
+/// e^x does). For callers whose result does not depend on those ends.
+#[inline(always)]
+fn exp_normal_f32<const FMA: bool>(x: f32) -> f32 {
+    // `n` is in [-126, 128]; 128 makes the factor's bits those of inf.
+    let (er, ni) = exp_reduced::<FMA>(x.clamp(-87.0, 89.0));
+    er * f32::from_bits(((ni + 127) << 23) as u32)
+}
+
+/// `(e^r, n)` with `e^x = e^r · 2^n`, for `x` already inside [-104, 89].
+#[inline(always)]
+fn exp_reduced<const FMA: bool>(x: f32) -> (f32, i32) {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n * LN2_HI` is exact for |n| < 2^15 (Cody-Waite reduction).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding 1.5 * 2^23 rounds to an integer that lands in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    // Beyond these bounds e^x is 0 or inf in f32; clamping keeps `n` in [-150, 128].
-    // NaN passes through the clamp to the result.
-    let x = x.clamp(-104.0, 89.0);
     let t = fmadd::<FMA>(x, LOG2_E, ROUND);
     let n = t - ROUND;
     let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
@@ -222,14 +244,7 @@ fn exp_f32<const FMA: bool>(x: f32) -> f32 {
     p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
     p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
     p = fmadd::<FMA>(p, r, 0.5);
-    let er = fmadd::<FMA>(p, r * r, r) + 1.0;
-    // 2^n as two factors that are each normal floats, so the products underflow gradually
-    // (subnormal results) or overflow to inf exactly where e^x does.
-    let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) << 23) as u32);
-    let s2 = f32::from_bits(((n2 + 127) << 23) as u32);
-    er * s1 * s2
+    (fmadd::<FMA>(p, r * r, r) + 1.0, ni)
 }
 
 /// `1 / (1 + e^-x)`, computed from `e^-|x|` so that neither side overflows or cancels:
@@ -367,7 +382,11 @@ map_fn!(GeluTanh, |self, x, FMA| {
     let u2 = TWO_SQRT_2_OVER_PI * fmadd::<FMA>(0.044_715 * x * x, x, x);
     x * sigmoid_f32::<FMA>(u2)
 });
-map_fn!(Silu, |self, x, FMA| x * sigmoid_f32::<FMA>(x));
+// `x / (1 + e^-x)`: fewer operations than `x · sigmoid(x)` (no |x|, no select), 1.25× the
+// throughput with the one-factor exponential, 1.6× in all (criterion `activation/silu`).
+// Its early overflow only changes results below 1e-36 in magnitude (they become -0), and
+// x = -inf still gives NaN (-inf / inf), as x · sigmoid(x) does.
+map_fn!(Silu, |self, x, FMA| x / (1.0 + exp_normal_f32::<FMA>(-x)));
 
 // ---------------------------------------------------------------------------------------
 // Loops and ISA dispatch.
@@ -738,6 +757,9 @@ mod tests {
             assert_close(&xs, got, gelu_tanh, 1e-3, 2e-6)
         });
         let silu = |x: f64| x / (1.0 + (-x).exp());
+        // Also where its e^-x saturates or overflows early (x < -87).
+        let mut xs = xs;
+        xs.extend([-86.9, -87.5, -88.1, -88.5, -89.5, -100.0, 88.5, 100.0]);
         each_isa_act(Activation::Silu, &xs, |got| {
             assert_close(&xs, got, silu, 1e-30, 2e-6)
         });
