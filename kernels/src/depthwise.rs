@@ -251,13 +251,31 @@ fn fill_padded(g: &PlaneGeometry, x: &[f32], block: usize, pad: f32, scratch: &m
         for r in input_rows.clone() {
             let src = &x[(r - pad_top) * w..(r - pad_top + 1) * w];
             let dst = &mut buf[(r * sw + p) * len + lo..(r * sw + p) * len + hi];
-            copy_strided(dst, &src[lo * sw + p - pad_left..], sw);
+            let src = &src[lo * sw + p - pad_left..];
+            match isa() {
+                // SAFETY: `isa()` picked AVX2 (or AVX-512, which implies it) after detecting it.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 | Isa::Avx512 => unsafe { copy_strided_avx2(dst, src, sw) },
+                _ => copy_strided(dst, src, sw),
+            }
         }
     }
 }
 
+/// `copy_strided` with 8-lane shuffles (the baseline build de-interleaves 4 lanes at a time).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn copy_strided_avx2(dst: &mut [f32], src: &[f32], stride: usize) {
+    copy_strided(dst, src, stride)
+}
+
 /// `dst[j] = src[j · stride]`, in a form the compiler vectorizes for the common strides.
+#[inline(always)]
 fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    #[inline(always)]
     fn by<const S: usize>(dst: &mut [f32], src: &[f32]) {
         // All but the last through whole chunks (an interleaved load the compiler turns into
         // shuffles); the last may have fewer than `S` inputs after it.
