@@ -358,12 +358,7 @@ unsafe fn input_1d<S: Simd>(d: [&[f32]; 6], mut o: [&mut [f32]; 6]) {
         );
         let four = S::splat(4.0);
         for k in (0..n).step_by(S::LANES) {
-            let d0 = S::load(d[0].as_ptr().add(k));
-            let d1 = S::load(d[1].as_ptr().add(k));
-            let d2 = S::load(d[2].as_ptr().add(k));
-            let d3 = S::load(d[3].as_ptr().add(k));
-            let d4 = S::load(d[4].as_ptr().add(k));
-            let d5 = S::load(d[5].as_ptr().add(k));
+            let [d0, d1, d2, d3, d4, d5] = load6::<S>(&d, k);
             let t0 = S::mul_add(d4, d2, m4);
             let t1 = S::mul_add(d3, d1, m4);
             let t2 = S::mul_add(d4, d2, m1);
@@ -399,12 +394,7 @@ unsafe fn output_1d<S: Simd>(m: [&[f32]; 6], mut o: [&mut [f32]; 4]) {
         let (minus1, two) = (S::splat(-1.0), S::splat(2.0));
         let (four, eight) = (S::splat(4.0), S::splat(8.0));
         for k in (0..n).step_by(S::LANES) {
-            let m0 = S::load(m[0].as_ptr().add(k));
-            let m1 = S::load(m[1].as_ptr().add(k));
-            let m2 = S::load(m[2].as_ptr().add(k));
-            let m3 = S::load(m[3].as_ptr().add(k));
-            let m4 = S::load(m[4].as_ptr().add(k));
-            let m5 = S::load(m[5].as_ptr().add(k));
+            let [m0, m1, m2, m3, m4, m5] = load6::<S>(&m, k);
             let (sum12, diff12) = (S::add(m1, m2), S::mul_add(m1, m2, minus1));
             let (sum34, diff34) = (S::add(m3, m4), S::mul_add(m3, m4, minus1));
             let y = [
@@ -417,6 +407,26 @@ unsafe fn output_1d<S: Simd>(m: [&[f32]; 6], mut o: [&mut [f32]; 4]) {
                 S::store(row.as_mut_ptr().add(k), y);
             }
         }
+    }
+}
+
+/// One vector from each of six rows at `k`: a function, not a closure, so that it inlines
+/// into the transforms with their target features.
+///
+/// # Safety
+/// The CPU supports `S`; every row has `k + S::LANES` readable floats.
+#[inline(always)]
+unsafe fn load6<S: Simd>(rows: &[&[f32]; 6], k: usize) -> [S::V; 6] {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        [
+            S::load(rows[0].as_ptr().add(k)),
+            S::load(rows[1].as_ptr().add(k)),
+            S::load(rows[2].as_ptr().add(k)),
+            S::load(rows[3].as_ptr().add(k)),
+            S::load(rows[4].as_ptr().add(k)),
+            S::load(rows[5].as_ptr().add(k)),
+        ]
     }
 }
 
