@@ -7,6 +7,7 @@ pub mod cache;
 pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
+mod huge_pages;
 mod isa;
 pub mod qgemm;
 pub mod winograd;

@@ -22,9 +22,15 @@ struct Line([f32; 16]);
 pub(super) struct AlignedBuf(Vec<Line>);
 
 impl AlignedBuf {
-    /// Zero-filled buffer of at least `len` floats.
+    /// Zero-filled buffer of at least `len` floats; a large one on huge pages where the
+    /// system has them (see `huge_pages`), as prepacked operands are.
     pub fn zeroed(len: usize) -> Self {
-        AlignedBuf(vec![Line([0.0; 16]); len.div_ceil(16)])
+        let lines = len.div_ceil(16);
+        let mut v: Vec<Line> = Vec::with_capacity(lines);
+        // Before the fill below, which is the first touch of the pages.
+        crate::huge_pages::advise(v.as_mut_ptr().cast(), lines * std::mem::size_of::<Line>());
+        v.resize(lines, Line([0.0; 16]));
+        AlignedBuf(v)
     }
 
     /// The first `len` floats, growing the buffer when needed (contents are unspecified).
