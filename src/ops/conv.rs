@@ -318,7 +318,10 @@ impl Conv {
                     w.with_slice::<f32, _>(|data| WinogradWeights::new(data, s[0], s[1]))??;
                 Some((PackedWeights::Winograd(ww), s.to_vec()))
             }
-            Some(w) if w.dtype() == crate::DType::F32 && w.rank() >= 3 => {
+            // Depthwise kernels read their 1×K weights as they are.
+            Some(w)
+                if w.dtype() == crate::DType::F32 && w.rank() >= 3 && !is_depthwise(w, group) =>
+            {
                 let s = w.shape();
                 let (m, kg) = (s[0], s[1..].iter().product::<usize>());
                 ensure!(
@@ -350,6 +353,13 @@ impl Conv {
     }
 }
 
+/// Whether weights `w` (`[M, C/g, k…]`) make a Conv of `group` groups depthwise: one input
+/// and one output channel per group.
+fn is_depthwise(w: &Tensor, group: usize) -> bool {
+    let s = w.shape();
+    s.len() >= 2 && s[1] == 1 && s[0] == group
+}
+
 /// Whether weights `w` of a Conv with these attributes take the Winograd path: a 2-D 3×3
 /// kernel, unit strides and dilations, one group, at most `WINOGRAD_MAX_CHANNEL_PAIRS`.
 fn winograd_suits(spatial: &SpatialAttrs, group: usize, w: &Tensor) -> bool {
@@ -374,6 +384,7 @@ struct ConvProblem<'a> {
     mg: usize,
     kg: usize,
     x: &'a [f32],
+    /// The weights as stored; empty when `packed` holds them (see `Conv::run`).
     w: &'a [f32],
     packed: Option<&'a [PackedA]>,
     bias: Option<&'a [f32]>,
@@ -403,8 +414,24 @@ impl Kernel for Conv {
         let mut out_shape = vec![n, m];
         out_shape.extend_from_slice(geo.output_dims());
 
+        let prepared = self
+            .packed
+            .as_ref()
+            .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
+            .map(|(p, _)| p);
+        let (gemm_packs, winograd) = match prepared {
+            Some(PackedWeights::Gemm(p)) if !is_depthwise(w, self.group) => (Some(&p[..]), None),
+            Some(PackedWeights::Winograd(ww)) if WinogradWeights::fits(&geo) => (None, Some(ww)),
+            _ => (None, None),
+        };
         let xd = f32_data(x)?;
-        let wd = f32_data(w)?;
+        // Prepacked weights are all a product needs: reading the stored ones would decode a
+        // misaligned initializer into a copy kept for the session's life.
+        let wd = if gemm_packs.is_some() || winograd.is_some() {
+            std::borrow::Cow::Borrowed(&[][..])
+        } else {
+            f32_data(w)?
+        };
         let bias = opt_input(inputs, 2).map(f32_data).transpose()?;
         let residual = opt_input(inputs, 3).map(f32_data).transpose()?;
         ensure!(
@@ -413,11 +440,6 @@ impl Kernel for Conv {
         );
         // A residual of another shape (the fused Add broadcasts) is added after the product.
         let broadcast_residual = opt_input(inputs, 3).filter(|r| r.shape() != out_shape);
-        let prepared = self
-            .packed
-            .as_ref()
-            .filter(|(_, shape)| shape == ws && x.dtype() == crate::DType::F32)
-            .map(|(p, _)| p);
         let problem = ConvProblem {
             batch: n,
             groups: self.group,
@@ -427,18 +449,15 @@ impl Kernel for Conv {
             geo,
             x: &xd,
             w: &wd,
-            packed: match prepared {
-                Some(PackedWeights::Gemm(p)) => Some(&p[..]),
-                _ => None,
-            },
+            packed: gemm_packs,
             bias: bias.as_deref(),
             residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
         // Every element is written: the GEMM stores whole tiles, depthwise planes every output.
         let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
-        match prepared {
-            Some(PackedWeights::Winograd(ww)) if WinogradWeights::fits(&problem.geo) => {
+        match winograd {
+            Some(ww) => {
                 let out = WinogradOutput {
                     y: &mut out,
                     bias: problem.bias,
@@ -448,8 +467,8 @@ impl Kernel for Conv {
                 ww.run(&problem.geo, n, &xd, out)?
             }
             // Other shapes (or Winograd weights on a geometry they do not fit, which the
-            // attributes rule out) multiply the weights as they are.
-            _ => problem.run(&mut out)?,
+            // attributes rule out) multiply the weights, prepacked or as they are.
+            None => problem.run(&mut out)?,
         }
         let Some(r) = broadcast_residual else {
             return Ok(vec![from_f32(x.dtype(), out_shape, out)?]);
@@ -1025,6 +1044,41 @@ mod tests {
                 .collect();
             let y = run_op("Conv", &relu, &inputs[..3], true).unwrap();
             assert_close_deep(&y, &ys, &relu_only, depth);
+        }
+    }
+
+    #[test]
+    fn prepacked_weights_are_not_decoded_again_at_run_time() {
+        // Weights stored misaligned (as most ONNX initializers are) are only readable through
+        // a decoded copy; a Conv whose product runs on its prepacked weights (im2col GEMM,
+        // pointwise, Winograd) must not make one, or it stays for the session's life.
+        // Depthwise reads the stored weights, so there a copy is expected.
+        let misaligned = |shape: &[usize], v: &[f32]| {
+            let mut bytes = vec![0u8];
+            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            let b = bytes::Bytes::from(bytes).slice(1..);
+            Tensor::from_le_bytes(crate::DType::F32, shape.to_vec(), b).unwrap()
+        };
+        // (x shape, w shape, group, whether the run reads the stored weights)
+        let cases = [
+            ([1, 3, 6, 6], [4, 3, 3, 3], 1, false),
+            ([1, 3, 6, 6], [4, 3, 1, 1], 1, false),
+            ([1, 4, 7, 7], [2, 2, 3, 3], 2, false),
+            ([1, 3, 6, 6], [3, 1, 3, 3], 3, true),
+        ];
+        for (xs, ws, group, reads_stored) in cases {
+            let x = values(xs.iter().product(), 1);
+            let w = values(ws.iter().product(), 2);
+            let pad = if ws[2] == 3 { [1; 4] } else { [0; 4] };
+            let (want, ys) = reference_conv2d(&x, xs, &w, ws, group, [1, 1], pad, [1, 1]);
+            let wt = misaligned(&ws, &w);
+            let attrs = [
+                ("group", Attr::Int(group as i64)),
+                ("pads", ints(&pad.map(|p| p as i64))),
+            ];
+            let y = run_op("Conv", &attrs, &[Some(&t(&xs, x)), Some(&wt)], true).unwrap();
+            assert_close_deep(&y, &ys, &want, ws[1] * 9);
+            assert_eq!(wt.holds_decoded_copy(), reads_stored, "weights {ws:?}");
         }
     }
 

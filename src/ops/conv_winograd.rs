@@ -41,11 +41,11 @@ impl WinogradWeights {
             m * c * 9,
             w.len()
         );
-        let u = winograd::transform_weights(w, m, c);
-        let points = u
-            .chunks_exact(m * c)
-            .map(|up| Ok(PackedA::new(MatRef::row_major(up, m, c)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut points = Vec::with_capacity(POINTS);
+        winograd::for_each_transformed_point(w, m, c, |_, up| -> Result<()> {
+            points.push(PackedA::new(MatRef::row_major(up, m, c)?));
+            Ok(())
+        })?;
         Ok(WinogradWeights { points, m, c })
     }
 

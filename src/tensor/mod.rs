@@ -753,6 +753,12 @@ impl Tensor {
         }
     }
 
+    /// Whether a typed access has decoded (and cached) a copy of undecoded bytes.
+    #[cfg(test)]
+    pub(crate) fn holds_decoded_copy(&self) -> bool {
+        matches!(&self.data, Data::Lazy(l) if l.decoded.get().is_some())
+    }
+
     /// Whether both tensors have the same dtype, shape and bit-identical elements.
     pub fn bit_eq(&self, other: &Tensor) -> bool {
         self.dtype == other.dtype
