@@ -72,9 +72,12 @@ impl ExecutionPlan {
         // nodes are independent here, and prepacking is most of planning a CNN. Each node's
         // mapped weight pages are dropped as soon as its kernel holds the packed copy, so
         // only the nodes in flight have theirs resident.
+        // The caller's spare pool, if any, serves the temporary decoded copies of weights.
+        let spares = crate::tensor::spare::current();
         let kernels: Vec<Result<Box<dyn Kernel>>> = order
             .par_iter()
             .map(|&i| {
+                let _spares = spares.clone().map(crate::tensor::spare::RunScope::enter);
                 let node = &g.nodes[i];
                 let ctx = BuildCtx {
                     node,

@@ -205,13 +205,19 @@ impl SessionBuilder {
             })
             .build()
             .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
-        let plan = pool.install(|| ExecutionPlan::build(graph, self.opt_level, self.options))?;
+        // The session's spare pool is current while the plan is built: weights decoded to be
+        // prepacked borrow its buffers, which the first runs then reuse for activations.
+        let spares: Arc<tensor::spare::SparePool> = Arc::default();
+        let plan = pool.install(|| {
+            let _spares = tensor::spare::RunScope::enter(spares.clone());
+            ExecutionPlan::build(graph, self.opt_level, self.options)
+        })?;
         Ok(Session {
             plan,
             pool,
             threads,
             shape_cache: Mutex::new(HashMap::new()),
-            spares: Arc::default(),
+            spares,
             keeper: (self.spin && threads > 1).then(keep_awake::Keeper::new),
         })
     }

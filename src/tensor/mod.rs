@@ -602,10 +602,18 @@ impl Tensor {
     pub fn with_slice<T: Storable, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         match &self.data {
             Data::Lazy(l) if l.decoded.get().is_none() && T::DTYPE == self.dtype => {
-                let decoded = decode_le(l.dtype, &l.bytes);
-                let slice = T::slice(&decoded)
-                    .ok_or_else(|| Error::Op("tensor storage does not match dtype".into()))?;
-                Ok(f(slice))
+                // f32, the common case, borrows a spare buffer and gives it back.
+                let decoded = match l.dtype {
+                    DType::F32 => f32::wrap(spare::decoded_f32(&l.bytes)?),
+                    _ => decode_le(l.dtype, &l.bytes),
+                };
+                let result = T::slice(&decoded)
+                    .map(f)
+                    .ok_or_else(|| Error::Op("tensor storage does not match dtype".into()));
+                if let Ok(v) = f32::unwrap(decoded) {
+                    spare::give_back_vec(v);
+                }
+                result
             }
             _ => Ok(f(self.as_slice::<T>()?)),
         }

@@ -7,7 +7,10 @@
 //! ago is often still in cache.
 //!
 //! Each session owns one [`SparePool`], kept between its runs (as onnxruntime's arena is), so
-//! a steady stream of runs allocates nothing large; it is freed with the session. A run makes
+//! a steady stream of runs allocates nothing large; it is freed with the session. It is
+//! current while the session's plan is built too: the temporary decoded copies of misaligned
+//! weights ([`decoded_f32`]) come from it, so they stop costing fresh pages for each weight,
+//! and the first run finds the buffers already faulted in. A run makes
 //! its session's pool current on its thread for its duration ([`RunScope`]): the executor runs
 //! a plan's steps, and any subgraph's, on that thread. Only uniquely owned `f32` storage is
 //! taken (a tensor that shares its buffer, say with a Reshape output still alive, is simply
@@ -59,7 +62,8 @@ impl Drop for RunScope {
     }
 }
 
-fn current() -> Option<Arc<SparePool>> {
+/// The pool current on this thread, if any.
+pub(crate) fn current() -> Option<Arc<SparePool>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
@@ -124,6 +128,33 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
         }
         None => filled_vec(n, 0.0),
     }
+}
+
+/// Little-endian `f32` bytes (a whole number of them) decoded into a buffer that comes from,
+/// and should go back to, the current pool: for temporary copies of misaligned weights.
+pub(crate) fn decoded_f32(bytes: &[u8]) -> Result<Vec<f32>> {
+    let n = bytes.len() / 4;
+    check_tensor_bytes(n, std::mem::size_of::<f32>())?;
+    // Weights mostly grow along a network, so rather than a fresh buffer for each larger one
+    // the largest spare grows (realloc moves whole pages without copying), and the pages it
+    // has are reused.
+    let largest = current().and_then(|pool| {
+        pool.with(|spares| {
+            let i = (0..spares.len()).max_by_key(|&i| spares[i].capacity())?;
+            Some(spares.swap_remove(i))
+        })
+    });
+    let mut v = match largest {
+        Some(mut v) => {
+            v.resize(n, 0.0);
+            v
+        }
+        None => filled_vec(n, 0.0)?,
+    };
+    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Ok(v)
 }
 
 /// [`f32_output`] for any element type: a spare for `f32`, a fresh default-filled vector for
