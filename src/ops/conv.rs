@@ -22,8 +22,8 @@ use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
 use infer_kernels::gemm::{
-    axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA, Rhs,
-    Tap,
+    axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
+    PackedAStack, Rhs, Tap,
 };
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -329,16 +329,12 @@ impl Conv {
                     "{m} output channels are not divisible by group {group}"
                 );
                 let mg = m / group;
-                let packs = w.with_slice::<f32, _>(|data| {
-                    (0..group)
-                        .map(|g| {
-                            Ok(PackedA::new(MatRef::row_major(
-                                &data[g * mg * kg..],
-                                mg,
-                                kg,
-                            )?))
-                        })
-                        .collect::<Result<Vec<_>>>()
+                let packs = w.with_slice::<f32, _>(|data| -> Result<_> {
+                    let mut packs = PackedAStack::new(group, mg, kg);
+                    for g in 0..group {
+                        packs.push(MatRef::row_major(&data[g * mg * kg..], mg, kg)?)?;
+                    }
+                    Ok(packs.finish())
                 })??;
                 Some((PackedWeights::Gemm(packs), s.to_vec()))
             }

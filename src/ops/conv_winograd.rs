@@ -10,7 +10,9 @@
 use super::conv::Geometry;
 use crate::error::Result;
 use crate::tensor::spare;
-use infer_kernels::gemm::{gemm_serial, Activation, Epilogue, Lhs, MatMut, MatRef, PackedA, Rhs};
+use infer_kernels::gemm::{
+    gemm_serial, Activation, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedAStack, Rhs,
+};
 use infer_kernels::winograd::{self, Scratch, TileGrid, POINTS};
 use rayon::prelude::*;
 
@@ -41,12 +43,15 @@ impl WinogradWeights {
             m * c * 9,
             w.len()
         );
-        let mut points = Vec::with_capacity(POINTS);
+        let mut points = PackedAStack::new(POINTS, m, c);
         winograd::for_each_transformed_point(w, m, c, |_, up| -> Result<()> {
-            points.push(PackedA::new(MatRef::row_major(up, m, c)?));
-            Ok(())
+            Ok(points.push(MatRef::row_major(up, m, c)?)?)
         })?;
-        Ok(WinogradWeights { points, m, c })
+        Ok(WinogradWeights {
+            points: points.finish(),
+            m,
+            c,
+        })
     }
 
     /// Whether this kernel computes `geo` (a 2-D 3×3 convolution with unit stride and

@@ -25,7 +25,7 @@ pub use epilogue::{Activation, Bias, Epilogue};
 pub use kernel::KernelSpec;
 
 use driver::{COut, Src};
-use pack::Packed;
+use pack::{Packed, PackedStack};
 use rayon::prelude::*;
 use std::fmt;
 use std::marker::PhantomData;
@@ -252,6 +252,46 @@ impl PackedA {
             cols: a.cols,
             packed: Packed::new(a, spec.mr, spec.kc),
         }
+    }
+}
+
+/// Same-shape `A` matrices packed into one buffer that they share: the 36 tile points of a
+/// Winograd kernel, the groups of a grouped convolution. Fewer, larger buffers load faster
+/// (huge pages, see `pack::PackedStack`); each matrix multiplies as a [`PackedA::new`] would.
+pub struct PackedAStack {
+    spec: &'static KernelSpec,
+    stack: PackedStack,
+}
+
+impl PackedAStack {
+    /// Room for `count` matrices of `rows × cols`.
+    pub fn new(count: usize, rows: usize, cols: usize) -> Self {
+        let spec = kernel::best();
+        PackedAStack {
+            spec,
+            stack: PackedStack::new(count, rows, cols, spec.mr, spec.kc),
+        }
+    }
+
+    /// Packs the next matrix; an error when its shape differs or the stack is full.
+    pub fn push(&mut self, a: MatRef) -> Result<(), GemmError> {
+        self.stack.push(a)
+    }
+
+    /// The matrices pushed, in order.
+    pub fn finish(self) -> Vec<PackedA> {
+        let (rows, cols) = (self.stack.rows(), self.stack.cols());
+        let spec = self.spec;
+        self.stack
+            .finish()
+            .into_iter()
+            .map(|packed| PackedA {
+                spec,
+                rows,
+                cols,
+                packed,
+            })
+            .collect()
     }
 }
 

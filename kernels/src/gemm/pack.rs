@@ -8,8 +8,9 @@
 //! so the panel covering row `r` (a multiple of `width`) of the block starting at depth `p0`
 //! begins at `p0 · padded_rows + r · block_depth`.
 
-use super::MatRef;
+use super::{err, GemmError, MatRef};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// One cache line of floats; vectors of these give 64-byte aligned buffers without unsafe
 /// allocation code.
@@ -42,6 +43,11 @@ impl AlignedBuf {
         // SAFETY: `Line` is `repr(C)` around `[f32; 16]` with no padding (64 bytes, align 64),
         // so `lines` lines are `16 * lines >= len` initialized, exclusively borrowed floats.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
+    }
+
+    /// Floats held.
+    pub fn len(&self) -> usize {
+        self.0.len() * 16
     }
 
     pub fn as_slice(&self) -> &[f32] {
@@ -132,36 +138,125 @@ fn copy_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: usiz
 /// panels (see module docs).
 #[derive(Clone)]
 pub(super) struct Packed {
-    pub buf: AlignedBuf,
+    /// Shared by the matrices of a [`PackedStack`]; read-only once packed.
+    buf: Arc<AlignedBuf>,
+    /// Where this matrix starts in `buf`.
+    offset: usize,
     /// Rows of the panel-major view, rounded up to a multiple of `width`.
     pub padded_rows: usize,
 }
 
 impl Packed {
     pub fn new(src: MatRef, width: usize, kc: usize) -> Self {
-        let padded_rows = src.rows.div_ceil(width) * width;
-        let mut buf = AlignedBuf::zeroed(padded_rows * src.cols);
-        let dst = buf.get_mut(padded_rows * src.cols);
-        let mut p0 = 0;
-        while p0 < src.cols {
-            let p1 = (p0 + kc).min(src.cols);
-            pack(
-                &mut dst[p0 * padded_rows..],
-                src,
-                0..src.rows,
-                p0..p1,
-                width,
-            );
-            p0 = p1;
+        let mut buf = AlignedBuf::zeroed(src.rows.div_ceil(width) * width * src.cols);
+        let padded_rows = pack_whole(buf.get_mut(buf.len()), src, width, kc);
+        Packed {
+            buf: Arc::new(buf),
+            offset: 0,
+            padded_rows,
         }
-        Packed { buf, padded_rows }
     }
 
     /// The panels of rows `r0..` (`r0` a multiple of `width`) of the depth block at `p0`
     /// (`p0` a multiple of `kc`) of depth `kc_len`.
     pub fn block(&self, r0: usize, p0: usize, kc_len: usize) -> &[f32] {
-        &self.buf.as_slice()[p0 * self.padded_rows + r0 * kc_len..]
+        &self.buf.as_slice()[self.offset + p0 * self.padded_rows + r0 * kc_len..]
     }
+}
+
+/// Matrices of one shape packed one after another into a single buffer, which they then share.
+///
+/// A 3×3 convolution on the Winograd path has 36 of them, a grouped one one per group: each
+/// alone is too small for huge pages (see `huge_pages`) and costs a page fault per 4 KiB at
+/// load; together they usually are not, and fault once per 2 MiB.
+pub(super) struct PackedStack {
+    buf: AlignedBuf,
+    count: usize,
+    rows: usize,
+    cols: usize,
+    width: usize,
+    kc: usize,
+    /// Matrices packed so far.
+    filled: usize,
+}
+
+impl PackedStack {
+    /// Room for `count` matrices of `rows × cols` (panel-major view, see module docs).
+    pub fn new(count: usize, rows: usize, cols: usize, width: usize, kc: usize) -> Self {
+        PackedStack {
+            buf: AlignedBuf::zeroed(count * rows.div_ceil(width) * width * cols),
+            count,
+            rows,
+            cols,
+            width,
+            kc,
+            filled: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn each(&self) -> usize {
+        self.rows.div_ceil(self.width) * self.width * self.cols
+    }
+
+    /// Packs the next matrix; an error when it is not `rows × cols` or the stack is full.
+    pub fn push(&mut self, src: MatRef) -> Result<(), GemmError> {
+        if (src.rows, src.cols) != (self.rows, self.cols) || self.filled == self.count {
+            return Err(err(format!(
+                "cannot stack a {}x{} matrix as number {} of {} of {}x{}",
+                src.rows,
+                src.cols,
+                self.filled + 1,
+                self.count,
+                self.rows,
+                self.cols
+            )));
+        }
+        let (each, start) = (self.each(), self.filled * self.each());
+        let dst = &mut self.buf.get_mut(start + each)[start..];
+        pack_whole(dst, src, self.width, self.kc);
+        self.filled += 1;
+        Ok(())
+    }
+
+    /// The matrices pushed, in order.
+    pub fn finish(self) -> Vec<Packed> {
+        let (each, padded_rows) = (self.each(), self.rows.div_ceil(self.width) * self.width);
+        let buf = Arc::new(self.buf);
+        (0..self.filled)
+            .map(|i| Packed {
+                buf: buf.clone(),
+                offset: i * each,
+                padded_rows,
+            })
+            .collect()
+    }
+}
+
+/// Packs all of `src` into `dst` (which holds exactly its padded size) in depth blocks of
+/// `kc`; returns the padded row count.
+fn pack_whole(dst: &mut [f32], src: MatRef, width: usize, kc: usize) -> usize {
+    let padded_rows = src.rows.div_ceil(width) * width;
+    let mut p0 = 0;
+    while p0 < src.cols {
+        let p1 = (p0 + kc).min(src.cols);
+        pack(
+            &mut dst[p0 * padded_rows..],
+            src,
+            0..src.rows,
+            p0..p1,
+            width,
+        );
+        p0 = p1;
+    }
+    padded_rows
 }
 
 #[cfg(test)]

@@ -583,3 +583,34 @@ fn throughput() {
         println!("{m}x{n}x{k}: {plain:.1} GFLOP/s, prepacked B: {packed:.1} GFLOP/s");
     }
 }
+
+#[test]
+fn stacked_packs_multiply_as_separate_ones() {
+    // Ragged rows (7 is no multiple of any MR) and depth over kc: every offset into the
+    // shared buffer has to be right for the products to match.
+    let (count, m, k, n) = (3, 7, 300, 19);
+    let b = values(k * n, 40);
+    let b = MatRef::row_major(&b, k, n).unwrap();
+    let mats: Vec<Vec<f32>> = (0..count).map(|i| values(m * k, 41 + i as u64)).collect();
+    let mut stack = PackedAStack::new(count, m, k);
+    for a in &mats {
+        stack.push(MatRef::row_major(a, m, k).unwrap()).unwrap();
+    }
+    // A full stack, or a matrix of another shape, is refused.
+    assert!(stack
+        .push(MatRef::row_major(&mats[0], m, k).unwrap())
+        .is_err());
+    let packs = stack.finish();
+    assert_eq!(packs.len(), count);
+    for (a, packed) in mats.iter().zip(&packs) {
+        let want = reference(MatRef::row_major(a, m, k).unwrap(), b, &Epilogue::default());
+        let mut got = vec![f32::NAN; m * n];
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        gemm(Lhs::Packed(packed), Rhs::Mat(b), c, &Epilogue::default()).unwrap();
+        assert_close(&got, &want, k, "stacked pack");
+    }
+    let mut other = PackedAStack::new(2, m, k);
+    assert!(other
+        .push(MatRef::row_major(&mats[0], m - 1, k).unwrap())
+        .is_err());
+}
