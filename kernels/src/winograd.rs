@@ -70,60 +70,49 @@ impl TileGrid {
 /// # Panics
 /// If `w` does not hold `m · c · 9` values.
 pub fn transform_weights(w: &[f32], m: usize, c: usize) -> Vec<f32> {
-    let mut u = Vec::with_capacity(POINTS * m * c);
-    for_each_transformed_point(w, m, c, |_, up| {
-        u.extend_from_slice(up);
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .unwrap_or_else(|never| match never {});
+    let mut u = vec![0.0f32; POINTS * m * c];
+    transform_weights_into(w, m, c, &mut u);
     u
 }
 
-/// Calls `f(p, up)` for each tile point `p` in order with the `[m, c]` matrix of weights
-/// `[m, c, 3, 3]` (row-major) at that point, stopping at the first error.
-///
-/// The points come six at a time (one row of the 6×6 tile) out of one buffer of `6 · m · c`
-/// values: a caller that packs each matrix never holds the whole `[36, m, c]` transform,
-/// whose fresh pages cost more at load than the arithmetic.
+/// [`transform_weights`] into `u` (`36 · m · c` values): a caller that packs the matrices
+/// right away can pass a reused buffer, whose pages are already there.
 ///
 /// # Panics
-/// If `w` does not hold `m · c · 9` values.
-pub fn for_each_transformed_point<E>(
-    w: &[f32],
-    m: usize,
-    c: usize,
-    mut f: impl FnMut(usize, &[f32]) -> Result<(), E>,
-) -> Result<(), E> {
+/// If `w` does not hold `m · c · 9` values or `u` not `36 · m · c`.
+pub fn transform_weights_into(w: &[f32], m: usize, c: usize, u: &mut [f32]) {
     assert_eq!(w.len(), m * c * 9, "3x3 weights of {m}x{c} channels");
+    assert_eq!(
+        u.len(),
+        POINTS * m * c,
+        "Winograd weights of {m}x{c} channels"
+    );
     let plane = m * c;
-    let mut row_points = vec![0.0f32; 6 * plane];
     // Kernels are transformed a block at a time and each point's values copied out as one
-    // run: scattering every kernel's values over the matrices is what made this slow.
+    // run: scattering every kernel's 36 values over 36 matrices is what made this slow.
     const BLOCK: usize = 256;
-    let mut block = [[0.0f32; BLOCK]; 6];
-    for i in 0..6 {
-        for (b, kernels) in w.chunks(9 * BLOCK).enumerate() {
-            for (k, g) in kernels.chunks_exact(9).enumerate() {
-                // Row i of (G·g)·Gᵀ: G times row i of G·g (6×3), in f64 so rounding happens
-                // once.
-                let g = |i: usize| g[i] as f64;
-                let gg = |j: usize| g_times(g(j), g(3 + j), g(6 + j))[i];
-                let row = g_times(gg(0), gg(1), gg(2));
+    let mut block = vec![[0.0f32; BLOCK]; POINTS];
+    for (b, kernels) in w.chunks(9 * BLOCK).enumerate() {
+        for (k, g) in kernels.chunks_exact(9).enumerate() {
+            // G·g (6×3), then (G·g)·Gᵀ (6×6), in f64 so rounding happens once.
+            let g = |i: usize| g[i] as f64;
+            let cols = [
+                g_times(g(0), g(3), g(6)),
+                g_times(g(1), g(4), g(7)),
+                g_times(g(2), g(5), g(8)),
+            ];
+            for i in 0..6 {
+                let row = g_times(cols[0][i], cols[1][i], cols[2][i]);
                 for (j, v) in row.into_iter().enumerate() {
-                    block[j][k] = v as f32;
+                    block[i * 6 + j][k] = v as f32;
                 }
             }
-            let n = kernels.len() / 9;
-            for (j, values) in block.iter().enumerate() {
-                let at = j * plane + b * BLOCK;
-                row_points[at..at + n].copy_from_slice(&values[..n]);
-            }
         }
-        for j in 0..6 {
-            f(i * 6 + j, &row_points[j * plane..(j + 1) * plane])?;
+        let n = kernels.len() / 9;
+        for (p, values) in block.iter().enumerate() {
+            u[p * plane + b * BLOCK..p * plane + b * BLOCK + n].copy_from_slice(&values[..n]);
         }
     }
-    Ok(())
 }
 
 /// `G · [a, b, c]ᵀ`, written out (`G` has rows 1/4,0,0 / -1/6,-1/6,-1/6 / -1/6,1/6,-1/6 /

@@ -43,10 +43,15 @@ impl WinogradWeights {
             m * c * 9,
             w.len()
         );
+        // The transform is a temporary: a spare buffer (reused from weight to weight while the
+        // plan is built) rather than fresh pages each time.
+        let mut u = spare::f32_output(POINTS * m * c)?;
+        winograd::transform_weights_into(w, m, c, &mut u);
         let mut points = PackedAStack::new(POINTS, m, c);
-        winograd::for_each_transformed_point(w, m, c, |_, up| -> Result<()> {
-            Ok(points.push(MatRef::row_major(up, m, c)?)?)
-        })?;
+        for p in 0..POINTS {
+            points.push(MatRef::row_major(&u[p * m * c..(p + 1) * m * c], m, c)?)?;
+        }
+        spare::give_back_vec(u);
         Ok(WinogradWeights {
             points: points.finish(),
             m,
