@@ -91,6 +91,14 @@ pub(super) fn pack(
                 16 => copy_rows::<16>(panel, src, r0, depth.start),
                 _ => copy_rows::<32>(panel, src, r0, depth.start),
             }
+        } else if cs == 1 && valid == width && matches!(width, 4 | 6 | 8) {
+            // Full panels of the kernels' MR from depth-contiguous rows (a conv's or a
+            // MatMul's row-major weights as A): a fixed-width gather the compiler unrolls.
+            match width {
+                4 => gather_rows::<4>(panel, src, r0, depth.start),
+                6 => gather_rows::<6>(panel, src, r0, depth.start),
+                _ => gather_rows::<8>(panel, src, r0, depth.start),
+            }
         } else if rs == 1 {
             // Rows contiguous (B row-major, or a transposed A): one short copy per depth step.
             for (p, out) in panel.chunks_exact_mut(width).enumerate() {
@@ -131,6 +139,26 @@ fn copy_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: usiz
             .try_into()
             .expect("a slice of W elements");
         out.copy_from_slice(row);
+    }
+}
+
+/// One full panel of `W` rows whose depth is contiguous: `panel[p·W + i] = src[r0 + i, p0 + p]`.
+///
+/// The caller guarantees `src` has rows `r0..r0 + W` (column stride 1) and the panel's depth
+/// range (`panel.len() / W` steps from `p0`).
+#[inline(always)]
+fn gather_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: usize) {
+    let kc = panel.len() / W;
+    let rows: [&[f32]; W] = std::array::from_fn(|i| {
+        let start = (r0 + i) * src.row_stride + p0;
+        &src.data[start..start + kc]
+    });
+    for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+        for (o, row) in out.iter_mut().zip(&rows) {
+            // SAFETY: every row slice holds `kc` values and `p < kc` (`panel` has `kc`
+            // chunks of `W`).
+            *o = unsafe { *row.get_unchecked(p) };
+        }
     }
 }
 
