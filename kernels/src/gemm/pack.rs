@@ -29,7 +29,9 @@ impl AlignedBuf {
         let lines = len.div_ceil(16);
         let mut v: Vec<Line> = Vec::with_capacity(lines);
         // Before the fill below, which is the first touch of the pages.
-        crate::huge_pages::advise(v.as_mut_ptr().cast(), lines * std::mem::size_of::<Line>());
+        let bytes = lines * std::mem::size_of::<Line>();
+        crate::huge_pages::advise(v.as_mut_ptr().cast(), bytes);
+        crate::huge_pages::populate(v.as_mut_ptr().cast(), bytes);
         v.resize(lines, Line([0.0; 16]));
         AlignedBuf(v)
     }
