@@ -15,6 +15,7 @@ mod execute;
 mod inputs;
 mod keep_awake;
 mod profile;
+mod run_slots;
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
@@ -193,9 +194,12 @@ impl SessionBuilder {
             max_total_bytes,
             ..
         } = self.limits;
+        let slots = run_slots::RunSlots::for_threads(threads);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("infer-{i}"))
+            // Runs nest on a waiting worker's stack (see `run_slots`).
+            .stack_size(slots.stack_bytes())
             // Every kernel, its nested rayon tasks included, runs on this pool: each of its
             // threads carries the session's tensor limit for the checked allocation path, and
             // the total limit for the runs it executes.
@@ -218,6 +222,7 @@ impl SessionBuilder {
             threads,
             shape_cache: Mutex::new(HashMap::new()),
             spares,
+            slots,
             keeper: (self.spin && threads > 1).then(keep_awake::Keeper::new),
         })
     }
@@ -269,6 +274,8 @@ pub struct Session {
     spares: Arc<tensor::spare::SparePool>,
     /// Keeps idle workers spinning during runs (`None`: one thread, or spinning turned off).
     keeper: Option<Arc<keep_awake::Keeper>>,
+    /// Bounds the runs in flight on `pool`.
+    slots: run_slots::RunSlots,
 }
 
 impl std::fmt::Debug for Session {
@@ -374,6 +381,7 @@ impl Session {
             .map_err(|_| Error::Input("shape cache poisoned by an earlier panic".into()))?
             .get(&key)
             .cloned();
+        let _slot = self.slots.acquire();
         let (values, recorded) = self.pool.install(|| {
             // Created on the pool's thread, which carries the session's total limit.
             let mut live = tensor::alloc::RunBytes::top_level();
