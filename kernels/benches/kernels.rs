@@ -8,6 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
+use infer_kernels::depthwise_lanes::{depthwise_planes, LanesScratch};
 use infer_kernels::gemm::{axpy_taps, gemm_serial, Epilogue, MatMut, MatRef, Tap};
 use std::hint::black_box;
 
@@ -97,7 +98,9 @@ fn depthwise(c: &mut Criterion) {
         (56, 3, 1),
         (28, 5, 1),
         (14, 3, 1),
+        (14, 5, 1),
         (14, 5, 2),
+        (7, 3, 1),
         (7, 5, 1),
     ] {
         let o = (hw + 2 * (k / 2) - k) / s + 1;
@@ -120,6 +123,14 @@ fn depthwise(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("rows", &name), |b| {
             b.iter(|| depthwise_rows(&g, &x, &w, &mut y))
+        });
+        // 16 planes with channels in the lanes (per-plane throughput, as above).
+        let (x16, w16, b16) = (values(16 * hw * hw), values(16 * k * k), values(16));
+        let mut y16 = vec![0.0f32; 16 * o * o];
+        let mut lanes = LanesScratch::new();
+        group.throughput(Throughput::Elements((16 * o * o * k * k) as u64));
+        group.bench_function(BenchmarkId::new("lanes16", &name), |b| {
+            b.iter(|| depthwise_planes(&g, 16, &x16, &w16, &b16, None, &mut y16, &mut lanes))
         });
     }
     group.finish();

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod depthwise;
+pub mod depthwise_lanes;
 pub mod elementwise;
 pub mod gemm;
 mod huge_pages;
