@@ -1,8 +1,7 @@
-//! Direct depthwise 2-D convolution (and max pooling) of one plane, accumulating every tap in
-//! registers.
+//! Direct depthwise 2-D convolution of one plane, accumulating every tap in registers.
 //!
-//! The plane is first copied into a padded scratch buffer (zeros, or -inf for max pooling), with its columns split into
-//! `stride` phases (column `c` goes to phase `c % stride`, position `c / stride`), so that
+//! The plane is first copied into a padded, zero-filled scratch buffer, with its columns split
+//! into `stride` phases (column `c` goes to phase `c % stride`, position `c / stride`), so that
 //! padding needs no bounds tests and every tap of a strided kernel reads contiguous memory.
 //! Outputs are then computed in blocks of `BLOCK` lanes, each block summing all
 //! `kernel_h × kernel_w` taps before one store: the output is written once instead of once per
@@ -92,59 +91,14 @@ pub fn depthwise_plane(
         w.len() >= g.kernel[0] * g.kernel[1],
         "depthwise weights too short"
     );
-    plane::<Fma>(g, x, w, bias, clamp, y, scratch);
+    plane(g, x, w, bias, clamp, y, scratch);
 }
 
-/// Max pooling of one plane with the same geometry: `y = max over the window` (padding never
-/// wins, as it is -inf), reusing the padded, stride-phased layout of `depthwise_plane`.
-///
-/// # Panics
-/// As `depthwise_plane`.
-pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut PlaneScratch) {
-    let ones = vec![1.0; g.kernel[0] * g.kernel[1]];
-    plane::<Max>(g, x, &ones, f32::NEG_INFINITY, None, y, scratch);
-}
-
-/// How a window's taps combine into one output.
-trait Reduce: Copy {
-    /// The value of padding: it must not change the result.
-    const PAD: f32;
-    fn step<const FMA: bool>(acc: f32, x: f32, w: f32) -> f32;
-}
-
-/// Weighted sum (convolution).
-#[derive(Clone, Copy)]
-struct Fma;
-
-impl Reduce for Fma {
-    const PAD: f32 = 0.0;
-    #[inline(always)]
-    fn step<const FMA: bool>(acc: f32, x: f32, w: f32) -> f32 {
-        if FMA {
-            x.mul_add(w, acc)
-        } else {
-            acc + w * x
-        }
-    }
-}
-
-/// Maximum (max pooling; weights ignored).
-#[derive(Clone, Copy)]
-struct Max;
-
-impl Reduce for Max {
-    const PAD: f32 = f32::NEG_INFINITY;
-    #[inline(always)]
-    fn step<const FMA: bool>(acc: f32, x: f32, _w: f32) -> f32 {
-        acc.max(x)
-    }
-}
-
-fn plane<R: Reduce>(
+fn plane(
     g: &PlaneGeometry,
     x: &[f32],
     w: &[f32],
-    init: f32,
+    bias: f32,
     clamp: Option<(f32, f32)>,
     y: &mut [f32],
     scratch: &mut PlaneScratch,
@@ -160,7 +114,7 @@ fn plane<R: Reduce>(
     } else {
         BLOCK
     };
-    fill_padded(g, x, block, R::PAD, scratch);
+    fill_padded(g, x, block, 0.0, scratch);
     let scratch = &scratch.buf;
     // Tap offsets on the stack for the usual kernels (up to 8×8): this runs once per plane.
     let mut stack = [0usize; 64];
@@ -175,14 +129,14 @@ fn plane<R: Reduce>(
     };
     let out = Out { y, clamp, block };
     match isa() {
-        Isa::Portable => compute::<R, false>(g, scratch, taps, w, init, out),
+        Isa::Portable => compute::<false>(g, scratch, taps, w, bias, out),
         // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2::<R>(g, scratch, taps, w, init, out) },
+        Isa::Avx2 => unsafe { compute_avx2(g, scratch, taps, w, bias, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512::<R>(g, scratch, taps, w, init, out) },
+        Isa::Avx512 => unsafe { compute_avx512(g, scratch, taps, w, bias, out) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon::<R>(g, scratch, taps, w, init, out) },
+        Isa::Neon => unsafe { compute_neon(g, scratch, taps, w, bias, out) },
     }
 }
 
@@ -272,9 +226,10 @@ unsafe fn copy_strided_avx2(dst: &mut [f32], src: &[f32], stride: usize) {
     copy_strided(dst, src, stride)
 }
 
-/// `dst[j] = src[j · stride]`, in a form the compiler vectorizes for the common strides.
+/// `dst[j] = src[j · stride]`, in a form the compiler vectorizes for the common strides
+/// (`src` must hold `(dst.len() - 1) · stride + 1` floats).
 #[inline(always)]
-fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     #[inline(always)]
     fn by<const S: usize>(dst: &mut [f32], src: &[f32]) {
         // All but the last through whole chunks (an interleaved load the compiler turns into
@@ -322,7 +277,7 @@ fn tap_offsets_into(g: &PlaneGeometry, taps: &mut [usize]) {
 }
 
 #[inline(always)]
-fn compute<R: Reduce, const FMA: bool>(
+fn compute<const FMA: bool>(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -339,7 +294,7 @@ fn compute<R: Reduce, const FMA: bool>(
         let (mut at, mut oh, mut ow) = (0, 0, 0);
         while at < flat {
             let mut acc = [bias; BLOCK];
-            accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, at);
+            accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, at);
             clamp_block(&mut acc, clamp);
             // Copy the block out as runs along output rows, dropping the padding columns.
             let mut i = 0;
@@ -368,12 +323,12 @@ fn compute<R: Reduce, const FMA: bool>(
             let n = (ow_n - ow).min(block);
             if block == SMALL_BLOCK {
                 let mut acc = [bias; SMALL_BLOCK];
-                accumulate::<R, FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                accumulate::<FMA, SMALL_BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
                 clamp_block(&mut acc[..n], clamp);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             } else {
                 let mut acc = [bias; BLOCK];
-                accumulate::<R, FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
+                accumulate::<FMA, BLOCK>(&mut acc, buf, taps, w, oh * row_pitch + ow);
                 clamp_block(&mut acc[..n], clamp);
                 out[ow..ow + n].copy_from_slice(&acc[..n]);
             }
@@ -385,7 +340,7 @@ fn compute<R: Reduce, const FMA: bool>(
 /// `acc[i] = R(acc[i], w[t], buf[base + taps[t] + i])` over the taps `t`: fixed-size so the compiler keeps `acc` in
 /// vector registers.
 #[inline(always)]
-fn accumulate<R: Reduce, const FMA: bool, const N: usize>(
+fn accumulate<const FMA: bool, const N: usize>(
     acc: &mut [f32; N],
     buf: &[f32],
     taps: &[usize],
@@ -397,7 +352,7 @@ fn accumulate<R: Reduce, const FMA: bool, const N: usize>(
             .try_into()
             .expect("a slice of N elements");
         for (a, &x) in acc.iter_mut().zip(src) {
-            *a = R::step::<FMA>(*a, x, wt);
+            *a = if FMA { x.mul_add(wt, *a) } else { *a + wt * x };
         }
     }
 }
@@ -406,7 +361,7 @@ fn accumulate<R: Reduce, const FMA: bool, const N: usize>(
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn compute_avx2<R: Reduce>(
+unsafe fn compute_avx2(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -414,14 +369,14 @@ unsafe fn compute_avx2<R: Reduce>(
     bias: f32,
     out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, out)
+    compute::<true>(g, buf, taps, w, bias, out)
 }
 
 /// # Safety
 /// The CPU has AVX-512F (which implies AVX2 and FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn compute_avx512<R: Reduce>(
+unsafe fn compute_avx512(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -429,14 +384,14 @@ unsafe fn compute_avx512<R: Reduce>(
     bias: f32,
     out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, out)
+    compute::<true>(g, buf, taps, w, bias, out)
 }
 
 /// # Safety
 /// None beyond aarch64 itself (NEON is baseline).
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn compute_neon<R: Reduce>(
+unsafe fn compute_neon(
     g: &PlaneGeometry,
     buf: &[f32],
     taps: &[usize],
@@ -444,7 +399,7 @@ unsafe fn compute_neon<R: Reduce>(
     bias: f32,
     out: Out,
 ) {
-    compute::<R, true>(g, buf, taps, w, bias, out)
+    compute::<true>(g, buf, taps, w, bias, out)
 }
 
 #[cfg(test)]
@@ -483,6 +438,7 @@ mod tests {
     #[test]
     fn matches_the_definition_across_shapes_strides_and_padding() {
         let mut scratch = PlaneScratch::new();
+        let mut pool_scratch = crate::max_pool::MaxPoolScratch::new();
         // (H, W, K, stride, dilation, pad each side): mobilenet/efficientnet shapes and odd ones.
         let cases = [
             (7, 7, 3, 1, 1, 1),
@@ -524,13 +480,13 @@ mod tests {
                 clamp: None,
                 block: BLOCK,
             };
-            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), &w, 0.25, out);
+            compute::<false>(&g, &scratch.buf, &tap_offsets(&g), &w, 0.25, out);
             for (a, b) in z.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5, "portable {g:?}: {a} vs {b}");
             }
             // Max pooling over the same windows: the largest input inside each.
             let mut m = vec![f32::NAN; oh * ow];
-            max_pool_plane(&g, &x, &mut m, &mut scratch);
+            crate::max_pool::max_pool_plane(&g, &x, &mut m, &mut pool_scratch);
             for oh_i in 0..oh {
                 for ow_i in 0..ow {
                     let mut best = f32::NEG_INFINITY;
@@ -571,7 +527,7 @@ mod tests {
     #[test]
     fn planes_of_one_layout_reuse_the_padding_but_not_the_data() {
         // Consecutive planes of one geometry skip the padding fill: the second plane's result
-        // must not see the first's values, for zero (conv) and -inf (pool) padding in turn.
+        // must not see the first's values.
         let mut rng = Rng(77);
         let mut scratch = PlaneScratch::new();
         for (h, wd, k, s, p) in [(9, 11, 3, 1, 1), (12, 10, 3, 2, 1), (7, 7, 5, 2, 2)] {
@@ -592,9 +548,6 @@ mod tests {
                 for (a, b) in y.iter().zip(reference(&g, &x, &w, 0.5)) {
                     assert!((a - b).abs() <= 1e-5, "{g:?}: {a} vs {b}");
                 }
-                let mut m = vec![f32::NAN; o(h) * o(wd)];
-                max_pool_plane(&g, &x, &mut m, &mut scratch);
-                assert!(m.iter().all(|v| v.is_finite()), "{g:?}: {m:?}");
             }
         }
     }
@@ -605,6 +558,7 @@ mod tests {
         // One scratch buffer for every case, as a thread reuses it: what a larger plane left
         // in it must not leak into a smaller one.
         let mut scratch = PlaneScratch::new();
+        let mut pool_scratch = crate::max_pool::MaxPoolScratch::new();
         for case in 0..300 {
             let (h, wd) = (1 + rng.below(20), 1 + rng.below(20));
             let kernel = [1 + rng.below(5), 1 + rng.below(5)];
@@ -652,7 +606,7 @@ mod tests {
                 clamp,
                 block: BLOCK,
             };
-            compute::<Fma, false>(&g, &scratch.buf, &tap_offsets(&g), w, bias, out);
+            compute::<false>(&g, &scratch.buf, &tap_offsets(&g), w, bias, out);
             for (i, ((a, b), c)) in y_store[1..].iter().zip(&portable).zip(&want).enumerate() {
                 assert!(
                     (a - c).abs() <= 1e-5 && (b - c).abs() <= 1e-5,
@@ -663,7 +617,7 @@ mod tests {
             // Max pooling over the same windows: the largest input inside each (a window of
             // padding only gives -inf).
             let mut m = vec![f32::NAN; n];
-            max_pool_plane(&g, x, &mut m, &mut scratch);
+            crate::max_pool::max_pool_plane(&g, x, &mut m, &mut pool_scratch);
             for oh in 0..output[0] {
                 for ow in 0..output[1] {
                     let mut best = f32::NEG_INFINITY;

@@ -1,13 +1,16 @@
 //! Direct depthwise 2-D convolution of 16 planes at once, one channel per vector lane: the
-//! path for small planes (the 14×14 and 7×7 maps at the end of mobilenet / efficientnet).
+//! path for all but the largest planes (see [`preferred`]).
 //!
 //! The plane-at-a-time kernel (`depthwise::depthwise_plane`) puts output positions in the
 //! lanes, which wastes most of a 64-lane block on a 7×7 plane and pays its per-plane costs
 //! (padded copy, tap table, block copies) for only 49 outputs. Here a group's 16 planes are
 //! first interleaved into a padded scratch (`[padded row][padded column][16 lanes]`), so every
-//! tap of every output is one 16-lane load, and its weights one vector per tap.
-//! Four output positions are accumulated together (independent FMA chains), and the group's
-//! outputs are de-interleaved back into the 16 planes as they are stored.
+//! tap of every output is one 16-lane load, and its weights one vector per tap. Stride-1 3×3
+//! and 5×5 windows accumulate 8 neighbours along a row together, loading each input cell once
+//! per kernel row for all of them; other windows accumulate 4 positions together. The
+//! outputs are then de-interleaved back into the 16 planes. On AVX-512 both copies go
+//! through 16×16 register transposes (one shuffle per four floats instead of a scalar move
+//! each: for 3×3 windows the copies otherwise cost more than the arithmetic).
 
 use crate::depthwise::PlaneGeometry;
 #[cfg(target_arch = "aarch64")]
@@ -21,8 +24,29 @@ use crate::isa::{isa, Isa};
 pub const LANES: usize = 16;
 /// Output positions accumulated together.
 const POSITIONS: usize = 4;
+/// Output positions along a row accumulated together by the row kernel (`rows`), and the
+/// input cells it keeps in registers for them: `ROW_POSITIONS + KW - 1`, at most 16.
+const ROW_POSITIONS: usize = 8;
+const ROW_CELLS: usize = 16;
+/// Cells past the padded plane that the row kernel may read (and whose results it drops).
+const ROW_SLACK: usize = ROW_CELLS;
 
 type Lanes = [f32; LANES];
+
+/// Whether this kernel beats the plane-at-a-time one (`depthwise::depthwise_plane`) on `g`.
+///
+/// Criterion `depthwise/{blocked,lanes16}`, per-plane Gelem/s on Zen 4 (AVX-512): 7×7 k5
+/// 5.9 vs 20.2, 14×14 k3 10.1 vs 15.4, 14×14 k5 s2 2.5 vs 10.7, 28×28 k5 19.4 vs 27.1, 56×56
+/// k3 15.4 vs 17.5; 112×112 k3 17.0 vs 15.8 (its scratch no longer fits the caches). Without
+/// AVX-512 the interleaving is scalar and pays only on the smallest or strided planes.
+pub fn preferred(g: &PlaneGeometry) -> bool {
+    let outputs = g.output[0] * g.output[1];
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        return outputs <= 56 * 56;
+    }
+    outputs <= 8 * 8 || (g.stride != [1, 1] && outputs <= 16 * 16)
+}
 
 /// A thread's reusable interleaved, padded copy of one group of planes.
 ///
@@ -35,6 +59,8 @@ pub struct LanesScratch {
     /// The group's weights, one vector per tap, and the taps' cell offsets.
     weights: Vec<Lanes>,
     taps: Vec<usize>,
+    /// The group's outputs, one cell per position, before they are de-interleaved.
+    out: Vec<Lanes>,
 }
 
 impl LanesScratch {
@@ -44,6 +70,7 @@ impl LanesScratch {
             filled_for: None,
             weights: Vec::new(),
             taps: Vec::new(),
+            out: Vec::new(),
         }
     }
 }
@@ -92,25 +119,50 @@ pub fn depthwise_planes(
     tap_offsets_into(g, &mut scratch.taps);
     let mut b = [0.0; LANES];
     b[..planes].copy_from_slice(&bias[..planes]);
+    let positions = oh_n * ow_n;
+    let LanesScratch {
+        buf,
+        weights,
+        taps,
+        out,
+        ..
+    } = scratch;
+    out.resize(positions, [0.0; LANES]);
     let args = Args {
         g,
-        planes,
-        buf: &scratch.buf,
-        taps: &scratch.taps,
-        wt: &scratch.weights,
+        buf,
+        taps,
+        wt: weights,
         bias: b,
         clamp,
     };
     match isa() {
         // SAFETY: `Portable` needs no CPU feature; `args` was built consistent above.
-        Isa::Portable => unsafe { compute::<Portable>(&args, y) },
+        Isa::Portable => unsafe { compute::<Portable>(&args, out) },
         // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2(&args, y) },
+        Isa::Avx2 => unsafe { compute_avx2(&args, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512(&args, y) },
+        Isa::Avx512 => unsafe { compute_avx512(&args, out) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon(&args, y) },
+        Isa::Neon => unsafe { compute_neon(&args, out) },
+    }
+    let y = &mut y[..planes * positions];
+    match isa() {
+        // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::deinterleave(out, planes, y) },
+        _ => deinterleave(out, planes, y),
+    }
+}
+
+/// `y[c · positions + p] = out[p][c]` for the first `planes` lanes.
+fn deinterleave(out: &[Lanes], planes: usize, y: &mut [f32]) {
+    let positions = out.len();
+    for (c, plane) in y.chunks_exact_mut(positions).take(planes).enumerate() {
+        for (v, cell) in plane.iter_mut().zip(out) {
+            *v = cell[c];
+        }
     }
 }
 
@@ -131,10 +183,18 @@ fn fill_interleaved(g: &PlaneGeometry, planes: usize, x: &[f32], scratch: &mut L
     let (ph, pw) = (padded_height(g), padded_width(g));
     if scratch.filled_for != Some(*g) {
         scratch.buf.clear();
-        scratch.buf.resize(ph * pw, [0.0; LANES]);
+        // `ROW_SLACK` cells past the plane: the row kernel's last group reads past its row.
+        scratch.buf.resize(ph * pw + ROW_SLACK, [0.0; LANES]);
         scratch.filled_for = Some(*g);
     }
     let [pad_top, pad_left] = g.pad;
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 && h + pad_top <= ph && wd + pad_left <= pw {
+        // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the input's rectangle
+        // lies inside the padded area (checked just above).
+        unsafe { avx512::interleave(g, planes, x, pw, &mut scratch.buf) };
+        return;
+    }
     // Rows and columns of the input that fall inside the padded area.
     let rows = 0..h.min(ph.saturating_sub(pad_top));
     let cols = 0..wd.min(pw.saturating_sub(pad_left));
@@ -165,7 +225,6 @@ fn tap_offsets_into(g: &PlaneGeometry, taps: &mut Vec<usize>) {
 /// Everything `compute` reads.
 struct Args<'a> {
     g: &'a PlaneGeometry,
-    planes: usize,
     buf: &'a [Lanes],
     taps: &'a [usize],
     wt: &'a [Lanes],
@@ -173,14 +232,107 @@ struct Args<'a> {
     clamp: Option<(f32, f32)>,
 }
 
-/// The group's outputs, `POSITIONS` at a time, on `S`'s vectors (`LANES / S::LANES` per
-/// position).
+/// The group's outputs on `S`'s vectors: the row kernel for stride-1 3×3 and 5×5 windows
+/// where a cell is one vector (AVX-512: with two or four per cell its accumulators and cells
+/// would not fit the registers), else `POSITIONS` at a time.
+///
+/// # Safety
+/// As `any_window`.
+#[inline(always)]
+unsafe fn compute<S: Simd>(a: &Args, out: &mut [Lanes]) {
+    let g = a.g;
+    let unit = g.stride == [1, 1] && g.dilation == [1, 1] && S::LANES == LANES;
+    // SAFETY: the caller's guarantees, which every kernel needs.
+    unsafe {
+        match (unit, g.kernel[1]) {
+            (true, 3) => rows::<S, 3>(a, out),
+            (true, 5) => rows::<S, 5>(a, out),
+            _ => any_window::<S>(a, out),
+        }
+    }
+}
+
+/// Stride-1 windows `KW` wide, `ROW_POSITIONS` neighbours along a row at a time: they share
+/// all but `KW - 1` of their input cells, so each cell is loaded once per kernel row for all
+/// of them (rather than once per tap and position).
+///
+/// # Safety
+/// As `any_window`; the scratch has `ROW_SLACK` cells past the plane.
+#[inline(always)]
+unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: &mut [Lanes]) {
+    const { assert!(ROW_POSITIONS + KW - 1 <= ROW_CELLS) };
+    let [oh_n, ow_n] = a.g.output;
+    let pw = padded_width(a.g);
+    let nv = LANES / S::LANES;
+    let kh_n = a.g.kernel[0];
+    debug_assert!(a.wt.len() == kh_n * KW);
+    // SAFETY (whole body): the ISA is the caller's; the group at (oh, ow) reads cells
+    // (oh + kh)·pw + ow + i for i < ROW_POSITIONS + KW - 1, which for the last group of the
+    // last row reach at most ROW_SLACK cells past the plane; weights `kh·KW + kw` < taps.
+    unsafe {
+        let buf = a.buf.as_ptr().cast::<f32>();
+        for oh in 0..oh_n {
+            let mut ow = 0;
+            while ow < ow_n {
+                let n = ROW_POSITIONS.min(ow_n - ow);
+                let mut acc = [[S::zero(); 4]; ROW_POSITIONS];
+                for row in acc.iter_mut() {
+                    for (v, x) in row.iter_mut().enumerate().take(nv) {
+                        *x = S::load(a.bias.as_ptr().add(v * S::LANES));
+                    }
+                }
+                for kh in 0..kh_n {
+                    let cells = buf.add(((oh + kh) * pw + ow) * LANES);
+                    let weights = a.wt.as_ptr().add(kh * KW).cast::<f32>();
+                    for v in 0..nv {
+                        let mut xs = [S::zero(); ROW_CELLS];
+                        for (i, x) in xs.iter_mut().enumerate().take(ROW_POSITIONS + KW - 1) {
+                            *x = S::load(cells.add(i * LANES + v * S::LANES));
+                        }
+                        for kw in 0..KW {
+                            let wv = S::load(weights.add(kw * LANES + v * S::LANES));
+                            for (j, acc) in acc.iter_mut().enumerate() {
+                                acc[v] = S::mul_add(acc[v], xs[j + kw], wv);
+                            }
+                        }
+                    }
+                }
+                store::<S>(a, &acc[..n], &mut out[oh * ow_n + ow..]);
+                ow += n;
+            }
+        }
+    }
+}
+
+/// Stores accumulated positions into the first `acc.len()` output cells, clamped.
+///
+/// # Safety
+/// The CPU supports `S`'s ISA; `out` holds at least `acc.len()` cells.
+#[inline(always)]
+unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: &mut [Lanes]) {
+    let nv = LANES / S::LANES;
+    // SAFETY: each cell holds 16 floats, written as `nv` vectors; the ISA is the caller's.
+    unsafe {
+        for (row, cell) in acc.iter().zip(out) {
+            for (v, &x) in row.iter().enumerate().take(nv) {
+                let x = match a.clamp {
+                    Some((lo, hi)) => S::min(S::splat(hi), S::max(S::splat(lo), x)),
+                    None => x,
+                };
+                S::store(cell.as_mut_ptr().add(v * S::LANES), x);
+            }
+        }
+    }
+}
+
+/// Any window: `POSITIONS` output positions at a time, on `S`'s vectors (`LANES / S::LANES`
+/// per position).
 ///
 /// # Safety
 /// The CPU supports `S`'s ISA; `a` is consistent (`buf` holds the padded geometry's cells,
 /// `wt` one vector per tap) and `y` holds `a.planes` output planes.
 #[inline(always)]
-unsafe fn compute<S: Simd>(a: &Args, y: &mut [f32]) {
+unsafe fn any_window<S: Simd>(a: &Args, out: &mut [Lanes]) {
     let [oh_n, ow_n] = a.g.output;
     let positions = oh_n * ow_n;
     let pw = padded_width(a.g);
@@ -234,25 +386,7 @@ unsafe fn compute<S: Simd>(a: &Args, y: &mut [f32]) {
                     }
                 }
             }
-            let mut lanes = [0.0f32; LANES];
-            for (j, row) in acc.iter().enumerate().take(n) {
-                for (v, &x) in row.iter().enumerate().take(nv) {
-                    let x = match a.clamp {
-                        Some((lo, hi)) => S::min(S::splat(hi), S::max(S::splat(lo), x)),
-                        None => x,
-                    };
-                    S::store(lanes.as_mut_ptr().add(v * S::LANES), x);
-                }
-                // A full group stores all 16 without a bound per lane.
-                let stored = if a.planes == LANES {
-                    &lanes[..]
-                } else {
-                    &lanes[..a.planes]
-                };
-                for (c, &value) in stored.iter().enumerate() {
-                    y[c * positions + p + j] = value;
-                }
-            }
+            store::<S>(a, &acc[..n], &mut out[p..]);
             p += n;
         }
     }
@@ -262,27 +396,146 @@ unsafe fn compute<S: Simd>(a: &Args, y: &mut [f32]) {
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn compute_avx2(a: &Args, y: &mut [f32]) {
+unsafe fn compute_avx2(a: &Args, out: &mut [Lanes]) {
     // SAFETY: the features are enabled on this function; `a` is consistent (caller).
-    unsafe { compute::<Avx2>(a, y) }
+    unsafe { compute::<Avx2>(a, out) }
 }
 
 /// # Safety
 /// The CPU has AVX-512F (which implies AVX2 and FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn compute_avx512(a: &Args, y: &mut [f32]) {
+unsafe fn compute_avx512(a: &Args, out: &mut [Lanes]) {
     // SAFETY: as above.
-    unsafe { compute::<Avx512>(a, y) }
+    unsafe { compute::<Avx512>(a, out) }
 }
 
 /// # Safety
 /// None beyond aarch64 itself (NEON is baseline).
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn compute_neon(a: &Args, y: &mut [f32]) {
+unsafe fn compute_neon(a: &Args, out: &mut [Lanes]) {
     // SAFETY: as above.
-    unsafe { compute::<Neon>(a, y) }
+    unsafe { compute::<Neon>(a, out) }
+}
+
+/// 16×16 transposes between planes and interleaved cells, for AVX-512.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Lanes, PlaneGeometry, LANES};
+    use std::arch::x86_64::*;
+
+    /// Transposes the 16×16 matrix whose rows are `r` (row `i`, lane `j` → row `j`, lane
+    /// `i`): unpacks pair rows, then 2×2 blocks, then 128-bit quarters twice.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[inline(always)]
+    pub(super) unsafe fn transpose(r: &mut [__m512; 16]) {
+        // SAFETY: register shuffles only; the caller guarantees AVX-512F.
+        unsafe {
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for i in 0..4 {
+                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+                r[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
+                r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+                r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+                r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+            }
+            for i in 0..2 {
+                for j in 0..4 {
+                    let (a, b) = (r[8 * i + j], r[8 * i + 4 + j]);
+                    t[8 * i + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                    t[8 * i + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(a, b);
+                }
+            }
+            for j in 0..8 {
+                r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+                r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
+            }
+        }
+    }
+
+    /// The input rectangle of `planes` planes into their cells of the padded scratch (`pw`
+    /// cells a row), 16 input positions per transpose; lanes past `planes` become zero.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    ///
+    /// # Panics
+    /// If the input's rectangle does not lie inside the padded area.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave(
+        g: &PlaneGeometry,
+        planes: usize,
+        x: &[f32],
+        pw: usize,
+        buf: &mut [Lanes],
+    ) {
+        let [h, w] = g.input;
+        let len = h * w;
+        let [pad_top, pad_left] = g.pad;
+        assert!(planes <= LANES && x.len() >= planes * len);
+        assert!(len == 0 || (h + pad_top - 1) * pw + w + pad_left <= buf.len());
+        // Input position (r, col) at flat index f, advanced by counters (no divisions).
+        let (mut r, mut col) = (0, 0);
+        let mut f = 0;
+        while f < len {
+            let k = LANES.min(len - f);
+            let mask: __mmask16 = (((1u32 << k) - 1) & 0xFFFF) as u16;
+            // SAFETY: plane c's positions f..f + k exist (masked loads); each cell written is
+            // an input position's, inside `buf` (asserted above).
+            unsafe {
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for (c, row) in rows.iter_mut().enumerate().take(planes) {
+                    *row = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(c * len + f));
+                }
+                transpose(&mut rows);
+                for row in rows.iter().take(k) {
+                    let cell = (r + pad_top) * pw + col + pad_left;
+                    _mm512_storeu_ps(buf[cell].as_mut_ptr(), *row);
+                    col += 1;
+                    if col == w {
+                        (r, col) = (r + 1, 0);
+                    }
+                }
+            }
+            f += k;
+        }
+    }
+
+    /// `y[c · positions + p] = out[p][c]` for the first `planes` lanes, 16 positions per
+    /// transpose.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn deinterleave(out: &[Lanes], planes: usize, y: &mut [f32]) {
+        let positions = out.len();
+        assert!(planes <= LANES && y.len() >= planes * positions);
+        let mut p = 0;
+        while p < positions {
+            let k = LANES.min(positions - p);
+            let mask: __mmask16 = (((1u32 << k) - 1) & 0xFFFF) as u16;
+            // SAFETY: cells p..p + k exist; the stores write positions p..p + k (masked) of
+            // planes below `planes`, inside `y` (asserted above).
+            unsafe {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, row) in r.iter_mut().enumerate().take(k) {
+                    *row = _mm512_loadu_ps(out[p + i].as_ptr());
+                }
+                transpose(&mut r);
+                for (c, row) in r.iter().enumerate().take(planes) {
+                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(c * positions + p), mask, *row);
+                }
+            }
+            p += k;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +558,8 @@ mod tests {
             (9, 6, 3, 1, 2, 2, 7),
             (5, 3, 3, 1, 1, 0, 1),
             (7, 7, 5, 1, 1, 2, 3),
+            // The last input row and column reach no output (copied by the scalar path).
+            (8, 8, 3, 2, 1, 0, 16),
         ];
         for (h, wd, k, s, d, p, planes) in cases {
             let out = |n: usize| (n + 2 * p - (k - 1) * d - 1) / s + 1;

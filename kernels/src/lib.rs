@@ -10,5 +10,6 @@ pub mod elementwise;
 pub mod gemm;
 mod huge_pages;
 mod isa;
+pub mod max_pool;
 pub mod qgemm;
 pub mod winograd;

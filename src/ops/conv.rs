@@ -21,7 +21,7 @@ use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
-use infer_kernels::depthwise_lanes::{depthwise_planes, LanesScratch, LANES};
+use infer_kernels::depthwise_lanes::{self, depthwise_planes, LanesScratch, LANES};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
     PackedAStack, Rhs, Tap,
@@ -489,17 +489,6 @@ impl Kernel for Conv {
 /// Outputs per depthwise task: fewer are not worth a rayon task.
 const MIN_TASK_FLOATS: usize = 1 << 12;
 
-/// Whether a depthwise conv's planes go 16 channels at a time (`depthwise_lanes`) rather than
-/// one at a time: on small outputs the plane kernel wastes most of its blocks and pays its
-/// per-plane costs for few outputs, and its strided path is slow on narrow rows. Criterion
-/// `depthwise/{blocked,lanes16}` (per-plane Gelem/s, Zen 4): 7×7 k5 4.9 vs 8.6, 7×7 k3 4.0
-/// vs 4.4, 14×14 k5 s2 1.9 vs 5.9; but 14×14 k3/k5 s1 8.0/12.2 vs 5.8/10.1 and 112×112 k3 s2
-/// 4.8 vs 3.6, where the interleaving copy costs more than it saves.
-fn lanes_pay(g: &PlaneGeometry) -> bool {
-    let outputs = g.output[0] * g.output[1];
-    outputs <= 8 * 8 || (g.stride != [1, 1] && outputs <= 16 * 16)
-}
-
 thread_local! {
     static DEPTHWISE_BUF: Cell<PlaneScratch> = const { Cell::new(PlaneScratch::new()) };
     static LANES_BUF: Cell<LanesScratch> = const { Cell::new(LanesScratch::new()) };
@@ -522,7 +511,7 @@ impl ConvProblem<'_> {
                 (Some(Activation::Clip(lo, hi)), None) => Some((lo, hi)),
                 _ => None,
             };
-            if let Some(g) = plane_2d.filter(lanes_pay) {
+            if let Some(g) = plane_2d.filter(depthwise_lanes::preferred) {
                 return self.run_depthwise_lanes(&g, clamp, out);
             }
             return out
@@ -571,7 +560,7 @@ impl ConvProblem<'_> {
             })
     }
 
-    /// Depthwise over small planes, 16 channels per task (see `lanes_pay`).
+    /// Depthwise 16 channels per task (where `depthwise_lanes::preferred`).
     fn run_depthwise_lanes(
         &self,
         g: &PlaneGeometry,

@@ -11,7 +11,8 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
-use infer_kernels::depthwise::{max_pool_plane, PlaneGeometry, PlaneScratch};
+use infer_kernels::depthwise::PlaneGeometry;
+use infer_kernels::max_pool::{max_pool_plane, MaxPoolScratch};
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -378,11 +379,11 @@ impl Kernel for Pool {
 }
 
 thread_local! {
-    static PLANE_BUF: std::cell::Cell<PlaneScratch> =
-        const { std::cell::Cell::new(PlaneScratch::new()) };
+    static PLANE_BUF: std::cell::Cell<MaxPoolScratch> =
+        const { std::cell::Cell::new(MaxPoolScratch::new()) };
 }
 
-/// f32 max pooling of 1-D/2-D planes on the register-blocked plane kernel.
+/// f32 max pooling of 1-D/2-D planes, a plane at a time (`infer_kernels::max_pool`).
 fn max_pool_planes(
     x: &Tensor,
     geo: &Geometry,

@@ -1,0 +1,177 @@
+//! 2-D max pooling of one plane, separably: each output row is the maximum of its window's
+//! input rows (contiguous, one vector `max` per 16 floats), then of its window's columns
+//! within that one row.
+//!
+//! Reading each input row once per output row it feeds, and splitting only the reduced row
+//! into stride phases, costs a fraction of a padded, phase-split copy of the whole plane
+//! (what the depthwise plane kernel needs, and what max pooling used to share with it).
+//!
+//! Padding never wins: it is -inf, and a window with no input at all gives -inf. `f32::max`
+//! semantics throughout (a NaN loses to a number), as before.
+
+use crate::depthwise::{copy_strided, PlaneGeometry};
+use crate::isa::{isa, Isa};
+
+/// A thread's reusable row buffers.
+#[derive(Debug, Default)]
+pub struct MaxPoolScratch {
+    /// The reduced row, -inf padded, then split into stride phases.
+    row: Vec<f32>,
+    phases: Vec<f32>,
+}
+
+impl MaxPoolScratch {
+    pub const fn new() -> Self {
+        MaxPoolScratch {
+            row: Vec::new(),
+            phases: Vec::new(),
+        }
+    }
+}
+
+/// `y[oh, ow] = max over the window of x` for one `H×W` plane into `OH×OW` outputs.
+///
+/// # Panics
+/// If a slice is shorter than the geometry says, or a stride is 0 (caller bugs: the pooling
+/// op checks shapes and attributes before it gets here).
+pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScratch) {
+    let [h, w] = g.input;
+    let [oh_n, ow_n] = g.output;
+    assert!(x.len() >= h * w, "plane input too short");
+    assert!(y.len() >= oh_n * ow_n, "plane output too short");
+    assert!(g.stride[0] > 0 && g.stride[1] > 0, "zero stride");
+    match isa() {
+        // SAFETY: `isa()` picked the arm only after detecting its features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { plane_avx2(g, x, y, scratch) },
+        _ => plane(g, x, y, scratch),
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_avx2(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScratch) {
+    plane(g, x, y, scratch)
+}
+
+#[inline(always)]
+fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScratch) {
+    let [h, w] = g.input;
+    let [oh_n, ow_n] = g.output;
+    let [kh_n, kw_n] = g.kernel;
+    let (sw, dw) = (g.stride[1], g.dilation[1]);
+    // Columns of the padded row the outputs reach, and the phase length that covers them.
+    let width = (ow_n.max(1) - 1) * sw + (kw_n.max(1) - 1) * dw + 1;
+    let phase_len = width.div_ceil(sw);
+    let MaxPoolScratch { row, phases } = scratch;
+    row.clear();
+    row.resize(phase_len * sw, f32::NEG_INFINITY);
+    phases.resize(phase_len * sw, f32::NEG_INFINITY);
+    // Input columns inside the padded row.
+    let lo = g.pad[1].min(width);
+    let n = w.min(width - lo);
+    for (oh, out) in y.chunks_exact_mut(ow_n).take(oh_n).enumerate() {
+        let inside = &mut row[lo..lo + n];
+        inside.fill(f32::NEG_INFINITY);
+        for kh in 0..kh_n {
+            let Some(r) = (oh * g.stride[0] + kh * g.dilation[0])
+                .checked_sub(g.pad[0])
+                .filter(|&r| r < h)
+            else {
+                continue;
+            };
+            let src = &x[r * w..r * w + n];
+            inside.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
+        }
+        // Column c of the padded row goes to phase c % sw, position c / sw: every tap of
+        // every output then reads a contiguous run.
+        if sw == 1 {
+            phases.copy_from_slice(row);
+        } else {
+            for (p, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                copy_strided(phase, &row[p..], sw);
+            }
+        }
+        out.fill(f32::NEG_INFINITY);
+        for kw in 0..kw_n {
+            let c = kw * dw;
+            let run = &phases[(c % sw) * phase_len + c / sw..][..ow_n];
+            out.iter_mut().zip(run).for_each(|(m, &v)| *m = m.max(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, one output at a time.
+    fn reference(g: &PlaneGeometry, x: &[f32]) -> Vec<f32> {
+        let [h, w] = g.input;
+        let mut y = vec![f32::NEG_INFINITY; g.output[0] * g.output[1]];
+        for oh in 0..g.output[0] {
+            for ow in 0..g.output[1] {
+                for kh in 0..g.kernel[0] {
+                    for kw in 0..g.kernel[1] {
+                        let r =
+                            (oh * g.stride[0] + kh * g.dilation[0]) as isize - g.pad[0] as isize;
+                        let c =
+                            (ow * g.stride[1] + kw * g.dilation[1]) as isize - g.pad[1] as isize;
+                        if (0..h as isize).contains(&r) && (0..w as isize).contains(&c) {
+                            let o = &mut y[oh * g.output[1] + ow];
+                            *o = o.max(x[r as usize * w + c as usize]);
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_definition_across_strides_pads_and_dilations() {
+        let mut scratch = MaxPoolScratch::new();
+        // (H, W, K, stride, dilation, pad, ceil): squeezenet/resnet pools and odd ones; the
+        // far side follows from the output size, which ceil mode makes one larger.
+        let cases = [
+            (111, 111, 3, 2, 1, 0, true),
+            (112, 112, 3, 2, 1, 1, false),
+            (13, 17, 3, 2, 1, 1, true),
+            (9, 10, 2, 2, 1, 0, false),
+            (8, 7, 3, 1, 1, 1, false),
+            (10, 11, 3, 3, 2, 2, true),
+            (5, 4, 5, 1, 1, 2, false),
+            (1, 9, 1, 2, 1, 0, false),
+        ];
+        for (h, w, k, s, d, p, ceil) in cases {
+            let out = |n: usize| {
+                let span = n + 2 * p - (k - 1) * d - 1;
+                if ceil {
+                    span.div_ceil(s) + 1
+                } else {
+                    span / s + 1
+                }
+            };
+            let g = PlaneGeometry {
+                input: [h, w],
+                output: [out(h), out(w)],
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [d, d],
+                pad: [p, p],
+            };
+            let mut x: Vec<f32> = (0..h * w)
+                .map(|i| ((i * 7919 % 1013) as f32 - 500.0) / 64.0)
+                .collect();
+            x[h * w / 2] = f32::NAN;
+            let mut y = vec![0.0; g.output[0] * g.output[1]];
+            max_pool_plane(&g, &x, &mut y, &mut scratch);
+            let want = reference(&g, &x);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{g:?} output {i}: {a} vs {b}");
+            }
+        }
+    }
+}
