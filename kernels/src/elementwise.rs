@@ -199,12 +199,12 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// `e^x` as `2^n * e^r`, `n = round(x / ln 2)`, `|r| <= ln(2)/2`, with the Cephes `expf`
-/// polynomial for `e^r` (relative error about 1e-7).
+/// polynomial for `e^r` (relative error about 1e-7), or with `FAST` a shorter one (2e-7).
 #[inline(always)]
-fn exp_f32<const FMA: bool>(x: f32) -> f32 {
+fn exp_f32<const FMA: bool, const FAST: bool>(x: f32) -> f32 {
     // Beyond these bounds e^x is 0 or inf in f32; clamping keeps `n` in [-150, 128].
     // NaN passes through the clamp to the result.
-    let (er, ni) = exp_reduced::<FMA>(x.clamp(-104.0, 89.0));
+    let (er, ni) = exp_reduced::<FMA, FAST>(x.clamp(-104.0, 89.0));
     // 2^n as two factors that are each normal floats, so the products underflow gradually
     // (subnormal results) or overflow to inf exactly where e^x does.
     let n1 = ni >> 1;
@@ -220,13 +220,13 @@ fn exp_f32<const FMA: bool>(x: f32) -> f32 {
 #[inline(always)]
 fn exp_normal_f32<const FMA: bool>(x: f32) -> f32 {
     // `n` is in [-126, 128]; 128 makes the factor's bits those of inf.
-    let (er, ni) = exp_reduced::<FMA>(x.clamp(-87.0, 89.0));
+    let (er, ni) = exp_reduced::<FMA, true>(x.clamp(-87.0, 89.0));
     er * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 /// `(e^r, n)` with `e^x = e^r · 2^n`, for `x` already inside [-104, 89].
 #[inline(always)]
-fn exp_reduced<const FMA: bool>(x: f32) -> (f32, i32) {
+fn exp_reduced<const FMA: bool, const FAST: bool>(x: f32) -> (f32, i32) {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n * LN2_HI` is exact for |n| < 2^15 (Cody-Waite reduction).
     const LN2_HI: f32 = 0.693_359_4;
@@ -238,20 +238,34 @@ fn exp_reduced<const FMA: bool>(x: f32) -> (f32, i32) {
     let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = fmadd::<FMA>(n, -LN2_HI, x);
     let r = fmadd::<FMA>(n, -LN2_LO, r);
-    let mut p = 1.987_569_1e-4;
-    p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
-    p = fmadd::<FMA>(p, r, 8.333_452e-3);
-    p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
-    p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
-    p = fmadd::<FMA>(p, r, 0.5);
-    (fmadd::<FMA>(p, r * r, r) + 1.0, ni)
+    let p = if FAST {
+        // A degree-5 polynomial fitted for relative error on |r| <= ln(2)/2 (1.7e-7 in f32
+        // arithmetic): three operations fewer than the Cephes form below, which bound SiLU
+        // and sigmoid on cores with one 512-bit FMA pipe (Zen 4).
+        let mut p = 8.290_309_5e-3;
+        p = fmadd::<FMA>(p, r, 4.189_793_4e-2);
+        p = fmadd::<FMA>(p, r, 1.666_763_6e-1);
+        p = fmadd::<FMA>(p, r, 4.999_915e-1);
+        p = fmadd::<FMA>(p, r, 9.999_997e-1);
+        fmadd::<FMA>(p, r, 1.0)
+    } else {
+        // Cephes `expf`: `1 + r + r² P(r)`, within an ulp or so.
+        let mut p = 1.987_569_1e-4;
+        p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
+        p = fmadd::<FMA>(p, r, 8.333_452e-3);
+        p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
+        p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
+        p = fmadd::<FMA>(p, r, 0.5);
+        fmadd::<FMA>(p, r * r, r) + 1.0
+    };
+    (p, ni)
 }
 
 /// `1 / (1 + e^-x)`, computed from `e^-|x|` so that neither side overflows or cancels:
 /// for negative x it is `e / (1 + e)`, which keeps subnormal results.
 #[inline(always)]
 fn sigmoid_f32<const FMA: bool>(x: f32) -> f32 {
-    let e = exp_f32::<FMA>(-x.abs());
+    let e = exp_f32::<FMA, true>(-x.abs());
     let s = 1.0 / (1.0 + e);
     if x < 0.0 {
         e * s
@@ -272,7 +286,7 @@ fn tanh_f32<const FMA: bool>(x: f32) -> f32 {
     p = fmadd::<FMA>(p, z, -3.333_328e-1);
     let small = fmadd::<FMA>(p * z, x, x);
     let a = x.abs();
-    let large = (1.0 - 2.0 / (exp_f32::<FMA>(2.0 * a) + 1.0)).copysign(x);
+    let large = (1.0 - 2.0 / (exp_f32::<FMA, false>(2.0 * a) + 1.0)).copysign(x);
     if a < 0.625 {
         small
     } else {
@@ -349,14 +363,14 @@ macro_rules! map_fn {
     };
 }
 
-map_fn!(Exp, |self, x, FMA| exp_f32::<FMA>(x));
+map_fn!(Exp, |self, x, FMA| exp_f32::<FMA, false>(x));
 map_fn!(Erf, |self, x, FMA| erf_f32::<FMA>(x));
 map_fn!(Tanh, |self, x, FMA| tanh_f32::<FMA>(x));
 map_fn!(Sigmoid, |self, x, FMA| sigmoid_f32::<FMA>(x));
 map_fn!(Mish, |self, x, FMA| {
     // tanh(ln(1 + e^x)) = n / (n + 2) with n = e^x (e^x + 2). The ratio is exactly 1 in f32
     // from x = 9 on, so clamping the exponent at 20 avoids inf/inf without changing results.
-    let e = exp_f32::<FMA>(if x > 20.0 { 20.0 } else { x });
+    let e = exp_f32::<FMA, false>(if x > 20.0 { 20.0 } else { x });
     let n = e * (e + 2.0);
     x * n / (n + 2.0)
 });
