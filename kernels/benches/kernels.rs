@@ -2,8 +2,9 @@
 //!
 //! - `sgemm`: square products and the zoo's skinny transformer shapes, reported in elements
 //!   (multiply-adds) per second, so GFLOP/s = 2 × the reported rate.
-//! - `depthwise`: the register-blocked plane kernel against the row-by-row `axpy_taps`
-//!   formulation it replaced, on mobilenet/efficientnet plane shapes.
+//! - `depthwise`: the register-blocked plane kernel (`blocked`), the row-by-row `axpy_taps`
+//!   formulation it replaced (`rows`) and 16 planes with a channel per lane (`lanes16`), on
+//!   mobilenet/efficientnet plane shapes, per-plane throughput.
 //! - `activation`: the epilogue activations over a 56×56 plane, in place (as GEMM applies them).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
