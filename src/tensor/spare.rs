@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 
 /// Smaller buffers are not worth keeping: the allocator serves them well.
 const MIN_BYTES: usize = 64 << 10;
+/// Growing a spare by at least this many bytes of zeros is split across the pool.
+const PARALLEL_FILL_BYTES: usize = 256 << 10;
 /// At most this many spares …
 const MAX_SPARES: usize = 16;
 /// … of at most this many bytes in all, per session.
@@ -122,8 +124,18 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     });
     match spare {
         Some(mut v) => {
-            // Shrinks, or grows within the capacity (only the new tail is written).
-            v.resize(n, 0.0);
+            // Shrinks, or grows within the capacity (only the new tail is written). A spare
+            // truncated for a smaller tensor forgets that its tail was initialized, so growing
+            // it back writes zeros, megabytes at a time on the large early activations: those
+            // are written by the whole pool (a serial fill there kept a 2-thread run's first
+            // layers from scaling at all).
+            let grow = n.saturating_sub(v.len());
+            if grow * std::mem::size_of::<f32>() >= PARALLEL_FILL_BYTES {
+                use rayon::prelude::*;
+                v.par_extend(rayon::iter::repeat_n(0.0, grow));
+            } else {
+                v.resize(n, 0.0);
+            }
             Ok(v)
         }
         None => filled_vec(n, 0.0),
@@ -208,5 +220,27 @@ mod tests {
         give_back(Tensor::from_vec(vec![2 * n], vec![5.0f32; 2 * n]).unwrap());
         assert!(f32_output(n).unwrap().iter().all(|&x| x == 5.0));
         assert!(f32_output(3 * n).unwrap().iter().all(|&x| x == 4.0));
+    }
+
+    #[test]
+    fn a_truncated_spare_grows_back_with_zeros() {
+        let n = MIN_BYTES;
+        let _scope = RunScope::enter(Arc::default());
+        // Grown by 3n floats (over PARALLEL_FILL_BYTES: the pool writes them), then by 100.
+        for (fill, grow) in [(1.5f32, 3 * n), (2.5, 100)] {
+            give_back(Tensor::from_vec(vec![n + grow], vec![fill; n + grow]).unwrap());
+            let truncated = f32_output(n).unwrap();
+            give_back(Tensor::from_vec(vec![n], truncated).unwrap());
+            let v = f32_output(n + grow).unwrap();
+            assert_eq!(v.len(), n + grow);
+            assert!(
+                v[..n].iter().all(|&x| x == fill),
+                "the spare's storage came back"
+            );
+            assert!(
+                v[n..].iter().all(|&x| x == 0.0),
+                "its forgotten tail is zeros"
+            );
+        }
     }
 }
