@@ -337,8 +337,8 @@ fn compute<const FMA: bool>(
     }
 }
 
-/// `acc[i] = R(acc[i], w[t], buf[base + taps[t] + i])` over the taps `t`: fixed-size so the compiler keeps `acc` in
-/// vector registers.
+/// `acc[i] += w[t] · buf[base + taps[t] + i]` over the taps `t`: fixed-size so the compiler
+/// keeps `acc` in vector registers.
 #[inline(always)]
 fn accumulate<const FMA: bool, const N: usize>(
     acc: &mut [f32; N],

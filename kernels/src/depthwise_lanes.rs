@@ -425,6 +425,12 @@ mod avx512 {
     use super::{Lanes, PlaneGeometry, LANES};
     use std::arch::x86_64::*;
 
+    /// The mask of lanes `0..k` (`k <= 16`).
+    #[inline(always)]
+    fn first_lanes(k: usize) -> __mmask16 {
+        (((1u32 << k) - 1) & 0xFFFF) as u16
+    }
+
     /// Transposes the 16×16 matrix whose rows are `r` (row `i`, lane `j` → row `j`, lane
     /// `i`): unpacks pair rows, then 2×2 blocks, then 128-bit quarters twice.
     ///
@@ -486,7 +492,7 @@ mod avx512 {
         let mut f = 0;
         while f < len {
             let k = LANES.min(len - f);
-            let mask: __mmask16 = (((1u32 << k) - 1) & 0xFFFF) as u16;
+            let mask = first_lanes(k);
             // SAFETY: plane c's positions f..f + k exist (masked loads); each cell written is
             // an input position's, inside `buf` (asserted above).
             unsafe {
@@ -520,7 +526,7 @@ mod avx512 {
         let mut p = 0;
         while p < positions {
             let k = LANES.min(positions - p);
-            let mask: __mmask16 = (((1u32 << k) - 1) & 0xFFFF) as u16;
+            let mask = first_lanes(k);
             // SAFETY: cells p..p + k exist; the stores write positions p..p + k (masked) of
             // planes below `planes`, inside `y` (asserted above).
             unsafe {

@@ -40,6 +40,9 @@ pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut
     assert!(x.len() >= h * w, "plane input too short");
     assert!(y.len() >= oh_n * ow_n, "plane output too short");
     assert!(g.stride[0] > 0 && g.stride[1] > 0, "zero stride");
+    if oh_n == 0 || ow_n == 0 {
+        return;
+    }
     match isa() {
         // SAFETY: `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
@@ -86,14 +89,15 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
             inside.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
         }
         // Column c of the padded row goes to phase c % sw, position c / sw: every tap of
-        // every output then reads a contiguous run.
-        if sw == 1 {
-            phases.copy_from_slice(row);
+        // every output then reads a contiguous run (with stride 1 the row is its one phase).
+        let phases: &[f32] = if sw == 1 {
+            row
         } else {
             for (p, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
                 copy_strided(phase, &row[p..], sw);
             }
-        }
+            phases
+        };
         out.fill(f32::NEG_INFINITY);
         for kw in 0..kw_n {
             let c = kw * dw;
