@@ -87,6 +87,34 @@ impl<'a> Epilogue<'a> {
         }
     }
 
+    /// Applies the epilogue to one column segment of `C`: column `j`, rows `i0..i0 + col.len()`.
+    pub(crate) fn apply_col(&self, col: &mut [f32], i0: usize, j: usize) {
+        let rows = i0..i0 + col.len();
+        if self.alpha != 1.0 {
+            col.iter_mut().for_each(|x| *x *= self.alpha);
+        }
+        match self.bias {
+            Bias::None => {}
+            Bias::Scalar(b) => col.iter_mut().for_each(|x| *x += b),
+            Bias::PerRow(b) => col
+                .iter_mut()
+                .zip(&b[rows.clone()])
+                .for_each(|(x, b)| *x += b),
+            Bias::PerCol(b) => {
+                let b = b[j];
+                col.iter_mut().for_each(|x| *x += b);
+            }
+        }
+        if let Some(r) = self.residual {
+            for (x, i) in col.iter_mut().zip(rows) {
+                *x += r.data[i * r.row_stride + j * r.col_stride];
+            }
+        }
+        if let Some(act) = self.activation {
+            crate::elementwise::apply_activation(act, col);
+        }
+    }
+
     /// The epilogue's scale, bias and residual (everything but the activation) on one row
     /// segment, as for `apply_row`.
     pub(super) fn apply_linear(&self, row: &mut [f32], i: usize, j0: usize) {

@@ -9,7 +9,8 @@
 //! register-tile microkernel (`kernel.rs`, one generic loop instantiated for AVX-512F,
 //! AVX2+FMA, NEON and portable code) runs over them, and the blocked loops and the split across
 //! rayon threads live in `driver.rs`. The kernel is chosen once per process from the CPU's
-//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`), and
+//! features. A single row times an unpacked matrix skips packing altogether (`gemv.rs`), a
+//! prepacked operand times a single row or column reads its panels once (`packed_gemv.rs`), and
 //! `axpy_taps` (rows of direct convolutions) is dispatched the same way.
 
 mod axpy;
@@ -18,6 +19,7 @@ mod epilogue;
 mod gemv;
 mod kernel;
 mod pack;
+mod packed_gemv;
 pub(crate) mod simd;
 
 pub use axpy::{axpy_taps, Tap};
@@ -456,6 +458,31 @@ fn gemm_with(
     }
     if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
         gemv::row_times_matrix(a, bt.t(), c.row(0), epi, parallel);
+        return Ok(());
+    }
+    if let (1, Src::Mat(a), Src::Packed(b)) = (m, a, bt) {
+        let x: Vec<f32> = (0..ka).map(|p| a.data[p * a.col_stride]).collect();
+        let y = c.row(0);
+        packed_gemv::panels_times_vector(b, spec.nr, spec.kc, &x, y, parallel);
+        epi.apply_row(y, 0, 0);
+        return Ok(());
+    }
+    if let (1, Src::Packed(a)) = (n, a) {
+        let mut x = vec![0.0; ka];
+        match bt {
+            Src::Mat(bt) => x.iter_mut().enumerate().for_each(|(p, x)| {
+                *x = bt.data[p * bt.col_stride];
+            }),
+            Src::Packed(b) => packed_gemv::first_row(b, spec.nr, spec.kc, &mut x),
+            Src::Source(s) => s.pack(&mut x, 0..ka, 0..1, 1),
+        }
+        let mut y = vec![0.0; m];
+        packed_gemv::panels_times_vector(a, spec.mr, spec.kc, &x, &mut y, parallel);
+        epi.apply_col(&mut y, 0, 0);
+        let mut c = c;
+        for (i, y) in y.into_iter().enumerate() {
+            c.row_mut(i)[0] = y;
+        }
         return Ok(());
     }
     let out = COut {

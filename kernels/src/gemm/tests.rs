@@ -171,11 +171,18 @@ fn check_case(case: Case) {
         let what = format!("{} {case:?}", spec.name);
         let pa = PackedA::for_kernel(spec, a);
         let pb = PackedB::for_kernel(spec, b);
-        let operands: [(Lhs, Rhs, &str); 4] = [
+        let source = SourceOf(b);
+        let operands: [(Lhs, Rhs, &str); 6] = [
             (Lhs::Mat(a), Rhs::Mat(b), "views"),
             (Lhs::Packed(&pa), Rhs::Mat(b), "packed A"),
             (Lhs::Mat(a), Rhs::Packed(&pb), "packed B"),
             (Lhs::Packed(&pa), Rhs::Packed(&pb), "packed A and B"),
+            (Lhs::Mat(a), Rhs::Source(&source), "B from a source"),
+            (
+                Lhs::Packed(&pa),
+                Rhs::Source(&source),
+                "packed A, B from a source",
+            ),
         ];
         for (la, rb, how) in operands {
             for parallel in [true, false] {
@@ -191,6 +198,32 @@ fn check_case(case: Case) {
                     .chunks(c_stride)
                     .all(|r| r[n..].iter().all(|v| v.is_nan()));
                 assert!(gaps_kept, "{what}: wrote between rows");
+            }
+        }
+    }
+}
+
+/// `B` handed over block by block, as a convolution hands over its patches.
+#[derive(Debug)]
+struct SourceOf<'a>(MatRef<'a>);
+
+impl PanelSource for SourceOf<'_> {
+    fn shape(&self) -> (usize, usize) {
+        (self.0.rows, self.0.cols)
+    }
+
+    fn pack(&self, dst: &mut [f32], depth: Range<usize>, cols: Range<usize>, width: usize) {
+        let b = self.0;
+        for (q, panel) in dst.chunks_mut(width * depth.len()).enumerate() {
+            for (step, p) in panel.chunks_mut(width).zip(depth.clone()) {
+                for (j, v) in step.iter_mut().enumerate() {
+                    let col = cols.start + q * width + j;
+                    *v = if col < cols.end {
+                        b.data[p * b.row_stride + col * b.col_stride]
+                    } else {
+                        0.0
+                    };
+                }
             }
         }
     }
@@ -396,6 +429,9 @@ fn large_products_split_across_threads() {
     check(1, 2100, 600, Layout::RowMajor, 3);
     check(1, 2100, 600, Layout::BT, 2);
     check(3, 1500, 300, Layout::BT, 1);
+    // A matrix times a vector (the packed-A product reads each panel once), split along m.
+    check(1500, 1, 300, Layout::RowMajor, 4);
+    check(1500, 1, 300, Layout::AT, 2);
 }
 
 #[test]
