@@ -1,7 +1,7 @@
 //! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr) and the
 //! split of one product across threads.
 
-use super::kernel::{KernelSpec, Tile};
+use super::kernel::{KernelSpec, Tile, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
 use rayon::prelude::*;
@@ -83,12 +83,14 @@ pub(super) unsafe fn run(
             mr: 1,
             run: spec.run_row,
             run_half: None,
+            run_thin: None,
         }
     } else {
         TileKernel {
             mr: spec.mr,
             run: spec.run,
             run_half: spec.run_half,
+            run_thin: spec.run_thin,
         }
     };
     let threads = if parallel {
@@ -145,12 +147,38 @@ fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
 }
 
 /// The register tile used for one product: the kernel's own, or its one-row variant; and
-/// for column panels at most half full, its half-width variant if it has one.
+/// for column panels at most half full, its half-width variant if it has one, for the last
+/// few columns of a panel, its thin-tail variant if it has one.
 #[derive(Clone, Copy)]
 struct TileKernel {
     mr: usize,
     run: unsafe fn(&Tile),
     run_half: Option<unsafe fn(&Tile)>,
+    run_thin: Option<unsafe fn(&Tile)>,
+}
+
+impl TileKernel {
+    /// The kernels that cover a column panel with `cols` of its `nr` columns, each with the
+    /// columns (of the panel) it computes: a full or half-width tile over the first ones, a
+    /// thin tile over at most `THIN_COLS` past the last half panel.
+    fn pieces(
+        &self,
+        cols: usize,
+        nr: usize,
+    ) -> impl Iterator<Item = (unsafe fn(&Tile), Range<usize>)> {
+        let half = nr / 2;
+        let tail = cols % half.max(1);
+        let thin = self
+            .run_thin
+            .filter(|_| cols < nr && (1..=THIN_COLS).contains(&tail));
+        let wide_cols = if thin.is_some() { cols - tail } else { cols };
+        let wide = (wide_cols > 0).then(|| match self.run_half {
+            Some(run) if wide_cols <= half => (run, 0..wide_cols),
+            _ => (self.run, 0..wide_cols),
+        });
+        wide.into_iter()
+            .chain(thin.map(|run| (run, wide_cols..cols)))
+    }
 }
 
 /// The product restricted to `rows × cols` of C, on the calling thread.
@@ -232,43 +260,43 @@ unsafe fn serial(
                     let b_panel = &bp[jr * kc_len..(jr + nr) * kc_len];
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
-                    let run = match tile.run_half {
-                        Some(half) if panel_cols <= nr / 2 => half,
-                        _ => tile.run,
-                    };
                     for ir in (0..mc_len).step_by(mr) {
                         let a_panel = &ap[ir * kc_len..(ir + mr) * kc_len];
                         let i = ic + ir;
-                        let t = Tile {
-                            kc: kc_len,
-                            a: a_panel.as_ptr(),
-                            b: b_panel.as_ptr(),
-                            // SAFETY: (i, j) is inside this call's block of C.
-                            c: unsafe { c.ptr.add(i * c.ldc + j) },
-                            ldc: c.ldc,
-                            rows: mr.min(mc_len - ir),
-                            cols: panel_cols,
-                            accumulate: pc > 0,
-                            // `check_epilogue` made the bias m long, and rows i.. of this
-                            // tile are below m.
-                            row_bias: match row_bias {
-                                Some(b) if pc == 0 => b[i..].as_ptr(),
-                                _ => std::ptr::null(),
-                            },
-                            // `check_epilogue` made the residual m × n, and `in_kernel` its
-                            // columns contiguous: the tile's corner lies inside it.
-                            residual: match residual {
-                                Some(r) if last_k => r.data[i * r.row_stride + j..].as_ptr(),
-                                _ => std::ptr::null(),
-                            },
-                            ldr: residual.map_or(0, |r| r.row_stride),
-                            clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
-                        };
-                        // SAFETY: `spec` came from `kernel::available`, so the CPU runs it; the
-                        // panels hold kc·MR and kc·NR floats (sliced above) and the tile's
-                        // valid corner lies inside this call's block of C (for the half-width
-                        // kernel, at most nr / 2 columns, as it requires).
-                        unsafe { run(&t) };
+                        for (run, part) in tile.pieces(panel_cols, nr) {
+                            let j = j + part.start;
+                            let t = Tile {
+                                kc: kc_len,
+                                a: a_panel.as_ptr(),
+                                b: b_panel[part.start..].as_ptr(),
+                                // SAFETY: (i, j) is inside this call's block of C.
+                                c: unsafe { c.ptr.add(i * c.ldc + j) },
+                                ldc: c.ldc,
+                                rows: mr.min(mc_len - ir),
+                                cols: part.len(),
+                                accumulate: pc > 0,
+                                // `check_epilogue` made the bias m long, and rows i.. of this
+                                // tile are below m.
+                                row_bias: match row_bias {
+                                    Some(b) if pc == 0 => b[i..].as_ptr(),
+                                    _ => std::ptr::null(),
+                                },
+                                // `check_epilogue` made the residual m × n, and `in_kernel`
+                                // its columns contiguous: the tile's corner lies inside it.
+                                residual: match residual {
+                                    Some(r) if last_k => r.data[i * r.row_stride + j..].as_ptr(),
+                                    _ => std::ptr::null(),
+                                },
+                                ldr: residual.map_or(0, |r| r.row_stride),
+                                clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
+                            };
+                            // SAFETY: `spec` came from `kernel::available`, so the CPU runs
+                            // it; the panels hold kc·MR and kc·NR floats (sliced above) and
+                            // the tile's valid corner lies inside this call's block of C (for
+                            // the half-width and thin kernels, no more columns than they take,
+                            // starting inside the B panel as they require).
+                            unsafe { run(&t) };
+                        }
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k

@@ -27,6 +27,11 @@
 //!   columns (`cols ≤ NR / 2`) from the same `NR`-wide B micro-panel: a product's last
 //!   column panel is often that narrow (7×7 feature maps have 49 columns, a 14×14 map's
 //!   Winograd GEMMs 16), and a full tile would compute the zero columns too.
+//! * A thin-tail kernel (`KernelSpec::run_thin`) computes a tile of at most [`THIN_COLS`]
+//!   columns with its accumulators along the rows (one vector of `MR` rows per column) from a
+//!   B micro-panel that may start inside an `NR`-wide one (`b` points at its first column, the
+//!   next depth step is `NR` floats on): a 49-column product is a full panel, a half panel and
+//!   one such column, instead of two full panels.
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -35,6 +40,9 @@ use std::sync::OnceLock;
 
 /// Largest `MR * NR` of any kernel: the size of the stack buffer for edge tiles.
 const MAX_TILE: usize = 8 * 32;
+
+/// Most columns a thin-tail kernel computes.
+pub(super) const THIN_COLS: usize = 4;
 
 /// Arguments of one microkernel call; see the module docs for the contract.
 pub(super) struct Tile {
@@ -74,6 +82,9 @@ pub struct KernelSpec {
     /// The same kernel for the first `nr / 2` columns only (see the module docs), where the
     /// tile has an even number of vectors.
     pub(super) run_half: Option<unsafe fn(&Tile)>,
+    /// The thin-tail kernel (see the module docs) for the last `THIN_COLS` or fewer columns of
+    /// a panel, where even a half-width tile would mostly compute zero columns.
+    pub(super) run_thin: Option<unsafe fn(&Tile)>,
 }
 
 /// One k step: `MR` values of A (broadcast) times `NV` vectors of B into the accumulators.
@@ -205,6 +216,69 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
     }
 }
 
+/// A thin tile (see the module docs): `MR = S::LANES` rows as one vector per column, `COLS`
+/// columns (at least `t.cols`) of a B panel `PANEL` floats wide.
+///
+/// # Safety
+/// The CPU supports `S`'s ISA and `t` satisfies the thin-tail kernel's contract.
+#[inline(always)]
+unsafe fn thin<S: Simd, const COLS: usize, const PANEL: usize>(t: &Tile) {
+    const { assert!(COLS <= THIN_COLS && S::LANES <= 16) };
+    debug_assert!(t.rows <= S::LANES && t.cols <= COLS);
+    // SAFETY (whole body): the ISA is available (caller); `a` holds `kc` steps of `LANES`
+    // floats, `b` `kc` steps `PANEL` apart with `COLS` readable floats each (inside the
+    // micro-panel), and only the `rows × cols` corner of C (and of the residual) is touched.
+    unsafe {
+        // Two chains over alternate depth steps: one would wait out the FMA latency each step.
+        let mut acc = [[S::zero(); COLS]; 2];
+        if !t.row_bias.is_null() {
+            let mut bias = [0.0f32; 16];
+            bias[..t.rows].copy_from_slice(std::slice::from_raw_parts(t.row_bias, t.rows));
+            acc[0] = [S::load(bias.as_ptr()); COLS];
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc / 2 {
+            for (u, chain) in acc.iter_mut().enumerate() {
+                let av = S::load(a.add(u * S::LANES));
+                for (j, x) in chain.iter_mut().enumerate() {
+                    *x = S::mul_add(*x, av, S::splat(*b.add(u * PANEL + j)));
+                }
+            }
+            a = a.add(2 * S::LANES);
+            b = b.add(2 * PANEL);
+        }
+        if t.kc % 2 == 1 {
+            let av = S::load(a);
+            for (j, x) in acc[0].iter_mut().enumerate() {
+                *x = S::mul_add(*x, av, S::splat(*b.add(j)));
+            }
+        }
+        let mut spill = [0.0f32; 16 * THIN_COLS];
+        for j in 0..COLS {
+            S::store(
+                spill.as_mut_ptr().add(j * S::LANES),
+                S::add(acc[0][j], acc[1][j]),
+            );
+        }
+        for i in 0..t.rows {
+            for j in 0..t.cols {
+                let p = t.c.add(i * t.ldc + j);
+                let mut x = spill[j * S::LANES + i];
+                if t.accumulate {
+                    x += *p;
+                }
+                if !t.residual.is_null() {
+                    x += *t.residual.add(i * t.ldr + j);
+                }
+                if let Some((lo, hi)) = t.clamp {
+                    x = clamp(x, lo, hi);
+                }
+                *p = x;
+            }
+        }
+    }
+}
+
 /// `Activation::Clip`'s scalar rule, which the vector path reproduces with `max`/`min`.
 #[inline(always)]
 fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
@@ -241,12 +315,13 @@ pub(super) static PORTABLE: KernelSpec = KernelSpec {
     run: portable_4x8,
     run_row: portable_1x8,
     run_half: None,
+    run_thin: None,
 };
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::simd::{Avx2, Avx512};
-    use super::{tile, KernelSpec, Tile};
+    use super::{thin, tile, KernelSpec, Tile};
 
     /// # Safety
     /// The CPU has AVX2 and FMA, and `t` satisfies the microkernel contract.
@@ -284,6 +359,8 @@ mod x86 {
         run: avx2_6x16,
         run_row: avx2_1x16,
         run_half: Some(avx2_6x8),
+        // MR = 6 is no vector width.
+        run_thin: None,
     };
 
     /// # Safety
@@ -310,6 +387,22 @@ mod x86 {
         unsafe { tile::<Avx512, 8, 1, 2>(t) }
     }
 
+    /// # Safety
+    /// The CPU has AVX-512F, and `t` satisfies the thin-tail kernel's contract for MR = 8,
+    /// NR = 32.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512_thin(t: &Tile) {
+        // SAFETY: as above; each instance covers `t.cols` columns.
+        unsafe {
+            match t.cols {
+                1 => thin::<Avx2, 1, 32>(t),
+                2 => thin::<Avx2, 2, 32>(t),
+                3 => thin::<Avx2, 3, 32>(t),
+                _ => thin::<Avx2, 4, 32>(t),
+            }
+        }
+    }
+
     /// 8×32: 16 zmm accumulators cover the FMA latency × 2 pipes of Zen 4/5 and Intel cores,
     /// and each k step costs 2 vector loads + 8 broadcasts for 16 FMAs (FMA-bound). MR = 8
     /// wastes nothing on the power-of-two channel counts of convolutions. kc = 192 keeps the
@@ -326,6 +419,8 @@ mod x86 {
         run: avx512_8x32,
         run_row: avx512_1x32,
         run_half: Some(avx512_8x16),
+        // 8 rows are one ymm: 256-bit FMAs issue on both of Zen 4's pipes.
+        run_thin: Some(avx512_thin),
     };
 }
 
@@ -361,6 +456,7 @@ mod arm {
         run: neon_8x12,
         run_row: neon_1x12,
         run_half: None,
+        run_thin: None,
     };
 }
 
