@@ -13,7 +13,7 @@
 use super::conv_patches::Patches;
 use super::conv_winograd::{WinogradOutput, WinogradWeights};
 use super::elementwise::broadcast::binary;
-use super::matmul::{f32_data, from_f32, fused_activation};
+use super::matmul::{f32_data, from_f32, from_f32_output, fused_activation};
 use super::util::{input, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
@@ -468,15 +468,13 @@ impl Kernel for Conv {
             None => problem.run(&mut out)?,
         }
         let Some(r) = broadcast_residual else {
-            return Ok(vec![from_f32(x.dtype(), out_shape, out)?]);
+            return Ok(vec![from_f32_output(x.dtype(), out_shape, out)?]);
         };
         let r = match r.dtype() {
             crate::DType::F32 => std::borrow::Cow::Borrowed(r),
             _ => std::borrow::Cow::Owned(r.cast(crate::DType::F32)?),
         };
-        let sum = binary(&Tensor::from_vec(out_shape, out)?, &r, |a: f32, b: f32| {
-            a + b
-        })?;
+        let sum = binary(&out.into_tensor(out_shape)?, &r, |a: f32, b: f32| a + b)?;
         let shape = sum.shape().to_vec();
         let mut sum = sum.into_vec::<f32>()?;
         if let Some(act) = self.activation {

@@ -51,7 +51,7 @@ impl WinogradWeights {
         for p in 0..POINTS {
             points.push(MatRef::row_major(&u[p * m * c..(p + 1) * m * c], m, c)?)?;
         }
-        spare::give_back_vec(u);
+        u.give_back();
         Ok(WinogradWeights {
             points: points.finish(),
             m,
@@ -115,7 +115,7 @@ impl WinogradWeights {
                 gemm_serial(Lhs::Packed(up), Rhs::Mat(vp), mp, &Epilogue::default())?;
                 Ok(())
             })?;
-        spare::give_back_vec(v);
+        v.give_back();
 
         let out_len = geo.output_len();
         out.y.par_chunks_mut(out_len).enumerate().for_each_init(
@@ -136,7 +136,7 @@ impl WinogradWeights {
                 }
             },
         );
-        spare::give_back_vec(products);
+        products.give_back();
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn map<T: Storable, O: Storable>(
     // Every element is written by `map_slice`.
     let mut out = crate::tensor::spare::output::<O>(src.len())?;
     map_slice(src, &mut out, f);
-    Tensor::from_vec(x.shape().to_vec(), out)
+    out.into_tensor(x.shape().to_vec())
 }
 
 /// `out[i] = f(x[i])`; `out` is as long as `x`.
@@ -76,7 +76,7 @@ pub(crate) fn binary<A: Storable, B: Storable, O: Storable>(
             }
         }
     })?;
-    Tensor::from_vec(rows.out_shape, out)
+    out.into_tensor(rows.out_shape)
 }
 
 /// `out = f(a, b, c)` with numpy broadcasting (for Where).
@@ -113,7 +113,7 @@ pub(crate) fn ternary<A: Storable, B: Storable, C: Storable, O: Storable>(
             (false, false, false)
         );
     })?;
-    Tensor::from_vec(rows.out_shape, out)
+    out.into_tensor(rows.out_shape)
 }
 
 /// `dst[i] = f(a[i], b[i], c[i])`, where an operand that is not `FULL` has one element that
@@ -212,11 +212,14 @@ impl<const N: usize> Rows<N> {
     /// one row, with each operand's offset at the stretch's first element; in parallel for
     /// large outputs.
     /// The output, each row segment written by `seg` (which must write all of it).
-    fn fill<O: Storable>(&self, seg: impl Fn(&mut [O], [usize; N]) + Sync) -> Result<Vec<O>> {
+    fn fill<O: Storable>(
+        &self,
+        seg: impl Fn(&mut [O], [usize; N]) + Sync,
+    ) -> Result<crate::tensor::spare::Output<O>> {
         let n = crate::tensor::checked_numel(&self.dims)?;
         if n == 0 {
             // Some dim is 0, possibly the row: nothing to compute, nor to divide by.
-            return Ok(Vec::new());
+            return crate::tensor::spare::output(0);
         }
         // Checked against the tensor limit (a broadcast can be far larger than its operands);
         // a spare buffer for f32, as every element is written below.

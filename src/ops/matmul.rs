@@ -85,6 +85,19 @@ pub(super) fn from_f32(dtype: DType, shape: Vec<usize>, data: Vec<f32>) -> Resul
     }
 }
 
+/// [`from_f32`] for a spare-pool output buffer (whose storage the f32 tensor keeps).
+pub(super) fn from_f32_output(
+    dtype: DType,
+    shape: Vec<usize>,
+    data: crate::tensor::spare::Output<f32>,
+) -> Result<Tensor> {
+    if dtype == DType::F32 {
+        data.into_tensor(shape)
+    } else {
+        from_f32(dtype, shape, data.into_vec())
+    }
+}
+
 /// A constant weight matrix, prepared once at build time for the product the session chose.
 #[derive(Debug)]
 enum PackedWeight {
@@ -285,7 +298,7 @@ impl Kernel for MatMul {
                     None => f32_data(b)?,
                 };
                 let out = matmul_f32(&plan, &f32_data(a)?, &b_data, packed, &epi)?;
-                Ok(vec![from_f32(a.dtype(), plan.out_shape, out)?])
+                Ok(vec![from_f32_output(a.dtype(), plan.out_shape, out)?])
             }
             _ if fused => Err(op_err!(
                 "fused MatMul epilogues need float inputs, got {}",
@@ -307,7 +320,7 @@ fn matmul_f32(
     b: &[f32],
     packed_b: Option<&PackedWeight>,
     epi: &Epilogue,
-) -> Result<Vec<f32>> {
+) -> Result<crate::tensor::spare::Output<f32>> {
     let (m, k, n) = (plan.m, plan.k, plan.n);
     // Every element is written (the GEMM stores C, it does not accumulate into it).
     let mut out =
@@ -598,7 +611,7 @@ impl Kernel for Gemm {
                 gemm(lhs, operand(&b_data, sb, self.trans_b)?, c, &epi)?;
             }
         }
-        Ok(vec![from_f32(a.dtype(), vec![m, n], out)?])
+        Ok(vec![from_f32_output(a.dtype(), vec![m, n], out)?])
     }
 }
 

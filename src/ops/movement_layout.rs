@@ -107,7 +107,7 @@ fn concat<T: Storable>(xs: &[&Tensor], axis: usize, shape: Vec<usize>) -> Result
             at += n;
         }
     });
-    Tensor::from_vec(shape, out)
+    out.into_tensor(shape)
 }
 
 /// Split along `axis` into the node's outputs, by explicit sizes (attribute before opset 13,

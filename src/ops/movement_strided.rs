@@ -109,7 +109,7 @@ impl View {
         if self.numel > 0 {
             copy_par(&mut out, src, self.base, &self.dims, &self.strides);
         }
-        Ok(out)
+        Ok(out.into_vec())
     }
 }
 

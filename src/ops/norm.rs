@@ -6,7 +6,7 @@
 //! of elements that share statistics; rows are processed in parallel for large inputs, and
 //! sums run in 8 independent lanes so they vectorize.
 
-use super::matmul::{f32_data, from_f32};
+use super::matmul::{f32_data, from_f32, from_f32_output};
 use super::util::{input, normalize_axis, opt_input};
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
@@ -362,7 +362,7 @@ impl Kernel for LayerNorm {
                 None => {}
             }
         });
-        let mut outs = vec![from_f32(x.dtype(), x.shape().to_vec(), y)?];
+        let mut outs = vec![from_f32_output(x.dtype(), x.shape().to_vec(), y)?];
         if self.outputs > 1 {
             let mut shape = x.shape()[..axis].to_vec();
             shape.resize(x.rank(), 1);

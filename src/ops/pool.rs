@@ -404,7 +404,7 @@ fn max_pool_planes(
             cell.set(buf);
         })
     });
-    Ok(vec![Tensor::from_vec(out_shape, y)?])
+    Ok(vec![y.into_tensor(out_shape)?])
 }
 
 /// A pool over all spatial dims: `[N, C, ...] → [N, C, 1, ...]`. The f64 is LpPool's p.

@@ -216,7 +216,7 @@ fn normalize<F: Float>(
     // Every element is written below (each row, or each column task of each block).
     let mut out = spare::output::<F>(src.len())?;
     if out.is_empty() {
-        return Ok(out);
+        return Ok(out.into_vec());
     }
     let par = src.len() >= PAR_THRESHOLD;
     if inner == 1 {
@@ -226,7 +226,7 @@ fn normalize<F: Float>(
         } else {
             out.chunks_mut(n).zip(src.chunks(n)).for_each(row);
         }
-        return Ok(out);
+        return Ok(out.into_vec());
     }
     // Tasks of up to COLS columns of one outer block: each gets the slices of its columns
     // in every one of the block's n rows.
@@ -252,7 +252,7 @@ fn normalize<F: Float>(
     } else {
         tasks.into_iter().for_each(run);
     }
-    Ok(out)
+    Ok(out.into_vec())
 }
 
 fn normalize_row<F: Float>(x: &[F], out: &mut [F], kind: Kind) {

@@ -314,6 +314,9 @@ impl OwnedBox {
 
 #[derive(Clone, Debug)]
 enum Data {
+    /// At least the tensor's elements: the first `numel` are its own. Storage from the spare
+    /// pool may be longer — an initialized tail kept for a later, larger output (see
+    /// `spare::Output`).
     Owned(Arc<OwnedBox>),
     /// Little-endian bytes of a non-bool dtype, aligned for that dtype (checked on creation).
     Mapped(bytes::Bytes),
@@ -394,6 +397,23 @@ impl Tensor {
     pub fn from_vec<T: Storable>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
         if n != data.len() {
+            return Err(Error::Op(format!(
+                "shape {shape:?} needs {n} elements, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype: T::DTYPE,
+            shape,
+            data: Data::Owned(Arc::new(T::wrap(data))),
+        })
+    }
+
+    /// A tensor of the first `numel(shape)` elements of `data`, which may hold more (a spare
+    /// buffer's initialized tail, handed back with the storage when the tensor dies).
+    pub(crate) fn from_storage<T: Storable>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n > data.len() {
             return Err(Error::Op(format!(
                 "shape {shape:?} needs {n} elements, got {}",
                 data.len()
@@ -562,7 +582,11 @@ impl Tensor {
     /// form (use `as_strings`).
     pub fn as_bytes(&self) -> &[u8] {
         match &self.data {
-            Data::Owned(o) => o.as_bytes(),
+            Data::Owned(o) => {
+                let bytes = o.as_bytes();
+                // Strings have no byte form (and `bytes` is then empty).
+                bytes.get(..self.len() * self.dtype.size()).unwrap_or(bytes)
+            }
             Data::Mapped(b) => b,
             Data::Lazy(l) => l.get().as_bytes(),
         }
@@ -578,9 +602,9 @@ impl Tensor {
             )));
         }
         match &self.data {
-            Data::Owned(o) => {
-                T::slice(o).ok_or_else(|| Error::Op("tensor storage does not match dtype".into()))
-            }
+            Data::Owned(o) => T::slice(o)
+                .and_then(|v| v.get(..self.len()))
+                .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
             Data::Lazy(l) => T::slice(l.get())
                 .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
             Data::Mapped(b) => {
@@ -625,8 +649,8 @@ impl Tensor {
         ArrayViewD::from_shape(IxDyn(&self.shape), s).map_err(|e| Error::Op(e.to_string()))
     }
 
-    /// The `f32` buffer of a tensor that owns its storage alone, without copying; `None` for
-    /// other dtypes, mapped or shared storage.
+    /// The `f32` storage of a tensor that owns it alone, without copying (all of it, which may
+    /// be longer than the tensor); `None` for other dtypes, mapped or shared storage.
     pub(crate) fn into_unique_f32(self) -> Option<Vec<f32>> {
         if self.dtype != DType::F32 {
             return None;
@@ -647,13 +671,21 @@ impl Tensor {
             )));
         }
         match self.data {
-            Data::Owned(arc) => match Arc::try_unwrap(arc) {
-                Ok(owned) => T::unwrap(owned)
-                    .map_err(|_| Error::Op("tensor storage does not match dtype".into())),
-                Err(arc) => T::slice(&arc)
-                    .map(|s| s.to_vec())
-                    .ok_or_else(|| Error::Op("tensor storage does not match dtype".into())),
-            },
+            Data::Owned(arc) => {
+                let n = checked_numel(&self.shape)?;
+                let storage_err = || Error::Op("tensor storage does not match dtype".into());
+                match Arc::try_unwrap(arc) {
+                    Ok(owned) => {
+                        let mut v = T::unwrap(owned).map_err(|_| storage_err())?;
+                        v.truncate(n);
+                        Ok(v)
+                    }
+                    Err(arc) => T::slice(&arc)
+                        .and_then(|s| s.get(..n))
+                        .map(|s| s.to_vec())
+                        .ok_or_else(storage_err),
+                }
+            }
             Data::Mapped(_) | Data::Lazy(_) => {
                 let t = Tensor {
                     data: self.data.clone(),

@@ -17,7 +17,7 @@
 //! dropped), and a pool is bounded in count and bytes.
 
 use super::alloc::{check_tensor_bytes, filled_vec};
-use super::Tensor;
+use super::{Storable, Tensor};
 use crate::error::Result;
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -100,9 +100,62 @@ pub(crate) fn give_back_vec(v: Vec<f32>) {
     });
 }
 
+/// A kernel's output buffer: `len` elements to write (all of them: the old contents are
+/// unspecified), over storage that may be longer. A spare handed out for a smaller tensor keeps
+/// its initialized tail this way, through the tensor and back to the pool, so that a later,
+/// larger output need not write zeros over it (megabytes a run on a convolutional network,
+/// whose activations shrink and grow block by block).
+#[derive(Debug)]
+pub(crate) struct Output<T> {
+    storage: Vec<T>,
+    len: usize,
+}
+
+impl<T: Storable> Output<T> {
+    /// The tensor of `shape` (which has `len` elements) over this storage.
+    pub(crate) fn into_tensor(self, shape: Vec<usize>) -> Result<Tensor> {
+        let n = crate::tensor::checked_numel(&shape)?;
+        if n != self.len {
+            return Err(crate::error::Error::Op(format!(
+                "shape {shape:?} needs {n} elements, the output holds {}",
+                self.len
+            )));
+        }
+        Tensor::from_storage(shape, self.storage)
+    }
+}
+
+impl<T> Output<T> {
+    /// Exactly the `len` elements (the tail goes, and the pool will write it again).
+    pub(crate) fn into_vec(mut self) -> Vec<T> {
+        self.storage.truncate(self.len);
+        self.storage
+    }
+}
+
+impl Output<f32> {
+    /// Returns a temporary buffer (with its tail) to the current pool.
+    pub(crate) fn give_back(self) {
+        give_back_vec(self.storage);
+    }
+}
+
+impl<T> std::ops::Deref for Output<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.storage[..self.len]
+    }
+}
+
+impl<T> std::ops::DerefMut for Output<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.storage[..self.len]
+    }
+}
+
 /// A buffer of `n` floats whose contents are unspecified (a spare's old values, or zeros): for
 /// kernels that write every element. Errors as `filled_vec` when `n` is over the tensor limit.
-pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
+pub(crate) fn f32_output(n: usize) -> Result<Output<f32>> {
     check_tensor_bytes(n, std::mem::size_of::<f32>())?;
     let pool = current().filter(|_| n * std::mem::size_of::<f32>() >= MIN_BYTES);
     // The smallest spare that holds `n`, however much larger: activations shrink and grow
@@ -111,8 +164,7 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
     let spare = pool.and_then(|pool| {
         pool.with(|spares| {
             // The one that needs the fewest new elements (growing a shorter one within its
-            // capacity writes zeros over the difference: megabytes a run when picked by size
-            // alone), then the smallest.
+            // capacity writes zeros over the difference), then the smallest.
             let best = spares
                 .iter()
                 .enumerate()
@@ -122,24 +174,23 @@ pub(crate) fn f32_output(n: usize) -> Result<Vec<f32>> {
             Some(spares.swap_remove(best))
         })
     });
-    match spare {
+    let storage = match spare {
         Some(mut v) => {
-            // Shrinks, or grows within the capacity (only the new tail is written). A spare
-            // truncated for a smaller tensor forgets that its tail was initialized, so growing
-            // it back writes zeros, megabytes at a time on the large early activations: those
-            // are written by the whole pool (a serial fill there kept a 2-thread run's first
-            // layers from scaling at all).
+            // Grows within the capacity when the spare is shorter (only the new tail is
+            // written; by the whole pool when large: a serial fill kept a 2-thread run's first
+            // layers from scaling at all); a longer one keeps its tail.
             let grow = n.saturating_sub(v.len());
             if grow * std::mem::size_of::<f32>() >= PARALLEL_FILL_BYTES {
                 use rayon::prelude::*;
                 v.par_extend(rayon::iter::repeat_n(0.0, grow));
-            } else {
+            } else if grow > 0 {
                 v.resize(n, 0.0);
             }
-            Ok(v)
+            v
         }
-        None => filled_vec(n, 0.0),
-    }
+        None => filled_vec(n, 0.0)?,
+    };
+    Ok(Output { storage, len: n })
 }
 
 /// Little-endian `f32` bytes (a whole number of them) decoded into a buffer that comes from,
@@ -171,14 +222,17 @@ pub(crate) fn decoded_f32(bytes: &[u8]) -> Result<Vec<f32>> {
 
 /// [`f32_output`] for any element type: a spare for `f32`, a fresh default-filled vector for
 /// the others. For kernels that write every element.
-pub(crate) fn output<T: Clone + Default + 'static>(n: usize) -> Result<Vec<T>> {
+pub(crate) fn output<T: Clone + Default + 'static>(n: usize) -> Result<Output<T>> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         let v: Box<dyn std::any::Any> = Box::new(f32_output(n)?);
-        if let Ok(v) = v.downcast::<Vec<T>>() {
+        if let Ok(v) = v.downcast::<Output<T>>() {
             return Ok(*v);
         }
     }
-    filled_vec(n, T::default())
+    Ok(Output {
+        storage: filled_vec(n, T::default())?,
+        len: n,
+    })
 }
 
 #[cfg(test)]
@@ -196,7 +250,7 @@ mod tests {
         assert!(v.iter().all(|&x| x == 1.5), "the spare's storage came back");
         // Nothing left: the next one is fresh and zeroed.
         assert!(f32_output(n).unwrap().iter().all(|&x| x == 0.0));
-        give_back(Tensor::from_vec(vec![n - 10], v).unwrap());
+        give_back(v.into_tensor(vec![n - 10]).unwrap());
         drop(scope);
         // No pool current: a fresh buffer.
         assert!(f32_output(n - 10).unwrap().iter().all(|&x| x == 0.0));
@@ -223,13 +277,31 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_keeps_its_tail_through_a_smaller_tensor() {
+        let n = MIN_BYTES;
+        let _scope = RunScope::enter(Arc::default());
+        give_back(Tensor::from_vec(vec![4 * n], vec![1.5f32; 4 * n]).unwrap());
+        let small = f32_output(n).unwrap();
+        assert_eq!(small.len(), n);
+        let t = small.into_tensor(vec![n / 2, 2]).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap().len(), n);
+        assert_eq!(t.as_bytes().len(), 4 * n);
+        assert_eq!(t.clone().into_vec::<f32>().unwrap().len(), n);
+        give_back(t);
+        let v = f32_output(4 * n).unwrap();
+        assert!(v.iter().all(|&x| x == 1.5), "the tail came back as it was");
+    }
+
+    #[test]
     fn a_truncated_spare_grows_back_with_zeros() {
         let n = MIN_BYTES;
         let _scope = RunScope::enter(Arc::default());
         // Grown by 3n floats (over PARALLEL_FILL_BYTES: the pool writes them), then by 100.
         for (fill, grow) in [(1.5f32, 3 * n), (2.5, 100)] {
             give_back(Tensor::from_vec(vec![n + grow], vec![fill; n + grow]).unwrap());
-            let truncated = f32_output(n).unwrap();
+            // Taken out as exactly its elements (as in-place kernels take their input): the
+            // tail is forgotten.
+            let truncated = f32_output(n).unwrap().into_vec();
             give_back(Tensor::from_vec(vec![n], truncated).unwrap());
             let v = f32_output(n + grow).unwrap();
             assert_eq!(v.len(), n + grow);
