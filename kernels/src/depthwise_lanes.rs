@@ -37,13 +37,15 @@ type Lanes = [f32; LANES];
 ///
 /// Criterion `depthwise/{blocked,lanes16}`, per-plane Gelem/s on Zen 4 (AVX-512): 7×7 k5
 /// 5.9 vs 20.2, 14×14 k3 10.1 vs 15.4, 14×14 k5 s2 2.5 vs 10.7, 28×28 k5 19.4 vs 27.1, 56×56
-/// k3 15.4 vs 17.5; 112×112 k3 17.0 vs 15.8 (its scratch no longer fits the caches). Without
+/// k3 15.4 vs 17.5; 112×112 k3 within noise of each other (13–17 both) on hot planes, but in a
+/// network, where the input comes from L3, 16 planes at once win: mobilenet_v2's 32-channel
+/// 112×112 layer 0.42–0.43 → 0.26–0.27 ms (`infer bench --profile`, 1 thread). Without
 /// AVX-512 the interleaving is scalar and pays only on the smallest or strided planes.
 pub fn preferred(g: &PlaneGeometry) -> bool {
     let outputs = g.output[0] * g.output[1];
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512 {
-        return outputs <= 56 * 56;
+        return outputs <= 112 * 112;
     }
     outputs <= 8 * 8 || (g.stride != [1, 1] && outputs <= 16 * 16)
 }
