@@ -568,6 +568,11 @@ mod tests {
             (7, 7, 5, 1, 1, 2, 3),
             // The last input row and column reach no output (copied by the scalar path).
             (8, 8, 3, 2, 1, 0, 16),
+            // Larger planes, rectangular, with and without padding.
+            (70, 70, 3, 1, 1, 1, 16),
+            (75, 60, 3, 2, 1, 1, 9),
+            (64, 40, 5, 1, 2, 4, 16),
+            (50, 33, 5, 2, 1, 0, 3),
         ];
         for (h, wd, k, s, d, p, planes) in cases {
             let out = |n: usize| (n + 2 * p - (k - 1) * d - 1) / s + 1;
