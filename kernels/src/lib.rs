@@ -12,4 +12,5 @@ mod huge_pages;
 mod isa;
 pub mod max_pool;
 pub mod qgemm;
+pub mod reduce;
 pub mod winograd;
