@@ -1,12 +1,16 @@
 """Side-by-side zoo latency: `infer bench` and onnxruntime, alternating in one run.
 
     .cache/venv/bin/python benches/zoo_table.py [--zoo DIR] [--threads 1,2] [--iters 20]
-        [--models a,b] [--out BENCHMARKS.md]
+        [--repeat 3] [--models a,b] [--out BENCHMARKS.md]
 
 For each model and thread count the two runtimes run back to back on the same inputs (the
-model's first zoo case), so machine drift hits both alike. Prints a markdown table (and
-writes it with --out): medians, the infer/onnxruntime ratio, load times and peak RSS.
+model's first zoo case), so machine drift hits both alike, `--repeat` times in fresh
+processes. Prints a markdown table (and writes it with --out): the medians over the rounds of
+each runtime's median, load time and peak RSS, and the median of the rounds' infer/onnxruntime
+ratios. Rounds, not just iterations: on a shared 2-core VM one process can run at half speed
+throughout (its second vCPU slowed by the host), and a single round then decides the row.
 """
+import statistics
 import argparse
 import math
 import os
@@ -50,12 +54,25 @@ def run(cmd):
     return parse(p.stdout)
 
 
+def combine(results):
+    """Per value, the median over the rounds that have it; the first error if none does."""
+    out = {}
+    for key in ("median", "load", "rss"):
+        vals = [r[key] for r in results if key in r]
+        if vals:
+            out[key] = statistics.median(vals)
+    if "median" not in out:
+        out["error"] = next((r["error"] for r in results if "error" in r), "failed")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--zoo", default=os.path.join(ROOT, ".cache/zoo/current"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--models", default="mlp,squeezenet1_1,mobilenet_v2,efficientnet_b0,resnet50,vit_b_16,minilm,bert_base,gpt2")
     ap.add_argument("--infer", default=os.path.join(ROOT, "target/release/infer"))
     ap.add_argument("--out")
@@ -76,9 +93,14 @@ def main():
                     pass
         for t in [int(x) for x in a.threads.split(",")]:
             common = ["--threads", str(t), "--iters", str(a.iters), "--warmup", str(a.warmup)]
-            ours = run([a.infer, "bench", model, inputs] + common)
-            ort = run([sys.executable, os.path.join(ROOT, "benches/ort_bench.py"), model, inputs] + common)
-            ratio = ours["median"] / ort["median"] if "median" in ours and "median" in ort else float("nan")
+            rounds = []
+            for _ in range(max(a.repeat, 1)):
+                ours = run([a.infer, "bench", model, inputs] + common)
+                ort = run([sys.executable, os.path.join(ROOT, "benches/ort_bench.py"), model, inputs] + common)
+                rounds.append((ours, ort))
+            ours, ort = (combine([r[i] for r in rounds]) for i in (0, 1))
+            paired = [o["median"] / r["median"] for o, r in rounds if "median" in o and "median" in r]
+            ratio = statistics.median(paired) if paired else float("nan")
             if not math.isnan(ratio):
                 ratios.setdefault(t, []).append(ratio)
             rows.append((name, case, t, ours, ort, ratio))
