@@ -172,10 +172,11 @@ impl TileKernel {
             .run_thin
             .filter(|_| cols < nr && (1..=THIN_COLS).contains(&tail));
         let wide_cols = if thin.is_some() { cols - tail } else { cols };
-        let wide = (wide_cols > 0).then(|| match self.run_half {
-            Some(run) if wide_cols <= half => (run, 0..wide_cols),
-            _ => (self.run, 0..wide_cols),
-        });
+        let wide_run = match self.run_half {
+            Some(run) if wide_cols <= half => run,
+            _ => self.run,
+        };
+        let wide = (wide_cols > 0).then_some((wide_run, 0..wide_cols));
         wide.into_iter()
             .chain(thin.map(|run| (run, wide_cols..cols)))
     }

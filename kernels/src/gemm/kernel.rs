@@ -254,11 +254,8 @@ unsafe fn thin<S: Simd, const COLS: usize, const PANEL: usize>(t: &Tile) {
             }
         }
         let mut spill = [0.0f32; 16 * THIN_COLS];
-        for j in 0..COLS {
-            S::store(
-                spill.as_mut_ptr().add(j * S::LANES),
-                S::add(acc[0][j], acc[1][j]),
-            );
+        for (j, (&x, &y)) in acc[0].iter().zip(&acc[1]).enumerate() {
+            S::store(spill.as_mut_ptr().add(j * S::LANES), S::add(x, y));
         }
         for i in 0..t.rows {
             for j in 0..t.cols {
