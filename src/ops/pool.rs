@@ -412,7 +412,22 @@ fn max_pool_planes(
 struct GlobalPool(PoolKind, f64);
 
 impl GlobalPool {
-    fn pool<T: Storable + PartialOrd>(&self, x: &Tensor) -> Result<Tensor> {
+    /// GlobalAveragePool of an f32 tensor: vectorized f32 plane sums (the generic path sums in
+    /// f64, a conversion per element, and was 2.5× slower than onnxruntime on
+    /// efficientnet_b0's squeeze-and-excitation blocks).
+    fn average_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let (plane, shape) = Self::planes(x)?;
+        let xs = x.as_slice::<f32>()?;
+        let mut y = vec![0.0f32; xs.len() / plane];
+        let scale = 1.0 / plane as f32;
+        for_planes(xs, plane, &mut y, 1, |x, y, _| {
+            y[0] = infer_kernels::reduce::sum(x) * scale;
+        });
+        Tensor::from_vec(shape, y)
+    }
+
+    /// The elements per plane of `x` (`[N, C, ...]`) and the pooled shape `[N, C, 1, ...]`.
+    fn planes(x: &Tensor) -> Result<(usize, Vec<usize>)> {
         let s = x.shape();
         let plane: usize = s[2..].iter().product();
         ensure!(
@@ -421,8 +436,13 @@ impl GlobalPool {
         );
         let mut shape = s.to_vec();
         shape[2..].iter_mut().for_each(|d| *d = 1);
+        Ok((plane, shape))
+    }
+
+    fn pool<T: Storable + PartialOrd>(&self, x: &Tensor) -> Result<Tensor> {
+        let (plane, shape) = Self::planes(x)?;
         let xs = x.as_slice::<T>()?;
-        let mut y = vec![T::default(); s[0] * s[1]];
+        let mut y = vec![T::default(); xs.len() / plane];
         let p = self.1;
         for_planes(xs, plane, &mut y, 1, |x, y, _| {
             y[0] = match self.0 {
@@ -446,28 +466,6 @@ impl GlobalPool {
 /// `Σ x` in f64, over 16 independent partial sums: one running sum is a chain of dependent
 /// adds (one element per add latency), which made global average pooling the third most costly
 /// op of efficientnet_b0; partial sums let the adds vectorize and overlap.
-impl GlobalPool {
-    /// GlobalAveragePool of an f32 tensor: vectorized f32 plane sums (the generic path sums in
-    /// f64, a conversion per element, and was 2.5× slower than onnxruntime on
-    /// efficientnet_b0's squeeze-and-excitation blocks).
-    fn average_f32(&self, x: &Tensor) -> Result<Tensor> {
-        let s = x.shape();
-        let plane: usize = s[2..].iter().product();
-        ensure!(
-            plane > 0,
-            "global pooling over an empty spatial extent {s:?}"
-        );
-        let mut shape = s.to_vec();
-        shape[2..].iter_mut().for_each(|d| *d = 1);
-        let mut y = vec![0.0f32; s[0] * s[1]];
-        let scale = 1.0 / plane as f32;
-        for_planes(x.as_slice::<f32>()?, plane, &mut y, 1, |x, y, _| {
-            y[0] = infer_kernels::reduce::sum(x) * scale;
-        });
-        Tensor::from_vec(shape, y)
-    }
-}
-
 fn sum_f64<T: Storable>(x: &[T]) -> f64 {
     let mut acc = [0.0f64; 16];
     let chunks = x.chunks_exact(16);

@@ -402,11 +402,7 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Tensor {
-            dtype: T::DTYPE,
-            shape,
-            data: Data::Owned(Arc::new(T::wrap(data))),
-        })
+        Tensor::from_storage(shape, data)
     }
 
     /// A tensor of the first `numel(shape)` elements of `data`, which may hold more (a spare
