@@ -9,7 +9,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry};
-use infer_kernels::depthwise_lanes::{depthwise_planes, LanesScratch};
+use infer_kernels::depthwise_lanes::{depthwise_planes, LanesScratch, LanesWeights};
 use infer_kernels::gemm::{axpy_taps, gemm_serial, Epilogue, MatMut, MatRef, Tap};
 use std::hint::black_box;
 
@@ -126,12 +126,15 @@ fn depthwise(c: &mut Criterion) {
             b.iter(|| depthwise_rows(&g, &x, &w, &mut y))
         });
         // 16 planes with channels in the lanes (per-plane throughput, as above).
-        let (x16, w16, b16) = (values(16 * hw * hw), values(16 * k * k), values(16));
+        let (x16, b16) = (values(16 * hw * hw), values(16));
+        let w16 = LanesWeights::new(&values(16 * k * k), 16, k * k);
         let mut y16 = vec![0.0f32; 16 * o * o];
         let mut lanes = LanesScratch::new();
         group.throughput(Throughput::Elements((16 * o * o * k * k) as u64));
         group.bench_function(BenchmarkId::new("lanes16", &name), |b| {
-            b.iter(|| depthwise_planes(&g, 16, &x16, &w16, &b16, None, &mut y16, &mut lanes))
+            b.iter(|| {
+                depthwise_planes(&g, 16, &x16, w16.group(0), &b16, None, &mut y16, &mut lanes)
+            })
         });
     }
     group.finish();

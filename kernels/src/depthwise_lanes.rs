@@ -31,7 +31,8 @@ const ROW_CELLS: usize = 16;
 /// Cells past the padded plane that the row kernel may read (and whose results it drops).
 const ROW_SLACK: usize = ROW_CELLS;
 
-type Lanes = [f32; LANES];
+/// One input cell, one output cell or one tap's weights of a group: a value per channel.
+pub type Lanes = [f32; LANES];
 
 /// Whether this kernel beats the plane-at-a-time one (`depthwise::depthwise_plane`) on `g`.
 ///
@@ -58,8 +59,7 @@ pub fn preferred(g: &PlaneGeometry) -> bool {
 pub struct LanesScratch {
     buf: Vec<Lanes>,
     filled_for: Option<PlaneGeometry>,
-    /// The group's weights, one vector per tap, and the taps' cell offsets.
-    weights: Vec<Lanes>,
+    /// The taps' cell offsets.
     taps: Vec<usize>,
     /// The group's outputs, one cell per position, before they are de-interleaved.
     out: Vec<Lanes>,
@@ -70,19 +70,51 @@ impl LanesScratch {
         LanesScratch {
             buf: Vec::new(),
             filled_for: None,
-            weights: Vec::new(),
             taps: Vec::new(),
             out: Vec::new(),
         }
     }
 }
 
+/// A depthwise kernel's weights as this kernel reads them: per group of 16 channels, one
+/// vector per tap (lane `c` the group's channel `c`; lanes past the last channel zero, and
+/// never stored). Built once per constant kernel, when the plan is.
+#[derive(Clone, Debug)]
+pub struct LanesWeights {
+    taps: usize,
+    vectors: Vec<Lanes>,
+}
+
+impl LanesWeights {
+    /// From `channels` planes of `taps` weights each, back to back (ONNX's `[C, 1, KH, KW]`).
+    ///
+    /// # Panics
+    /// If `w` holds fewer than `channels · taps` values.
+    pub fn new(w: &[f32], channels: usize, taps: usize) -> Self {
+        assert!(w.len() >= channels * taps, "depthwise weights too short");
+        let mut vectors = vec![[0.0; LANES]; channels.div_ceil(LANES) * taps];
+        for (c, wc) in w.chunks_exact(taps.max(1)).take(channels).enumerate() {
+            let group = &mut vectors[c / LANES * taps..][..taps];
+            for (v, &x) in group.iter_mut().zip(wc) {
+                v[c % LANES] = x;
+            }
+        }
+        LanesWeights { taps, vectors }
+    }
+
+    /// Group `g`'s vectors (channels `16·g..`), one per tap.
+    pub fn group(&self, g: usize) -> &[Lanes] {
+        &self.vectors[g * self.taps..][..self.taps]
+    }
+}
+
 /// One group of up to 16 depthwise planes: for each plane `c < planes`,
-/// `y[c] = bias[c] + Σ_taps w[c · KH·KW + tap] · x_padded[c]`, clamped as `Activation::Clip`
-/// does when `clamp` is given.
+/// `y[c] = bias[c] + Σ_taps w[tap][c] · x_padded[c]`, clamped as `Activation::Clip` does when
+/// `clamp` is given.
 ///
-/// `x` holds `planes` input planes of `H·W` floats back to back, `w` their `KH·KW` weights
-/// each, `bias` one value per plane, and `y` receives `planes` output planes of `OH·OW`.
+/// `x` holds `planes` input planes of `H·W` floats back to back, `w` the group's weights (one
+/// vector per tap, see [`LanesWeights::group`]), `bias` one value per plane, and `y` receives
+/// `planes` output planes of `OH·OW`.
 ///
 /// # Panics
 /// If `planes` is 0 or above 16, or a slice is shorter than the geometry says (a caller bug:
@@ -92,7 +124,7 @@ pub fn depthwise_planes(
     g: &PlaneGeometry,
     planes: usize,
     x: &[f32],
-    w: &[f32],
+    w: &[Lanes],
     bias: &[f32],
     clamp: Option<(f32, f32)>,
     y: &mut [f32],
@@ -103,38 +135,24 @@ pub fn depthwise_planes(
     let [oh_n, ow_n] = g.output;
     let taps_n = g.kernel[0] * g.kernel[1];
     assert!(x.len() >= planes * h * wd, "input planes too short");
-    assert!(w.len() >= planes * taps_n, "depthwise weights too short");
+    assert!(w.len() == taps_n, "one weight vector per tap");
     assert!(bias.len() >= planes, "bias too short");
     assert!(y.len() >= planes * oh_n * ow_n, "output planes too short");
     if oh_n == 0 || ow_n == 0 {
         return;
     }
     fill_interleaved(g, planes, x, scratch);
-    // Weights as one vector per tap (lanes past `planes` are zero and never stored).
-    scratch.weights.clear();
-    scratch.weights.resize(taps_n, [0.0; LANES]);
-    for (c, wc) in w.chunks_exact(taps_n).take(planes).enumerate() {
-        for (t, &v) in wc.iter().enumerate() {
-            scratch.weights[t][c] = v;
-        }
-    }
     tap_offsets_into(g, &mut scratch.taps);
     let mut b = [0.0; LANES];
     b[..planes].copy_from_slice(&bias[..planes]);
     let positions = oh_n * ow_n;
-    let LanesScratch {
-        buf,
-        weights,
-        taps,
-        out,
-        ..
-    } = scratch;
+    let LanesScratch { buf, taps, out, .. } = scratch;
     out.resize(positions, [0.0; LANES]);
     let args = Args {
         g,
         buf,
         taps,
-        wt: weights,
+        wt: w,
         bias: b,
         clamp,
     };
@@ -594,7 +612,17 @@ mod tests {
             let n = g.output[0] * g.output[1];
             for clamp in [None, Some((0.0, 1.5))] {
                 let mut y = vec![f32::NAN; planes * n];
-                depthwise_planes(&g, planes, &x, &w, &bias, clamp, &mut y, &mut lanes);
+                let lw = LanesWeights::new(&w, planes, k * k);
+                depthwise_planes(
+                    &g,
+                    planes,
+                    &x,
+                    lw.group(0),
+                    &bias,
+                    clamp,
+                    &mut y,
+                    &mut lanes,
+                );
                 for c in 0..planes {
                     let mut want = vec![f32::NAN; n];
                     depthwise_plane(

@@ -21,7 +21,7 @@ use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
-use infer_kernels::depthwise_lanes::{self, depthwise_planes, LanesScratch, LANES};
+use infer_kernels::depthwise_lanes::{self, depthwise_planes, LanesScratch, LanesWeights, LANES};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
     PackedAStack, Rhs, Tap,
@@ -295,6 +295,9 @@ enum PackedWeights {
     Gemm(Vec<PackedA>),
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
+    /// A depthwise kernel as `depthwise_lanes` reads it (one vector per tap and 16 channels;
+    /// the plane-at-a-time kernel reads the stored weights).
+    Lanes(LanesWeights),
 }
 
 /// Largest 3×3 kernel (in `M·C`) that takes the Winograd path: it keeps 4× the weights
@@ -319,7 +322,14 @@ impl Conv {
                     w.with_slice::<f32, _>(|data| WinogradWeights::new(data, s[0], s[1]))??;
                 Some((PackedWeights::Winograd(ww), s.to_vec()))
             }
-            // Depthwise kernels read their 1×K weights as they are.
+            Some(w)
+                if w.dtype() == crate::DType::F32 && w.rank() >= 3 && is_depthwise(w, group) =>
+            {
+                let s = w.shape();
+                let taps = s[2..].iter().product::<usize>();
+                let lanes = w.with_slice::<f32, _>(|data| LanesWeights::new(data, s[0], taps))?;
+                Some((PackedWeights::Lanes(lanes), s.to_vec()))
+            }
             Some(w)
                 if w.dtype() == crate::DType::F32 && w.rank() >= 3 && !is_depthwise(w, group) =>
             {
@@ -384,6 +394,8 @@ struct ConvProblem<'a> {
     /// The weights as stored; empty when `packed` holds them (see `Conv::run`).
     w: &'a [f32],
     packed: Option<&'a [PackedA]>,
+    /// Depthwise weights interleaved for `depthwise_lanes` at build time (constant weights).
+    lanes: Option<&'a LanesWeights>,
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
     activation: Option<Activation>,
@@ -421,6 +433,10 @@ impl Kernel for Conv {
             Some(PackedWeights::Winograd(ww)) if WinogradWeights::fits(&geo) => (None, Some(ww)),
             _ => (None, None),
         };
+        let lanes = match prepared {
+            Some(PackedWeights::Lanes(l)) if is_depthwise(w, self.group) => Some(l),
+            _ => None,
+        };
         let xd = f32_data(x)?;
         // Prepacked weights are all a product needs: reading the stored ones would decode a
         // misaligned initializer into a copy kept for the session's life.
@@ -447,6 +463,7 @@ impl Kernel for Conv {
             x: &xd,
             w: &wd,
             packed: gemm_packs,
+            lanes,
             bias: bias.as_deref(),
             residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
@@ -567,6 +584,14 @@ impl ConvProblem<'_> {
     ) -> Result<()> {
         let (in_len, out_len) = (self.geo.input_len(), self.geo.output_len());
         let channels = self.groups;
+        let interleaved;
+        let lanes = match self.lanes {
+            Some(lanes) => lanes,
+            None => {
+                interleaved = LanesWeights::new(self.w, channels, self.kg);
+                &interleaved
+            }
+        };
         // One image's planes, then groups of 16 channels: a group never spans two images.
         out.par_chunks_mut(channels * out_len)
             .enumerate()
@@ -578,7 +603,7 @@ impl ConvProblem<'_> {
                         let planes = y.len() / out_len;
                         let plane = image * channels + first;
                         let x = &self.x[plane * in_len..(plane + planes) * in_len];
-                        let w = &self.w[first * self.kg..(first + planes) * self.kg];
+                        let w = lanes.group(group);
                         let zeros = [0.0; LANES];
                         let bias = self.bias.map_or(&zeros[..planes], |b| &b[first..]);
                         LANES_BUF.with(|cell| {
