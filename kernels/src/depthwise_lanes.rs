@@ -13,12 +13,15 @@
 //! each: for 3×3 windows the copies otherwise cost more than the arithmetic).
 
 use crate::depthwise::PlaneGeometry;
+use crate::elementwise::Activation;
 #[cfg(target_arch = "aarch64")]
 use crate::gemm::simd::Neon;
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::simd::{Avx2, Avx512};
 use crate::gemm::simd::{Portable, Simd};
 use crate::isa::{isa, Isa};
+use rayon::prelude::*;
+use std::cell::Cell;
 
 /// Planes (channels) per group: one per lane of an AVX-512 vector, two AVX2 vectors.
 pub const LANES: usize = 16;
@@ -81,6 +84,7 @@ impl LanesScratch {
 /// never stored). Built once per constant kernel, when the plan is.
 #[derive(Clone, Debug)]
 pub struct LanesWeights {
+    channels: usize,
     taps: usize,
     vectors: Vec<Lanes>,
 }
@@ -99,7 +103,16 @@ impl LanesWeights {
                 v[c % LANES] = x;
             }
         }
-        LanesWeights { taps, vectors }
+        LanesWeights {
+            channels,
+            taps,
+            vectors,
+        }
+    }
+
+    /// The channels (planes) the weights are for.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
     /// Group `g`'s vectors (channels `16·g..`), one per tap.
@@ -131,21 +144,196 @@ pub fn depthwise_planes(
     scratch: &mut LanesScratch,
 ) {
     assert!((1..=LANES).contains(&planes), "1 to 16 planes per group");
-    let [h, wd] = g.input;
-    let [oh_n, ow_n] = g.output;
-    let taps_n = g.kernel[0] * g.kernel[1];
-    assert!(x.len() >= planes * h * wd, "input planes too short");
-    assert!(w.len() == taps_n, "one weight vector per tap");
-    assert!(bias.len() >= planes, "bias too short");
-    assert!(y.len() >= planes * oh_n * ow_n, "output planes too short");
-    if oh_n == 0 || ow_n == 0 {
-        return;
-    }
-    fill_interleaved(g, planes, x, scratch);
-    tap_offsets_into(g, &mut scratch.taps);
+    let positions = g.output[0] * g.output[1];
+    assert!(
+        x.len() >= planes * g.input[0] * g.input[1],
+        "input planes too short"
+    );
+    assert!(y.len() >= planes * positions, "output planes too short");
     let mut b = [0.0; LANES];
     b[..planes].copy_from_slice(&bias[..planes]);
+    let epilogue = GroupEpilogue {
+        bias: b,
+        clamp,
+        activation: None,
+    };
+    let out = depthwise_group(g, planes, GroupInput::Planes(x), w, &epilogue, scratch);
+    store_planes(out, planes, &mut y[..planes * positions]);
+}
+
+/// How an image's channels lie in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One plane per channel, back to back (NCHW).
+    Planes,
+    /// Channels last (NHWC): all channels of a position together.
+    ChannelsLast,
+}
+
+/// A depthwise convolution of one whole image, every group of 16 channels a rayon task:
+/// `y = activation(clamp(bias + Σ_taps w · x_padded))` per channel, `x` and `y` each in
+/// either layout. Channels-last inputs are copied into the scratch 16 channels per cell (no
+/// transpose), channels-last outputs stored the same way: a chain of channels-last layers
+/// never interleaves or de-interleaves.
+///
+/// # Panics
+/// If a slice is shorter than the geometry and `weights` say (a caller bug: the convolution
+/// op checks shapes before it gets here).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_image(
+    g: &PlaneGeometry,
+    x: &[f32],
+    x_layout: Layout,
+    weights: &LanesWeights,
+    bias: Option<&[f32]>,
+    clamp: Option<(f32, f32)>,
+    activation: Option<Activation>,
+    y: &mut [f32],
+    y_layout: Layout,
+) {
+    let channels = weights.channels;
+    let positions = g.output[0] * g.output[1];
+    let input_len = g.input[0] * g.input[1];
+    assert!(x.len() >= channels * input_len, "input image too short");
+    assert!(y.len() >= channels * positions, "output image too short");
+    assert!(bias.is_none_or(|b| b.len() >= channels), "bias too short");
+    assert!(
+        weights.taps == g.kernel[0] * g.kernel[1],
+        "one weight vector per tap"
+    );
+    if positions == 0 {
+        return;
+    }
+    let y_ptr = SharedOut(y.as_mut_ptr());
+    (0..channels.div_ceil(LANES))
+        .into_par_iter()
+        .for_each(|group| {
+            let first = group * LANES;
+            let planes = LANES.min(channels - first);
+            let input = match x_layout {
+                Layout::Planes => GroupInput::Planes(&x[first * input_len..][..planes * input_len]),
+                Layout::ChannelsLast => GroupInput::ChannelsLast {
+                    x,
+                    stride: channels,
+                    first,
+                },
+            };
+            let mut b = [0.0; LANES];
+            if let Some(bias) = bias {
+                b[..planes].copy_from_slice(&bias[first..first + planes]);
+            }
+            let epilogue = GroupEpilogue {
+                bias: b,
+                clamp,
+                activation,
+            };
+            IMAGE_SCRATCH.with(|cell| {
+                let mut scratch = cell.take();
+                let out = depthwise_group(
+                    g,
+                    planes,
+                    input,
+                    weights.group(group),
+                    &epilogue,
+                    &mut scratch,
+                );
+                match y_layout {
+                    Layout::Planes => {
+                        // SAFETY: group `group` alone writes planes `first..first + planes`, which
+                        // lie inside `y` (asserted above); no other reference to them exists while
+                        // the tasks run.
+                        let y = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                y_ptr.at(first * positions),
+                                planes * positions,
+                            )
+                        };
+                        store_planes(out, planes, y);
+                    }
+                    Layout::ChannelsLast => {
+                        for (p, cell) in out.iter().enumerate() {
+                            // SAFETY: position `p`'s channels `first..first + planes` belong to
+                            // this group alone and lie inside `y`: p·channels + first + planes ≤
+                            // positions·channels (asserted above).
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    cell.as_ptr(),
+                                    y_ptr.at(p * channels + first),
+                                    planes,
+                                )
+                            };
+                        }
+                    }
+                }
+                cell.set(scratch);
+            });
+        });
+}
+
+/// The output pointer shared by `depthwise_image`'s tasks, each writing its own channels.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks sharing it write disjoint elements (see `depthwise_image`).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `offset` floats on.
+    ///
+    /// # Safety
+    /// `offset` lies inside the output slice the pointer came from.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+thread_local! {
+    /// Each rayon worker's scratch for `depthwise_image`, kept across layers and runs.
+    static IMAGE_SCRATCH: Cell<LanesScratch> = const { Cell::new(LanesScratch::new()) };
+}
+
+/// Where a group's input cells come from.
+#[derive(Clone, Copy)]
+enum GroupInput<'a> {
+    /// The group's planes, back to back.
+    Planes(&'a [f32]),
+    /// A channels-last image of `stride` channels; the group's start at channel `first`.
+    ChannelsLast {
+        x: &'a [f32],
+        stride: usize,
+        first: usize,
+    },
+}
+
+/// What a group's outputs get before they are stored.
+struct GroupEpilogue {
+    bias: Lanes,
+    clamp: Option<(f32, f32)>,
+    activation: Option<Activation>,
+}
+
+/// One group's outputs, one cell per position, in `scratch` (lanes past `planes` are junk).
+fn depthwise_group<'s>(
+    g: &PlaneGeometry,
+    planes: usize,
+    input: GroupInput,
+    w: &[Lanes],
+    epilogue: &GroupEpilogue,
+    scratch: &'s mut LanesScratch,
+) -> &'s [Lanes] {
+    assert!((1..=LANES).contains(&planes), "1 to 16 planes per group");
+    let taps_n = g.kernel[0] * g.kernel[1];
+    assert!(w.len() == taps_n, "one weight vector per tap");
+    let [oh_n, ow_n] = g.output;
     let positions = oh_n * ow_n;
+    if positions == 0 {
+        return &[];
+    }
+    fill_interleaved(g, planes, input, scratch);
+    tap_offsets_into(g, &mut scratch.taps);
     let LanesScratch { buf, taps, out, .. } = scratch;
     out.resize(positions, [0.0; LANES]);
     let args = Args {
@@ -153,8 +341,8 @@ pub fn depthwise_planes(
         buf,
         taps,
         wt: w,
-        bias: b,
-        clamp,
+        bias: epilogue.bias,
+        clamp: epilogue.clamp,
     };
     match isa() {
         // SAFETY: `Portable` needs no CPU feature; `args` was built consistent above.
@@ -167,7 +355,14 @@ pub fn depthwise_planes(
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { compute_neon(&args, out) },
     }
-    let y = &mut y[..planes * positions];
+    if let Some(act) = epilogue.activation {
+        crate::elementwise::apply_activation(act, out.as_flattened_mut());
+    }
+    out
+}
+
+/// `y[c · positions + p] = out[p][c]` for the first `planes` lanes.
+fn store_planes(out: &[Lanes], planes: usize, y: &mut [f32]) {
     match isa() {
         // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F.
         #[cfg(target_arch = "x86_64")]
@@ -196,9 +391,14 @@ fn padded_height(g: &PlaneGeometry) -> usize {
     (g.output[0] - 1) * g.stride[0] + (g.kernel[0].max(1) - 1) * g.dilation[0] + 1
 }
 
-/// Interleaves the group's planes into `scratch` (padding zero), rewriting the padding only
-/// when the geometry differs from the last fill's.
-fn fill_interleaved(g: &PlaneGeometry, planes: usize, x: &[f32], scratch: &mut LanesScratch) {
+/// Copies the group's input into `scratch`'s cells (padding zero), rewriting the padding
+/// only when the geometry differs from the last fill's.
+fn fill_interleaved(
+    g: &PlaneGeometry,
+    planes: usize,
+    input: GroupInput,
+    scratch: &mut LanesScratch,
+) {
     let [h, wd] = g.input;
     let (ph, pw) = (padded_height(g), padded_width(g));
     if scratch.filled_for != Some(*g) {
@@ -208,6 +408,34 @@ fn fill_interleaved(g: &PlaneGeometry, planes: usize, x: &[f32], scratch: &mut L
         scratch.filled_for = Some(*g);
     }
     let [pad_top, pad_left] = g.pad;
+    // Rows and columns of the input that fall inside the padded area.
+    let rows = 0..h.min(ph.saturating_sub(pad_top));
+    let cols = 0..wd.min(pw.saturating_sub(pad_left));
+    let x = match input {
+        GroupInput::Planes(x) => x,
+        GroupInput::ChannelsLast { x, stride, first } => {
+            assert!(
+                first + planes <= stride,
+                "channels {first}+{planes} of {stride}"
+            );
+            assert!(x.len() >= h * wd * stride, "channels-last input too short");
+            for r in rows {
+                let dst = &mut scratch.buf[(r + pad_top) * pw + pad_left..][..cols.len()];
+                let src = &x[(r * wd) * stride + first..];
+                for (c, d) in dst.iter_mut().enumerate() {
+                    let cell = &src[c * stride..];
+                    if planes == LANES {
+                        d.copy_from_slice(&cell[..LANES]);
+                    } else {
+                        // Lanes past `planes` keep whatever an earlier, fuller group left:
+                        // their weights are zero and their outputs are never stored.
+                        d[..planes].copy_from_slice(&cell[..planes]);
+                    }
+                }
+            }
+            return;
+        }
+    };
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512 && h + pad_top <= ph && wd + pad_left <= pw {
         // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the input's rectangle
@@ -215,9 +443,6 @@ fn fill_interleaved(g: &PlaneGeometry, planes: usize, x: &[f32], scratch: &mut L
         unsafe { avx512::interleave(g, planes, x, pw, &mut scratch.buf) };
         return;
     }
-    // Rows and columns of the input that fall inside the padded area.
-    let rows = 0..h.min(ph.saturating_sub(pad_top));
-    let cols = 0..wd.min(pw.saturating_sub(pad_left));
     for r in rows {
         let dst = &mut scratch.buf[(r + pad_top) * pw + pad_left..][..cols.len()];
         // Lanes past `planes` keep whatever an earlier, fuller group left: their weights
@@ -640,6 +865,86 @@ mod tests {
                             "{g:?} plane {c} output {i}: {a} vs {b}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// `[C, H·W]` planes as `[H·W, C]` cells.
+    fn to_channels_last(planes: &[f32], channels: usize) -> Vec<f32> {
+        let n = planes.len() / channels;
+        (0..n * channels)
+            .map(|i| planes[(i % channels) * n + i / channels])
+            .collect()
+    }
+
+    #[test]
+    fn whole_images_match_group_by_group_in_every_layout() {
+        let mut lanes = LanesScratch::new();
+        // (H, W, K, stride, pad, channels): full and partial last groups, odd geometries.
+        let cases = [
+            (7, 7, 3, 1, 1, 32),
+            (14, 14, 5, 2, 2, 40),
+            (9, 6, 3, 1, 1, 5),
+            (13, 17, 3, 2, 1, 16),
+            (8, 8, 3, 2, 0, 19),
+        ];
+        for (h, wd, k, s, p, channels) in cases {
+            let out = |n: usize| (n + 2 * p - (k - 1) - 1) / s + 1;
+            let g = PlaneGeometry {
+                input: [h, wd],
+                output: [out(h), out(wd)],
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                pad: [p, p],
+            };
+            let n = g.output[0] * g.output[1];
+            let x: Vec<f32> = (0..channels * h * wd)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+                .collect();
+            let w: Vec<f32> = (0..channels * k * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+                .collect();
+            let bias: Vec<f32> = (0..channels).map(|c| c as f32 / 4.0 - 1.0).collect();
+            let lw = LanesWeights::new(&w, channels, k * k);
+            let clamp = Some((0.0, 1.5));
+            // Group by group, planes in and out: the reference.
+            let mut want = vec![f32::NAN; channels * n];
+            for (group, first) in (0..channels).step_by(LANES).enumerate() {
+                let planes = LANES.min(channels - first);
+                depthwise_planes(
+                    &g,
+                    planes,
+                    &x[first * h * wd..],
+                    lw.group(group),
+                    &bias[first..],
+                    clamp,
+                    &mut want[first * n..],
+                    &mut lanes,
+                );
+            }
+            let x_last = to_channels_last(&x, channels);
+            let want_last = to_channels_last(&want, channels);
+            for (xl, yl) in [
+                (Layout::Planes, Layout::Planes),
+                (Layout::Planes, Layout::ChannelsLast),
+                (Layout::ChannelsLast, Layout::Planes),
+                (Layout::ChannelsLast, Layout::ChannelsLast),
+            ] {
+                let xs = if xl == Layout::Planes { &x } else { &x_last };
+                let mut y = vec![f32::NAN; channels * n];
+                depthwise_image(&g, xs, xl, &lw, Some(&bias), clamp, None, &mut y, yl);
+                let want = if yl == Layout::Planes {
+                    &want
+                } else {
+                    &want_last
+                };
+                for (i, (a, b)) in y.iter().zip(want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5,
+                        "{g:?} {xl:?}->{yl:?} at {i}: {a} vs {b}"
+                    );
                 }
             }
         }
