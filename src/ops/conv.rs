@@ -10,6 +10,7 @@
 //! `matmul::fused_activation` and, as an optional 4th input, a residual of the output's shape
 //! added before the activation.
 
+use super::conv_channels_last::ConvLayout;
 use super::conv_patches::Patches;
 use super::conv_winograd::{WinogradOutput, WinogradWeights};
 use super::elementwise::broadcast::binary;
@@ -24,7 +25,7 @@ use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
 use infer_kernels::depthwise_lanes::{self, depthwise_planes, LanesScratch, LanesWeights, LANES};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
-    PackedAStack, Rhs, Tap,
+    PackedAStack, PackedB, Rhs, Tap,
 };
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -280,19 +281,23 @@ fn batch_and_channels(x: &Tensor) -> Result<(usize, usize, &[usize])> {
 
 /// ONNX Conv (f32, f16 and bf16 computed in f32) with a fused epilogue.
 #[derive(Debug)]
-struct Conv {
-    spatial: SpatialAttrs,
-    group: usize,
+pub(super) struct Conv {
+    pub spatial: SpatialAttrs,
+    pub group: usize,
     /// Constant weights prepared at build time, and the weight shape they came from.
-    packed: Option<(PackedWeights, Vec<usize>)>,
-    activation: Option<Activation>,
+    pub packed: Option<(PackedWeights, Vec<usize>)>,
+    pub activation: Option<Activation>,
+    /// Sides the planner keeps channels last (`conv_channels_last.rs`).
+    pub layout: ConvLayout,
 }
 
 /// Constant weights in the form their product wants.
 #[derive(Debug)]
-enum PackedWeights {
+pub(super) enum PackedWeights {
     /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
     Gemm(Vec<PackedA>),
+    /// A pointwise kernel's `Wᵀ[C, M]` as the right operand, for a channels-last output.
+    GemmRight(PackedB),
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
     /// A depthwise kernel as `depthwise_lanes` reads it (one vector per tap and 16 channels;
@@ -311,7 +316,22 @@ impl Conv {
         ensure!(group >= 1, "group must be positive, got {group}");
         let group = group as usize;
         let spatial = SpatialAttrs::parse(ctx.attrs())?;
+        let layout = ConvLayout::parse(ctx.attrs())?;
         let packed = match ctx.constant(1) {
+            Some(w)
+                if layout.output
+                    && group == 1
+                    && w.dtype() == crate::DType::F32
+                    && w.rank() == 4
+                    && w.shape()[2..] == [1, 1] =>
+            {
+                let s = w.shape();
+                let (m, c) = (s[0], s[1]);
+                let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
+                    Ok(PackedB::new(MatRef::new(data, c, m, 1, c)?))
+                })??;
+                Some((PackedWeights::GemmRight(packed), s.to_vec()))
+            }
             Some(w)
                 if ctx.options.winograd
                     && w.dtype() == crate::DType::F32
@@ -356,6 +376,7 @@ impl Conv {
             group,
             packed,
             activation: fused_activation(ctx)?,
+            layout,
         })
     }
 }
@@ -403,6 +424,9 @@ struct ConvProblem<'a> {
 
 impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        if self.layout.any() {
+            return super::conv_channels_last::run(self, inputs);
+        }
         let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
         let (n, c, spatial) = batch_and_channels(x)?;
         let ws = w.shape();

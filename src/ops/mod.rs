@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+mod conv_channels_last;
 pub mod conv_deform;
 mod conv_patches;
 mod conv_winograd;

@@ -1,0 +1,405 @@
+//! Conv on channels-last (NHWC) tensors, for the layers the planner keeps channels last
+//! (`plan::channels_last`): pointwise (1×1, stride 1, unpadded, one group) and depthwise 2-D
+//! convolutions, inside chains such as MobileNet's expand → depthwise → project blocks.
+//!
+//! A channels-last tensor is stored as `[N, H, W, C]`; either side of a layer may be channels
+//! last, so a chain's first and last layers convert on the fly instead of a separate
+//! transpose. Pointwise layers with a channels-last output are the product
+//! `Y[HW, M] = X[HW, C] · Wᵀ[C, M]` (weights packed as the right operand once; an NCHW input
+//! is the same `X` read with strides), and with an NCHW output the usual `W · X` with
+//! `X = [C, HW]` read with strides. Depthwise layers copy 16 channels per cell into and out
+//! of their scratch (`depthwise_lanes::depthwise_image`) where NCHW needs transposes.
+
+use super::conv::{Conv, PackedWeights};
+use super::matmul::{f32_data, from_f32_output};
+use super::util::{input, opt_input};
+use crate::error::Result;
+use crate::ir::Attrs;
+use crate::tensor::Tensor;
+use crate::{ensure, op_err};
+use infer_kernels::depthwise_lanes::{depthwise_image, LanesWeights, Layout};
+use infer_kernels::gemm::{gemm, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, Rhs};
+
+/// Internal attributes the planner sets on a Conv whose input or output it keeps channels
+/// last (value 1).
+pub const INPUT_ATTR: &str = "_channels_last_input";
+pub const OUTPUT_ATTR: &str = "_channels_last_output";
+
+/// Which sides of a Conv are channels last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvLayout {
+    pub input: bool,
+    pub output: bool,
+}
+
+impl ConvLayout {
+    pub fn parse(attrs: &Attrs) -> Result<Self> {
+        Ok(ConvLayout {
+            input: attrs.int_or(INPUT_ATTR, 0)? != 0,
+            output: attrs.int_or(OUTPUT_ATTR, 0)? != 0,
+        })
+    }
+
+    /// Whether either side is channels last (else the Conv is plain NCHW).
+    pub fn any(self) -> bool {
+        self.input || self.output
+    }
+
+    fn of(last: bool) -> Layout {
+        if last {
+            Layout::ChannelsLast
+        } else {
+            Layout::Planes
+        }
+    }
+}
+
+/// `[N, C, H, W]` for a layout: the dims of a 4-D tensor stored in it.
+fn nchw(shape: &[usize], channels_last: bool) -> Result<[usize; 4]> {
+    let &[n, a, b, c] = shape else {
+        return Err(op_err!(
+            "a channels-last convolution needs a 4-D tensor, got shape {shape:?}"
+        ));
+    };
+    Ok(if channels_last {
+        [n, c, a, b]
+    } else {
+        [n, a, b, c]
+    })
+}
+
+/// Runs `conv` (whose layout has a channels-last side) on `inputs`.
+pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let layout = conv.layout;
+    let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+    let [n, c, h, wd] = nchw(x.shape(), layout.input)?;
+    let ws = w.shape();
+    let depthwise = ws.len() == 4 && ws[1] == 1 && ws[0] == conv.group && conv.group == c;
+    let pointwise = ws.len() == 4 && ws[2..] == [1, 1] && conv.group == 1 && ws[1] == c;
+    ensure!(
+        depthwise || pointwise,
+        "channels-last layout is planned only for pointwise and depthwise 2-D convolutions; \
+         weights {ws:?} with group {} on input {:?} are neither",
+        conv.group,
+        x.shape()
+    );
+    let geo = conv.spatial.resolve(&[h, wd], &ws[2..], false)?;
+    let g = geo
+        .plane()
+        .ok_or_else(|| op_err!("not a 2-D convolution"))?;
+    let m = ws[0];
+    let [oh, ow] = g.output;
+    let out_shape = if layout.output {
+        vec![n, oh, ow, m]
+    } else {
+        vec![n, m, oh, ow]
+    };
+    let bias = opt_input(inputs, 2).map(f32_data).transpose()?;
+    ensure!(
+        bias.as_ref().is_none_or(|b| b.len() == m),
+        "bias must have {m} elements"
+    );
+    let residual = opt_input(inputs, 3);
+    if let Some(r) = residual {
+        ensure!(
+            r.shape() == out_shape,
+            "residual of shape {:?} does not match the channels-last output {out_shape:?}",
+            r.shape()
+        );
+    }
+    let residual = residual.map(f32_data).transpose()?;
+    let xd = f32_data(x)?;
+    let prepared = conv
+        .packed
+        .as_ref()
+        .filter(|(_, shape)| shape == ws)
+        .map(|(p, _)| p);
+    let (in_len, out_len) = (h * wd, oh * ow);
+    let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
+    if pointwise {
+        ensure!(
+            geo_is_pointwise(&g),
+            "pointwise convolutions here take no stride or padding"
+        );
+        let wd_stored;
+        let weights = match prepared {
+            Some(PackedWeights::Gemm(p)) if !layout.output => Weights::Left(Lhs::Packed(&p[0])),
+            Some(PackedWeights::GemmRight(p)) if layout.output => Weights::Right(Rhs::Packed(p)),
+            _ => {
+                wd_stored = f32_data(w)?;
+                Weights::Stored(&wd_stored)
+            }
+        };
+        for i in 0..n {
+            let x = &xd[i * c * in_len..][..c * in_len];
+            let y = &mut out[i * m * out_len..][..m * out_len];
+            let r = residual
+                .as_deref()
+                .map(|r| &r[i * m * out_len..][..m * out_len]);
+            pointwise_image(
+                layout,
+                [c, m, in_len],
+                x,
+                &weights,
+                bias.as_deref(),
+                r,
+                conv.activation,
+                y,
+            )?;
+        }
+    } else {
+        let interleaved;
+        let lanes = match prepared {
+            Some(PackedWeights::Lanes(l)) => l,
+            _ => {
+                interleaved = LanesWeights::new(&f32_data(w)?, m, g.kernel[0] * g.kernel[1]);
+                &interleaved
+            }
+        };
+        // Relu and Clip clamp as the outputs are stored, any other activation runs on the
+        // group's cells; with a residual both wait for it.
+        let (clamp, activation) = match (conv.activation, &residual) {
+            (Some(Activation::Relu), None) => (Some((0.0, f32::INFINITY)), None),
+            (Some(Activation::Clip(lo, hi)), None) => (Some((lo, hi)), None),
+            (act, None) => (None, act),
+            (_, Some(_)) => (None, None),
+        };
+        for i in 0..n {
+            let x = &xd[i * c * in_len..][..c * in_len];
+            let y = &mut out[i * m * out_len..][..m * out_len];
+            let (xl, yl) = (ConvLayout::of(layout.input), ConvLayout::of(layout.output));
+            depthwise_image(&g, x, xl, lanes, bias.as_deref(), clamp, activation, y, yl);
+        }
+        if let Some(r) = residual.as_deref() {
+            out.iter_mut().zip(r).for_each(|(y, r)| *y += r);
+            if let Some(act) = conv.activation {
+                infer_kernels::elementwise::apply_activation(act, &mut out);
+            }
+        }
+    }
+    Ok(vec![from_f32_output(x.dtype(), out_shape, out)?])
+}
+
+fn geo_is_pointwise(g: &infer_kernels::depthwise::PlaneGeometry) -> bool {
+    g.stride == [1, 1] && g.pad == [0, 0] && g.input == g.output
+}
+
+/// A pointwise layer's weights: packed for the side its product puts them on, or as stored
+/// (`[M, C]`).
+enum Weights<'a> {
+    Left(Lhs<'a>),
+    Right(Rhs<'a>),
+    Stored(&'a [f32]),
+}
+
+/// One image of a pointwise layer: `dims` = `[C, M, HW]`; `x`, `y` and the residual in the
+/// layout's order.
+#[allow(clippy::too_many_arguments)]
+fn pointwise_image(
+    layout: ConvLayout,
+    [c, m, hw]: [usize; 3],
+    x: &[f32],
+    weights: &Weights,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    activation: Option<Activation>,
+    y: &mut [f32],
+) -> Result<()> {
+    if layout.output {
+        // Y[HW, M] = X[HW, C] · Wᵀ[C, M]: an output channel per column.
+        let a = if layout.input {
+            MatRef::row_major(x, hw, c)?
+        } else {
+            MatRef::new(x, hw, c, 1, hw)?
+        };
+        let b = match weights {
+            Weights::Right(b) => *b,
+            Weights::Stored(w) => Rhs::Mat(MatRef::new(w, c, m, 1, c)?),
+            Weights::Left(_) => return Err(op_err!("weights packed for the other side")),
+        };
+        let epilogue = Epilogue {
+            bias: bias.map_or(Bias::None, Bias::PerCol),
+            residual: residual.map(|r| MatRef::row_major(r, hw, m)).transpose()?,
+            activation,
+            ..Default::default()
+        };
+        gemm(a, b, MatMut::row_major(y, hw, m)?, &epilogue)?;
+    } else {
+        // Y[M, HW] = W[M, C] · X[C, HW], X read across its channels-last cells.
+        let a = match weights {
+            Weights::Left(a) => *a,
+            Weights::Stored(w) => Lhs::Mat(MatRef::row_major(w, m, c)?),
+            Weights::Right(_) => return Err(op_err!("weights packed for the other side")),
+        };
+        let b = if layout.input {
+            MatRef::new(x, c, hw, 1, c)?
+        } else {
+            MatRef::row_major(x, c, hw)?
+        };
+        let epilogue = Epilogue {
+            bias: bias.map_or(Bias::None, Bias::PerRow),
+            residual: residual.map(|r| MatRef::row_major(r, m, hw)).transpose()?,
+            activation,
+            ..Default::default()
+        };
+        gemm(a, b, MatMut::row_major(y, m, hw)?, &epilogue)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Attr, Node};
+    use crate::ops::BuildCtx;
+
+    fn conv(attrs: &[(&str, Attr)], inputs: &[Option<&Tensor>], constant_w: bool) -> Tensor {
+        let node = Node {
+            name: "n".into(),
+            op_type: "Conv".into(),
+            domain: String::new(),
+            inputs: vec![],
+            outputs: vec![],
+            attrs: Attrs(
+                attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        };
+        let mut constants = vec![None; inputs.len()];
+        if constant_w {
+            constants[1] = inputs[1];
+        }
+        let ctx = BuildCtx {
+            node: &node,
+            opset: 17,
+            constants,
+            options: Default::default(),
+        };
+        let kernel = super::super::conv::build("Conv", &ctx).unwrap().unwrap();
+        kernel.run(inputs).unwrap().remove(0)
+    }
+
+    /// `[N, C, H, W]` ↔ `[N, H, W, C]`.
+    fn to_last(t: &Tensor) -> Tensor {
+        let &[n, c, h, w] = t.shape() else { panic!() };
+        let x = t.as_slice::<f32>().unwrap();
+        let mut y = vec![0.0; x.len()];
+        for (i, v) in x.iter().enumerate() {
+            let (b, ch, p) = (i / (c * h * w), i / (h * w) % c, i % (h * w));
+            y[(b * h * w + p) * c + ch] = *v;
+        }
+        Tensor::from_vec(vec![n, h, w, c], y).unwrap()
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 8.0)
+            .collect()
+    }
+
+    #[test]
+    fn channels_last_sides_match_the_nchw_convolution() {
+        let act = |name: &str| Attr::String(name.into());
+        // (C, M, H, W, kernel, stride, pad, group, batch)
+        let cases = [
+            (24, 40, 5, 7, 1, 1, 0, 1, 2),
+            (17, 9, 3, 3, 1, 1, 0, 1, 1),
+            (32, 32, 9, 9, 3, 1, 1, 32, 1),
+            (40, 40, 10, 7, 3, 2, 1, 40, 2),
+            (19, 19, 6, 6, 5, 1, 2, 19, 1),
+        ];
+        for (c, m, h, w, k, s, p, group, n) in cases {
+            let x = Tensor::from_vec(vec![n, c, h, w], values(n * c * h * w, 1)).unwrap();
+            let wt = Tensor::from_vec(vec![m, c / group, k, k], values(m * c / group * k * k, 2))
+                .unwrap();
+            let b = Tensor::from_vec(vec![m], values(m, 3)).unwrap();
+            let mut attrs = vec![
+                ("group", Attr::Int(group as i64)),
+                ("strides", Attr::Ints(vec![s as i64; 2])),
+                ("pads", Attr::Ints(vec![p as i64; 4])),
+            ];
+            for activation in [None, Some("Clip"), Some("Silu")] {
+                attrs.truncate(3);
+                if let Some(a) = activation {
+                    attrs.extend([("_activation", act(a)), ("_min", Attr::Float(0.0))]);
+                    attrs.push(("_max", Attr::Float(1.0)));
+                }
+                let want = conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], true);
+                // With a residual too (the output's shape, in its layout).
+                let skip = Tensor::from_vec(
+                    want.shape().to_vec(),
+                    values(want.shape().iter().product(), 4),
+                )
+                .unwrap();
+                let want_res = conv(&attrs, &[Some(&x), Some(&wt), Some(&b), Some(&skip)], true);
+                for (input_last, output_last, constant_w) in [
+                    (true, true, true),
+                    (false, true, true),
+                    (true, false, true),
+                    (true, true, false),
+                    (false, true, false),
+                ] {
+                    let mut attrs = attrs.clone();
+                    attrs.push((INPUT_ATTR, Attr::Int(input_last as i64)));
+                    attrs.push((OUTPUT_ATTR, Attr::Int(output_last as i64)));
+                    let xs = if input_last { to_last(&x) } else { x.clone() };
+                    for (want, skip) in [(&want, None), (&want_res, Some(&skip))] {
+                        let want = if output_last {
+                            to_last(want)
+                        } else {
+                            want.clone()
+                        };
+                        let skip = skip.map(|r| if output_last { to_last(r) } else { r.clone() });
+                        let mut inputs = vec![Some(&xs), Some(&wt), Some(&b)];
+                        inputs.extend(skip.as_ref().map(Some));
+                        let got = conv(&attrs, &inputs, constant_w);
+                        assert_eq!(got.shape(), want.shape());
+                        let (g, e) = (
+                            got.as_slice::<f32>().unwrap(),
+                            want.as_slice::<f32>().unwrap(),
+                        );
+                        for (i, (a, b)) in g.iter().zip(e).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "case {c}x{m} k{k} s{s} {activation:?} in {input_last} \
+                                 out {output_last} residual {} [{i}]: {a} vs {b}",
+                                skip.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_convolutions_with_a_channels_last_side_are_errors() {
+        let x = Tensor::from_vec(vec![1, 4, 4, 2], values(32, 1)).unwrap();
+        let wt = Tensor::from_vec(vec![3, 2, 3, 3], values(54, 2)).unwrap();
+        let node_attrs = [(INPUT_ATTR, Attr::Int(1))];
+        let node = Node {
+            name: "n".into(),
+            op_type: "Conv".into(),
+            domain: String::new(),
+            inputs: vec![],
+            outputs: vec![],
+            attrs: Attrs(
+                node_attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
+        };
+        let ctx = BuildCtx {
+            node: &node,
+            opset: 17,
+            constants: vec![None, Some(&wt)],
+            options: Default::default(),
+        };
+        let kernel = super::super::conv::build("Conv", &ctx).unwrap().unwrap();
+        let err = kernel.run(&[Some(&x), Some(&wt)]).unwrap_err().to_string();
+        assert!(err.contains("pointwise and depthwise"), "{err}");
+    }
+}
