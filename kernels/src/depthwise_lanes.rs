@@ -157,7 +157,18 @@ pub fn depthwise_planes(
         clamp,
         activation: None,
     };
-    let out = depthwise_group(g, planes, GroupInput::Planes(x), w, &epilogue, scratch);
+    // SAFETY: no direct destination.
+    let out = unsafe {
+        depthwise_group(
+            g,
+            planes,
+            GroupInput::Planes(x),
+            w,
+            &epilogue,
+            scratch,
+            None,
+        )
+    };
     store_planes(out, planes, &mut y[..planes * positions]);
 }
 
@@ -227,17 +238,34 @@ pub fn depthwise_image(
                 clamp,
                 activation,
             };
+            // A full group with no activation beyond a clamp is stored straight into a
+            // channels-last output; any other goes through the scratch.
+            let direct = (y_layout == Layout::ChannelsLast
+                && planes == LANES
+                && activation.is_none())
+            .then(|| Cells {
+                // SAFETY: channel `first` of position 0 lies inside `y` (asserted above).
+                ptr: unsafe { y_ptr.at(first) },
+                stride: channels,
+            });
             IMAGE_SCRATCH.with(|cell| {
                 let mut scratch = cell.take();
-                let out = depthwise_group(
-                    g,
-                    planes,
-                    input,
-                    weights.group(group),
-                    &epilogue,
-                    &mut scratch,
-                );
+                // SAFETY: a direct destination's cells, channels `first..first + 16` of every
+                // position, lie inside `y` (p·channels + first + 16 ≤ positions·channels) and
+                // belong to this group alone.
+                let out = unsafe {
+                    depthwise_group(
+                        g,
+                        planes,
+                        input,
+                        weights.group(group),
+                        &epilogue,
+                        &mut scratch,
+                        direct,
+                    )
+                };
                 match y_layout {
+                    _ if direct.is_some() => {}
                     Layout::Planes => {
                         // SAFETY: group `group` alone writes planes `first..first + planes`, which
                         // lie inside `y` (asserted above); no other reference to them exists while
@@ -315,14 +343,20 @@ struct GroupEpilogue {
     activation: Option<Activation>,
 }
 
-/// One group's outputs, one cell per position, in `scratch` (lanes past `planes` are junk).
-fn depthwise_group<'s>(
+/// One group's outputs, one cell per position: stored straight into `direct` when given
+/// (and an empty slice returned), else into `scratch` and returned (lanes past `planes` are
+/// junk either way).
+///
+/// # Safety
+/// A `direct` destination upholds `Cells`' invariant for `g`'s output positions.
+unsafe fn depthwise_group<'s>(
     g: &PlaneGeometry,
     planes: usize,
     input: GroupInput,
     w: &[Lanes],
     epilogue: &GroupEpilogue,
     scratch: &'s mut LanesScratch,
+    direct: Option<Cells>,
 ) -> &'s [Lanes] {
     assert!((1..=LANES).contains(&planes), "1 to 16 planes per group");
     let taps_n = g.kernel[0] * g.kernel[1];
@@ -332,10 +366,26 @@ fn depthwise_group<'s>(
     if positions == 0 {
         return &[];
     }
+    assert!(
+        direct.is_none() || epilogue.activation.is_none(),
+        "only a clamp is applied on the way to a direct destination"
+    );
     fill_interleaved(g, planes, input, scratch);
     tap_offsets_into(g, &mut scratch.taps);
     let LanesScratch { buf, taps, out, .. } = scratch;
-    out.resize(positions, [0.0; LANES]);
+    let cells = match direct {
+        Some(cells) => {
+            out.clear();
+            cells
+        }
+        None => {
+            out.resize(positions, [0.0; LANES]);
+            Cells {
+                ptr: out.as_mut_ptr().cast(),
+                stride: LANES,
+            }
+        }
+    };
     let args = Args {
         g,
         buf,
@@ -345,15 +395,17 @@ fn depthwise_group<'s>(
         clamp: epilogue.clamp,
     };
     match isa() {
-        // SAFETY: `Portable` needs no CPU feature; `args` was built consistent above.
-        Isa::Portable => unsafe { compute::<Portable>(&args, out) },
-        // SAFETY (all arms below): `isa()` picked the arm only after detecting its features.
+        // SAFETY: `Portable` needs no CPU feature; `args` was built consistent above, and
+        // `cells` is the caller's destination or `out`, just sized to the positions.
+        Isa::Portable => unsafe { compute::<Portable>(&args, cells) },
+        // SAFETY (all arms below): as above; `isa()` picked the arm only after detecting its
+        // features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { compute_avx2(&args, out) },
+        Isa::Avx2 => unsafe { compute_avx2(&args, cells) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { compute_avx512(&args, out) },
+        Isa::Avx512 => unsafe { compute_avx512(&args, cells) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { compute_neon(&args, out) },
+        Isa::Neon => unsafe { compute_neon(&args, cells) },
     }
     if let Some(act) = epilogue.activation {
         crate::elementwise::apply_activation(act, out.as_flattened_mut());
@@ -484,7 +536,7 @@ struct Args<'a> {
 /// # Safety
 /// As `any_window`.
 #[inline(always)]
-unsafe fn compute<S: Simd>(a: &Args, out: &mut [Lanes]) {
+unsafe fn compute<S: Simd>(a: &Args, out: Cells) {
     let g = a.g;
     let unit = g.stride == [1, 1] && g.dilation == [1, 1] && S::LANES == LANES;
     // SAFETY: the caller's guarantees, which every kernel needs.
@@ -504,7 +556,7 @@ unsafe fn compute<S: Simd>(a: &Args, out: &mut [Lanes]) {
 /// # Safety
 /// As `any_window`; the scratch has `ROW_SLACK` cells past the plane.
 #[inline(always)]
-unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: &mut [Lanes]) {
+unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
     const { assert!(ROW_POSITIONS + KW - 1 <= ROW_CELLS) };
     let [oh_n, ow_n] = a.g.output;
     let pw = padded_width(a.g);
@@ -542,29 +594,42 @@ unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: &mut [Lanes]) {
                         }
                     }
                 }
-                store::<S>(a, &acc[..n], &mut out[oh * ow_n + ow..]);
+                store::<S>(a, &acc[..n], out, oh * ow_n + ow);
                 ow += n;
             }
         }
     }
 }
 
-/// Stores accumulated positions into the first `acc.len()` output cells, clamped.
+/// Where a group's output cells go: cell `p` (16 floats) at `ptr + p·stride`.
+///
+/// Invariant (upheld by whoever builds one): `ptr` is valid for writes of the 16 floats of
+/// every cell below the geometry's output positions, and nothing else reads or writes them
+/// while the cells are stored.
+#[derive(Clone, Copy)]
+struct Cells {
+    ptr: *mut f32,
+    stride: usize,
+}
+
+/// Stores accumulated positions into output cells `first..first + acc.len()`, clamped.
 ///
 /// # Safety
-/// The CPU supports `S`'s ISA; `out` holds at least `acc.len()` cells.
+/// The CPU supports `S`'s ISA; those cells are output positions of `out`.
 #[inline(always)]
-unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: &mut [Lanes]) {
+unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: Cells, first: usize) {
     let nv = LANES / S::LANES;
-    // SAFETY: each cell holds 16 floats, written as `nv` vectors; the ISA is the caller's.
+    // SAFETY: each cell holds 16 floats, written as `nv` vectors, inside `out` (caller and
+    // `Cells`' invariant); the ISA is the caller's.
     unsafe {
-        for (row, cell) in acc.iter().zip(out) {
+        for (j, row) in acc.iter().enumerate() {
+            let cell = out.ptr.add((first + j) * out.stride);
             for (v, &x) in row.iter().enumerate().take(nv) {
                 let x = match a.clamp {
                     Some((lo, hi)) => S::min(S::splat(hi), S::max(S::splat(lo), x)),
                     None => x,
                 };
-                S::store(cell.as_mut_ptr().add(v * S::LANES), x);
+                S::store(cell.add(v * S::LANES), x);
             }
         }
     }
@@ -577,7 +642,7 @@ unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: &mut [Lanes]) {
 /// The CPU supports `S`'s ISA; `a` is consistent (`buf` holds the padded geometry's cells,
 /// `wt` one vector per tap) and `y` holds `a.planes` output planes.
 #[inline(always)]
-unsafe fn any_window<S: Simd>(a: &Args, out: &mut [Lanes]) {
+unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
     let [oh_n, ow_n] = a.g.output;
     let positions = oh_n * ow_n;
     let pw = padded_width(a.g);
@@ -631,7 +696,7 @@ unsafe fn any_window<S: Simd>(a: &Args, out: &mut [Lanes]) {
                     }
                 }
             }
-            store::<S>(a, &acc[..n], &mut out[p..]);
+            store::<S>(a, &acc[..n], out, p);
             p += n;
         }
     }
@@ -641,7 +706,7 @@ unsafe fn any_window<S: Simd>(a: &Args, out: &mut [Lanes]) {
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn compute_avx2(a: &Args, out: &mut [Lanes]) {
+unsafe fn compute_avx2(a: &Args, out: Cells) {
     // SAFETY: the features are enabled on this function; `a` is consistent (caller).
     unsafe { compute::<Avx2>(a, out) }
 }
@@ -650,7 +715,7 @@ unsafe fn compute_avx2(a: &Args, out: &mut [Lanes]) {
 /// The CPU has AVX-512F (which implies AVX2 and FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn compute_avx512(a: &Args, out: &mut [Lanes]) {
+unsafe fn compute_avx512(a: &Args, out: Cells) {
     // SAFETY: as above.
     unsafe { compute::<Avx512>(a, out) }
 }
@@ -659,7 +724,7 @@ unsafe fn compute_avx512(a: &Args, out: &mut [Lanes]) {
 /// None beyond aarch64 itself (NEON is baseline).
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn compute_neon(a: &Args, out: &mut [Lanes]) {
+unsafe fn compute_neon(a: &Args, out: Cells) {
     // SAFETY: as above.
     unsafe { compute::<Neon>(a, out) }
 }

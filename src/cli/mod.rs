@@ -83,6 +83,10 @@ struct SessionArgs {
     /// (see `SessionBuilder::winograd`).
     #[arg(long)]
     no_winograd: bool,
+    /// Run every convolution on NCHW planes, none channels last (see
+    /// `SessionBuilder::channels_last`).
+    #[arg(long)]
+    no_channels_last: bool,
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -119,7 +123,8 @@ fn builder(args: SessionArgs) -> infer::SessionBuilder {
     let b = infer::Session::builder()
         .int8_matmul(args.int8)
         .spin_wait(!args.no_spin)
-        .winograd(!args.no_winograd);
+        .winograd(!args.no_winograd)
+        .channels_last(!args.no_channels_last);
     match args.threads {
         Some(n) => b.threads(n),
         None => b,

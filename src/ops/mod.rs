@@ -7,7 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
-mod conv_channels_last;
+pub(crate) mod conv_channels_last;
 pub mod conv_deform;
 mod conv_patches;
 mod conv_winograd;
@@ -64,6 +64,9 @@ pub struct BuildOptions {
     /// Constant 3×3 stride-1 Conv kernels take the Winograd path (`conv_winograd`): on by
     /// default.
     pub winograd: bool,
+    /// Chains of pointwise and depthwise convolutions run channels last
+    /// (`plan::channels_last`): on by default.
+    pub channels_last: bool,
 }
 
 impl Default for BuildOptions {
@@ -71,6 +74,7 @@ impl Default for BuildOptions {
         BuildOptions {
             int8_matmul: false,
             winograd: true,
+            channels_last: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! From an IR `Graph` to an `ExecutionPlan`: optimizer passes, topological order, kernels
 //! built once (weights prepacked), value lifetimes, and the shape-only subgraph.
 
+mod channels_last;
 mod fold;
 pub mod fuse;
 mod gradient;
@@ -59,6 +60,9 @@ impl ExecutionPlan {
             fold::fold_constants(&mut g)?;
             fold::remove_dead_nodes(&mut g);
             fuse::run_all(&mut g)?;
+            if options.channels_last {
+                channels_last::choose(&mut g)?;
+            }
         }
         fold::remove_dead_nodes(&mut g);
 

@@ -103,6 +103,15 @@ impl SessionBuilder {
         self
     }
 
+    /// Keeps chains of pointwise and depthwise convolutions (MobileNet's and EfficientNet's
+    /// blocks) channels last between their layers (default on), so the depthwise layers need
+    /// no transposes into and out of their 16-channel vectors. Results are the same up to
+    /// rounding order. Off, every convolution runs on NCHW planes.
+    pub fn channels_last(mut self, on: bool) -> Self {
+        self.options.channels_last = on;
+        self
+    }
+
     /// Largest tensor, in bytes, that the session may create (default
     /// `infer::tensor::DEFAULT_MAX_TENSOR_BYTES`, 16 GiB). Checked before allocation on every
     /// thread of the session's pool, for shapes computed from data, and again on every
