@@ -215,6 +215,7 @@ unsafe fn serial(
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
+    let col_bias = in_kernel.and_then(|e| e.col_bias);
     let residual = in_kernel.and_then(|e| e.residual);
     // What is left of the epilogue for a pass over each finished block after the kernels'
     // part: all of it, only an activation, or nothing.
@@ -280,6 +281,11 @@ unsafe fn serial(
                                 // tile are below m.
                                 row_bias: match row_bias {
                                     Some(b) if pc == 0 => b[i..].as_ptr(),
+                                    _ => std::ptr::null(),
+                                },
+                                // Likewise n long, and columns j.. are below n.
+                                col_bias: match col_bias {
+                                    Some(b) if pc == 0 => b[j..].as_ptr(),
                                     _ => std::ptr::null(),
                                 },
                                 // `check_epilogue` made the residual m × n, and `in_kernel`

@@ -49,8 +49,8 @@ impl<'a> Epilogue<'a> {
             && self.activation.is_none()
     }
 
-    /// The epilogue as the microkernels apply it while storing a tile — a per-row bias that
-    /// starts the accumulators, a row-major residual added and a Relu/Clip applied before the
+    /// The epilogue as the microkernels apply it while storing a tile — a per-row or
+    /// per-column bias that starts the accumulators, a row-major residual added and a Relu/Clip applied before the
     /// store, any other activation left to a pass over each finished block — or `None` when it
     /// needs more (a scale, a column bias, a residual with strided columns), which then all
     /// runs as that pass. Convolutions with bias (+ residual) + Relu/Relu6 never go back over
@@ -59,10 +59,11 @@ impl<'a> Epilogue<'a> {
         if self.alpha != 1.0 || self.residual.is_some_and(|r| r.col_stride != 1) {
             return None;
         }
-        let row_bias = match self.bias {
-            Bias::None => None,
-            Bias::PerRow(b) => Some(b),
-            Bias::Scalar(_) | Bias::PerCol(_) => return None,
+        let (row_bias, col_bias) = match self.bias {
+            Bias::None => (None, None),
+            Bias::PerRow(b) => (Some(b), None),
+            Bias::PerCol(b) => (None, Some(b)),
+            Bias::Scalar(_) => return None,
         };
         let (clamp, after) = match self.activation {
             None => (None, None),
@@ -72,6 +73,7 @@ impl<'a> Epilogue<'a> {
         };
         Some(InKernel {
             row_bias,
+            col_bias,
             residual: self.residual,
             clamp,
             after,
@@ -153,6 +155,8 @@ impl<'a> Epilogue<'a> {
 pub(super) struct InKernel<'a> {
     /// One value per row of C.
     pub row_bias: Option<&'a [f32]>,
+    /// One value per column of C.
+    pub col_bias: Option<&'a [f32]>,
     /// Added to the finished product, before the clamp; its columns are contiguous.
     pub residual: Option<MatRef<'a>>,
     /// `Activation::Clip` bounds (Relu is `(0, inf)`).

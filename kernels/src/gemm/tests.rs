@@ -85,14 +85,21 @@ enum BiasKind {
 }
 
 impl EpiCase {
-    /// The five fixed epilogues of the table-driven tests (the last is a convolution's:
-    /// channel bias, skip connection and Relu6, all applied inside the microkernel).
+    /// The six fixed epilogues of the table-driven tests (the last two are convolutions':
+    /// channel bias, skip connection and Relu6, all applied inside the microkernel, with the
+    /// channels along the rows (NCHW) or the columns (channels last)).
     fn fixed(kind: usize) -> EpiCase {
         let (alpha, bias, residual, activation) = match kind {
             0 => (1.0, BiasKind::None, false, None),
             1 => (1.0, BiasKind::PerCol, false, Some(Activation::Relu)),
             2 => (0.5, BiasKind::PerRow, true, None),
             3 => (1.0, BiasKind::Scalar, true, Some(Activation::Gelu)),
+            4 => (
+                1.0,
+                BiasKind::PerCol,
+                true,
+                Some(Activation::Clip(0.0, 6.0)),
+            ),
             _ => (
                 1.0,
                 BiasKind::PerRow,
@@ -323,7 +330,7 @@ fn odd_sizes_match_reference_for_every_kernel() {
         for (u, &n) in sizes.iter().enumerate() {
             let k = sizes[(t * 7 + u * 3) % sizes.len()];
             let layout = [Layout::RowMajor, Layout::AT, Layout::BT][(t + u) % 3];
-            check(m, n, k, layout, (t * 5 + u) % 5);
+            check(m, n, k, layout, (t * 5 + u) % 6);
         }
     }
 }
