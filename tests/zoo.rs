@@ -72,6 +72,9 @@ fn check_cli(name: &str) {
         .arg(&out_dir)
         .arg("--threads")
         .arg("2")
+        // The opt-in channels-last handoff (a no-op without pointwise → depthwise edges):
+        // the library test above covers the default plan, this one the other.
+        .arg("--channels-last")
         .output()
         .unwrap();
     assert!(

@@ -733,47 +733,13 @@ unsafe fn compute_neon(a: &Args, out: Cells) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Lanes, PlaneGeometry, LANES};
+    use crate::transpose::avx512::transpose;
     use std::arch::x86_64::*;
 
     /// The mask of lanes `0..k` (`k <= 16`).
     #[inline(always)]
     fn first_lanes(k: usize) -> __mmask16 {
         (((1u32 << k) - 1) & 0xFFFF) as u16
-    }
-
-    /// Transposes the 16×16 matrix whose rows are `r` (row `i`, lane `j` → row `j`, lane
-    /// `i`): unpacks pair rows, then 2×2 blocks, then 128-bit quarters twice.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[inline(always)]
-    pub(super) unsafe fn transpose(r: &mut [__m512; 16]) {
-        // SAFETY: register shuffles only; the caller guarantees AVX-512F.
-        unsafe {
-            let mut t = [_mm512_setzero_ps(); 16];
-            for i in 0..8 {
-                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            for i in 0..4 {
-                let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
-                r[4 * i] = _mm512_shuffle_ps::<0x44>(a, c);
-                r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
-                r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(b, d);
-                r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
-            }
-            for i in 0..2 {
-                for j in 0..4 {
-                    let (a, b) = (r[8 * i + j], r[8 * i + 4 + j]);
-                    t[8 * i + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
-                    t[8 * i + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(a, b);
-                }
-            }
-            for j in 0..8 {
-                r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
-                r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
-            }
-        }
     }
 
     /// The input rectangle of `planes` planes into their cells of the padded scratch (`pw`

@@ -13,4 +13,5 @@ mod isa;
 pub mod max_pool;
 pub mod qgemm;
 pub mod reduce;
+pub mod transpose;
 pub mod winograd;

@@ -83,10 +83,10 @@ struct SessionArgs {
     /// (see `SessionBuilder::winograd`).
     #[arg(long)]
     no_winograd: bool,
-    /// Run every convolution on NCHW planes, none channels last (see
-    /// `SessionBuilder::channels_last`).
+    /// Hand pointwise outputs to depthwise convolutions channels last (see
+    /// `SessionBuilder::channels_last`; off by default).
     #[arg(long)]
-    no_channels_last: bool,
+    channels_last: bool,
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -124,7 +124,7 @@ fn builder(args: SessionArgs) -> infer::SessionBuilder {
         .int8_matmul(args.int8)
         .spin_wait(!args.no_spin)
         .winograd(!args.no_winograd)
-        .channels_last(!args.no_channels_last);
+        .channels_last(args.channels_last);
     match args.threads {
         Some(n) => b.threads(n),
         None => b,

@@ -296,8 +296,10 @@ pub(super) struct Conv {
 pub(super) enum PackedWeights {
     /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
     Gemm(Vec<PackedA>),
-    /// A pointwise kernel's `Wᵀ[C, M]` as the right operand, for a channels-last output.
-    GemmRight(PackedB),
+    /// A pointwise kernel with a channels-last output, packed for both orientations of its
+    /// product (`conv_channels_last.rs` picks one per feature-map size): `W[M, C]` as the
+    /// left operand and `Wᵀ[C, M]` as the right.
+    PointwiseBoth { left: PackedA, right: PackedB },
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
     /// A depthwise kernel as `depthwise_lanes` reads it (one vector per tap and 16 channels;
@@ -328,9 +330,12 @@ impl Conv {
                 let s = w.shape();
                 let (m, c) = (s[0], s[1]);
                 let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
-                    Ok(PackedB::new(MatRef::new(data, c, m, 1, c)?))
+                    Ok(PackedWeights::PointwiseBoth {
+                        left: PackedA::new(MatRef::row_major(data, m, c)?),
+                        right: PackedB::new(MatRef::new(data, c, m, 1, c)?),
+                    })
                 })??;
-                Some((PackedWeights::GemmRight(packed), s.to_vec()))
+                Some((packed, s.to_vec()))
             }
             Some(w)
                 if ctx.options.winograd

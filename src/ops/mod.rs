@@ -64,8 +64,8 @@ pub struct BuildOptions {
     /// Constant 3×3 stride-1 Conv kernels take the Winograd path (`conv_winograd`): on by
     /// default.
     pub winograd: bool,
-    /// Chains of pointwise and depthwise convolutions run channels last
-    /// (`plan::channels_last`): on by default.
+    /// Pointwise convolutions hand their output to depthwise ones channels last
+    /// (`plan::channels_last`): off by default (measured slower overall, see there).
     pub channels_last: bool,
 }
 
@@ -74,7 +74,7 @@ impl Default for BuildOptions {
         BuildOptions {
             int8_matmul: false,
             winograd: true,
-            channels_last: true,
+            channels_last: false,
         }
     }
 }

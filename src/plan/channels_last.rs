@@ -1,25 +1,35 @@
-//! Chooses the values that stay channels last (NHWC) between convolutions.
+//! Chooses the values handed channels last (NHWC) from a pointwise to a depthwise
+//! convolution.
 //!
-//! A depthwise convolution computes 16 channels per vector, so on NCHW planes it interleaves
-//! its input into channel-minor cells and de-interleaves its output back: two transposes
-//! around every depthwise layer of a MobileNet or EfficientNet. Kept channels last, the
-//! pointwise convolutions around it produce and consume those cells directly (a pointwise
-//! layer is a GEMM either way round) and the transposes go.
+//! A depthwise convolution computes 16 channels per vector, so on NCHW planes it first
+//! transposes its input into channel-minor cells. A pointwise convolution before it can write
+//! those cells directly instead (its product is a GEMM either way round:
+//! `Y[HW, M] = X[HW, C] · Wᵀ[C, M]`), and the depthwise layer then only copies 16 channels
+//! per cell into its scratch. That is MobileNet's and EfficientNet's expand → depthwise edge.
 //!
-//! A value stays channels last when a pointwise or depthwise 2-D Conv with constant weights
-//! produces it, every reader is such a Conv (as its input or its fused residual), it is not
-//! a graph output, and it belongs to a chain holding at least one depthwise layer (plain
-//! pointwise chains, as in ResNet, gain nothing). The Convs are marked with the internal
-//! attributes of `ops::conv_channels_last`; the chain's first and last layers convert on the
-//! fly, so no transpose nodes are added. Shapes need not be known: the marked Convs check
-//! their tensors when they run.
+//! Measured per layer on MobileNet-v2 (1 thread, Zen 4), keeping whole chains channels last
+//! lost: the project convolutions with few output channels (24, 32) waste most of a 32-wide
+//! tile when the channels are the GEMM's columns, and depthwise layers storing channels-last
+//! outputs were slower than de-interleaving into planes. So only the expand → depthwise edge
+//! changes layout; the kernels take either layout on either side (`ops::conv_channels_last`).
+//!
+//! Even so it is off by default (`SessionBuilder::channels_last`): over whole networks it
+//! measured up to 6 % slower (MobileNet-v2, EfficientNet-B0, 1 and 2 threads, `examples/
+//! ab_options.rs`): the 56×56 and 28×28 layers gained, but the 112×112 stride-2 depthwise
+//! layer lost 0.15–0.35 ms reading its 16 channels out of 96-channel cells, and the 14×14
+//! expansions (computed in planes and transposed: too few positions for the other
+//! orientation) lost ~0.09 ms each.
+//!
+//! A value is handed channels last when a pointwise 2-D Conv (1×1, stride 1, unpadded, one
+//! group, constant f32 weights) produces it, every reader is a depthwise Conv with constant
+//! f32 weights reading it as its input, and it is not a graph output. Shapes need not be
+//! known: the marked Convs check their tensors when they run.
 
 use super::fuse::{output0, Uses};
 use crate::error::Result;
-use crate::ir::{Attr, Graph, Node, ValueId};
+use crate::ir::{Attr, Graph, Node};
 use crate::ops::conv_channels_last::{INPUT_ATTR, OUTPUT_ATTR};
 use crate::tensor::DType;
-use std::collections::HashMap;
 
 /// What a Conv node can do channels last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,107 +38,35 @@ enum Capable {
     Depthwise,
 }
 
-/// Marks the chains of pointwise and depthwise convolutions that run channels last.
+/// Marks the pointwise → depthwise edges that are handed channels last.
 pub fn choose(g: &mut Graph) -> Result<()> {
     let capable: Vec<Option<Capable>> = g.nodes.iter().map(|n| capability(g, n)).collect();
     let uses = Uses::of(g);
-    // Which node produces each candidate value.
-    let mut last: HashMap<ValueId, usize> = HashMap::new();
     for (i, c) in capable.iter().enumerate() {
-        let Some(y) = c.and_then(|_| output0(g, i)) else {
+        if *c != Some(Capable::Pointwise) {
             continue;
-        };
+        }
+        let Some(y) = output0(g, i) else { continue };
         let readers = uses.consumers(y);
-        let all_capable = readers.iter().all(|&r| {
-            capable[r].is_some()
+        let all_depthwise = readers.iter().all(|&r| {
+            capable[r] == Some(Capable::Depthwise)
                 && g.nodes[r]
                     .inputs
                     .iter()
                     .enumerate()
-                    .all(|(slot, v)| *v != Some(y) || slot == 0 || slot == 3)
+                    .all(|(slot, v)| *v != Some(y) || slot == 0)
         });
-        if !readers.is_empty() && all_capable && !uses.is_graph_output(y) {
-            last.insert(y, i);
-        }
-    }
-    // A fused residual is added in the output's layout: both sides agree, or neither stays.
-    loop {
-        let mut changed = false;
-        for (i, n) in g.nodes.iter().enumerate() {
-            let (Some(_), Some(Some(r))) = (capable[i], n.inputs.get(3)) else {
-                continue;
-            };
-            let y = output0(g, i);
-            let y_last = y.is_some_and(|y| last.contains_key(&y));
-            if y_last != last.contains_key(r) {
-                last.remove(r);
-                if let Some(y) = y {
-                    last.remove(&y);
-                }
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    keep_chains_with_depthwise(g, &capable, &uses, &mut last);
-    for (i, c) in capable.iter().enumerate() {
-        if c.is_none() {
+        if readers.is_empty() || !all_depthwise || uses.is_graph_output(y) {
             continue;
         }
-        let input_last = g.nodes[i].inputs.first().copied().flatten();
-        let input_last = input_last.is_some_and(|v| last.contains_key(&v));
-        let output_last = output0(g, i).is_some_and(|v| last.contains_key(&v));
-        let attrs = &mut g.nodes[i].attrs.0;
-        if input_last {
-            attrs.insert(INPUT_ATTR.into(), Attr::Int(1));
+        g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), Attr::Int(1));
+        for &r in readers {
+            g.nodes[r].attrs.0.insert(INPUT_ATTR.into(), Attr::Int(1));
         }
-        if output_last {
-            attrs.insert(OUTPUT_ATTR.into(), Attr::Int(1));
-        }
-    }
-    // Their declared NCHW shapes no longer describe them.
-    for &v in last.keys() {
-        g.values[v].ty.shape = None;
+        // Its declared NCHW shape no longer describes it.
+        g.values[y].ty.shape = None;
     }
     Ok(())
-}
-
-/// Drops the channels-last values of chains (connected through channels-last values) that
-/// hold no depthwise layer.
-fn keep_chains_with_depthwise(
-    g: &Graph,
-    capable: &[Option<Capable>],
-    uses: &Uses,
-    last: &mut HashMap<ValueId, usize>,
-) {
-    // Union-find over nodes, joined through each channels-last value's producer and readers.
-    let mut parent: Vec<usize> = (0..g.nodes.len()).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for (&v, &producer) in last.iter() {
-        for &reader in uses.consumers(v) {
-            let (a, b) = (root(&mut parent, producer), root(&mut parent, reader));
-            parent[a] = b;
-        }
-    }
-    let mut has_depthwise = vec![false; g.nodes.len()];
-    for (i, c) in capable.iter().enumerate() {
-        if *c == Some(Capable::Depthwise) {
-            let r = root(&mut parent, i);
-            has_depthwise[r] = true;
-        }
-    }
-    last.retain(|_, producer| {
-        let r = root(&mut parent, *producer);
-        has_depthwise[r]
-    });
 }
 
 /// Whether `n` is a 2-D Conv with constant f32 weights that runs channels last: pointwise
@@ -164,7 +102,7 @@ mod tests {
     use crate::plan::fuse::test_util::Builder;
     use crate::tensor::Tensor;
 
-    fn weights(b: &mut Builder, shape: [usize; 4]) -> ValueId {
+    fn weights(b: &mut Builder, shape: [usize; 4]) -> crate::ir::ValueId {
         let n = shape.iter().product();
         b.constant(
             "w",
@@ -185,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn an_inverted_residual_block_runs_channels_last_inside() {
+    fn the_expand_to_depthwise_edge_is_handed_channels_last() {
         let mut b = Builder::new();
         let x = b.input("x");
         let stem_w = weights(&mut b, [8, 3, 3, 3]);
@@ -202,28 +140,12 @@ mod tests {
         let pool = b.node("GlobalAveragePool", &[e2], Attrs::default());
         b.g.outputs.push(pool);
         choose(&mut b.g).unwrap();
-        // The stem is not capable, so its output stays NCHW, and with it the output of the
-        // project conv that adds it as a residual.
         assert_eq!(layout(&b, 0), (false, false), "stem");
         assert_eq!(layout(&b, 1), (false, true), "expand");
-        assert_eq!(layout(&b, 2), (true, true), "depthwise");
-        assert_eq!(layout(&b, 3), (true, false), "project");
+        assert_eq!(layout(&b, 2), (true, false), "depthwise");
+        assert_eq!(layout(&b, 3), (false, false), "project");
         assert_eq!(layout(&b, 4), (false, false), "expand before the pool");
-    }
-
-    #[test]
-    fn pointwise_chains_without_depthwise_stay_nchw() {
-        let mut b = Builder::new();
-        let x = b.input("x");
-        let w1 = weights(&mut b, [16, 16, 1, 1]);
-        let y1 = b.node("Conv", &[x, w1], Attrs::default());
-        let y2 = b.node("Conv", &[y1, w1], Attrs::default());
-        let y3 = b.node("Conv", &[y2, w1], Attrs::default());
-        b.g.outputs.push(y3);
-        choose(&mut b.g).unwrap();
-        for i in 0..3 {
-            assert_eq!(layout(&b, i), (false, false));
-        }
+        assert_eq!(b.g.values[e].ty.shape, None);
     }
 
     #[test]
@@ -232,15 +154,22 @@ mod tests {
         let x = b.input("x");
         let pw = weights(&mut b, [16, 16, 1, 1]);
         let dw = weights(&mut b, [16, 1, 3, 3]);
+        // Read by the depthwise conv and by a Relu.
         let a = b.node("Conv", &[x, pw], Attrs::default());
-        let d = b.node("Conv", &[a, dw], depthwise_attrs(16));
+        b.node("Conv", &[a, dw], depthwise_attrs(16));
         let relu = b.node("Relu", &[a], Attrs::default());
-        let p = b.node("Conv", &[d, pw], Attrs::default());
-        b.g.outputs.extend([relu, p, d]);
+        // A graph output.
+        let a2 = b.node("Conv", &[x, pw], Attrs::default());
+        let d2 = b.node("Conv", &[a2, dw], depthwise_attrs(16));
+        // Read by a depthwise conv as its residual.
+        let a3 = b.node("Conv", &[x, pw], Attrs::default());
+        let d3 = b.node("Conv", &[x, dw], depthwise_attrs(16));
+        b.g.nodes[6].inputs.extend([None, Some(a3)]);
+        b.g.outputs.extend([relu, a2, d2, d3]);
         choose(&mut b.g).unwrap();
-        assert_eq!(layout(&b, 0), (false, false), "also read by Relu");
-        assert_eq!(layout(&b, 1), (false, false), "a graph output");
-        assert_eq!(layout(&b, 3), (false, false));
+        for i in 0..b.g.nodes.len() {
+            assert_eq!(layout(&b, i), (false, false), "node {i}");
+        }
     }
 
     #[test]
