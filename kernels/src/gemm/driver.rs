@@ -215,7 +215,14 @@ unsafe fn serial(
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
-    let col_bias = in_kernel.and_then(|e| e.col_bias);
+    // The kernels load a whole panel's column bias: zero-padded past the last column, so an
+    // edge tile needs no branch or copy of its own.
+    let col_bias: Option<Vec<f32>> = in_kernel.and_then(|e| e.col_bias).map(|b| {
+        let mut padded = Vec::with_capacity(b.len() + nr);
+        padded.extend_from_slice(b);
+        padded.resize(b.len() + nr, 0.0);
+        padded
+    });
     let residual = in_kernel.and_then(|e| e.residual);
     // What is left of the epilogue for a pass over each finished block after the kernels'
     // part: all of it, only an activation, or nothing.
@@ -284,7 +291,7 @@ unsafe fn serial(
                                     _ => std::ptr::null(),
                                 },
                                 // Likewise n long, and columns j.. are below n.
-                                col_bias: match col_bias {
+                                col_bias: match &col_bias {
                                     Some(b) if pc == 0 => b[j..].as_ptr(),
                                     _ => std::ptr::null(),
                                 },
