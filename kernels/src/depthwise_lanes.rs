@@ -919,6 +919,13 @@ mod tests {
             (9, 6, 3, 1, 1, 5),
             (13, 17, 3, 2, 1, 16),
             (8, 8, 3, 2, 0, 19),
+            // Full groups: 5×5, no padding, rows whose ends are short blocks, a row narrower
+            // than one block.
+            (11, 23, 5, 1, 2, 32),
+            (9, 9, 3, 1, 0, 16),
+            (6, 30, 3, 1, 1, 48),
+            (5, 3, 5, 1, 2, 16),
+            (12, 12, 5, 2, 2, 32),
         ];
         for (h, wd, k, s, p, channels) in cases {
             let out = |n: usize| (n + 2 * p - (k - 1) - 1) / s + 1;

@@ -941,11 +941,12 @@ fn col2im(geo: &Geometry, cols: &[f32], plane: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ir::{Attr, Node};
 
-    fn run_op(
+    /// Builds `op` with `attrs` (its weights constant when `constant_w`) and runs it once.
+    pub(in crate::ops) fn run_op(
         op: &str,
         attrs: &[(&str, Attr)],
         inputs: &[Option<&Tensor>],

@@ -293,36 +293,12 @@ impl PointwiseImage<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv::tests::run_op;
     use super::*;
-    use crate::ir::{Attr, Node};
-    use crate::ops::BuildCtx;
+    use crate::ir::Attr;
 
     fn conv(attrs: &[(&str, Attr)], inputs: &[Option<&Tensor>], constant_w: bool) -> Tensor {
-        let node = Node {
-            name: "n".into(),
-            op_type: "Conv".into(),
-            domain: String::new(),
-            inputs: vec![],
-            outputs: vec![],
-            attrs: Attrs(
-                attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
-        };
-        let mut constants = vec![None; inputs.len()];
-        if constant_w {
-            constants[1] = inputs[1];
-        }
-        let ctx = BuildCtx {
-            node: &node,
-            opset: 17,
-            constants,
-            options: Default::default(),
-        };
-        let kernel = super::super::conv::build("Conv", &ctx).unwrap().unwrap();
-        kernel.run(inputs).unwrap().remove(0)
+        run_op("Conv", attrs, inputs, constant_w).unwrap()
     }
 
     /// `[N, C, H, W]` ↔ `[N, H, W, C]`.
@@ -424,28 +400,10 @@ mod tests {
     fn other_convolutions_with_a_channels_last_side_are_errors() {
         let x = Tensor::from_vec(vec![1, 4, 4, 2], values(32, 1)).unwrap();
         let wt = Tensor::from_vec(vec![3, 2, 3, 3], values(54, 2)).unwrap();
-        let node_attrs = [(INPUT_ATTR, Attr::Int(1))];
-        let node = Node {
-            name: "n".into(),
-            op_type: "Conv".into(),
-            domain: String::new(),
-            inputs: vec![],
-            outputs: vec![],
-            attrs: Attrs(
-                node_attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            ),
-        };
-        let ctx = BuildCtx {
-            node: &node,
-            opset: 17,
-            constants: vec![None, Some(&wt)],
-            options: Default::default(),
-        };
-        let kernel = super::super::conv::build("Conv", &ctx).unwrap().unwrap();
-        let err = kernel.run(&[Some(&x), Some(&wt)]).unwrap_err().to_string();
+        let attrs = [(INPUT_ATTR, Attr::Int(1))];
+        let err = run_op("Conv", &attrs, &[Some(&x), Some(&wt)], true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pointwise and depthwise"), "{err}");
     }
 }
