@@ -22,7 +22,7 @@ use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
-use infer_kernels::depthwise_lanes::{self, depthwise_planes, LanesScratch, LanesWeights, LANES};
+use infer_kernels::depthwise_lanes::{self, depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
     PackedAStack, PackedB, Rhs, Tap,
@@ -535,7 +535,6 @@ const MIN_TASK_FLOATS: usize = 1 << 12;
 
 thread_local! {
     static DEPTHWISE_BUF: Cell<PlaneScratch> = const { Cell::new(PlaneScratch::new()) };
-    static LANES_BUF: Cell<LanesScratch> = const { Cell::new(LanesScratch::new()) };
 }
 
 impl ConvProblem<'_> {
@@ -604,7 +603,8 @@ impl ConvProblem<'_> {
             })
     }
 
-    /// Depthwise 16 channels per task (where `depthwise_lanes::preferred`).
+    /// Depthwise 16 channels per vector (where `depthwise_lanes::preferred`), a rayon task per
+    /// group of 16.
     fn run_depthwise_lanes(
         &self,
         g: &PlaneGeometry,
@@ -621,31 +621,29 @@ impl ConvProblem<'_> {
                 &interleaved
             }
         };
-        // One image's planes, then groups of 16 channels: a group never spans two images.
-        out.par_chunks_mut(channels * out_len)
-            .enumerate()
-            .try_for_each(|(image, y)| {
-                y.par_chunks_mut(LANES * out_len)
-                    .enumerate()
-                    .try_for_each(|(group, y)| {
-                        let first = group * LANES;
-                        let planes = y.len() / out_len;
-                        let plane = image * channels + first;
-                        let x = &self.x[plane * in_len..(plane + planes) * in_len];
-                        let w = lanes.group(group);
-                        let zeros = [0.0; LANES];
-                        let bias = self.bias.map_or(&zeros[..planes], |b| &b[first..]);
-                        LANES_BUF.with(|cell| {
-                            let mut buf = cell.take();
-                            depthwise_planes(g, planes, x, w, bias, clamp, y, &mut buf);
-                            cell.set(buf);
-                        });
-                        if clamp.is_none() {
-                            self.finish_plane(y, plane);
-                        }
-                        Ok(())
-                    })
-            })
+        // With no residual the activation runs on each group's cells, still in cache;
+        // a residual is added to the finished planes first.
+        let activation = self
+            .activation
+            .filter(|_| clamp.is_none() && self.residual.is_none());
+        for (image, y) in out.chunks_mut(channels * out_len).enumerate() {
+            let x = &self.x[image * channels * in_len..][..channels * in_len];
+            depthwise_image(
+                g,
+                x,
+                Layout::Planes,
+                lanes,
+                self.bias,
+                clamp,
+                activation,
+                y,
+                Layout::Planes,
+            );
+            if clamp.is_none() && activation.is_none() {
+                self.finish_plane(y, image * channels);
+            }
+        }
+        Ok(())
     }
 
     /// Residual and activation of depthwise output planes from `plane` on (the bias is
