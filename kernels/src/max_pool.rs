@@ -46,7 +46,9 @@ pub fn max_pool_plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut
     match isa() {
         // SAFETY: `isa()` picked the arm only after detecting its features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => unsafe { plane_avx2(g, x, y, scratch) },
+        Isa::Avx2 => unsafe { plane_avx2(g, x, y, scratch) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { plane_avx512(g, x, y, scratch) },
         _ => plane(g, x, y, scratch),
     }
 }
@@ -59,6 +61,14 @@ unsafe fn plane_avx2(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut 
     plane(g, x, y, scratch)
 }
 
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn plane_avx512(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScratch) {
+    plane(g, x, y, scratch)
+}
+
 #[inline(always)]
 fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScratch) {
     let [h, w] = g.input;
@@ -68,12 +78,17 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
     // Columns of the padded row the outputs reach, and the phase length that covers them.
     let width = (ow_n.max(1) - 1) * sw + (kw_n.max(1) - 1) * dw + 1;
     let phase_len = width.div_ceil(sw);
-    let MaxPoolScratch { row, phases } = scratch;
-    row.clear();
-    row.resize(phase_len * sw, f32::NEG_INFINITY);
-    phases.resize(phase_len * sw, f32::NEG_INFINITY);
+    let MaxPoolScratch { row: buf, phases } = scratch;
     // Input columns inside the padded row.
     let lo = g.pad[1].min(width);
+    // The row starts where its input columns (written once per input row) begin on a
+    // 64-byte boundary: misaligned vector stores there split cache lines.
+    let len = phase_len * sw + WINDOW3_SLACK;
+    buf.clear();
+    buf.resize(len + ALIGN_FLOATS, f32::NEG_INFINITY);
+    let shift = (ALIGN_FLOATS - (buf.as_ptr() as usize / 4 + lo) % ALIGN_FLOATS) % ALIGN_FLOATS;
+    let row = &mut buf[shift..shift + len];
+    phases.resize(phase_len * sw, f32::NEG_INFINITY);
     let n = w.min(width - lo);
     for (oh, out) in y.chunks_exact_mut(ow_n).take(oh_n).enumerate() {
         let inside = &mut row[lo..lo + n];
@@ -87,6 +102,13 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
             };
             let src = &x[r * w..r * w + n];
             inside.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if sw == 2 && kw_n == 3 && dw == 1 && isa() == Isa::Avx512 {
+            // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the row holds
+            // `2·ow_n + 1` columns (the window's reach) and `WINDOW3_SLACK` more.
+            unsafe { avx512::window3_stride2(row, out) };
+            continue;
         }
         // Column c of the padded row goes to phase c % sw, position c / sw: every tap of
         // every output then reads a contiguous run (with stride 1 the row is its one phase).
@@ -103,6 +125,67 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
             let c = kw * dw;
             let run = &phases[(c % sw) * phase_len + c / sw..][..ow_n];
             out.iter_mut().zip(run).for_each(|(m, &v)| *m = m.max(v));
+        }
+    }
+}
+
+/// Floats in 64 bytes.
+const ALIGN_FLOATS: usize = 16;
+
+/// Floats past the padded row that `avx512::window3_stride2` may read (and not use).
+const WINDOW3_SLACK: usize = 34;
+
+/// The 3-wide, stride-2 window along a row (ResNet's and SqueezeNet's pools), 16 outputs per
+/// step: evens, odds and the next evens of 32 columns split out with three permutes, where
+/// the phase path copies the row into two phases first.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::WINDOW3_SLACK;
+    use std::arch::x86_64::*;
+
+    /// `f32::max` on vectors: a NaN loses to a number (`vmaxps` alone returns its second
+    /// operand when either is NaN).
+    #[inline(always)]
+    unsafe fn max_num(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register operations; the caller guarantees AVX-512F.
+        unsafe {
+            let m = _mm512_max_ps(a, b);
+            _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b), a)
+        }
+    }
+
+    /// `out[j] = max(row[2j], row[2j + 1], row[2j + 2])`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    ///
+    /// # Panics
+    /// If `row` holds fewer than `2·out.len() + 1 + WINDOW3_SLACK` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn window3_stride2(row: &[f32], out: &mut [f32]) {
+        assert!(
+            row.len() >= 2 * out.len() + 1 + WINDOW3_SLACK,
+            "row too short"
+        );
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let mut j = 0;
+        while j < out.len() {
+            let k = 16.min(out.len() - j);
+            // SAFETY: the loads read row[2j..2j + 34], inside `row` (asserted: j < out.len(),
+            // and the slack covers the 33 past 2j + 1); the masked store writes out[j..j + k].
+            unsafe {
+                let p = row.as_ptr().add(2 * j);
+                let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                let (a2, b2) = (_mm512_loadu_ps(p.add(2)), _mm512_loadu_ps(p.add(18)));
+                let left = _mm512_permutex2var_ps(a, even, b);
+                let mid = _mm512_permutex2var_ps(a, odd, b);
+                let right = _mm512_permutex2var_ps(a2, even, b2);
+                let m = max_num(max_num(left, mid), right);
+                let mask = ((1u32 << k) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), mask, m);
+            }
+            j += k;
         }
     }
 }
