@@ -4,7 +4,9 @@
 //!
 //! Reading each input row once per output row it feeds, and splitting only the reduced row
 //! into stride phases, costs a fraction of a padded, phase-split copy of the whole plane
-//! (what the depthwise plane kernel needs, and what max pooling used to share with it).
+//! (what the depthwise plane kernel needs, and what max pooling used to share with it). The
+//! commonest window, 3 wide with stride 2, skips the phases on AVX-512: register permutes
+//! pick each output's three columns out of the row.
 //!
 //! Padding never wins: it is -inf, and a window with no input at all gives -inf. `f32::max`
 //! semantics throughout (a NaN loses to a number), as before.
