@@ -825,6 +825,31 @@ mod tests {
     use super::*;
     use crate::depthwise::{depthwise_plane, PlaneScratch};
 
+    /// An `h × w` input under a `k × k` window of stride `s`, dilation `d`, padding `p`.
+    fn square_window(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> PlaneGeometry {
+        let out = |n: usize| (n + 2 * p - (k - 1) * d - 1) / s + 1;
+        PlaneGeometry {
+            input: [h, w],
+            output: [out(h), out(w)],
+            kernel: [k, k],
+            stride: [s, s],
+            dilation: [d, d],
+            pad: [p, p],
+        }
+    }
+
+    /// Inputs, weights and biases for `planes` planes of `g`.
+    fn test_values(g: &PlaneGeometry, planes: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..planes * g.input[0] * g.input[1])
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let w = (0..planes * g.kernel[0] * g.kernel[1])
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+            .collect();
+        let bias = (0..planes).map(|c| c as f32 / 4.0 - 1.0).collect();
+        (x, w, bias)
+    }
+
     #[test]
     fn groups_match_the_plane_kernel() {
         let mut lanes = LanesScratch::new();
@@ -849,22 +874,8 @@ mod tests {
             (50, 33, 5, 2, 1, 0, 3),
         ];
         for (h, wd, k, s, d, p, planes) in cases {
-            let out = |n: usize| (n + 2 * p - (k - 1) * d - 1) / s + 1;
-            let g = PlaneGeometry {
-                input: [h, wd],
-                output: [out(h), out(wd)],
-                kernel: [k, k],
-                stride: [s, s],
-                dilation: [d, d],
-                pad: [p, p],
-            };
-            let x: Vec<f32> = (0..planes * h * wd)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-                .collect();
-            let w: Vec<f32> = (0..planes * k * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
-                .collect();
-            let bias: Vec<f32> = (0..planes).map(|c| c as f32 / 4.0 - 1.0).collect();
+            let g = square_window(h, wd, k, s, d, p);
+            let (x, w, bias) = test_values(&g, planes);
             let n = g.output[0] * g.output[1];
             for clamp in [None, Some((0.0, 1.5))] {
                 let mut y = vec![f32::NAN; planes * n];
@@ -928,23 +939,9 @@ mod tests {
             (12, 12, 5, 2, 2, 32),
         ];
         for (h, wd, k, s, p, channels) in cases {
-            let out = |n: usize| (n + 2 * p - (k - 1) - 1) / s + 1;
-            let g = PlaneGeometry {
-                input: [h, wd],
-                output: [out(h), out(wd)],
-                kernel: [k, k],
-                stride: [s, s],
-                dilation: [1, 1],
-                pad: [p, p],
-            };
+            let g = square_window(h, wd, k, s, 1, p);
             let n = g.output[0] * g.output[1];
-            let x: Vec<f32> = (0..channels * h * wd)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 4.0)
-                .collect();
-            let w: Vec<f32> = (0..channels * k * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
-                .collect();
-            let bias: Vec<f32> = (0..channels).map(|c| c as f32 / 4.0 - 1.0).collect();
+            let (x, w, bias) = test_values(&g, channels);
             let lw = LanesWeights::new(&w, channels, k * k);
             let clamp = Some((0.0, 1.5));
             // Group by group, planes in and out: the reference.
