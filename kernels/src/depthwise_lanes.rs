@@ -179,6 +179,21 @@ pub enum Layout {
     Planes,
     /// Channels last (NHWC): all channels of a position together.
     ChannelsLast,
+    /// Channel blocks of 16 (NCHW16c): block `b` holds channels `16b..16b + 16` of every
+    /// position, one 16-float cell per position, blocks back to back; the last block's lanes
+    /// past the channel count are padding (written with junk, never read as data). A group is
+    /// one block, so it reads and writes one contiguous range.
+    Blocked,
+}
+
+impl Layout {
+    /// Floats an image of `channels × positions` takes in this layout.
+    pub fn image_len(self, channels: usize, positions: usize) -> usize {
+        match self {
+            Layout::Planes | Layout::ChannelsLast => channels * positions,
+            Layout::Blocked => channels.div_ceil(LANES) * LANES * positions,
+        }
+    }
 }
 
 /// A depthwise convolution of one whole image, every group of 16 channels a rayon task:
@@ -205,8 +220,14 @@ pub fn depthwise_image(
     let channels = weights.channels;
     let positions = g.output[0] * g.output[1];
     let input_len = g.input[0] * g.input[1];
-    assert!(x.len() >= channels * input_len, "input image too short");
-    assert!(y.len() >= channels * positions, "output image too short");
+    assert!(
+        x.len() >= x_layout.image_len(channels, input_len),
+        "input image too short"
+    );
+    assert!(
+        y.len() >= y_layout.image_len(channels, positions),
+        "output image too short"
+    );
     assert!(bias.is_none_or(|b| b.len() >= channels), "bias too short");
     assert!(
         weights.taps == g.kernel[0] * g.kernel[1],
@@ -228,31 +249,44 @@ pub fn depthwise_image(
                     stride: channels,
                     first,
                 },
+                Layout::Blocked => GroupInput::ChannelsLast {
+                    x: &x[first * input_len..][..LANES * input_len],
+                    stride: LANES,
+                    first: 0,
+                },
             };
             let mut b = [0.0; LANES];
             if let Some(bias) = bias {
                 b[..planes].copy_from_slice(&bias[first..first + planes]);
             }
+            // A group's block of a blocked output is its own contiguous range: stored
+            // straight into, the activation applied there after. A full group with no
+            // activation beyond a clamp is stored straight into a channels-last output; any
+            // other goes through the scratch.
+            let direct = match y_layout {
+                Layout::Blocked => Some(Cells {
+                    // SAFETY: block `group` starts inside `y` (asserted above).
+                    ptr: unsafe { y_ptr.at(first * positions) },
+                    stride: LANES,
+                }),
+                Layout::ChannelsLast if planes == LANES && activation.is_none() => Some(Cells {
+                    // SAFETY: channel `first` of position 0 lies inside `y` (asserted above).
+                    ptr: unsafe { y_ptr.at(first) },
+                    stride: channels,
+                }),
+                _ => None,
+            };
             let epilogue = GroupEpilogue {
                 bias: b,
                 clamp,
-                activation,
+                activation: activation.filter(|_| direct.is_none()),
             };
-            // A full group with no activation beyond a clamp is stored straight into a
-            // channels-last output; any other goes through the scratch.
-            let direct = (y_layout == Layout::ChannelsLast
-                && planes == LANES
-                && activation.is_none())
-            .then(|| Cells {
-                // SAFETY: channel `first` of position 0 lies inside `y` (asserted above).
-                ptr: unsafe { y_ptr.at(first) },
-                stride: channels,
-            });
             IMAGE_SCRATCH.with(|cell| {
                 let mut scratch = cell.take();
                 // SAFETY: a direct destination's cells, channels `first..first + 16` of every
-                // position, lie inside `y` (p·channels + first + 16 ≤ positions·channels) and
-                // belong to this group alone.
+                // position, lie inside `y` (channels last: p·channels + first + 16 ≤
+                // positions·channels; blocked: the group's block) and belong to this group
+                // alone.
                 let out = unsafe {
                     depthwise_group(
                         g,
@@ -265,6 +299,19 @@ pub fn depthwise_image(
                     )
                 };
                 match y_layout {
+                    Layout::Blocked => {
+                        if let Some(act) = activation {
+                            // SAFETY: the group's block, inside `y` (asserted above), written
+                            // by this group alone; no other reference to it is live.
+                            let block = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    y_ptr.at(first * positions),
+                                    LANES * positions,
+                                )
+                            };
+                            crate::elementwise::apply_activation(act, block);
+                        }
+                    }
                     _ if direct.is_some() => {}
                     Layout::Planes => {
                         // SAFETY: group `group` alone writes planes `first..first + planes`, which
@@ -471,6 +518,15 @@ fn fill_interleaved(
                 "channels {first}+{planes} of {stride}"
             );
             assert!(x.len() >= h * wd * stride, "channels-last input too short");
+            if stride == LANES {
+                // Blocked: a row's cells are contiguous in the input too.
+                for r in rows {
+                    let dst = &mut scratch.buf[(r + pad_top) * pw + pad_left..][..cols.len()];
+                    dst.as_flattened_mut()
+                        .copy_from_slice(&x[r * wd * LANES..][..cols.len() * LANES]);
+                }
+                return;
+            }
             for r in rows {
                 let dst = &mut scratch.buf[(r + pad_top) * pw + pad_left..][..cols.len()];
                 let src = &x[(r * wd) * stride + first..];
@@ -912,6 +968,18 @@ mod tests {
         }
     }
 
+    /// `[C, H·W]` planes as 16-channel blocks of `[H·W, 16]` cells, padding lanes NaN.
+    fn to_blocked(planes: &[f32], channels: usize) -> Vec<f32> {
+        let n = planes.len() / channels;
+        let mut out = vec![f32::NAN; channels.div_ceil(LANES) * LANES * n];
+        for c in 0..channels {
+            for p in 0..n {
+                out[(c / LANES * n + p) * LANES + c % LANES] = planes[c * n + p];
+            }
+        }
+        out
+    }
+
     /// `[C, H·W]` planes as `[H·W, C]` cells.
     fn to_channels_last(planes: &[f32], channels: usize) -> Vec<f32> {
         let n = planes.len() / channels;
@@ -959,25 +1027,24 @@ mod tests {
                     &mut lanes,
                 );
             }
-            let x_last = to_channels_last(&x, channels);
-            let want_last = to_channels_last(&want, channels);
-            for (xl, yl) in [
-                (Layout::Planes, Layout::Planes),
-                (Layout::Planes, Layout::ChannelsLast),
-                (Layout::ChannelsLast, Layout::Planes),
-                (Layout::ChannelsLast, Layout::ChannelsLast),
-            ] {
-                let xs = if xl == Layout::Planes { &x } else { &x_last };
-                let mut y = vec![f32::NAN; channels * n];
-                depthwise_image(&g, xs, xl, &lw, Some(&bias), clamp, None, &mut y, yl);
-                let want = if yl == Layout::Planes {
-                    &want
-                } else {
-                    &want_last
-                };
-                for (i, (a, b)) in y.iter().zip(want).enumerate() {
+            let in_layout = |l: Layout, planes: &[f32]| match l {
+                Layout::Planes => planes.to_vec(),
+                Layout::ChannelsLast => to_channels_last(planes, channels),
+                Layout::Blocked => to_blocked(planes, channels),
+            };
+            let mut want_silu = want.clone();
+            crate::elementwise::apply_activation(Activation::Silu, &mut want_silu);
+            let all = [Layout::Planes, Layout::ChannelsLast, Layout::Blocked];
+            let pairs = all.into_iter().flat_map(|a| all.map(|b| (a, b)));
+            for ((xl, yl), act) in pairs.flat_map(|p| [(p, None), (p, Some(Activation::Silu))]) {
+                let xs = in_layout(xl, &x);
+                let mut y = vec![f32::NAN; yl.image_len(channels, n)];
+                depthwise_image(&g, &xs, xl, &lw, Some(&bias), clamp, act, &mut y, yl);
+                let want = in_layout(yl, if act.is_some() { &want_silu } else { &want });
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    // Blocked padding lanes (NaN in `want`) hold junk.
                     assert!(
-                        (a - b).abs() <= 1e-5,
+                        b.is_nan() || (a - b).abs() <= 1e-5,
                         "{g:?} {xl:?}->{yl:?} at {i}: {a} vs {b}"
                     );
                 }

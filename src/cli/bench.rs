@@ -15,7 +15,7 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     dims: &[String],
-    profile: bool,
+    profile: Option<usize>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let session = super::session(model, session_args)?;
@@ -47,8 +47,8 @@ pub fn bench(
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    if profile {
-        print_profile(&session, &given, iters.max(1))?;
+    if let Some(slowest) = profile {
+        print_profile(&session, &given, iters.max(1), slowest)?;
     }
     if let Some(rss) = peak_rss_mib() {
         println!("peak RSS: {rss:.1} MiB");
@@ -61,15 +61,13 @@ pub fn bench(
     Ok(())
 }
 
-/// Nodes listed by `--profile` after the per-type table.
-const SLOWEST_NODES: usize = 25;
-
-/// Kernel time per operator type and the slowest nodes over `runs` extra runs (timed apart from the runs above, so
+/// Kernel time per operator type and the `slowest` nodes over `runs` extra runs (timed apart from the runs above, so
 /// the per-step clock reads do not touch the reported latency).
 fn print_profile(
     session: &Session,
     given: &Given,
     runs: usize,
+    slowest: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut profile = Profile::new();
     for _ in 0..runs {
@@ -93,7 +91,7 @@ fn print_profile(
     }
     println!("  {:<28} {:>10.3}", "all kernels", per_run(profile.total()));
     println!("slowest nodes (kernel time per run):");
-    for node in profile.by_node().iter().take(SLOWEST_NODES) {
+    for node in profile.by_node().iter().take(slowest) {
         println!(
             "  {:>8.3} ms  {:<14} {:<28} {}",
             per_run(node.total),

@@ -59,9 +59,10 @@ enum Command {
         /// Value of a symbolic dimension for random inputs, e.g. `--dim batch=8`.
         #[arg(long = "dim", value_name = "NAME=VALUE")]
         dims: Vec<String>,
-        /// Also print kernel time per operator type (over `iters` extra runs).
-        #[arg(long)]
-        profile: bool,
+        /// Also print kernel time per operator type and the N slowest nodes (25 without
+        /// a value), over `iters` extra runs.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "25")]
+        profile: Option<usize>,
     },
 }
 

@@ -1,7 +1,7 @@
 //! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr) and the
 //! split of one product across threads.
 
-use super::kernel::{KernelSpec, Tile, THIN_COLS};
+use super::kernel::{KernelSpec, Tile, COL_BLOCK, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
 use rayon::prelude::*;
@@ -24,11 +24,13 @@ pub(super) enum Src<'a> {
     Source(&'a dyn PanelSource),
 }
 
-/// The output matrix, shared by the threads of one product.
+/// The output matrix, shared by the threads of one product: element `(i, j)` is at
+/// `i·ldc + (j / COL_BLOCK)·block_stride + j % COL_BLOCK` (see `MatMut`).
 #[derive(Clone, Copy)]
 pub(super) struct COut {
     pub ptr: *mut f32,
     pub ldc: usize,
+    pub block_stride: usize,
 }
 
 // SAFETY: `COut` is only handed to the tasks of one product, and those write disjoint sets of
@@ -38,16 +40,44 @@ unsafe impl Send for COut {}
 unsafe impl Sync for COut {}
 
 impl COut {
-    /// Row `i`, columns `cols`.
+    fn offset(self, i: usize, j: usize) -> usize {
+        i * self.ldc + j / COL_BLOCK * self.block_stride + j % COL_BLOCK
+    }
+
+    fn blocked(self) -> bool {
+        self.block_stride != COL_BLOCK
+    }
+
+    /// The contiguous runs of the `rows × cols` block of C: one per row when unblocked, one
+    /// per column block when blocked (whose rows are then contiguous; `cols` starts and ends
+    /// on block boundaries, as `MatMut::column_blocked` makes every product's columns). Each
+    /// run comes with its first element's `(i, j)`.
     ///
     /// # Safety
-    /// The element range lies inside C and no other live reference covers it while the
-    /// returned one lives.
-    unsafe fn row<'c>(self, i: usize, cols: Range<usize>) -> &'c mut [f32] {
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.add(i * self.ldc + cols.start), cols.len())
-        }
+    /// The block lies inside C and no other live reference covers it while the runs live.
+    unsafe fn runs<'c>(
+        self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> impl Iterator<Item = (&'c mut [f32], usize, usize)> {
+        let blocked = self.blocked();
+        debug_assert!(!blocked || (cols.start % COL_BLOCK == 0 && cols.len() % COL_BLOCK == 0));
+        let count = if blocked {
+            cols.len() / COL_BLOCK
+        } else {
+            rows.len()
+        };
+        (0..count).map(move |r| {
+            let (i, j, len) = if blocked {
+                (rows.start, cols.start + r * COL_BLOCK, rows.len() * COL_BLOCK)
+            } else {
+                (rows.start + r, cols.start, cols.len())
+            };
+            // SAFETY: the runs are disjoint parts of the block (caller's guarantee), contiguous
+            // as the layout makes a block's rows and a row's columns.
+            let run = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.offset(i, j)), len) };
+            (run, i, j)
+        })
     }
 }
 
@@ -201,10 +231,14 @@ unsafe fn serial(
 ) {
     if k == 0 {
         for i in rows {
-            // SAFETY: inside this call's block of C (caller's guarantee).
-            let row = unsafe { c.row(i, cols.clone()) };
-            row.fill(0.0);
-            epi.apply_row(row, i, cols.start);
+            for j in (cols.clone()).step_by(COL_BLOCK) {
+                let len = COL_BLOCK.min(cols.end - j);
+                // SAFETY: inside this call's block of C (caller's guarantee); contiguous,
+                // as a block's columns are.
+                let run = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(c.offset(i, j)), len) };
+                run.fill(0.0);
+                epi.apply_row(run, i, j);
+            }
         }
         return;
     }
@@ -279,8 +313,10 @@ unsafe fn serial(
                                 a: a_panel.as_ptr(),
                                 b: b_panel[part.start..].as_ptr(),
                                 // SAFETY: (i, j) is inside this call's block of C.
-                                c: unsafe { c.ptr.add(i * c.ldc + j) },
+                                c: unsafe { c.ptr.add(c.offset(i, j)) },
                                 ldc: c.ldc,
+                                block_stride: c.block_stride,
+                                lead: j % COL_BLOCK,
                                 rows: mr.min(mc_len - ir),
                                 cols: part.len(),
                                 accumulate: pc > 0,
@@ -321,22 +357,21 @@ unsafe fn serial(
                         // the epilogue in one pass over row segments long enough that reading
                         // a residual streams (one short segment per row would miss on each).
                         let cols = jc + epi_from..jc + strip_end;
-                        let block_rows = ic..ic + mc_len;
+                        // SAFETY: the strips just written, inside our block; no other
+                        // reference to them is live.
+                        let runs = || unsafe { c.runs(ic..ic + mc_len, cols.clone()) };
                         if in_kernel.is_none() {
-                            for i in block_rows.clone() {
-                                // SAFETY: a row of the strips just written, inside our block;
-                                // no other reference to it is live.
-                                epi.apply_linear(unsafe { c.row(i, cols.clone()) }, i, cols.start);
-                            }
+                            // Only unblocked C gets here (`MatMut::column_blocked`), so each
+                            // run is a row segment.
+                            runs().for_each(|(run, i, j)| epi.apply_linear(run, i, j));
                         }
                         let activation = match in_kernel {
                             Some(e) => e.after,
                             None => epi.activation,
                         };
                         if let Some(act) = activation {
-                            // SAFETY: as above; each row is borrowed once, in turn.
-                            let rows = block_rows.map(|i| unsafe { c.row(i, cols.clone()) });
-                            crate::elementwise::apply_activation_rows(act, rows);
+                            let runs = runs().map(|(run, _, _)| run);
+                            crate::elementwise::apply_activation_rows(act, runs);
                         }
                         epi_from = strip_end;
                     }

@@ -10,9 +10,14 @@
 //! * `b` points to `kc * NR` floats: for each `p` in `0..kc`, the `NR` values `B[p, j]`.
 //!   Rows and columns past the edge of the matrix are zero in both panels, so the kernel
 //!   always computes the full tile.
-//! * `c` points to the tile's top-left element; rows are `ldc` floats apart and columns are
-//!   contiguous. Only the `rows × cols` corner (`rows ≤ MR`, `cols ≤ NR`) is read or written,
-//!   so tiles at the matrix edge never touch memory outside `C`.
+//! * `c` points to the tile's top-left element; rows are `ldc` floats apart. Columns come in
+//!   blocks of [`COL_BLOCK`], contiguous inside a block, consecutive blocks `block_stride`
+//!   floats apart (`COL_BLOCK` for an ordinary row-major C; more for a channel-blocked
+//!   activation, whose row is one position). The tile's first column is column `lead` of its
+//!   block, so the tile's column `j` is `col_offset(t, j)` floats from `c`. Only the
+//!   `rows × cols` corner (`rows ≤ MR`, `cols ≤ NR`) is read or written, so tiles at the
+//!   matrix edge never touch memory outside `C`. Vectors never straddle blocks: every ISA's
+//!   lane count divides `COL_BLOCK`, and tiles start on a multiple of it.
 //! * With `accumulate` the tile is added to `C`, else it overwrites `C` (which is then not
 //!   read, so it may hold garbage such as NaN).
 //! * A non-null `row_bias` points at `rows` floats, one per row of the tile, that start the
@@ -20,7 +25,8 @@
 //! * A non-null `col_bias` points at `NR` floats, one per column of the tile (zero past
 //!   `cols`), that start the accumulators likewise; a tile has at most one of the two biases.
 //! * A non-null `residual` points at the residual's element for the tile's top-left; its rows
-//!   are `ldr` floats apart and columns contiguous, and only its `rows × cols` corner is read.
+//!   are `ldr` floats apart and columns contiguous (unblocked: a residual comes only with
+//!   `block_stride == COL_BLOCK`), and only its `rows × cols` corner is read.
 //!   It is added to the finished tile (after `accumulate`, before `clamp`): the driver passes
 //!   it only with the last depth block.
 //! * With `clamp = Some((lo, hi))` every value is clamped as `Activation::Clip` does (a NaN stays
@@ -46,6 +52,10 @@ const MAX_TILE: usize = 8 * 32;
 /// Most columns a thin-tail kernel computes.
 pub(super) const THIN_COLS: usize = 4;
 
+/// Columns of C are stored in blocks of this many (see the module docs): the channel block of
+/// an NCHW16c activation, and a multiple of every kernel's vector width.
+pub const COL_BLOCK: usize = 16;
+
 /// Arguments of one microkernel call; see the module docs for the contract.
 pub(super) struct Tile {
     pub kc: usize,
@@ -53,6 +63,8 @@ pub(super) struct Tile {
     pub b: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
+    pub block_stride: usize,
+    pub lead: usize,
     pub rows: usize,
     pub cols: usize,
     pub accumulate: bool,
@@ -88,6 +100,13 @@ pub struct KernelSpec {
     /// The thin-tail kernel (see the module docs) for the last `THIN_COLS` or fewer columns of
     /// a panel, where even a half-width tile would mostly compute zero columns.
     pub(super) run_thin: Option<unsafe fn(&Tile)>,
+}
+
+/// Where the tile's column `j` is, in floats from `t.c` along a row (see the module docs).
+#[inline(always)]
+fn col_offset(t: &Tile, j: usize) -> usize {
+    let j = t.lead + j;
+    j / COL_BLOCK * t.block_stride + j % COL_BLOCK - t.lead
 }
 
 /// One k step: `MR` values of A (broadcast) times `NV` vectors of B into the accumulators.
@@ -140,9 +159,10 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
     unsafe {
         // C is read (when accumulating) and written after the k loop; start fetching its rows
         // now so the misses overlap the arithmetic.
+        let last_col = col_offset(t, t.cols.max(1) - 1);
         for i in 0..t.rows {
             S::prefetch(t.c.add(i * t.ldc));
-            S::prefetch(t.c.add(i * t.ldc + t.cols - 1));
+            S::prefetch(t.c.add(i * t.ldc + last_col));
         }
         let mut acc = [[S::zero(); NV]; MR];
         if !t.row_bias.is_null() {
@@ -180,10 +200,15 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
                 Some((lo, hi)) => Some((S::splat(lo), S::splat(hi))),
                 None => None,
             };
+            // A loop, not `array::from_fn`: everything here must inline into the kernel.
+            let mut offsets = [0; NV];
+            for (v, o) in offsets.iter_mut().enumerate() {
+                *o = col_offset(t, v * S::LANES);
+            }
             for (i, row) in acc.iter().enumerate() {
                 let c = t.c.add(i * t.ldc);
                 for (v, &x) in row.iter().enumerate() {
-                    let p = c.add(v * S::LANES);
+                    let p = c.add(offsets[v]);
                     let mut x = if t.accumulate {
                         S::add(S::load(p), x)
                     } else {
@@ -209,20 +234,25 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
                     S::store(spill.add(i * nr + v * S::LANES), x);
                 }
             }
+            // Vector by vector: a vector's columns are contiguous in C (module docs).
             for i in 0..t.rows {
-                let dst = std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols);
-                let src = std::slice::from_raw_parts_mut(spill.add(i * nr), t.cols);
-                if t.accumulate {
-                    src.iter_mut().zip(&*dst).for_each(|(s, d)| *s += d);
+                for j in (0..t.cols).step_by(S::LANES) {
+                    let len = S::LANES.min(t.cols - j);
+                    let dst = t.c.add(i * t.ldc + col_offset(t, j));
+                    let dst = std::slice::from_raw_parts_mut(dst, len);
+                    let src = std::slice::from_raw_parts_mut(spill.add(i * nr + j), len);
+                    if t.accumulate {
+                        src.iter_mut().zip(&*dst).for_each(|(s, d)| *s += d);
+                    }
+                    if !t.residual.is_null() {
+                        let r = std::slice::from_raw_parts(t.residual.add(i * t.ldr + j), len);
+                        src.iter_mut().zip(r).for_each(|(s, r)| *s += r);
+                    }
+                    if let Some((lo, hi)) = t.clamp {
+                        src.iter_mut().for_each(|s| *s = clamp(*s, lo, hi));
+                    }
+                    dst.copy_from_slice(src);
                 }
-                if !t.residual.is_null() {
-                    let r = std::slice::from_raw_parts(t.residual.add(i * t.ldr), t.cols);
-                    src.iter_mut().zip(r).for_each(|(s, r)| *s += r);
-                }
-                if let Some((lo, hi)) = t.clamp {
-                    src.iter_mut().for_each(|s| *s = clamp(*s, lo, hi));
-                }
-                dst.copy_from_slice(src);
             }
         }
     }
@@ -276,7 +306,7 @@ unsafe fn thin<S: Simd, const COLS: usize, const PANEL: usize>(t: &Tile) {
         }
         for i in 0..t.rows {
             for j in 0..t.cols {
-                let p = t.c.add(i * t.ldc + j);
+                let p = t.c.add(i * t.ldc + col_offset(t, j));
                 let mut x = spill[j * S::LANES + i];
                 if t.accumulate {
                     x += *p;

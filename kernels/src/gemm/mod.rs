@@ -24,7 +24,7 @@ pub(crate) mod simd;
 
 pub use axpy::{axpy_taps, Tap};
 pub use epilogue::{Activation, Bias, Epilogue};
-pub use kernel::KernelSpec;
+pub use kernel::{KernelSpec, COL_BLOCK};
 
 use driver::{COut, Src};
 use pack::{Packed, PackedStack};
@@ -142,7 +142,10 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// The output: a row-major matrix with row stride `row_stride >= cols` (rows never overlap).
+/// The output: a row-major matrix with row stride `row_stride >= cols` (rows never overlap), or
+/// a column-blocked one (`column_blocked`): element `(i, j)` at
+/// `i·row_stride + (j / COL_BLOCK)·block_stride + j % COL_BLOCK` — for a plain matrix
+/// `block_stride` is `COL_BLOCK`, and that is `i·row_stride + j`.
 ///
 /// Like `&mut [f32]` it grants exclusive access, but only to its own elements, so it can be
 /// split into column blocks that interleave in memory (`split_at_col`) and filled in parallel.
@@ -154,6 +157,7 @@ pub struct MatMut<'a> {
     rows: usize,
     cols: usize,
     row_stride: usize,
+    block_stride: usize,
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
@@ -187,8 +191,53 @@ impl<'a> MatMut<'a> {
             rows,
             cols,
             row_stride,
+            block_stride: COL_BLOCK,
             _borrow: PhantomData,
         })
+    }
+
+    /// A column-blocked output: the `rows × cols` matrix stored as `cols / COL_BLOCK` blocks,
+    /// `block_stride` floats apart, each `rows × COL_BLOCK` row-major. With rows as the
+    /// positions of a feature map and columns as its channels, that is the NCHW16c layout of
+    /// one image (`block_stride = rows · COL_BLOCK`). `cols` must be a multiple of
+    /// `COL_BLOCK`; the product's epilogue may not have a scale, a scalar bias or a residual
+    /// (see `Epilogue`), which the microkernels cannot apply to this layout.
+    pub fn column_blocked(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        block_stride: usize,
+    ) -> Result<Self, GemmError> {
+        if cols % COL_BLOCK != 0 {
+            return Err(err(format!(
+                "{cols} columns are not whole blocks of {COL_BLOCK}"
+            )));
+        }
+        if cols > COL_BLOCK && block_stride < rows * COL_BLOCK {
+            return Err(err(format!(
+                "block stride {block_stride} < {rows} rows of {COL_BLOCK}: blocks overlap"
+            )));
+        }
+        if let Some(last) = last_index(rows, cols / COL_BLOCK, COL_BLOCK, block_stride)? {
+            if last + COL_BLOCK > data.len() {
+                return Err(err(format!(
+                    "{rows}x{cols} blocked output with block stride {block_stride} does not fit in {} elements",
+                    data.len()
+                )));
+            }
+        }
+        Ok(MatMut {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            row_stride: COL_BLOCK,
+            block_stride,
+            _borrow: PhantomData,
+        })
+    }
+
+    fn blocked(&self) -> bool {
+        self.block_stride != COL_BLOCK
     }
 
     /// A contiguous row-major output.
@@ -220,11 +269,18 @@ impl<'a> MatMut<'a> {
     }
 
     /// Splits into columns `..j` and `j..` (`j` is clamped to the width).
+    /// For a column-blocked view, `j` must be a multiple of `COL_BLOCK` (or past the width).
     pub fn split_at_col(self, j: usize) -> (MatMut<'a>, MatMut<'a>) {
         let j = j.min(self.cols);
+        assert!(
+            !self.blocked() || j % COL_BLOCK == 0 || j == self.cols,
+            "split inside a column block"
+        );
         let right = MatMut {
             // Wrapping: for an empty view the pointer may dangle; it is then never dereferenced.
-            ptr: self.ptr.wrapping_add(j),
+            ptr: self
+                .ptr
+                .wrapping_add(j / COL_BLOCK * self.block_stride + j % COL_BLOCK),
             cols: self.cols - j,
             ..self
         };
@@ -453,7 +509,24 @@ fn gemm_with(
         )));
     }
     check_epilogue(epi, m, n)?;
+    if c.blocked() && (epi.alpha != 1.0 || matches!(epi.bias, Bias::Scalar(_)) || epi.residual.is_some()) {
+        return Err(err(
+            "a column-blocked output takes no scale, scalar bias or residual".to_string(),
+        ));
+    }
     if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if c.blocked() {
+        // The single-row and single-column shortcuts write plain rows: the driver's tiles
+        // handle the layout.
+        let out = COut {
+            ptr: c.ptr,
+            ldc: c.row_stride,
+            block_stride: c.block_stride,
+        };
+        // SAFETY: as for the call at the end.
+        unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi, parallel) };
         return Ok(());
     }
     if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
@@ -488,6 +561,7 @@ fn gemm_with(
     let out = COut {
         ptr: c.ptr,
         ldc: c.row_stride,
+        block_stride: c.block_stride,
     };
     // SAFETY: `c` (validated by `MatMut::new`, or split from such a view: m×n, non-overlapping
     // rows, inside its slice, no element shared with another view) is exclusively borrowed for

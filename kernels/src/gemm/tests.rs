@@ -657,3 +657,99 @@ fn stacked_packs_multiply_as_separate_ones() {
         .push(MatRef::row_major(&mats[0], m - 1, k).unwrap())
         .is_err());
 }
+
+#[test]
+fn column_blocked_output_matches_reference() {
+    let epilogues = |col_bias: &'static [f32], row_bias: &'static [f32]| {
+        [
+            Epilogue::default(),
+            Epilogue {
+                bias: Bias::PerCol(col_bias),
+                activation: Some(Activation::Clip(0.0, 6.0)),
+                ..Epilogue::default()
+            },
+            Epilogue {
+                bias: Bias::PerRow(row_bias),
+                activation: Some(Activation::Relu),
+                ..Epilogue::default()
+            },
+            // Applied by a pass over each finished block, not in the kernel.
+            Epilogue {
+                bias: Bias::PerCol(col_bias),
+                activation: Some(Activation::Silu),
+                ..Epilogue::default()
+            },
+        ]
+    };
+    for (m, n, k) in [
+        (1, 16, 5),
+        (3, 32, 16),
+        (9, 48, 1),
+        (17, 96, 24),
+        (196, 144, 96),
+        (300, 64, 700),
+    ] {
+        let a_data = values(m * k, (m + 3 * k) as u64);
+        let b_data = values(k * n, (n + 5 * k) as u64);
+        let a = MatRef::row_major(&a_data, k, m).unwrap().t();
+        let b = MatRef::row_major(&b_data, k, n).unwrap();
+        let col_bias: &'static [f32] = values(n, 1).leak();
+        let row_bias: &'static [f32] = values(m, 2).leak();
+        // Blocks a little further apart than they need be: the gaps must stay untouched.
+        let block_stride = m * COL_BLOCK + 3;
+        for (e, epi) in epilogues(col_bias, row_bias).iter().enumerate() {
+            let want = reference(a, b, epi);
+            for spec in kernel::available() {
+                let pa = PackedA::for_kernel(spec, a);
+                let pb = PackedB::for_kernel(spec, b);
+                let operands: [(Lhs, Rhs); 3] = [
+                    (Lhs::Mat(a), Rhs::Mat(b)),
+                    (Lhs::Packed(&pa), Rhs::Packed(&pb)),
+                    (Lhs::Mat(a), Rhs::Packed(&pb)),
+                ];
+                for (o, (la, rb)) in operands.into_iter().enumerate() {
+                    for parallel in [true, false] {
+                        let blocks = n / COL_BLOCK;
+                        let mut c = vec![f32::NAN; blocks * block_stride];
+                        let out = MatMut::column_blocked(&mut c, m, n, block_stride).unwrap();
+                        gemm_with(spec, la, rb, out, epi, parallel).unwrap();
+                        let what = format!(
+                            "{} {m}x{n}x{k} epilogue {e} operands {o} parallel={parallel}",
+                            spec.name
+                        );
+                        let got: Vec<f32> = (0..m * n)
+                            .map(|x| {
+                                let (i, j) = (x / n, x % n);
+                                c[j / COL_BLOCK * block_stride + i * COL_BLOCK + j % COL_BLOCK]
+                            })
+                            .collect();
+                        assert_close(&got, &want, k, &what);
+                        let gaps_kept = c
+                            .chunks(block_stride)
+                            .all(|blk| blk[m * COL_BLOCK..].iter().all(|v| v.is_nan()));
+                        assert!(gaps_kept, "{what}: wrote between blocks");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn column_blocked_output_rejects_what_it_cannot_hold() {
+    let a = values(4 * 8, 1);
+    let b = values(8 * 32, 2);
+    let res = values(4 * 32, 3);
+    let a = MatRef::row_major(&a, 4, 8).unwrap();
+    let b = MatRef::row_major(&b, 8, 32).unwrap();
+    let mut c = vec![0.0; 4 * 32];
+    assert!(MatMut::column_blocked(&mut c, 4, 24, 64).is_err());
+    assert!(MatMut::column_blocked(&mut c, 4, 32, 32).is_err());
+    assert!(MatMut::column_blocked(&mut c, 4, 32, 100).is_err());
+    let epi = Epilogue {
+        residual: Some(MatRef::row_major(&res, 4, 32).unwrap()),
+        ..Epilogue::default()
+    };
+    let out = MatMut::column_blocked(&mut c, 4, 32, 64).unwrap();
+    assert!(gemm(a, b, out, &epi).is_err());
+}
