@@ -3,7 +3,7 @@
 //! drift between processes and over minutes does not bias.
 //!
 //! `cargo run --release --example ab_options -- MODEL INPUTS.npz OPTION [THREADS] [RUNS]`,
-//! where OPTION (`channels-last`, `winograd`) is on in A and off in B.
+//! where OPTION (`channels-last`, `winograd`, `blocked`) is on in A and off in B.
 
 use infer::{npy, Profile, Session, SessionBuilder};
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let b = match option.as_str() {
             "channels-last" => b.channels_last(on),
             "winograd" => b.winograd(on),
+            "blocked" => b.blocked_layout(on),
             other => return Err(format!("unknown option {other}").into()),
         };
         Ok(b.build_from_file(model)?)

@@ -28,6 +28,8 @@ fn main() {
             (Layout::ChannelsLast, Layout::Planes),
             (Layout::Planes, Layout::ChannelsLast),
             (Layout::ChannelsLast, Layout::ChannelsLast),
+            (Layout::Blocked, Layout::Blocked),
+            (Layout::Blocked, Layout::Planes),
         ] {
             let mut times = Vec::new();
             for r in 0..200 {

@@ -9,16 +9,44 @@
 /// # Panics
 /// If either slice holds fewer than `rows · cols` floats.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    let len = rows.checked_mul(cols).expect("transpose size overflows");
+    transpose_strided(src, cols, rows, cols, dst, rows);
+}
+
+/// `dst[j · dst_stride + i] = src[i · src_stride + j]` for `i < rows`, `j < cols`: the
+/// transpose between strided views (a channel block's cells into a GEMM panel's rows).
+///
+/// # Panics
+/// If a stride is shorter than its rows or a slice does not hold its view.
+pub fn transpose_strided(
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let span = |n: usize, stride: usize, len: usize| {
+        (n - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(len))
+            .expect("transpose size overflows")
+    };
     assert!(
-        src.len() >= len && dst.len() >= len,
+        src_stride >= cols && dst_stride >= rows,
+        "transpose strides shorter than rows"
+    );
+    assert!(
+        src.len() >= span(rows, src_stride, cols) && dst.len() >= span(cols, dst_stride, rows),
         "transpose slices too short"
     );
     #[cfg(target_arch = "x86_64")]
     if crate::isa::isa() == crate::isa::Isa::Avx512 {
         // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the slices hold the
-        // matrices (asserted above).
-        unsafe { avx512::transpose_matrix(src, rows, cols, dst) };
+        // views (asserted above).
+        unsafe { avx512::transpose_matrix(src, src_stride, rows, cols, dst, dst_stride) };
         return;
     }
     const B: usize = 8;
@@ -26,7 +54,7 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
         for j0 in (0..cols).step_by(B) {
             for i in i0..(i0 + B).min(rows) {
                 for j in j0..(j0 + B).min(cols) {
-                    dst[j * rows + i] = src[i * cols + j];
+                    dst[j * dst_stride + i] = src[i * src_stride + j];
                 }
             }
         }
@@ -78,12 +106,19 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// `transpose` on AVX-512: 16×16 blocks, the edges masked.
+    /// `transpose_strided` on AVX-512: 16×16 blocks, the edges masked.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `src` and `dst` hold `rows · cols` floats.
+    /// The CPU has AVX-512F; `src` and `dst` hold their views (see `transpose_strided`).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose_matrix(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn transpose_matrix(
+        src: &[f32],
+        src_stride: usize,
+        rows: usize,
+        cols: usize,
+        dst: &mut [f32],
+        dst_stride: usize,
+    ) {
         for i0 in (0..rows).step_by(16) {
             let h = 16.min(rows - i0);
             for j0 in (0..cols).step_by(16) {
@@ -96,13 +131,13 @@ pub(crate) mod avx512 {
                     for (i, row) in r.iter_mut().enumerate().take(h) {
                         *row = _mm512_maskz_loadu_ps(
                             first_lanes(w),
-                            src.as_ptr().add((i0 + i) * cols + j0),
+                            src.as_ptr().add((i0 + i) * src_stride + j0),
                         );
                     }
                     transpose(&mut r);
                     for (j, row) in r.iter().enumerate().take(w) {
                         _mm512_mask_storeu_ps(
-                            dst.as_mut_ptr().add((j0 + j) * rows + i0),
+                            dst.as_mut_ptr().add((j0 + j) * dst_stride + i0),
                             first_lanes(h),
                             *row,
                         );
@@ -138,6 +173,25 @@ mod tests {
                         src[i * cols + j],
                         "{rows}x{cols} ({i}, {j})"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_views_keep_the_gaps() {
+        for (rows, cols, ss, ds) in [(16, 16, 16, 32), (5, 3, 16, 7), (20, 16, 16, 32), (1, 9, 9, 1)] {
+            let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; cols * ds];
+            transpose_strided(&src, ss, rows, cols, &mut dst, ds);
+            for j in 0..cols {
+                for i in 0..ds {
+                    let got = dst[j * ds + i];
+                    if i < rows {
+                        assert_eq!(got, src[i * ss + j], "{rows}x{cols} ({i}, {j})");
+                    } else {
+                        assert!(got.is_nan(), "{rows}x{cols}: wrote the gap at ({j}, {i})");
+                    }
                 }
             }
         }

@@ -84,6 +84,10 @@ struct SessionArgs {
     /// (see `SessionBuilder::winograd`).
     #[arg(long)]
     no_winograd: bool,
+    /// Hand NCHW tensors between convolutions instead of channel blocks of 16 (see
+    /// `SessionBuilder::blocked_layout`).
+    #[arg(long)]
+    no_blocked: bool,
     /// Hand pointwise outputs to depthwise convolutions channels last (see
     /// `SessionBuilder::channels_last`; off by default).
     #[arg(long)]
@@ -125,6 +129,7 @@ fn builder(args: SessionArgs) -> infer::SessionBuilder {
         .int8_matmul(args.int8)
         .spin_wait(!args.no_spin)
         .winograd(!args.no_winograd)
+        .blocked_layout(!args.no_blocked)
         .channels_last(args.channels_last);
     match args.threads {
         Some(n) => b.threads(n),

@@ -321,7 +321,7 @@ impl Conv {
         let layout = ConvLayout::parse(ctx.attrs())?;
         let packed = match ctx.constant(1) {
             Some(w)
-                if layout.output
+                if layout.output != Layout::Planes
                     && group == 1
                     && w.dtype() == crate::DType::F32
                     && w.rank() == 4

@@ -1,14 +1,17 @@
-//! Conv on channels-last (NHWC) tensors, for the layers the planner keeps channels last
-//! (`plan::channels_last`): pointwise (1×1, stride 1, unpadded, one group) and depthwise 2-D
-//! convolutions, inside chains such as MobileNet's expand → depthwise → project blocks.
+//! Conv on channels-last (NHWC) and channel-blocked (NCHW16c) tensors, for the layers the
+//! planner hands over in those layouts (`plan::channels_last`, `plan::blocked`): pointwise
+//! (1×1, stride 1, unpadded, one group) and depthwise 2-D convolutions, inside chains such
+//! as MobileNet's expand → depthwise → project blocks.
 //!
-//! A channels-last tensor is stored as `[N, H, W, C]`; either side of a layer may be channels
-//! last, so a chain's first and last layers convert on the fly instead of a separate
-//! transpose. Pointwise layers with a channels-last output are the product
-//! `Y[HW, M] = X[HW, C] · Wᵀ[C, M]` (weights packed as the right operand once; an NCHW input
-//! is the same `X` read with strides), and with an NCHW output the usual `W · X` with
-//! `X = [C, HW]` read with strides. Depthwise layers copy 16 channels per cell into and out
-//! of their scratch (`depthwise_lanes::depthwise_image`) where NCHW needs transposes.
+//! A channels-last tensor is stored as `[N, H, W, C]`, a blocked one as `[N, C/16, H, W, 16]`;
+//! each side of a layer has its own layout, so a chain's first and last layers convert on the
+//! fly instead of a separate transpose. Pointwise layers with a channels-last or blocked
+//! output are the product `Y[HW, M] = X[HW, C] · Wᵀ[C, M]` (weights packed as the right
+//! operand once; an NCHW input is the same `X` read with strides; a blocked output is the
+//! GEMM's column-blocked C), and with an NCHW output the usual `W · X` with `X = [C, HW]` read
+//! with strides, or packed from channel blocks (`gemm::BlockedRhs`). Depthwise layers copy 16
+//! channels per cell into and out of their scratch (`depthwise_lanes::depthwise_image`) where
+//! NCHW needs transposes; a blocked group is one contiguous range.
 
 use super::conv::{Conv, PackedWeights};
 use super::matmul::{f32_data, from_f32_output};
@@ -19,58 +22,88 @@ use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise_lanes::{depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
-    gemm, Activation, Bias, Epilogue, GemmError, Lhs, MatMut, MatRef, PackedA, PackedB, Rhs,
+    gemm, Activation, Bias, BlockedRhs, Epilogue, GemmError, Lhs, MatMut, MatRef, PackedA,
+    PackedB, Rhs, COL_BLOCK,
 };
 
-/// Internal attributes the planner sets on a Conv whose input or output it keeps channels
-/// last (value 1).
-pub const INPUT_ATTR: &str = "_channels_last_input";
-pub const OUTPUT_ATTR: &str = "_channels_last_output";
+/// Internal attributes the planner sets on a Conv whose input or output it keeps in another
+/// layout than NCHW: the layout's [`layout_code`].
+pub const INPUT_ATTR: &str = "_layout_input";
+pub const OUTPUT_ATTR: &str = "_layout_output";
 
-/// Which sides of a Conv are channels last.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConvLayout {
-    pub input: bool,
-    pub output: bool,
+/// The value of `INPUT_ATTR` / `OUTPUT_ATTR` for `layout`.
+pub fn layout_code(layout: Layout) -> i64 {
+    match layout {
+        Layout::Planes => 0,
+        Layout::ChannelsLast => 1,
+        Layout::Blocked => 2,
+    }
 }
 
-impl ConvLayout {
-    pub fn parse(attrs: &Attrs) -> Result<Self> {
-        Ok(ConvLayout {
-            input: attrs.int_or(INPUT_ATTR, 0)? != 0,
-            output: attrs.int_or(OUTPUT_ATTR, 0)? != 0,
-        })
-    }
+/// The layout of each side of a Conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvLayout {
+    pub input: Layout,
+    pub output: Layout,
+}
 
-    /// Whether either side is channels last (else the Conv is plain NCHW).
-    pub fn any(self) -> bool {
-        self.input || self.output
-    }
-
-    fn of(last: bool) -> Layout {
-        if last {
-            Layout::ChannelsLast
-        } else {
-            Layout::Planes
+impl Default for ConvLayout {
+    fn default() -> Self {
+        ConvLayout {
+            input: Layout::Planes,
+            output: Layout::Planes,
         }
     }
 }
 
-/// `[N, C, H, W]` for a layout: the dims of a 4-D tensor stored in it.
-fn nchw(shape: &[usize], channels_last: bool) -> Result<[usize; 4]> {
-    let &[n, a, b, c] = shape else {
-        return Err(op_err!(
-            "a channels-last convolution needs a 4-D tensor, got shape {shape:?}"
-        ));
-    };
-    Ok(if channels_last {
-        [n, c, a, b]
-    } else {
-        [n, a, b, c]
+impl ConvLayout {
+    pub fn parse(attrs: &Attrs) -> Result<Self> {
+        let side = |name: &str| match attrs.int_or(name, 0)? {
+            0 => Ok(Layout::Planes),
+            1 => Ok(Layout::ChannelsLast),
+            2 => Ok(Layout::Blocked),
+            other => Err(op_err!("{name} = {other} is not a layout")),
+        };
+        Ok(ConvLayout {
+            input: side(INPUT_ATTR)?,
+            output: side(OUTPUT_ATTR)?,
+        })
+    }
+
+    /// Whether either side is not NCHW.
+    pub fn any(self) -> bool {
+        self != ConvLayout::default()
+    }
+}
+
+/// `[N, C, H, W]` for a layout: the dims of a tensor stored in it.
+fn nchw(shape: &[usize], layout: Layout) -> Result<[usize; 4]> {
+    match (layout, shape) {
+        (Layout::Planes, &[n, c, h, w]) => Ok([n, c, h, w]),
+        (Layout::ChannelsLast, &[n, h, w, c]) => Ok([n, c, h, w]),
+        (Layout::Blocked, &[n, blocks, h, w, COL_BLOCK]) => Ok([n, blocks * COL_BLOCK, h, w]),
+        _ => Err(op_err!(
+            "a tensor of shape {shape:?} is not a 2-D feature map in the {layout:?} layout"
+        )),
+    }
+}
+
+/// The shape of an `[N, C, H, W]` tensor stored in `layout`.
+fn shape_in(layout: Layout, [n, c, h, w]: [usize; 4]) -> Result<Vec<usize>> {
+    Ok(match layout {
+        Layout::Planes => vec![n, c, h, w],
+        Layout::ChannelsLast => vec![n, h, w, c],
+        Layout::Blocked => {
+            ensure!(
+                c % COL_BLOCK == 0,
+                "{c} channels are not whole blocks of {COL_BLOCK}"
+            );
+            vec![n, c / COL_BLOCK, h, w, COL_BLOCK]
+        }
     })
 }
 
-/// Runs `conv` (whose layout has a channels-last side) on `inputs`.
+/// Runs `conv` (whose layout has a channels-last or blocked side) on `inputs`.
 pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let layout = conv.layout;
     let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
@@ -91,11 +124,7 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         .ok_or_else(|| op_err!("not a 2-D convolution"))?;
     let m = ws[0];
     let [oh, ow] = g.output;
-    let out_shape = if layout.output {
-        vec![n, oh, ow, m]
-    } else {
-        vec![n, m, oh, ow]
-    };
+    let out_shape = shape_in(layout.output, [n, m, oh, ow])?;
     let bias = opt_input(inputs, 2).map(f32_data).transpose()?;
     ensure!(
         bias.as_ref().is_none_or(|b| b.len() == m),
@@ -104,9 +133,10 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let residual = opt_input(inputs, 3);
     if let Some(r) = residual {
         ensure!(
-            r.shape() == out_shape,
-            "residual of shape {:?} does not match the channels-last output {out_shape:?}",
-            r.shape()
+            r.shape() == out_shape && layout.output != Layout::Blocked,
+            "residual of shape {:?} does not fit the {:?} output {out_shape:?}",
+            r.shape(),
+            layout.output
         );
     }
     let residual = residual.map(f32_data).transpose()?;
@@ -174,7 +204,7 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         for i in 0..n {
             let x = &xd[i * c * in_len..][..c * in_len];
             let y = &mut out[i * m * out_len..][..m * out_len];
-            let (xl, yl) = (ConvLayout::of(layout.input), ConvLayout::of(layout.output));
+            let (xl, yl) = (layout.input, layout.output);
             depthwise_image(&g, x, xl, lanes, bias.as_deref(), clamp, activation, y, yl);
         }
         if let Some(r) = residual.as_deref() {
@@ -243,17 +273,35 @@ impl PointwiseImage<'_> {
     /// `y = conv(x)`, each in its side's layout.
     fn run(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
         let [c, m, hw] = self.dims;
-        let x_view = if self.layout.input {
+        if self.layout.input == Layout::Blocked {
+            ensure!(
+                self.layout.output == Layout::Planes,
+                "a pointwise convolution reads channel blocks only into NCHW planes"
+            );
+            // Y[M, HW] = W[M, C] · X[C, HW], X's panels packed from its channel blocks.
+            let epilogue = self.epilogue(Bias::PerRow, MatRef::row_major, [m, hw])?;
+            let x = BlockedRhs::new(x, c, hw)?;
+            let y = MatMut::row_major(y, m, hw)?;
+            gemm(self.weights.left(m, c)?, Rhs::Source(&x), y, &epilogue)?;
+            return Ok(());
+        }
+        let x_view = if self.layout.input == Layout::ChannelsLast {
             MatRef::row_major(x, hw, c)?
         } else {
             MatRef::new(x, hw, c, 1, hw)?
         };
-        if !self.layout.output {
+        if self.layout.output == Layout::Blocked {
+            // Y[HW, M] = X[HW, C] · Wᵀ[C, M] into the column-blocked C: 16 output channels
+            // per block (no residual: the planner hands such outputs only to convolutions).
+            let epilogue = self.epilogue(Bias::PerCol, MatRef::row_major, [hw, m])?;
+            let y = MatMut::column_blocked(y, hw, m, hw * COL_BLOCK)?;
+            gemm(x_view, self.weights.right(m, c)?, y, &epilogue)?;
+        } else if self.layout.output == Layout::Planes {
             // Y[M, HW] = W[M, C] · X[C, HW], X read across its channels-last cells.
             let epilogue = self.epilogue(Bias::PerRow, MatRef::row_major, [m, hw])?;
             let y = MatMut::row_major(y, m, hw)?;
             gemm(self.weights.left(m, c)?, x_view.t(), y, &epilogue)?;
-        } else if hw >= CHANNELS_AS_COLUMNS_MIN_POSITIONS || self.layout.input {
+        } else if hw >= CHANNELS_AS_COLUMNS_MIN_POSITIONS || self.layout.input != Layout::Planes {
             // Y[HW, M] = X[HW, C] · Wᵀ[C, M]: an output channel per column.
             let epilogue = self.epilogue(Bias::PerCol, MatRef::row_major, [hw, m])?;
             let y = MatMut::row_major(y, hw, m)?;
@@ -394,6 +442,100 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `[N, C, H, W]` → `[N, C/16, H, W, 16]`.
+    fn to_blocked(t: &Tensor) -> Tensor {
+        let &[n, c, h, w] = t.shape() else { panic!() };
+        let x = t.as_slice::<f32>().unwrap();
+        let hw = h * w;
+        let mut y = vec![0.0; x.len()];
+        for (i, v) in x.iter().enumerate() {
+            let (b, ch, p) = (i / (c * hw), i / hw % c, i % hw);
+            y[((b * c / 16 + ch / 16) * hw + p) * 16 + ch % 16] = *v;
+        }
+        Tensor::from_vec(vec![n, c / 16, h, w, 16], y).unwrap()
+    }
+
+    #[test]
+    fn blocked_sides_match_the_nchw_convolution() {
+        let act = |name: &str| Attr::String(name.into());
+        let (planes, last, blocked) = (Layout::Planes, Layout::ChannelsLast, Layout::Blocked);
+        // (C, M, H, W, kernel, stride, group, batch, input layout, output layout)
+        let cases = [
+            // Expansions: from planes or cells into blocks, small and large maps.
+            (24, 96, 7, 7, 1, 1, 1, 2, planes, blocked),
+            (16, 32, 23, 25, 1, 1, 1, 1, planes, blocked),
+            (8, 48, 5, 6, 1, 1, 1, 1, last, blocked),
+            // Projections: from blocks into planes.
+            (96, 24, 7, 7, 1, 1, 1, 2, blocked, planes),
+            (32, 40, 23, 25, 1, 1, 1, 1, blocked, planes),
+            // Depthwise, every pair with a blocked side, strides 1 and 2.
+            (32, 32, 9, 9, 3, 1, 32, 2, blocked, blocked),
+            (48, 48, 12, 11, 3, 2, 48, 1, blocked, blocked),
+            (32, 32, 10, 7, 3, 2, 32, 1, planes, blocked),
+            (16, 16, 6, 6, 5, 1, 16, 2, blocked, planes),
+            (32, 32, 8, 8, 3, 1, 32, 1, blocked, last),
+        ];
+        let in_layout = |t: &Tensor, l: Layout| match l {
+            Layout::Planes => t.clone(),
+            Layout::ChannelsLast => to_last(t),
+            Layout::Blocked => to_blocked(t),
+        };
+        for (c, m, h, w, k, s, group, n, xl, yl) in cases {
+            let x = Tensor::from_vec(vec![n, c, h, w], values(n * c * h * w, 1)).unwrap();
+            let wt = Tensor::from_vec(vec![m, c / group, k, k], values(m * c / group * k * k, 2))
+                .unwrap();
+            let b = Tensor::from_vec(vec![m], values(m, 3)).unwrap();
+            let pad = (k / 2) as i64;
+            for activation in [None, Some("Clip"), Some("Silu")] {
+                let mut attrs = vec![
+                    ("group", Attr::Int(group as i64)),
+                    ("strides", Attr::Ints(vec![s as i64; 2])),
+                    ("pads", Attr::Ints(vec![pad * (group > 1) as i64; 4])),
+                ];
+                if let Some(a) = activation {
+                    attrs.extend([("_activation", act(a)), ("_min", Attr::Float(0.0))]);
+                    attrs.push(("_max", Attr::Float(1.0)));
+                }
+                let want = in_layout(&conv(&attrs, &[Some(&x), Some(&wt), Some(&b)], true), yl);
+                attrs.push((INPUT_ATTR, Attr::Int(layout_code(xl))));
+                attrs.push((OUTPUT_ATTR, Attr::Int(layout_code(yl))));
+                let xs = in_layout(&x, xl);
+                for constant_w in [true, false] {
+                    let got = conv(&attrs, &[Some(&xs), Some(&wt), Some(&b)], constant_w);
+                    assert_eq!(got.shape(), want.shape());
+                    let (g, e) = (
+                        got.as_slice::<f32>().unwrap(),
+                        want.as_slice::<f32>().unwrap(),
+                    );
+                    for (i, (a, b)) in g.iter().zip(e).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "case {c}x{m} k{k} s{s} {activation:?} {xl:?} -> {yl:?} \
+                             constant {constant_w} [{i}]: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_outputs_with_partial_blocks_or_residuals_are_errors() {
+        let x = Tensor::from_vec(vec![1, 8, 4, 4], values(128, 1)).unwrap();
+        let wt = Tensor::from_vec(vec![24, 8, 1, 1], values(192, 2)).unwrap();
+        let attrs = [(OUTPUT_ATTR, Attr::Int(layout_code(Layout::Blocked)))];
+        let err = run_op("Conv", &attrs, &[Some(&x), Some(&wt)], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole blocks"), "{err}");
+        let wt = Tensor::from_vec(vec![16, 8, 1, 1], values(128, 2)).unwrap();
+        let skip = Tensor::from_vec(vec![1, 1, 4, 4, 16], values(256, 3)).unwrap();
+        let err = run_op("Conv", &attrs, &[Some(&x), Some(&wt), None, Some(&skip)], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("residual"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct BuildOptions {
     /// Pointwise convolutions hand their output to depthwise ones channels last
     /// (`plan::channels_last`): off by default (measured slower overall, see there).
     pub channels_last: bool,
+    /// Convolutions hand each other channel-blocked (NCHW16c) tensors where both sides can
+    /// (`plan::blocked`; `channels_last` takes precedence).
+    pub blocked_layout: bool,
 }
 
 impl Default for BuildOptions {
@@ -75,6 +78,7 @@ impl Default for BuildOptions {
             int8_matmul: false,
             winograd: true,
             channels_last: false,
+            blocked_layout: true,
         }
     }
 }

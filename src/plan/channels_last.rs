@@ -28,12 +28,13 @@
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node};
-use crate::ops::conv_channels_last::{INPUT_ATTR, OUTPUT_ATTR};
+use crate::ops::conv_channels_last::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use infer_kernels::depthwise_lanes::Layout;
 use crate::tensor::DType;
 
-/// What a Conv node can do channels last.
+/// What a Conv node can do channels last (or blocked, `plan::blocked`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Capable {
+pub(super) enum Capable {
     Pointwise,
     Depthwise,
 }
@@ -59,9 +60,10 @@ pub fn choose(g: &mut Graph) -> Result<()> {
         if readers.is_empty() || !all_depthwise || uses.is_graph_output(y) {
             continue;
         }
-        g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), Attr::Int(1));
+        let code = Attr::Int(layout_code(Layout::ChannelsLast));
+        g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), code.clone());
         for &r in readers {
-            g.nodes[r].attrs.0.insert(INPUT_ATTR.into(), Attr::Int(1));
+            g.nodes[r].attrs.0.insert(INPUT_ATTR.into(), code.clone());
         }
         // Its declared NCHW shape no longer describes it.
         g.values[y].ty.shape = None;
@@ -71,7 +73,7 @@ pub fn choose(g: &mut Graph) -> Result<()> {
 
 /// Whether `n` is a 2-D Conv with constant f32 weights that runs channels last: pointwise
 /// (1×1, stride 1, unpadded, one group) or depthwise.
-fn capability(g: &Graph, n: &Node) -> Option<Capable> {
+pub(super) fn capability(g: &Graph, n: &Node) -> Option<Capable> {
     if n.op_type != "Conv" || !n.domain.is_empty() {
         return None;
     }

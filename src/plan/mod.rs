@@ -1,6 +1,7 @@
 //! From an IR `Graph` to an `ExecutionPlan`: optimizer passes, topological order, kernels
 //! built once (weights prepacked), value lifetimes, and the shape-only subgraph.
 
+mod blocked;
 mod channels_last;
 mod fold;
 pub mod fuse;
@@ -62,6 +63,8 @@ impl ExecutionPlan {
             fuse::run_all(&mut g)?;
             if options.channels_last {
                 channels_last::choose(&mut g)?;
+            } else if options.blocked_layout {
+                blocked::choose(&mut g)?;
             }
         }
         fold::remove_dead_nodes(&mut g);

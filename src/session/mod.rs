@@ -114,6 +114,16 @@ impl SessionBuilder {
         self
     }
 
+    /// Hands channel-blocked (NCHW16c) tensors between the convolutions that read and write
+    /// them (MobileNet's and EfficientNet's expand → depthwise → project chains), so depthwise
+    /// layers need no transposes into and out of their 16-channel vectors (see
+    /// `plan::blocked`). On by default; `channels_last` takes precedence. Results are the same
+    /// up to rounding order.
+    pub fn blocked_layout(mut self, on: bool) -> Self {
+        self.options.blocked_layout = on;
+        self
+    }
+
     /// Largest tensor, in bytes, that the session may create (default
     /// `infer::tensor::DEFAULT_MAX_TENSOR_BYTES`, 16 GiB). Checked before allocation on every
     /// thread of the session's pool, for shapes computed from data, and again on every

@@ -14,6 +14,7 @@
 //! `axpy_taps` (rows of direct convolutions) is dispatched the same way.
 
 mod axpy;
+mod blocked_rhs;
 mod driver;
 mod epilogue;
 mod gemv;
@@ -23,6 +24,7 @@ mod packed_gemv;
 pub(crate) mod simd;
 
 pub use axpy::{axpy_taps, Tap};
+pub use blocked_rhs::BlockedRhs;
 pub use epilogue::{Activation, Bias, Epilogue};
 pub use kernel::{KernelSpec, COL_BLOCK};
 

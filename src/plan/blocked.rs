@@ -1,0 +1,190 @@
+//! Chooses the values handed between convolutions in channel blocks of 16 (NCHW16c).
+//!
+//! A depthwise convolution computes 16 channels per vector. On NCHW planes it first
+//! transposes 16 planes into channel-minor cells and its outputs back (on MobileNet-v2 that
+//! made its depthwise layers twice onnxruntime's time, whose layers read and write blocks).
+//! In blocks, a group of 16 channels is one contiguous range of cells on either side: the
+//! pointwise convolution before it writes the blocks from its GEMM's tiles (the channels as
+//! columns, `gemm::MatMut::column_blocked`), and the one after packs its GEMM panels from the
+//! blocks with register transposes (`gemm::BlockedRhs`) — MobileNet's and EfficientNet's
+//! expand → depthwise → project chains. Unlike channels last (`plan::channels_last`), a
+//! group never reads 16 channels out of a wider cell.
+//!
+//! An edge (a value) is handed blocked when a Conv that can write blocks produces it — a
+//! pointwise or depthwise 2-D Conv with constant f32 weights, whole blocks of output
+//! channels and no fused residual — every reader is such a Conv reading it as its input
+//! (not as a residual), it is not a graph output, and it is not a pointwise → pointwise edge
+//! (a pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
+//! read and write blocks keeps its output edge (the expand → depthwise one). Shapes need not
+//! be known: the marked Convs check their tensors when they run.
+
+use super::channels_last::{capability, Capable};
+use super::fuse::{output0, Uses};
+use crate::error::Result;
+use crate::ir::{Attr, Graph, Node, ValueId};
+use crate::ops::conv_channels_last::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use infer_kernels::depthwise_lanes::Layout;
+use infer_kernels::gemm::COL_BLOCK;
+
+/// Marks the convolution → convolution edges that are handed in channel blocks.
+pub fn choose(g: &mut Graph) -> Result<()> {
+    let capable: Vec<Option<Blockable>> = g.nodes.iter().map(|n| blockable(g, n)).collect();
+    let kind = |i: usize| capable[i].map(|c| c.kind);
+    let uses = Uses::of(g);
+    // (producer, value, readers) of every edge that may be blocked.
+    let mut edges: Vec<(usize, ValueId, Vec<usize>)> = Vec::new();
+    for (i, c) in capable.iter().enumerate() {
+        let Some(c) = c.filter(|c| c.writes) else {
+            continue;
+        };
+        let Some(y) = output0(g, i) else { continue };
+        let readers = uses.consumers(y);
+        let fits = |&r: &usize| {
+            let reads_as_input = g.nodes[r]
+                .inputs
+                .iter()
+                .enumerate()
+                .all(|(slot, v)| *v != Some(y) || slot == 0);
+            let pointwise_pair = c.kind == Capable::Pointwise && kind(r) == Some(Capable::Pointwise);
+            capable[r].is_some_and(|r| r.reads) && reads_as_input && !pointwise_pair
+        };
+        if readers.is_empty() || !readers.iter().all(fits) || uses.is_graph_output(y) {
+            continue;
+        }
+        edges.push((i, y, readers.to_vec()));
+    }
+    // A pointwise layer writing blocks reads planes: drop the edges into such layers.
+    let writes: Vec<usize> = edges.iter().map(|(i, _, _)| *i).collect();
+    edges.retain(|(_, _, readers)| {
+        readers
+            .iter()
+            .all(|r| kind(*r) != Some(Capable::Pointwise) || !writes.contains(r))
+    });
+    let code = Attr::Int(layout_code(Layout::Blocked));
+    for (i, y, readers) in edges {
+        g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), code.clone());
+        for r in readers {
+            g.nodes[r].attrs.0.insert(INPUT_ATTR.into(), code.clone());
+        }
+        // Its declared NCHW shape no longer describes it.
+        g.values[y].ty.shape = None;
+    }
+    Ok(())
+}
+
+/// What a Conv can do with blocks: write them (whole blocks of output channels, no fused
+/// residual, which a blocked output takes none of) and read them (whole blocks of input
+/// channels).
+#[derive(Clone, Copy, Debug)]
+struct Blockable {
+    kind: Capable,
+    writes: bool,
+    reads: bool,
+}
+
+fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
+    let kind = capability(g, n)?;
+    let w = g.initializers.get(&n.inputs.get(1).copied().flatten()?)?;
+    let s = w.shape();
+    let input_channels = match kind {
+        Capable::Pointwise => s[1],
+        Capable::Depthwise => s[0],
+    };
+    let residual = n.inputs.get(3).copied().flatten().is_some();
+    Some(Blockable {
+        kind,
+        writes: s[0] % COL_BLOCK == 0 && !residual,
+        reads: input_channels % COL_BLOCK == 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Attrs;
+    use crate::plan::fuse::test_util::Builder;
+    use crate::tensor::Tensor;
+
+    fn weights(b: &mut Builder, shape: [usize; 4]) -> ValueId {
+        let n = shape.iter().product();
+        b.constant(
+            "w",
+            Tensor::from_vec(shape.to_vec(), vec![0.5f32; n]).unwrap(),
+        )
+    }
+
+    fn depthwise_attrs(c: i64) -> Attrs {
+        let mut a = Attrs::default();
+        a.0.insert("group".into(), Attr::Int(c));
+        a.0.insert("pads".into(), Attr::Ints(vec![1; 4]));
+        a
+    }
+
+    /// (input blocked, output blocked) of node `node`.
+    fn layout(b: &Builder, node: usize) -> (bool, bool) {
+        let a = &b.g.nodes[node].attrs;
+        let blocked = |name| a.int_or(name, 0).unwrap() == layout_code(Layout::Blocked);
+        (blocked(INPUT_ATTR), blocked(OUTPUT_ATTR))
+    }
+
+    #[test]
+    fn expand_depthwise_project_chains_are_handed_blocked() {
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let stem_w = weights(&mut b, [16, 3, 3, 3]);
+        let dw16 = weights(&mut b, [16, 1, 3, 3]);
+        let project24_w = weights(&mut b, [24, 16, 1, 1]);
+        let expand_w = weights(&mut b, [96, 24, 1, 1]);
+        let dw96 = weights(&mut b, [96, 1, 3, 3]);
+        let project_w = weights(&mut b, [24, 96, 1, 1]);
+        let stem = b.node("Conv", &[x, stem_w], Attrs::default());
+        // First block: depthwise straight after the stem, then project.
+        let d0 = b.node("Conv", &[stem, dw16], depthwise_attrs(16));
+        let p0 = b.node("Conv", &[d0, project24_w], Attrs::default());
+        // Second: expand (from 24 channels: it reads no blocks but writes them), depthwise, project with the block input as its fused residual.
+        let e = b.node("Conv", &[p0, expand_w], Attrs::default());
+        let d = b.node("Conv", &[e, dw96], depthwise_attrs(96));
+        let p = b.node("Conv", &[d, project_w], Attrs::default());
+        b.g.nodes[5].inputs.extend([None, Some(p0)]);
+        let pool = b.node("GlobalAveragePool", &[p], Attrs::default());
+        b.g.outputs.push(pool);
+        choose(&mut b.g).unwrap();
+        assert_eq!(layout(&b, 0), (false, false), "stem");
+        assert_eq!(layout(&b, 1), (false, true), "first depthwise");
+        assert_eq!(layout(&b, 2), (true, false), "first project");
+        assert_eq!(layout(&b, 3), (false, true), "expand");
+        assert_eq!(layout(&b, 4), (true, true), "depthwise");
+        assert_eq!(layout(&b, 5), (true, false), "project");
+        for v in [d0, e, d] {
+            assert_eq!(b.g.values[v].ty.shape, None);
+        }
+    }
+
+    #[test]
+    fn partial_blocks_residuals_and_other_readers_stay_nchw() {
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let pw24 = weights(&mut b, [24, 16, 1, 1]);
+        let dw24 = weights(&mut b, [24, 1, 3, 3]);
+        let pw = weights(&mut b, [16, 16, 1, 1]);
+        let dw = weights(&mut b, [16, 1, 3, 3]);
+        // 24 channels: not whole blocks.
+        let a = b.node("Conv", &[x, pw24], Attrs::default());
+        b.node("Conv", &[a, dw24], depthwise_attrs(24));
+        // Read by a Relu too.
+        let c = b.node("Conv", &[x, pw], Attrs::default());
+        b.node("Conv", &[c, dw], depthwise_attrs(16));
+        let relu = b.node("Relu", &[c], Attrs::default());
+        // A depthwise layer with a fused residual cannot write blocks.
+        let d = b.node("Conv", &[x, dw], depthwise_attrs(16));
+        b.g.nodes[5].inputs.extend([None, Some(x)]);
+        let p = b.node("Conv", &[d, pw], Attrs::default());
+        // Pointwise into pointwise.
+        let q = b.node("Conv", &[p, pw], Attrs::default());
+        b.g.outputs.extend([relu, q]);
+        choose(&mut b.g).unwrap();
+        for i in 0..b.g.nodes.len() {
+            assert_eq!(layout(&b, i), (false, false), "node {i}");
+        }
+    }
+}
