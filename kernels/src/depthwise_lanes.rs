@@ -22,6 +22,7 @@ use crate::gemm::simd::{Portable, Simd};
 use crate::isa::{isa, Isa};
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 /// Planes (channels) per group: one per lane of an AVX-512 vector, two AVX2 vectors.
 pub const LANES: usize = 16;
@@ -417,8 +418,23 @@ unsafe fn depthwise_group<'s>(
         direct.is_none() || epilogue.activation.is_none(),
         "only a clamp is applied on the way to a direct destination"
     );
-    fill_interleaved(g, planes, input, scratch);
-    tap_offsets_into(g, &mut scratch.taps);
+    // A blocked input is read in place where most windows lie inside it (no padded copy:
+    // for the large maps that copy was a full extra write and read of the input); the
+    // windows reaching into the padding are then computed apart (`border`).
+    let direct_input = match input {
+        GroupInput::ChannelsLast { x, stride, first } if stride == LANES && first == 0 => {
+            interior(g).filter(|_| positions >= DIRECT_MIN_POSITIONS).map(|rect| (x, rect))
+        }
+        _ => None,
+    };
+    let (pitch, shift, rect) = match &direct_input {
+        Some((_, rect)) => (g.input[1], g.pad, rect.clone()),
+        None => {
+            fill_interleaved(g, planes, input, scratch);
+            (padded_width(g), [0, 0], [0..oh_n, 0..ow_n])
+        }
+    };
+    tap_offsets_into(g, pitch, &mut scratch.taps);
     let LanesScratch { buf, taps, out, .. } = scratch;
     let cells = match direct {
         Some(cells) => {
@@ -435,7 +451,13 @@ unsafe fn depthwise_group<'s>(
     };
     let args = Args {
         g,
-        buf,
+        cells: match direct_input {
+            Some((x, _)) => &x[..g.input[0] * g.input[1] * LANES],
+            None => buf.as_flattened(),
+        },
+        pitch,
+        shift,
+        rect,
         taps,
         wt: w,
         bias: epilogue.bias,
@@ -564,9 +586,31 @@ fn fill_interleaved(
     }
 }
 
-/// For each tap (kh, kw), its cell offset in the scratch relative to the window's corner.
-fn tap_offsets_into(g: &PlaneGeometry, taps: &mut Vec<usize>) {
-    let pw = padded_width(g);
+/// Fewest output positions for which a blocked input is read in place: on smaller maps the
+/// border windows (`border`, a bounds check per tap) are too large a share, and the input
+/// is in L2 for the padded copy anyway.
+const DIRECT_MIN_POSITIONS: usize = 28 * 28;
+
+/// The output rows and columns whose windows lie wholly inside the input (no padding
+/// read), when they span at least one row group (`ROW_POSITIONS`) across: the row kernel
+/// then never reads past a row's end.
+fn interior(g: &PlaneGeometry) -> Option<[Range<usize>; 2]> {
+    let axis = |a: usize| {
+        let reach = (g.kernel[a].max(1) - 1) * g.dilation[a];
+        // Outputs o with o·s ≥ pad and o·s − pad + reach ≤ input − 1.
+        let lo = g.pad[a].div_ceil(g.stride[a]);
+        let hi = (g.input[a] + g.pad[a]).checked_sub(reach + 1)? / g.stride[a] + 1;
+        let hi = hi.min(g.output[a]);
+        (lo < hi).then_some(lo..hi)
+    };
+    let rect = [axis(0)?, axis(1)?];
+    (rect[1].len() >= ROW_POSITIONS).then_some(rect)
+}
+
+/// For each tap (kh, kw), its cell offset relative to the window's corner in cells `pitch`
+/// per row.
+fn tap_offsets_into(g: &PlaneGeometry, pitch: usize, taps: &mut Vec<usize>) {
+    let pw = pitch;
     taps.clear();
     for kh in 0..g.kernel[0] {
         for kw in 0..g.kernel[1] {
@@ -578,7 +622,16 @@ fn tap_offsets_into(g: &PlaneGeometry, taps: &mut Vec<usize>) {
 /// Everything `compute` reads.
 struct Args<'a> {
     g: &'a PlaneGeometry,
-    buf: &'a [Lanes],
+    /// The cells the windows read, `pitch` per row: the padded scratch, or the group's
+    /// blocked input read in place.
+    cells: &'a [f32],
+    pitch: usize,
+    /// Padding rows and columns that `cells` lacks before its first (none for the scratch,
+    /// the geometry's pads for an input read in place).
+    shift: [usize; 2],
+    /// The output rows and columns computed from `cells` as they are; the others' windows
+    /// reach into padding that `cells` lacks (`border`).
+    rect: [Range<usize>; 2],
     taps: &'a [usize],
     wt: &'a [Lanes],
     bias: Lanes,
@@ -602,6 +655,59 @@ unsafe fn compute<S: Simd>(a: &Args, out: Cells) {
             (true, 5) => rows::<S, 5>(a, out),
             _ => any_window::<S>(a, out),
         }
+        if a.rect != [0..g.output[0], 0..g.output[1]] {
+            border::<S>(a, out);
+        }
+    }
+}
+
+/// The output positions outside `a.rect`, whose windows reach into padding: `cells` is then
+/// the input read in place (`shift` its pads), and taps outside it are skipped.
+///
+/// # Safety
+/// As `any_window`.
+#[inline(always)]
+unsafe fn border<S: Simd>(a: &Args, out: Cells) {
+    let g = a.g;
+    let [oh_n, ow_n] = g.output;
+    let nv = LANES / S::LANES;
+    // SAFETY (whole body): the ISA is the caller's; every cell read is checked to lie inside
+    // the input (`r < h`, `c < w`, and `cells` holds its `h·w` cells `pitch = w` per row).
+    unsafe {
+        for oh in 0..oh_n {
+            let inside = a.rect[0].contains(&oh);
+            let mut ow = 0;
+            while ow < ow_n {
+                if inside && ow == a.rect[1].start {
+                    ow = a.rect[1].end;
+                    continue;
+                }
+                let mut acc = [S::zero(); 4];
+                for (v, x) in acc.iter_mut().enumerate().take(nv) {
+                    *x = S::load(a.bias.as_ptr().add(v * S::LANES));
+                }
+                for kh in 0..g.kernel[0] {
+                    let r = (oh * g.stride[0] + kh * g.dilation[0]).wrapping_sub(a.shift[0]);
+                    if r >= g.input[0] {
+                        continue;
+                    }
+                    for kw in 0..g.kernel[1] {
+                        let c = (ow * g.stride[1] + kw * g.dilation[1]).wrapping_sub(a.shift[1]);
+                        if c >= g.input[1] {
+                            continue;
+                        }
+                        let cell = a.cells.as_ptr().add((r * a.pitch + c) * LANES);
+                        let w = a.wt[kh * g.kernel[1] + kw].as_ptr();
+                        for (v, x) in acc.iter_mut().enumerate().take(nv) {
+                            let xv = S::load(cell.add(v * S::LANES));
+                            *x = S::mul_add(*x, xv, S::load(w.add(v * S::LANES)));
+                        }
+                    }
+                }
+                store::<S>(a, &[acc], out, oh * ow_n + ow);
+                ow += 1;
+            }
+        }
     }
 }
 
@@ -614,20 +720,28 @@ unsafe fn compute<S: Simd>(a: &Args, out: Cells) {
 #[inline(always)]
 unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
     const { assert!(ROW_POSITIONS + KW - 1 <= ROW_CELLS) };
-    let [oh_n, ow_n] = a.g.output;
-    let pw = padded_width(a.g);
+    let ow_n = a.g.output[1];
+    let (pw, [sh, sw]) = (a.pitch, a.shift);
+    let [rows, cols] = &a.rect;
     let nv = LANES / S::LANES;
     let kh_n = a.g.kernel[0];
     debug_assert!(a.wt.len() == kh_n * KW);
     // SAFETY (whole body): the ISA is the caller's; the group at (oh, ow) reads cells
-    // (oh + kh)·pw + ow + i for i < ROW_POSITIONS + KW - 1, which for the last group of the
-    // last row reach at most ROW_SLACK cells past the plane; weights `kh·KW + kw` < taps.
+    // (oh + kh − sh)·pw + ow − sw + i for i < ROW_POSITIONS + KW − 1: inside the rectangle
+    // (`interior`) for a full group, and a short group (only in a rectangle narrower than
+    // one, hence only on the padded scratch) reaches at most ROW_SLACK cells past the plane;
+    // weights `kh·KW + kw` < taps.
     unsafe {
-        let buf = a.buf.as_ptr().cast::<f32>();
-        for oh in 0..oh_n {
-            let mut ow = 0;
-            while ow < ow_n {
-                let n = ROW_POSITIONS.min(ow_n - ow);
+        let buf = a.cells.as_ptr();
+        for oh in rows.clone() {
+            let mut ow = cols.start;
+            while ow < cols.end {
+                // The last full group of a row ends at its end, overlapping the one before
+                // (those positions are computed twice, to the same values).
+                if cols.len() >= ROW_POSITIONS {
+                    ow = ow.min(cols.end - ROW_POSITIONS);
+                }
+                let n = ROW_POSITIONS.min(cols.end - ow);
                 let mut acc = [[S::zero(); 4]; ROW_POSITIONS];
                 for row in acc.iter_mut() {
                     for (v, x) in row.iter_mut().enumerate().take(nv) {
@@ -635,7 +749,7 @@ unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
                     }
                 }
                 for kh in 0..kh_n {
-                    let cells = buf.add(((oh + kh) * pw + ow) * LANES);
+                    let cells = buf.add(((oh + kh - sh) * pw + ow - sw) * LANES);
                     let weights = a.wt.as_ptr().add(kh * KW).cast::<f32>();
                     for v in 0..nv {
                         let mut xs = [S::zero(); ROW_CELLS];
@@ -699,36 +813,40 @@ unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: Cells, first: usize) 
 /// `wt` one vector per tap) and `y` holds `a.planes` output planes.
 #[inline(always)]
 unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
-    let [oh_n, ow_n] = a.g.output;
-    let positions = oh_n * ow_n;
-    let pw = padded_width(a.g);
+    let ow_n = a.g.output[1];
+    let [rows, cols] = &a.rect;
+    let positions = rows.len() * cols.len();
+    let pw = a.pitch;
     let nv = LANES / S::LANES;
     let taps = a.taps.len().min(a.wt.len());
     // SAFETY (whole body): the ISA is the caller's; every cell read is `corner + tap offset`,
     // inside the padded geometry the scratch was filled for (checked in debug builds), and
     // vector `v` of a cell reads its floats `v·S::LANES..(v+1)·S::LANES`, all below 16.
     unsafe {
-        let buf = a.buf.as_ptr().cast::<f32>();
+        let buf = a.cells.as_ptr();
         // Plain loops, no closures: everything here must inline into the ISA's function.
-        // The window corner (in floats) of each output position, in order: counters, not
-        // divisions (one per position cost as much as a small plane's taps).
+        // The window corner (in floats) and output cell of each position of the rectangle,
+        // in order: counters, not divisions (one per position cost as much as a small
+        // plane's taps).
         let (row_step, col_step) = (a.g.stride[0] * pw * LANES, a.g.stride[1] * LANES);
-        let (mut oh, mut ow) = (0, 0);
-        let mut next_corner = || {
-            let corner = oh * row_step + ow * col_step;
+        let (mut oh, mut ow) = (rows.start, cols.start);
+        let mut next = || {
+            let corner = (oh * row_step + ow * col_step) - (a.shift[0] * pw + a.shift[1]) * LANES;
+            let cell = oh * ow_n + ow;
             ow += 1;
-            if ow == ow_n {
-                (oh, ow) = (oh + 1, 0);
+            if ow == cols.end {
+                (oh, ow) = (oh + 1, cols.start);
             }
-            corner
+            (corner, cell)
         };
         let mut p = 0;
         while p < positions {
             let n = POSITIONS.min(positions - p);
             // A short last group repeats its last position (computed, not stored).
             let mut bases = [0usize; POSITIONS];
-            for base in &mut bases[..n] {
-                *base = next_corner();
+            let mut cells = [0usize; POSITIONS];
+            for (base, cell) in bases[..n].iter_mut().zip(&mut cells[..n]) {
+                (*base, *cell) = next();
             }
             let last = bases[n - 1];
             bases[n..].fill(last);
@@ -746,13 +864,15 @@ unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
                 for v in 0..nv {
                     let wv = S::load(w.add(v * S::LANES));
                     for j in 0..POSITIONS {
-                        debug_assert!(bases[j] + off + LANES <= a.buf.len() * LANES);
+                        debug_assert!(bases[j] + off + LANES <= a.cells.len());
                         let xv = S::load(buf.add(bases[j] + off + v * S::LANES));
                         acc[j][v] = S::mul_add(acc[j][v], xv, wv);
                     }
                 }
             }
-            store::<S>(a, &acc[..n], out, p);
+            for j in 0..n {
+                store::<S>(a, &acc[j..j + 1], out, cells[j]);
+            }
             p += n;
         }
     }
@@ -1005,9 +1125,20 @@ mod tests {
             (6, 30, 3, 1, 1, 48),
             (5, 3, 5, 1, 2, 16),
             (12, 12, 5, 2, 2, 32),
+        ]
+        .map(|(h, wd, k, s, p, c)| (h, wd, k, s, 1, p, c));
+        // Maps large enough for blocked inputs to be read in place (`DIRECT_MIN_POSITIONS`),
+        // their border windows apart: strides, dilation, 5×5, asymmetric reach.
+        let large = [
+            (30, 29, 3, 1, 1, 1, 32),
+            (57, 60, 3, 2, 1, 1, 16),
+            (31, 33, 5, 1, 1, 2, 16),
+            (34, 36, 3, 1, 2, 2, 16),
+            (29, 28, 3, 1, 1, 0, 16),
+            (61, 59, 5, 2, 1, 2, 19),
         ];
-        for (h, wd, k, s, p, channels) in cases {
-            let g = square_window(h, wd, k, s, 1, p);
+        for (h, wd, k, s, d, p, channels) in cases.into_iter().chain(large) {
+            let g = square_window(h, wd, k, s, d, p);
             let n = g.output[0] * g.output[1];
             let (x, w, bias) = test_values(&g, channels);
             let lw = LanesWeights::new(&w, channels, k * k);
