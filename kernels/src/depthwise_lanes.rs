@@ -522,16 +522,25 @@ fn fill_interleaved(
 ) {
     let [h, wd] = g.input;
     let (ph, pw) = (padded_height(g), padded_width(g));
-    if scratch.filled_for != Some(*g) {
-        scratch.buf.clear();
-        // `ROW_SLACK` cells past the plane: the row kernel's last group reads past its row.
-        scratch.buf.resize(ph * pw + ROW_SLACK, [0.0; LANES]);
-        scratch.filled_for = Some(*g);
-    }
     let [pad_top, pad_left] = g.pad;
     // Rows and columns of the input that fall inside the padded area.
     let rows = 0..h.min(ph.saturating_sub(pad_top));
     let cols = 0..wd.min(pw.saturating_sub(pad_left));
+    if scratch.filled_for != Some(*g) {
+        // `ROW_SLACK` cells past the plane: the row kernel's last group reads past its row.
+        scratch.buf.resize(ph * pw + ROW_SLACK, [0.0; LANES]);
+        // Zero what no fill writes: the padding and the slack (not the whole plane: on a
+        // 112×112 map that was most of a megabyte written twice per layer).
+        let zero = [0.0; LANES];
+        let (top, bottom) = (pad_top.min(ph), (pad_top + rows.len()).min(ph));
+        scratch.buf[..top * pw].fill(zero);
+        scratch.buf[bottom * pw..].fill(zero);
+        for row in scratch.buf[top * pw..bottom * pw].chunks_exact_mut(pw) {
+            row[..pad_left.min(pw)].fill(zero);
+            row[(pad_left + cols.len()).min(pw)..].fill(zero);
+        }
+        scratch.filled_for = Some(*g);
+    }
     let x = match input {
         GroupInput::Planes(x) => x,
         GroupInput::ChannelsLast { x, stride, first } => {
@@ -646,17 +655,38 @@ struct Args<'a> {
 /// As `any_window`.
 #[inline(always)]
 unsafe fn compute<S: Simd>(a: &Args, out: Cells) {
+    // The accumulators are arrays of exactly a cell's vectors: with a larger, partly unused
+    // array the compiler zeroed it in memory for every group of positions (a memset of
+    // 2 KB per 8 outputs on AVX-512).
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        match LANES / S::LANES {
+            1 => compute_cells::<S, 1>(a, out),
+            2 => compute_cells::<S, 2>(a, out),
+            _ => compute_cells::<S, 4>(a, out),
+        }
+    }
+}
+
+/// `compute` with `NV` vectors per cell (`NV · S::LANES = LANES`).
+///
+/// # Safety
+/// As `any_window`.
+#[inline(always)]
+unsafe fn compute_cells<S: Simd, const NV: usize>(a: &Args, out: Cells) {
+    const { assert!(NV <= 4) };
+    debug_assert_eq!(NV * S::LANES, LANES);
     let g = a.g;
     let unit = g.stride == [1, 1] && g.dilation == [1, 1] && S::LANES == LANES;
     // SAFETY: the caller's guarantees, which every kernel needs.
     unsafe {
         match (unit, g.kernel[1]) {
-            (true, 3) => rows::<S, 3>(a, out),
-            (true, 5) => rows::<S, 5>(a, out),
-            _ => any_window::<S>(a, out),
+            (true, 3) => rows::<S, NV, 3>(a, out),
+            (true, 5) => rows::<S, NV, 5>(a, out),
+            _ => any_window::<S, NV>(a, out),
         }
         if a.rect != [0..g.output[0], 0..g.output[1]] {
-            border::<S>(a, out);
+            border::<S, NV>(a, out);
         }
     }
 }
@@ -667,10 +697,10 @@ unsafe fn compute<S: Simd>(a: &Args, out: Cells) {
 /// # Safety
 /// As `any_window`.
 #[inline(always)]
-unsafe fn border<S: Simd>(a: &Args, out: Cells) {
+unsafe fn border<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     let g = a.g;
     let [oh_n, ow_n] = g.output;
-    let nv = LANES / S::LANES;
+    let nv = NV;
     // SAFETY (whole body): the ISA is the caller's; every cell read is checked to lie inside
     // the input (`r < h`, `c < w`, and `cells` holds its `h·w` cells `pitch = w` per row).
     unsafe {
@@ -682,7 +712,7 @@ unsafe fn border<S: Simd>(a: &Args, out: Cells) {
                     ow = a.rect[1].end;
                     continue;
                 }
-                let mut acc = [S::zero(); 4];
+                let mut acc = [S::zero(); NV];
                 for (v, x) in acc.iter_mut().enumerate().take(nv) {
                     *x = S::load(a.bias.as_ptr().add(v * S::LANES));
                 }
@@ -704,7 +734,7 @@ unsafe fn border<S: Simd>(a: &Args, out: Cells) {
                         }
                     }
                 }
-                store::<S>(a, &[acc], out, oh * ow_n + ow);
+                store::<S, NV>(a, &[acc], out, oh * ow_n + ow);
                 ow += 1;
             }
         }
@@ -718,12 +748,12 @@ unsafe fn border<S: Simd>(a: &Args, out: Cells) {
 /// # Safety
 /// As `any_window`; the scratch has `ROW_SLACK` cells past the plane.
 #[inline(always)]
-unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
+unsafe fn rows<S: Simd, const NV: usize, const KW: usize>(a: &Args, out: Cells) {
     const { assert!(ROW_POSITIONS + KW - 1 <= ROW_CELLS) };
     let ow_n = a.g.output[1];
     let (pw, [sh, sw]) = (a.pitch, a.shift);
     let [rows, cols] = &a.rect;
-    let nv = LANES / S::LANES;
+    let nv = NV;
     let kh_n = a.g.kernel[0];
     debug_assert!(a.wt.len() == kh_n * KW);
     // SAFETY (whole body): the ISA is the caller's; the group at (oh, ow) reads cells
@@ -742,7 +772,7 @@ unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
                     ow = ow.min(cols.end - ROW_POSITIONS);
                 }
                 let n = ROW_POSITIONS.min(cols.end - ow);
-                let mut acc = [[S::zero(); 4]; ROW_POSITIONS];
+                let mut acc = [[S::zero(); NV]; ROW_POSITIONS];
                 for row in acc.iter_mut() {
                     for (v, x) in row.iter_mut().enumerate().take(nv) {
                         *x = S::load(a.bias.as_ptr().add(v * S::LANES));
@@ -764,7 +794,7 @@ unsafe fn rows<S: Simd, const KW: usize>(a: &Args, out: Cells) {
                         }
                     }
                 }
-                store::<S>(a, &acc[..n], out, oh * ow_n + ow);
+                store::<S, NV>(a, &acc[..n], out, oh * ow_n + ow);
                 ow += n;
             }
         }
@@ -787,8 +817,8 @@ struct Cells {
 /// # Safety
 /// The CPU supports `S`'s ISA; those cells are output positions of `out`.
 #[inline(always)]
-unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: Cells, first: usize) {
-    let nv = LANES / S::LANES;
+unsafe fn store<S: Simd, const NV: usize>(a: &Args, acc: &[[S::V; NV]], out: Cells, first: usize) {
+    let nv = NV;
     // SAFETY: each cell holds 16 floats, written as `nv` vectors, inside `out` (caller and
     // `Cells`' invariant); the ISA is the caller's.
     unsafe {
@@ -812,12 +842,12 @@ unsafe fn store<S: Simd>(a: &Args, acc: &[[S::V; 4]], out: Cells, first: usize) 
 /// The CPU supports `S`'s ISA; `a` is consistent (`buf` holds the padded geometry's cells,
 /// `wt` one vector per tap) and `y` holds `a.planes` output planes.
 #[inline(always)]
-unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
+unsafe fn any_window<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     let ow_n = a.g.output[1];
     let [rows, cols] = &a.rect;
     let positions = rows.len() * cols.len();
     let pw = a.pitch;
-    let nv = LANES / S::LANES;
+    let nv = NV;
     let taps = a.taps.len().min(a.wt.len());
     // SAFETY (whole body): the ISA is the caller's; every cell read is `corner + tap offset`,
     // inside the padded geometry the scratch was filled for (checked in debug builds), and
@@ -850,7 +880,7 @@ unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
             }
             let last = bases[n - 1];
             bases[n..].fill(last);
-            let mut acc = [[S::zero(); 4]; POSITIONS];
+            let mut acc = [[S::zero(); NV]; POSITIONS];
             for row in acc.iter_mut() {
                 for (v, x) in row.iter_mut().enumerate().take(nv) {
                     *x = S::load(a.bias.as_ptr().add(v * S::LANES));
@@ -871,7 +901,7 @@ unsafe fn any_window<S: Simd>(a: &Args, out: Cells) {
                 }
             }
             for j in 0..n {
-                store::<S>(a, &acc[j..j + 1], out, cells[j]);
+                store::<S, NV>(a, &acc[j..j + 1], out, cells[j]);
             }
             p += n;
         }
