@@ -36,11 +36,20 @@ fn cases(model_dir: &Path) -> Vec<PathBuf> {
 }
 
 fn check_library(name: &str) {
+    // The default plan (channel-blocked handoffs between convolutions) and the plain NCHW one.
+    for blocked in [true, false] {
+        check_library_with(name, blocked);
+    }
+}
+
+fn check_library_with(name: &str, blocked: bool) {
     let dir = zoo_dir().join(name);
     let session = Session::builder()
         .threads(2)
+        .blocked_layout(blocked)
         .build_from_file(dir.join("model.onnx"))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let name = &format!("{name} (blocked layout {blocked})");
     for case in cases(&dir) {
         let inputs = npy::read_npz(&case.join("inputs.npz")).unwrap();
         let expected = npy::read_npz(&case.join("expected.npz")).unwrap();

@@ -423,7 +423,9 @@ unsafe fn depthwise_group<'s>(
     // windows reaching into the padding are then computed apart (`border`).
     let direct_input = match input {
         GroupInput::ChannelsLast { x, stride, first } if stride == LANES && first == 0 => {
-            interior(g).filter(|_| positions >= DIRECT_MIN_POSITIONS).map(|rect| (x, rect))
+            interior(g)
+                .filter(|_| positions >= DIRECT_MIN_POSITIONS)
+                .map(|rect| (x, rect))
         }
         _ => None,
     };

@@ -213,7 +213,12 @@ mod tests {
 
     #[test]
     fn strided_views_keep_the_gaps() {
-        for (rows, cols, ss, ds) in [(16, 16, 16, 32), (5, 3, 16, 7), (20, 16, 16, 32), (1, 9, 9, 1)] {
+        for (rows, cols, ss, ds) in [
+            (16, 16, 16, 32),
+            (5, 3, 16, 7),
+            (20, 16, 16, 32),
+            (1, 9, 9, 1),
+        ] {
             let src: Vec<f32> = (0..rows * ss).map(|i| i as f32).collect();
             let mut dst = vec![f32::NAN; cols * ds];
             transpose_strided(&src, ss, rows, cols, &mut dst, ds);

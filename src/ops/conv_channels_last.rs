@@ -22,8 +22,8 @@ use crate::tensor::Tensor;
 use crate::{ensure, op_err};
 use infer_kernels::depthwise_lanes::{depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
-    gemm, Activation, Bias, BlockedRhs, Epilogue, GemmError, Lhs, MatMut, MatRef, PackedA,
-    PackedB, Rhs, COL_BLOCK,
+    gemm, Activation, Bias, BlockedRhs, Epilogue, GemmError, Lhs, MatMut, MatRef, PackedA, PackedB,
+    Rhs, COL_BLOCK,
 };
 
 /// Internal attributes the planner sets on a Conv whose input or output it keeps in another
@@ -532,9 +532,14 @@ mod tests {
         assert!(err.contains("whole blocks"), "{err}");
         let wt = Tensor::from_vec(vec![16, 8, 1, 1], values(128, 2)).unwrap();
         let skip = Tensor::from_vec(vec![1, 1, 4, 4, 16], values(256, 3)).unwrap();
-        let err = run_op("Conv", &attrs, &[Some(&x), Some(&wt), None, Some(&skip)], true)
-            .unwrap_err()
-            .to_string();
+        let err = run_op(
+            "Conv",
+            &attrs,
+            &[Some(&x), Some(&wt), None, Some(&skip)],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("residual"), "{err}");
     }
 

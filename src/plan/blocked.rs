@@ -45,7 +45,8 @@ pub fn choose(g: &mut Graph) -> Result<()> {
                 .iter()
                 .enumerate()
                 .all(|(slot, v)| *v != Some(y) || slot == 0);
-            let pointwise_pair = c.kind == Capable::Pointwise && kind(r) == Some(Capable::Pointwise);
+            let pointwise_pair =
+                c.kind == Capable::Pointwise && kind(r) == Some(Capable::Pointwise);
             capable[r].is_some_and(|r| r.reads) && reads_as_input && !pointwise_pair
         };
         if readers.is_empty() || !readers.iter().all(fits) || uses.is_graph_output(y) {

@@ -29,8 +29,8 @@ use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node};
 use crate::ops::conv_channels_last::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
-use infer_kernels::depthwise_lanes::Layout;
 use crate::tensor::DType;
+use infer_kernels::depthwise_lanes::Layout;
 
 /// What a Conv node can do channels last (or blocked, `plan::blocked`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

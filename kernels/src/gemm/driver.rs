@@ -69,13 +69,18 @@ impl COut {
         };
         (0..count).map(move |r| {
             let (i, j, len) = if blocked {
-                (rows.start, cols.start + r * COL_BLOCK, rows.len() * COL_BLOCK)
+                (
+                    rows.start,
+                    cols.start + r * COL_BLOCK,
+                    rows.len() * COL_BLOCK,
+                )
             } else {
                 (rows.start + r, cols.start, cols.len())
             };
             // SAFETY: the runs are disjoint parts of the block (caller's guarantee), contiguous
             // as the layout makes a block's rows and a row's columns.
-            let run = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.offset(i, j)), len) };
+            let run =
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.offset(i, j)), len) };
             (run, i, j)
         })
     }

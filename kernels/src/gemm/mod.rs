@@ -511,7 +511,9 @@ fn gemm_with(
         )));
     }
     check_epilogue(epi, m, n)?;
-    if c.blocked() && (epi.alpha != 1.0 || matches!(epi.bias, Bias::Scalar(_)) || epi.residual.is_some()) {
+    if c.blocked()
+        && (epi.alpha != 1.0 || matches!(epi.bias, Bias::Scalar(_)) || epi.residual.is_some())
+    {
         return Err(err(
             "a column-blocked output takes no scale, scalar bias or residual".to_string(),
         ));
