@@ -210,7 +210,7 @@ impl<'a> MatMut<'a> {
         cols: usize,
         block_stride: usize,
     ) -> Result<Self, GemmError> {
-        if cols % COL_BLOCK != 0 {
+        if !cols.is_multiple_of(COL_BLOCK) {
             return Err(err(format!(
                 "{cols} columns are not whole blocks of {COL_BLOCK}"
             )));
@@ -275,7 +275,7 @@ impl<'a> MatMut<'a> {
     pub fn split_at_col(self, j: usize) -> (MatMut<'a>, MatMut<'a>) {
         let j = j.min(self.cols);
         assert!(
-            !self.blocked() || j % COL_BLOCK == 0 || j == self.cols,
+            !self.blocked() || j.is_multiple_of(COL_BLOCK) || j == self.cols,
             "split inside a column block"
         );
         let right = MatMut {
