@@ -61,7 +61,10 @@ impl COut {
         cols: Range<usize>,
     ) -> impl Iterator<Item = (&'c mut [f32], usize, usize)> {
         let blocked = self.blocked();
-        debug_assert!(!blocked || (cols.start.is_multiple_of(COL_BLOCK) && cols.len().is_multiple_of(COL_BLOCK)));
+        debug_assert!(
+            !blocked
+                || (cols.start.is_multiple_of(COL_BLOCK) && cols.len().is_multiple_of(COL_BLOCK))
+        );
         let count = if blocked {
             cols.len() / COL_BLOCK
         } else {
