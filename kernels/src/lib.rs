@@ -13,5 +13,6 @@ mod isa;
 pub mod max_pool;
 pub mod qgemm;
 pub mod reduce;
+pub mod strided;
 pub mod transpose;
 pub mod winograd;

@@ -128,12 +128,7 @@ impl Tap {
         if hi > lo {
             let first = lo * self.stride + self.offset - self.pad;
             let inside = &mut out[lo - ows.start..hi - ows.start];
-            if self.stride == 1 {
-                inside.copy_from_slice(&row[first..first + inside.len()]);
-            } else {
-                let picked = row[first..].iter().step_by(self.stride);
-                inside.iter_mut().zip(picked).for_each(|(v, s)| *v = *s);
-            }
+            infer_kernels::strided::copy_strided(&row[first..], self.stride, inside);
         }
     }
 }
