@@ -78,7 +78,11 @@ mod tests {
             for n in 0..70 {
                 // Sources exactly as long as needed, and a little longer.
                 for extra in [0, 1, 17] {
-                    let len = if n == 0 { extra } else { (n - 1) * stride + 1 + extra };
+                    let len = if n == 0 {
+                        extra
+                    } else {
+                        (n - 1) * stride + 1 + extra
+                    };
                     let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
                     let mut dst = vec![f32::NAN; n];
                     copy_strided(&src, stride, &mut dst);
