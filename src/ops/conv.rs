@@ -10,7 +10,7 @@
 //! `matmul::fused_activation` and, as an optional 4th input, a residual of the output's shape
 //! added before the activation.
 
-use super::conv_channels_last::ConvLayout;
+use super::conv_layouts::ConvLayout;
 use super::conv_patches::Patches;
 use super::conv_winograd::{WinogradOutput, WinogradWeights};
 use super::elementwise::broadcast::binary;
@@ -287,7 +287,7 @@ pub(super) struct Conv {
     /// Constant weights prepared at build time, and the weight shape they came from.
     pub packed: Option<(PackedWeights, Vec<usize>)>,
     pub activation: Option<Activation>,
-    /// Sides the planner keeps channels last (`conv_channels_last.rs`).
+    /// The layout of each side, as the planner chose it (`conv_layouts.rs`).
     pub layout: ConvLayout,
 }
 
@@ -297,7 +297,7 @@ pub(super) enum PackedWeights {
     /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
     Gemm(Vec<PackedA>),
     /// A pointwise kernel with a channels-last output, packed for both orientations of its
-    /// product (`conv_channels_last.rs` picks one per feature-map size): `W[M, C]` as the
+    /// product (`conv_layouts.rs` picks one per feature-map size): `W[M, C]` as the
     /// left operand and `Wᵀ[C, M]` as the right.
     PointwiseBoth { left: PackedA, right: PackedB },
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
@@ -430,7 +430,7 @@ struct ConvProblem<'a> {
 impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         if self.layout.any() {
-            return super::conv_channels_last::run(self, inputs);
+            return super::conv_layouts::run(self, inputs);
         }
         let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
         let (n, c, spatial) = batch_and_channels(x)?;

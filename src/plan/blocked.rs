@@ -22,7 +22,7 @@ use super::channels_last::{capability, Capable};
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node, ValueId};
-use crate::ops::conv_channels_last::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
 use infer_kernels::depthwise_lanes::Layout;
 use infer_kernels::gemm::COL_BLOCK;
 

@@ -11,7 +11,7 @@
 //! lost: the project convolutions with few output channels (24, 32) waste most of a 32-wide
 //! tile when the channels are the GEMM's columns, and depthwise layers storing channels-last
 //! outputs were slower than de-interleaving into planes. So only the expand → depthwise edge
-//! changes layout; the kernels take either layout on either side (`ops::conv_channels_last`).
+//! changes layout; the kernels take either layout on either side (`ops::conv_layouts`).
 //!
 //! Even so it is off by default (`SessionBuilder::channels_last`): over whole networks it
 //! measured up to 6 % slower (MobileNet-v2, EfficientNet-B0, 1 and 2 threads, `examples/
@@ -28,7 +28,7 @@
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node};
-use crate::ops::conv_channels_last::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
 use crate::tensor::DType;
 use infer_kernels::depthwise_lanes::Layout;
 
