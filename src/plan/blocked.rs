@@ -101,25 +101,10 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::channels_last::tests::{depthwise_attrs, weights};
     use super::*;
     use crate::ir::Attrs;
     use crate::plan::fuse::test_util::Builder;
-    use crate::tensor::Tensor;
-
-    fn weights(b: &mut Builder, shape: [usize; 4]) -> ValueId {
-        let n = shape.iter().product();
-        b.constant(
-            "w",
-            Tensor::from_vec(shape.to_vec(), vec![0.5f32; n]).unwrap(),
-        )
-    }
-
-    fn depthwise_attrs(c: i64) -> Attrs {
-        let mut a = Attrs::default();
-        a.0.insert("group".into(), Attr::Int(c));
-        a.0.insert("pads".into(), Attr::Ints(vec![1; 4]));
-        a
-    }
 
     /// (input blocked, output blocked) of node `node`.
     fn layout(b: &Builder, node: usize) -> (bool, bool) {

@@ -98,13 +98,14 @@ pub(super) fn capability(g: &Graph, n: &Node) -> Option<Capable> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ir::Attrs;
     use crate::plan::fuse::test_util::Builder;
     use crate::tensor::Tensor;
 
-    fn weights(b: &mut Builder, shape: [usize; 4]) -> crate::ir::ValueId {
+    /// Constant Conv weights of `shape` (also the blocked pass's tests').
+    pub(in crate::plan) fn weights(b: &mut Builder, shape: [usize; 4]) -> crate::ir::ValueId {
         let n = shape.iter().product();
         b.constant(
             "w",
@@ -112,7 +113,8 @@ mod tests {
         )
     }
 
-    fn depthwise_attrs(c: i64) -> Attrs {
+    /// A padded 3×3 depthwise Conv's attributes for `c` channels.
+    pub(in crate::plan) fn depthwise_attrs(c: i64) -> Attrs {
         let mut a = Attrs::default();
         a.0.insert("group".into(), Attr::Int(c));
         a.0.insert("pads".into(), Attr::Ints(vec![1; 4]));
