@@ -137,11 +137,25 @@ fn whole_images_match_group_by_group_in_every_layout() {
         (29, 28, 3, 1, 1, 0, 16),
         (61, 59, 5, 2, 1, 2, 19),
     ];
-    for (h, wd, k, s, d, p, channels) in cases.into_iter().chain(large) {
-        let g = square_window(h, wd, k, s, d, p);
+    // Padding only at the bottom and right (TensorFlow's SAME for stride 2 on even sizes),
+    // and only at the top and right: the border windows are on one side of the interior.
+    let asymmetric = [([0, 0], [28, 30]), ([1, 0], [29, 30])].map(|(pad, output)| {
+        let g = PlaneGeometry {
+            input: [56, 60],
+            output,
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pad,
+        };
+        (g, 32)
+    });
+    let squares = cases.into_iter().chain(large);
+    let squares = squares.map(|(h, wd, k, s, d, p, c)| (square_window(h, wd, k, s, d, p), c));
+    for (g, channels) in squares.chain(asymmetric) {
         let n = g.output[0] * g.output[1];
         let (x, w, bias) = test_values(&g, channels);
-        let lw = LanesWeights::new(&w, channels, k * k);
+        let lw = LanesWeights::new(&w, channels, g.kernel[0] * g.kernel[1]);
         let clamp = Some((0.0, 1.5));
         // Group by group, planes in and out: the reference.
         let mut want = vec![f32::NAN; channels * n];
@@ -150,7 +164,7 @@ fn whole_images_match_group_by_group_in_every_layout() {
             depthwise_planes(
                 &g,
                 planes,
-                &x[first * h * wd..],
+                &x[first * g.input[0] * g.input[1]..],
                 lw.group(group),
                 &bias[first..],
                 clamp,
