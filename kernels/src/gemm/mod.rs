@@ -521,46 +521,38 @@ fn gemm_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if c.blocked() {
-        // The single-row and single-column shortcuts write plain rows: the driver's tiles
-        // handle the layout.
-        let out = COut {
-            ptr: c.ptr,
-            ldc: c.row_stride,
-            block_stride: c.block_stride,
-        };
-        // SAFETY: as for the call at the end.
-        unsafe { driver::run(spec, (m, n, ka), a, bt, out, epi, parallel) };
-        return Ok(());
-    }
-    if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
-        gemv::row_times_matrix(a, bt.t(), c.row(0), epi, parallel);
-        return Ok(());
-    }
-    if let (1, Src::Mat(a), Src::Packed(b)) = (m, a, bt) {
-        let x: Vec<f32> = (0..ka).map(|p| a.data[p * a.col_stride]).collect();
-        let y = c.row(0);
-        packed_gemv::panels_times_vector(b, spec.nr, spec.kc, &x, y, parallel);
-        epi.apply_row(y, 0, 0);
-        return Ok(());
-    }
-    if let (1, Src::Packed(a)) = (n, a) {
-        let mut x = vec![0.0; ka];
-        match bt {
-            Src::Mat(bt) => x.iter_mut().enumerate().for_each(|(p, x)| {
-                *x = bt.data[p * bt.col_stride];
-            }),
-            Src::Packed(b) => packed_gemv::first_row(b, spec.nr, spec.kc, &mut x),
-            Src::Source(s) => s.pack(&mut x, 0..ka, 0..1, 1),
+    // The single-row and single-column shortcuts write plain rows; a column-blocked C goes
+    // through the driver's tiles, which handle the layout.
+    if !c.blocked() {
+        if let (1, Src::Mat(a), Src::Mat(bt)) = (m, a, bt) {
+            gemv::row_times_matrix(a, bt.t(), c.row(0), epi, parallel);
+            return Ok(());
         }
-        let mut y = vec![0.0; m];
-        packed_gemv::panels_times_vector(a, spec.mr, spec.kc, &x, &mut y, parallel);
-        epi.apply_col(&mut y, 0, 0);
-        let mut c = c;
-        for (i, y) in y.into_iter().enumerate() {
-            c.row_mut(i)[0] = y;
+        if let (1, Src::Mat(a), Src::Packed(b)) = (m, a, bt) {
+            let x: Vec<f32> = (0..ka).map(|p| a.data[p * a.col_stride]).collect();
+            let y = c.row(0);
+            packed_gemv::panels_times_vector(b, spec.nr, spec.kc, &x, y, parallel);
+            epi.apply_row(y, 0, 0);
+            return Ok(());
         }
-        return Ok(());
+        if let (1, Src::Packed(a)) = (n, a) {
+            let mut x = vec![0.0; ka];
+            match bt {
+                Src::Mat(bt) => x.iter_mut().enumerate().for_each(|(p, x)| {
+                    *x = bt.data[p * bt.col_stride];
+                }),
+                Src::Packed(b) => packed_gemv::first_row(b, spec.nr, spec.kc, &mut x),
+                Src::Source(s) => s.pack(&mut x, 0..ka, 0..1, 1),
+            }
+            let mut y = vec![0.0; m];
+            packed_gemv::panels_times_vector(a, spec.mr, spec.kc, &x, &mut y, parallel);
+            epi.apply_col(&mut y, 0, 0);
+            let mut c = c;
+            for (i, y) in y.into_iter().enumerate() {
+                c.row_mut(i)[0] = y;
+            }
+            return Ok(());
+        }
     }
     let out = COut {
         ptr: c.ptr,
