@@ -254,7 +254,9 @@ impl<'a> Weights<'a> {
 /// Fewest positions for which a channels-last output is computed with the channels as the
 /// GEMM's columns. On smaller maps the positions are too few rows for the 8-row tiles (a 7×7
 /// map is 6⅛ of them) and the layer ran 40 % slower than in planes (MobileNet-v2's 7×7
-/// expansions, 1 thread, Zen 4): there it is computed in planes and transposed.
+/// expansions, 1 thread, Zen 4): there it is computed in planes and transposed. Blocked
+/// outputs take the channels-as-columns product on every map: their 7×7 expansions stayed
+/// within 0.02 ms of NCHW (`examples/ab_options.rs … blocked`), the transpose would not.
 const CHANNELS_AS_COLUMNS_MIN_POSITIONS: usize = 512;
 
 /// One image of a pointwise layer.
