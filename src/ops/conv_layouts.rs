@@ -363,6 +363,22 @@ mod tests {
         Tensor::from_vec(vec![n, h, w, c], y).unwrap()
     }
 
+    /// Same shape, every element within 1e-4 relative (plus 1e-4 absolute).
+    fn assert_close(got: &Tensor, want: &Tensor, what: impl Fn() -> String) {
+        assert_eq!(got.shape(), want.shape(), "{}", what());
+        let (g, e) = (
+            got.as_slice::<f32>().unwrap(),
+            want.as_slice::<f32>().unwrap(),
+        );
+        for (i, (a, b)) in g.iter().zip(e).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{} [{i}]: {a} vs {b}",
+                what()
+            );
+        }
+    }
+
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 8.0)
@@ -427,19 +443,13 @@ mod tests {
                         let mut inputs = vec![Some(&xs), Some(&wt), Some(&b)];
                         inputs.extend(skip.as_ref().map(Some));
                         let got = conv(&attrs, &inputs, constant_w);
-                        assert_eq!(got.shape(), want.shape());
-                        let (g, e) = (
-                            got.as_slice::<f32>().unwrap(),
-                            want.as_slice::<f32>().unwrap(),
-                        );
-                        for (i, (a, b)) in g.iter().zip(e).enumerate() {
-                            assert!(
-                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        assert_close(&got, &want, || {
+                            format!(
                                 "case {c}x{m} k{k} s{s} {activation:?} in {input_last} \
-                                 out {output_last} residual {} [{i}]: {a} vs {b}",
+                                 out {output_last} residual {}",
                                 skip.is_some()
-                            );
-                        }
+                            )
+                        });
                     }
                 }
             }
@@ -506,18 +516,12 @@ mod tests {
                 let xs = in_layout(&x, xl);
                 for constant_w in [true, false] {
                     let got = conv(&attrs, &[Some(&xs), Some(&wt), Some(&b)], constant_w);
-                    assert_eq!(got.shape(), want.shape());
-                    let (g, e) = (
-                        got.as_slice::<f32>().unwrap(),
-                        want.as_slice::<f32>().unwrap(),
-                    );
-                    for (i, (a, b)) in g.iter().zip(e).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    assert_close(&got, &want, || {
+                        format!(
                             "case {c}x{m} k{k} s{s} {activation:?} {xl:?} -> {yl:?} \
-                             constant {constant_w} [{i}]: {a} vs {b}"
-                        );
-                    }
+                             constant {constant_w}"
+                        )
+                    });
                 }
             }
         }
