@@ -5,8 +5,9 @@
 //! Reading each input row once per output row it feeds, and splitting only the reduced row
 //! into stride phases, costs a fraction of a padded, phase-split copy of the whole plane
 //! (what the depthwise plane kernel needs, and what max pooling used to share with it). The
-//! commonest window, 3 wide with stride 2, skips the phases on AVX-512: register permutes
-//! pick each output's three columns out of the row.
+//! commonest window, 3 wide with stride 2 (ResNet's and SqueezeNet's pools), never leaves
+//! registers on AVX-512: each 16-column chunk is reduced over the window's rows as it is
+//! loaded, and permutes pick each output's three columns out of two chunks.
 //!
 //! Padding never wins: it is -inf, and a window with no input at all gives -inf. `f32::max`
 //! semantics throughout (a NaN loses to a number), as before.
@@ -20,6 +21,8 @@ pub struct MaxPoolScratch {
     /// The reduced row, -inf padded, then split into stride phases.
     row: Vec<f32>,
     phases: Vec<f32>,
+    /// Which lanes of each 16-column chunk of a padded row are input columns.
+    chunk_masks: Vec<u16>,
 }
 
 impl MaxPoolScratch {
@@ -27,6 +30,7 @@ impl MaxPoolScratch {
         MaxPoolScratch {
             row: Vec::new(),
             phases: Vec::new(),
+            chunk_masks: Vec::new(),
         }
     }
 }
@@ -77,15 +81,24 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
     let [oh_n, ow_n] = g.output;
     let [kh_n, kw_n] = g.kernel;
     let (sw, dw) = (g.stride[1], g.dilation[1]);
+    #[cfg(target_arch = "x86_64")]
+    if sw == 2 && kw_n == 3 && dw == 1 && kh_n <= 3 && isa() == Isa::Avx512 {
+        // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the slices were
+        // checked against the geometry above.
+        unsafe { avx512::plane_window3_stride2(g, x, y, &mut scratch.chunk_masks) };
+        return;
+    }
     // Columns of the padded row the outputs reach, and the phase length that covers them.
     let width = (ow_n.max(1) - 1) * sw + (kw_n.max(1) - 1) * dw + 1;
     let phase_len = width.div_ceil(sw);
-    let MaxPoolScratch { row: buf, phases } = scratch;
+    let MaxPoolScratch {
+        row: buf, phases, ..
+    } = scratch;
     // Input columns inside the padded row.
     let lo = g.pad[1].min(width);
     // The row starts where its input columns (written once per input row) begin on a
     // 64-byte boundary: misaligned vector stores there split cache lines.
-    let len = phase_len * sw + WINDOW3_SLACK;
+    let len = phase_len * sw;
     buf.clear();
     buf.resize(len + ALIGN_FLOATS, f32::NEG_INFINITY);
     let shift = (ALIGN_FLOATS - (buf.as_ptr() as usize / 4 + lo) % ALIGN_FLOATS) % ALIGN_FLOATS;
@@ -104,13 +117,6 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
             };
             let src = &x[r * w..r * w + n];
             inside.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if sw == 2 && kw_n == 3 && dw == 1 && isa() == Isa::Avx512 {
-            // SAFETY: `isa()` returns Avx512 only after detecting AVX-512F; the row holds
-            // `2·ow_n + 1` columns (the window's reach) and `WINDOW3_SLACK` more.
-            unsafe { avx512::window3_stride2(row, out) };
-            continue;
         }
         // Column c of the padded row goes to phase c % sw, position c / sw: every tap of
         // every output then reads a contiguous run (with stride 1 the row is its one phase).
@@ -134,60 +140,114 @@ fn plane(g: &PlaneGeometry, x: &[f32], y: &mut [f32], scratch: &mut MaxPoolScrat
 /// Floats in 64 bytes.
 const ALIGN_FLOATS: usize = 16;
 
-/// Floats past the padded row that `avx512::window3_stride2` may read (and not use).
-const WINDOW3_SLACK: usize = 34;
-
-/// The 3-wide, stride-2 window along a row (ResNet's and SqueezeNet's pools), 16 outputs per
-/// step: evens, odds and the next evens of 32 columns split out with three permutes, where
-/// the phase path copies the row into two phases first.
+/// The 3-wide, stride-2 window, 16 outputs per step, in registers: each 16-column chunk of
+/// the padded rows is reduced over the window's rows as it is loaded (masked where it
+/// leaves the input: padding is -inf), then permutes pick the evens, odds and next evens of
+/// 32 columns.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::WINDOW3_SLACK;
+    use crate::depthwise::PlaneGeometry;
     use std::arch::x86_64::*;
 
-    /// `f32::max` on vectors: a NaN loses to a number (`vmaxps` alone returns its second
-    /// operand when either is NaN).
-    #[inline(always)]
-    unsafe fn max_num(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: register operations; the caller guarantees AVX-512F.
-        unsafe {
-            let m = _mm512_max_ps(a, b);
-            _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b), a)
+    /// Max pools a plane whose windows are 3 wide with stride 2 along rows and at most 3
+    /// rows high.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `x` holds the `H×W` input plane and `y` the `OH×OW` output
+    /// plane of `g`, whose kernel is at most 3 rows high.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn plane_window3_stride2(
+        g: &PlaneGeometry,
+        x: &[f32],
+        y: &mut [f32],
+        masks: &mut Vec<u16>,
+    ) {
+        let [h, w] = g.input;
+        let [oh_n, ow_n] = g.output;
+        let pad = g.pad[1];
+        // Outputs 16t.. read padded chunks 2t, 2t + 1 and 2t + 2.
+        masks.clear();
+        masks.extend((0..=2 * ow_n.div_ceil(16)).map(|m| {
+            let first = (16 * m) as isize - pad as isize;
+            let lo = (-first).clamp(0, 16) as u32;
+            let hi = (w as isize - first).clamp(0, 16) as u32;
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+        }));
+        for (oh, out) in y.chunks_exact_mut(ow_n).take(oh_n).enumerate() {
+            let mut rows = [x.as_ptr(); 3];
+            let mut n = 0;
+            for kh in 0..g.kernel[0] {
+                let r = (oh * g.stride[0] + kh * g.dilation[0]).checked_sub(g.pad[0]);
+                if let Some(r) = r.filter(|&r| r < h) {
+                    // SAFETY: row r < H starts inside the plane.
+                    rows[n] = unsafe { x.as_ptr().add(r * w) };
+                    n += 1;
+                }
+            }
+            // SAFETY (all three): the first `n` pointers start rows of `w` floats in `x`.
+            match n {
+                0 => out.fill(f32::NEG_INFINITY),
+                1 => unsafe { row_windows([rows[0]], masks, pad, out) },
+                2 => unsafe { row_windows([rows[0], rows[1]], masks, pad, out) },
+                _ => unsafe { row_windows(rows, masks, pad, out) },
+            }
         }
     }
 
-    /// `out[j] = max(row[2j], row[2j + 1], row[2j + 2])`.
+    /// `out[j] = max over the rows and padded columns 2j, 2j + 1, 2j + 2`.
+    ///
+    /// `vmaxps(v, acc)` returns `acc` when `v` is NaN, and `acc` never is (it starts at
+    /// -inf): a NaN loses to anything, `f32::max`'s rule, without a compare and blend. The
+    /// reduced chunks are then never NaN, so plain `max` is `f32::max` along the row too.
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
-    ///
-    /// # Panics
-    /// If `row` holds fewer than `2·out.len() + 1 + WINDOW3_SLACK` floats.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn window3_stride2(row: &[f32], out: &mut [f32]) {
-        assert!(
-            row.len() >= 2 * out.len() + 1 + WINDOW3_SLACK,
-            "row too short"
-        );
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let mut j = 0;
-        while j < out.len() {
-            let k = 16.min(out.len() - j);
-            // SAFETY: the loads read row[2j..2j + 34], inside `row` (asserted: j < out.len(),
-            // and the slack covers the 33 past 2j + 1); the masked store writes out[j..j + k].
+    /// The CPU has AVX-512F; every row pointer starts `W` floats of one allocation, and
+    /// `masks[m]` keeps exactly the lanes of chunk `m` (padded columns `16m..16m + 16`,
+    /// input columns shifted right by `pad`) that fall in `0..W`, for `m ≤ 2·⌈len / 16⌉`.
+    #[inline(always)]
+    unsafe fn row_windows<const R: usize>(
+        rows: [*const f32; R],
+        masks: &[u16],
+        pad: usize,
+        out: &mut [f32],
+    ) {
+        let chunk = |m: usize| {
+            let first = (16 * m) as isize - pad as isize;
+            let mask = masks[m];
+            // SAFETY: register operations and masked loads; the mask keeps only lanes at
+            // input columns of each row (caller), masked-off lanes are never read, so the
+            // pointer before or past a row is never dereferenced.
             unsafe {
-                let p = row.as_ptr().add(2 * j);
-                let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
-                let (a2, b2) = (_mm512_loadu_ps(p.add(2)), _mm512_loadu_ps(p.add(18)));
-                let left = _mm512_permutex2var_ps(a, even, b);
-                let mid = _mm512_permutex2var_ps(a, odd, b);
-                let right = _mm512_permutex2var_ps(a2, even, b2);
-                let m = max_num(max_num(left, mid), right);
-                let mask = ((1u32 << k) - 1) as __mmask16;
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), mask, m);
+                let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
+                for p in rows {
+                    let v = _mm512_mask_loadu_ps(acc, mask, p.wrapping_offset(first));
+                    acc = _mm512_max_ps(v, acc);
+                }
+                acc
             }
-            j += k;
+        };
+        // SAFETY: register operations (AVX-512F, caller) and a store masked to out[j..j + k].
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            // The evens shifted down one, the last from the chunk after: columns 2, 4, …, 32.
+            let next_even =
+                _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+            let mut a = chunk(0);
+            let mut j = 0;
+            while j < out.len() {
+                let k = 16.min(out.len() - j);
+                let m = j / 8;
+                let (b, c) = (chunk(m + 1), chunk(m + 2));
+                let evens = _mm512_permutex2var_ps(a, even, b);
+                let odds = _mm512_permutex2var_ps(a, odd, b);
+                let rights = _mm512_permutex2var_ps(evens, next_even, c);
+                let y = _mm512_max_ps(_mm512_max_ps(evens, odds), rights);
+                let mask = ((1u32 << k) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), mask, y);
+                a = c;
+                j += k;
+            }
         }
     }
 }
