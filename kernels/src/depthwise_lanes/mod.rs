@@ -31,9 +31,10 @@ pub const LANES: usize = 16;
 /// Output positions accumulated together.
 const POSITIONS: usize = 4;
 /// Output positions along a row accumulated together by the row kernel (`rows`), and the
-/// input cells it keeps in registers for them: `ROW_POSITIONS + KW - 1`, at most 16.
+/// input cells it keeps in registers for them: `(ROW_POSITIONS − 1)·stride + KW`, at most 17
+/// (3 wide, stride 2): with the 8 accumulators and a weight, 26 of AVX-512's 32 registers.
 const ROW_POSITIONS: usize = 8;
-const ROW_CELLS: usize = 16;
+const ROW_CELLS: usize = 17;
 /// Cells past the padded plane that the row kernel may read (and whose results it drops).
 const ROW_SLACK: usize = ROW_CELLS;
 

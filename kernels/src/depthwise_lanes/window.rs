@@ -58,12 +58,13 @@ unsafe fn compute_cells<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     const { assert!(NV <= 4) };
     debug_assert_eq!(NV * S::LANES, LANES);
     let g = a.g;
-    let unit = g.stride == [1, 1] && g.dilation == [1, 1] && S::LANES == LANES;
+    let dense = g.dilation == [1, 1] && S::LANES == LANES;
     // SAFETY: the caller's guarantees, which every kernel needs.
     unsafe {
-        match (unit, g.kernel[1]) {
-            (true, 3) => rows::<S, NV, 3>(a, out),
-            (true, 5) => rows::<S, NV, 5>(a, out),
+        match (dense, g.stride[1], g.kernel[1]) {
+            (true, 1, 3) => rows::<S, NV, 3, 1>(a, out),
+            (true, 1, 5) => rows::<S, NV, 5, 1>(a, out),
+            (true, 2, 3) => rows::<S, NV, 3, 2>(a, out),
             _ => any_window::<S, NV>(a, out),
         }
         if a.rect != [0..g.output[0], 0..g.output[1]] {
@@ -122,15 +123,18 @@ unsafe fn border<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     }
 }
 
-/// Stride-1 windows `KW` wide, `ROW_POSITIONS` neighbours along a row at a time: they share
-/// all but `KW - 1` of their input cells, so each cell is loaded once per kernel row for all
-/// of them (rather than once per tap and position).
+/// Windows `KW` wide with column stride `SW` (undilated), `ROW_POSITIONS` neighbours along a
+/// row at a time: they read `(ROW_POSITIONS − 1)·SW + KW` input cells per kernel row, each
+/// loaded once for all of them (rather than once per tap and position), and the weights of a
+/// kernel row once per group.
 ///
 /// # Safety
 /// As `any_window`; the scratch has `ROW_SLACK` cells past the plane.
 #[inline(always)]
-unsafe fn rows<S: Simd, const NV: usize, const KW: usize>(a: &Args, out: Cells) {
-    const { assert!(ROW_POSITIONS + KW - 1 <= ROW_CELLS) };
+unsafe fn rows<S: Simd, const NV: usize, const KW: usize, const SW: usize>(a: &Args, out: Cells) {
+    const { assert!((ROW_POSITIONS - 1) * SW + KW <= ROW_CELLS) };
+    let span = (ROW_POSITIONS - 1) * SW + KW;
+    let sh_step = a.g.stride[0];
     let ow_n = a.g.output[1];
     let (pw, [sh, sw]) = (a.pitch, a.shift);
     let [rows, cols] = &a.rect;
@@ -138,7 +142,7 @@ unsafe fn rows<S: Simd, const NV: usize, const KW: usize>(a: &Args, out: Cells) 
     let kh_n = a.g.kernel[0];
     debug_assert!(a.wt.len() == kh_n * KW);
     // SAFETY (whole body): the ISA is the caller's; the group at (oh, ow) reads cells
-    // (oh + kh − sh)·pw + ow − sw + i for i < ROW_POSITIONS + KW − 1: inside the rectangle
+    // (oh·stride + kh − sh)·pw + ow·SW − sw + i for i < span: inside the rectangle
     // (`interior`) for a full group, and a short group (only in a rectangle narrower than
     // one, hence only on the padded scratch) reaches at most ROW_SLACK cells past the plane;
     // weights `kh·KW + kw` < taps.
@@ -160,17 +164,17 @@ unsafe fn rows<S: Simd, const NV: usize, const KW: usize>(a: &Args, out: Cells) 
                     }
                 }
                 for kh in 0..kh_n {
-                    let cells = buf.add(((oh + kh - sh) * pw + ow - sw) * LANES);
+                    let cells = buf.add(((oh * sh_step + kh - sh) * pw + ow * SW - sw) * LANES);
                     let weights = a.wt.as_ptr().add(kh * KW).cast::<f32>();
                     for v in 0..nv {
                         let mut xs = [S::zero(); ROW_CELLS];
-                        for (i, x) in xs.iter_mut().enumerate().take(ROW_POSITIONS + KW - 1) {
+                        for (i, x) in xs.iter_mut().enumerate().take(span) {
                             *x = S::load(cells.add(i * LANES + v * S::LANES));
                         }
                         for kw in 0..KW {
                             let wv = S::load(weights.add(kw * LANES + v * S::LANES));
                             for (j, acc) in acc.iter_mut().enumerate() {
-                                acc[v] = S::mul_add(acc[v], xs[j + kw], wv);
+                                acc[v] = S::mul_add(acc[v], xs[j * SW + kw], wv);
                             }
                         }
                     }
