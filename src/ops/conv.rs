@@ -300,6 +300,9 @@ pub(super) enum PackedWeights {
     /// product (`conv_layouts.rs` picks one per feature-map size): `W[M, C]` as the
     /// left operand and `Wᵀ[C, M]` as the right.
     PointwiseBoth { left: PackedA, right: PackedB },
+    /// Any other one-group kernel writing channel blocks: `Wᵀ[C·K, M]`, the right operand
+    /// of the product with the output positions as rows (`conv_layouts.rs`).
+    Transposed(PackedB),
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
     /// A depthwise kernel as `depthwise_lanes` reads it (one vector per tap and 16 channels;
@@ -336,6 +339,19 @@ impl Conv {
                     })
                 })??;
                 Some((packed, s.to_vec()))
+            }
+            Some(w)
+                if layout.output == Layout::Blocked
+                    && group == 1
+                    && w.dtype() == crate::DType::F32
+                    && w.rank() == 4 =>
+            {
+                let s = w.shape();
+                let (m, k) = (s[0], s[1..].iter().product::<usize>());
+                let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
+                    Ok(PackedB::new(MatRef::new(data, k, m, 1, k)?))
+                })??;
+                Some((PackedWeights::Transposed(packed), s.to_vec()))
             }
             Some(w)
                 if ctx.options.winograd

@@ -11,9 +11,12 @@
 //! GEMM's column-blocked C), and with an NCHW output the usual `W · X` with `X = [C, HW]` read
 //! with strides, or packed from channel blocks (`gemm::BlockedRhs`). Depthwise layers copy 16
 //! channels per cell into and out of their scratch (`depthwise_lanes::depthwise_image`) where
-//! NCHW needs transposes; a blocked group is one contiguous range.
+//! NCHW needs transposes; a blocked group is one contiguous range. Any other one-group
+//! convolution (a network's stem) writes blocks from NCHW planes as
+//! `Y[OHW, M] = patches(X)ᵀ · Wᵀ`, its patches packed straight into the GEMM's row panels.
 
 use super::conv::{Conv, PackedWeights};
+use super::conv_patches::Patches;
 use super::matmul::{f32_data, from_f32_output};
 use super::util::{input, opt_input};
 use crate::error::Result;
@@ -110,9 +113,12 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let [n, c, h, wd] = nchw(x.shape(), layout.input)?;
     let ws = w.shape();
     let depthwise = ws.len() == 4 && ws[1] == 1 && ws[0] == conv.group && conv.group == c;
-    let pointwise = ws.len() == 4 && ws[2..] == [1, 1] && conv.group == 1 && ws[1] == c;
+    let dense = ws.len() == 4 && conv.group == 1 && ws[1] == c;
+    // Any other dense convolution writes blocks from its patches (MobileNet's stem into
+    // its first depthwise layer); it reads planes.
+    let patches = dense && layout.input == Layout::Planes && layout.output == Layout::Blocked;
     ensure!(
-        depthwise || pointwise,
+        depthwise || (dense && ws[2..] == [1, 1]) || patches,
         "channels-last layout is planned only for pointwise and depthwise 2-D convolutions; \
          weights {ws:?} with group {} on input {:?} are neither",
         conv.group,
@@ -122,6 +128,11 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let g = geo
         .plane()
         .ok_or_else(|| op_err!("not a 2-D convolution"))?;
+    let pointwise = dense && geo_is_pointwise(&g);
+    ensure!(
+        depthwise || pointwise || patches,
+        "pointwise convolutions here take no stride or padding"
+    );
     let m = ws[0];
     let [oh, ow] = g.output;
     let out_shape = shape_in(layout.output, [n, m, oh, ow])?;
@@ -149,10 +160,6 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let (in_len, out_len) = (h * wd, oh * ow);
     let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
     if pointwise {
-        ensure!(
-            geo_is_pointwise(&g),
-            "pointwise convolutions here take no stride or padding"
-        );
         let wd_stored;
         let weights = match prepared {
             Some(PackedWeights::Gemm(p)) => Weights::Packed {
@@ -183,6 +190,39 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 activation: conv.activation,
             };
             image.run(x, y)?;
+        }
+    } else if patches {
+        ensure!(
+            residual.is_none(),
+            "a residual does not fit a blocked output"
+        );
+        let wd_stored;
+        let k = c * g.kernel[0] * g.kernel[1];
+        let weights = match prepared {
+            // A strided or padded 1×1 kernel was packed as a pointwise one: `Wᵀ[C, M]`.
+            Some(PackedWeights::Transposed(p) | PackedWeights::PointwiseBoth { right: p, .. }) => {
+                Rhs::Packed(p)
+            }
+            _ => {
+                wd_stored = f32_data(w)?;
+                Rhs::Mat(MatRef::new(&wd_stored, k, m, 1, k)?)
+            }
+        };
+        let epilogue = Epilogue {
+            bias: bias.as_deref().map_or(Bias::None, Bias::PerCol),
+            activation: conv.activation,
+            ..Default::default()
+        };
+        for i in 0..n {
+            // Y[OHW, M] = patches(X)ᵀ[OHW, C·K] · Wᵀ[C·K, M] into the column-blocked C.
+            let x = Patches {
+                geo: &geo,
+                x: &xd[i * c * in_len..][..c * in_len],
+                rows: k,
+            };
+            let y = &mut out[i * m * out_len..][..m * out_len];
+            let y = MatMut::column_blocked(y, out_len, m, out_len * COL_BLOCK)?;
+            gemm(Lhs::Source(&x), weights, y, &epilogue)?;
         }
     } else {
         let interleaved;
@@ -488,6 +528,10 @@ mod tests {
             (32, 32, 10, 7, 3, 2, 32, 1, planes, blocked),
             (16, 16, 6, 6, 5, 1, 16, 2, blocked, planes),
             (32, 32, 8, 8, 3, 1, 32, 1, blocked, last),
+            // Stems: any dense kernel from planes into blocks, from its patches.
+            (3, 32, 15, 17, 3, 2, 1, 2, planes, blocked),
+            (5, 16, 9, 8, 3, 1, 1, 1, planes, blocked),
+            (4, 48, 12, 12, 1, 2, 1, 1, planes, blocked),
         ];
         let in_layout = |t: &Tensor, l: Layout| match l {
             Layout::Planes => t.clone(),
@@ -504,7 +548,7 @@ mod tests {
                 let mut attrs = vec![
                     ("group", Attr::Int(group as i64)),
                     ("strides", Attr::Ints(vec![s as i64; 2])),
-                    ("pads", Attr::Ints(vec![pad * (group > 1) as i64; 4])),
+                    ("pads", Attr::Ints(vec![pad; 4])),
                 ];
                 if let Some(a) = activation {
                     attrs.extend([("_activation", act(a)), ("_min", Attr::Float(0.0))]);

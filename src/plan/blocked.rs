@@ -15,14 +15,19 @@
 //! channels and no fused residual — every reader is such a Conv reading it as its input
 //! (not as a residual), it is not a graph output, and it is not a pointwise → pointwise edge
 //! (a pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
-//! read and write blocks keeps its output edge (the expand → depthwise one). Shapes need not
-//! be known: the marked Convs check their tensors when they run.
+//! read and write blocks keeps its output edge (the expand → depthwise one). Any other
+//! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
+//! readers: those gain from blocks (MobileNet-v2's first depthwise layer, 112×112, reads its
+//! stem's output); a pointwise reader would only trade plain panel copies for transposes,
+//! and a 3×3 stride-1 producer would lose its Winograd path. Shapes need not be known: the
+//! marked Convs check their tensors when they run.
 
 use super::channels_last::{capability, Capable};
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node, ValueId};
 use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use crate::DType;
 use infer_kernels::depthwise_lanes::Layout;
 use infer_kernels::gemm::COL_BLOCK;
 
@@ -45,9 +50,12 @@ pub fn choose(g: &mut Graph) -> Result<()> {
                 .iter()
                 .enumerate()
                 .all(|(slot, v)| *v != Some(y) || slot == 0);
-            let pointwise_pair =
-                c.kind == Capable::Pointwise && kind(r) == Some(Capable::Pointwise);
-            capable[r].is_some_and(|r| r.reads) && reads_as_input && !pointwise_pair
+            let pointwise_pair = c.kind == Kind::Pointwise && kind(r) == Some(Kind::Pointwise);
+            let depthwise_reader = kind(r) == Some(Kind::Depthwise);
+            capable[r].is_some_and(|r| r.reads)
+                && reads_as_input
+                && !pointwise_pair
+                && (c.kind != Kind::Patches || depthwise_reader)
         };
         if readers.is_empty() || !readers.iter().all(fits) || uses.is_graph_output(y) {
             continue;
@@ -59,7 +67,7 @@ pub fn choose(g: &mut Graph) -> Result<()> {
     edges.retain(|(_, _, readers)| {
         readers
             .iter()
-            .all(|r| kind(*r) != Some(Capable::Pointwise) || !writes.contains(r))
+            .all(|r| kind(*r) != Some(Kind::Pointwise) || !writes.contains(r))
     });
     let code = Attr::Int(layout_code(Layout::Blocked));
     for (i, y, readers) in edges {
@@ -78,25 +86,46 @@ pub fn choose(g: &mut Graph) -> Result<()> {
 /// channels).
 #[derive(Clone, Copy, Debug)]
 struct Blockable {
-    kind: Capable,
+    kind: Kind,
     writes: bool,
     reads: bool,
 }
 
+/// The kinds of Conv that handle blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Pointwise,
+    Depthwise,
+    /// Any other one-group 2-D Conv: writes blocks from its patches, reads only planes.
+    Patches,
+}
+
 fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
-    let kind = capability(g, n)?;
+    let capable = capability(g, n);
+    if capable.is_none() && (n.op_type != "Conv" || !n.domain.is_empty()) {
+        return None;
+    }
     let w = g.initializers.get(&n.inputs.get(1).copied().flatten()?)?;
     let s = w.shape();
-    let input_channels = match kind {
-        Capable::Pointwise => s[1],
-        Capable::Depthwise => s[0],
-    };
     let residual = n.inputs.get(3).copied().flatten().is_some();
-    Some(Blockable {
+    let writes = s.len() == 4 && s[0] % COL_BLOCK == 0 && !residual;
+    let blockable = |kind, input_channels: usize| Blockable {
         kind,
-        writes: s[0] % COL_BLOCK == 0 && !residual,
+        writes,
         reads: input_channels % COL_BLOCK == 0,
-    })
+    };
+    match capable {
+        Some(Capable::Pointwise) => Some(blockable(Kind::Pointwise, s[1])),
+        Some(Capable::Depthwise) => Some(blockable(Kind::Depthwise, s[0])),
+        None => {
+            let dense = n.attrs.int_or("group", 1).ok()? == 1;
+            (dense && w.dtype() == DType::F32 && s.len() == 4).then_some(Blockable {
+                kind: Kind::Patches,
+                writes,
+                reads: false,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,13 +164,13 @@ mod tests {
         let pool = b.node("GlobalAveragePool", &[p], Attrs::default());
         b.g.outputs.push(pool);
         choose(&mut b.g).unwrap();
-        assert_eq!(layout(&b, 0), (false, false), "stem");
-        assert_eq!(layout(&b, 1), (false, true), "first depthwise");
+        assert_eq!(layout(&b, 0), (false, true), "stem");
+        assert_eq!(layout(&b, 1), (true, true), "first depthwise");
         assert_eq!(layout(&b, 2), (true, false), "first project");
         assert_eq!(layout(&b, 3), (false, true), "expand");
         assert_eq!(layout(&b, 4), (true, true), "depthwise");
         assert_eq!(layout(&b, 5), (true, false), "project");
-        for v in [d0, e, d] {
+        for v in [stem, d0, e, d] {
             assert_eq!(b.g.values[v].ty.shape, None);
         }
     }
@@ -167,7 +196,11 @@ mod tests {
         let p = b.node("Conv", &[d, pw], Attrs::default());
         // Pointwise into pointwise.
         let q = b.node("Conv", &[p, pw], Attrs::default());
-        b.g.outputs.extend([relu, q]);
+        // A 3×3 dense layer into a pointwise one: patches write blocks only to depthwise.
+        let dense = weights(&mut b, [16, 16, 3, 3]);
+        let r = b.node("Conv", &[q, dense], Attrs::default());
+        let t = b.node("Conv", &[r, pw], Attrs::default());
+        b.g.outputs.extend([relu, t]);
         choose(&mut b.g).unwrap();
         for i in 0..b.g.nodes.len() {
             assert_eq!(layout(&b, i), (false, false), "node {i}");

@@ -20,7 +20,7 @@ pub(super) enum Src<'a> {
     /// Packed ahead of time for the kernel in use.
     Packed(&'a Packed),
     /// Packed block by block by its producer, which sees the panel-major view's rows as its
-    /// columns (for `Bᵀ`, that is `B`'s columns; `Lhs` has no such variant).
+    /// columns (for `Bᵀ`, that is `B`'s columns; for `A`, its rows).
     Source(&'a dyn PanelSource),
 }
 

@@ -404,6 +404,9 @@ impl fmt::Debug for PackedB {
 pub enum Lhs<'a> {
     Mat(MatRef<'a>),
     Packed(&'a PackedA),
+    /// `A = Sᵀ` for a source `S[k × m]`, produced block by block straight into `A`'s panels
+    /// (a convolution's patches with the output positions as rows).
+    Source(&'a dyn PanelSource),
 }
 
 /// The right operand.
@@ -494,6 +497,10 @@ fn gemm_with(
         Lhs::Packed(p) => {
             ensure_kernel(p.spec, spec)?;
             ((p.rows, p.cols), Src::Packed(&p.packed))
+        }
+        Lhs::Source(s) => {
+            let (k, m) = s.shape();
+            ((m, k), Src::Source(s))
         }
     };
     let ((kb, n), bt) = match b {

@@ -179,7 +179,8 @@ fn check_case(case: Case) {
         let pa = PackedA::for_kernel(spec, a);
         let pb = PackedB::for_kernel(spec, b);
         let source = SourceOf(b);
-        let operands: [(Lhs, Rhs, &str); 6] = [
+        let a_source = SourceOf(a.t());
+        let operands: [(Lhs, Rhs, &str); 8] = [
             (Lhs::Mat(a), Rhs::Mat(b), "views"),
             (Lhs::Packed(&pa), Rhs::Mat(b), "packed A"),
             (Lhs::Mat(a), Rhs::Packed(&pb), "packed B"),
@@ -189,6 +190,12 @@ fn check_case(case: Case) {
                 Lhs::Packed(&pa),
                 Rhs::Source(&source),
                 "packed A, B from a source",
+            ),
+            (Lhs::Source(&a_source), Rhs::Mat(b), "A from a source"),
+            (
+                Lhs::Source(&a_source),
+                Rhs::Packed(&pb),
+                "A from a source, packed B",
             ),
         ];
         for (la, rb, how) in operands {
@@ -210,7 +217,7 @@ fn check_case(case: Case) {
     }
 }
 
-/// `B` handed over block by block, as a convolution hands over its patches.
+/// `B` (or `Aᵀ`) handed over block by block, as a convolution hands over its patches.
 #[derive(Debug)]
 struct SourceOf<'a>(MatRef<'a>);
 
