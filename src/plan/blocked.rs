@@ -108,11 +108,11 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
     let w = g.initializers.get(&n.inputs.get(1).copied().flatten()?)?;
     let s = w.shape();
     let residual = n.inputs.get(3).copied().flatten().is_some();
-    let writes = s.len() == 4 && s[0] % COL_BLOCK == 0 && !residual;
+    let writes = s.len() == 4 && s[0].is_multiple_of(COL_BLOCK) && !residual;
     let blockable = |kind, input_channels: usize| Blockable {
         kind,
         writes,
-        reads: input_channels % COL_BLOCK == 0,
+        reads: input_channels.is_multiple_of(COL_BLOCK),
     };
     match capable {
         Some(Capable::Pointwise) => Some(blockable(Kind::Pointwise, s[1])),
