@@ -50,5 +50,11 @@ export INFER_KERAS_SAMPLES="$PWD/$keras"
 
 cargo test --release -p infer -p infer-kernels -- --include-ignored
 
+# The GEMM microkernels of the release build keep their accumulators in registers (a codegen
+# accident once made every product 2.4x slower; kernels/check_codegen.py says how it is found).
+if [[ "$(uname -m)" == x86_64 ]] && command -v objdump >/dev/null; then
+    python3 kernels/check_codegen.py target/release/infer
+fi
+
 # Lint gate: the library, CLI, kernels and tests stay clippy-clean (warnings are errors).
 cargo clippy --all-targets -p infer -p infer-kernels -- -D warnings

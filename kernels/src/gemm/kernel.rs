@@ -138,6 +138,31 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// `count` iterations of `UNROLL` k steps, on accumulators taken and returned by value.
+///
+/// # Safety
+/// As for `step`, for every step.
+#[inline(always)]
+unsafe fn steps<S: Simd, const MR: usize, const NV: usize, const UNROLL: usize>(
+    mut acc: [[S::V; NV]; MR],
+    mut a: *const f32,
+    mut b: *const f32,
+    panel: usize,
+    count: usize,
+) -> [[S::V; NV]; MR] {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        for _ in 0..count {
+            for u in 0..UNROLL {
+                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * panel));
+            }
+            a = a.add(UNROLL * MR);
+            b = b.add(UNROLL * panel);
+        }
+    }
+    acc
+}
+
 /// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`, from
 /// B micro-panels `PANEL` vectors wide (`NV`, or more for a half-width kernel).
 ///
@@ -179,20 +204,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
                 }
             }
         }
-        let (mut a, mut b) = (t.a, t.b);
-        // Unrolled by 4 to cut loop overhead against the FMA stream.
-        for _ in 0..t.kc / 4 {
-            for u in 0..4 {
-                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * panel));
-            }
-            a = a.add(4 * MR);
-            b = b.add(4 * panel);
-        }
-        for _ in 0..t.kc % 4 {
-            step::<S, MR, NV>(&mut acc, a, b);
-            a = a.add(MR);
-            b = b.add(panel);
-        }
+        // Unrolled by 4 to cut loop overhead against the FMA stream, then the rest. Each loop
+        // is its own function taking and returning the accumulators by value: written inline
+        // (two loops on one array), the compiler at times kept the accumulators in memory, a
+        // store after every FMA (products 2.4× slower), depending only on how the crate was
+        // split into codegen units, so unrelated edits flipped it. `kernels/check_codegen.py`
+        // checks a build (CI runs it).
+        let quads = t.kc / 4;
+        let acc = steps::<S, MR, NV, 4>(acc, t.a, t.b, panel, quads);
+        let (a, b) = (t.a.add(4 * quads * MR), t.b.add(4 * quads * panel));
+        let acc = steps::<S, MR, NV, 1>(acc, a, b, panel, t.kc % 4);
         if t.rows == MR && t.cols == nr {
             // A `match`, not `Option::map`: a closure would not inherit the target features.
             #[allow(clippy::manual_map)]
