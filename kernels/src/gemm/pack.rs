@@ -9,6 +9,7 @@
 //! begins at `p0 · padded_rows + r · block_depth`.
 
 use super::{err, GemmError, MatRef};
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -187,6 +188,66 @@ impl Packed {
         }
     }
 
+    /// Packs a `rows × depth` panel-major matrix into `buf` (grown as needed), block by
+    /// block on the rayon pool: `pack_block(dst, rows, depth)` packs one block into `dst`
+    /// in panels of `width`, as `pack` does. [`Packed::into_buf`] gives the buffer back.
+    pub fn par_new(
+        mut buf: AlignedBuf,
+        rows: usize,
+        depth: usize,
+        width: usize,
+        kc: usize,
+        pack_block: impl Fn(&mut [f32], Range<usize>, Range<usize>) + Sync,
+    ) -> Self {
+        let padded_rows = rows.div_ceil(width) * width;
+        let dst = buf.get_mut(padded_rows * depth);
+        // One task per thread: a rayon task costs microseconds, a depth block's packing
+        // little more. Whole depth blocks each where there are enough of them, else parts
+        // of every block's panels.
+        let threads = rayon::current_num_threads();
+        let blocks = depth.div_ceil(kc);
+        let panels = padded_rows / width;
+        let per_task = if blocks >= threads {
+            panels
+        } else {
+            panels.div_ceil(threads).max(1)
+        };
+        let mut pieces = Vec::new();
+        let mut rest = dst;
+        for p0 in (0..depth).step_by(kc) {
+            let kc_len = kc.min(depth - p0);
+            let (block, tail) = rest.split_at_mut(padded_rows * kc_len);
+            rest = tail;
+            for (t, chunk) in block.chunks_mut(per_task * width * kc_len).enumerate() {
+                let r0 = t * per_task * width;
+                let r1 = (r0 + per_task * width).min(rows);
+                pieces.push((chunk, r0..r1, p0..p0 + kc_len));
+            }
+        }
+        let per_thread = pieces.len().div_ceil(threads).max(1);
+        let mut tasks = Vec::new();
+        while !pieces.is_empty() {
+            let take = per_thread.min(pieces.len());
+            tasks.push(pieces.drain(..take).collect::<Vec<_>>());
+        }
+        tasks.into_par_iter().for_each(|task| {
+            for (dst, rows, depth) in task {
+                pack_block(dst, rows, depth);
+            }
+        });
+        Packed {
+            buf: Arc::new(buf),
+            offset: 0,
+            padded_rows,
+        }
+    }
+
+    /// The buffer of a matrix packed by [`Packed::par_new`], for reuse (`None` while a clone
+    /// of this `Packed` still shares it).
+    pub fn into_buf(self) -> Option<AlignedBuf> {
+        Arc::try_unwrap(self.buf).ok()
+    }
+
     /// The panels of rows `r0..` (`r0` a multiple of `width`) of the depth block at `p0`
     /// (`p0` a multiple of `kc`) of depth `kc_len`.
     pub fn block(&self, r0: usize, p0: usize, kc_len: usize) -> &[f32] {
@@ -310,5 +371,32 @@ mod tests {
         let mut dst2 = [f32::NAN; 12];
         pack(&mut dst2, pt, 0..3, 0..3, 2);
         assert_eq!(dst, dst2);
+    }
+
+    #[test]
+    fn packing_in_parallel_lays_out_what_packing_whole_does() {
+        // Depth blocks of 4 (the last short), panels of 3 (the last padded), on a pool of
+        // 3 threads: several depth blocks per task, and fewer blocks than threads.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for (rows, depth) in [(10, 11), (7, 3), (1, 1)] {
+            let data: Vec<f32> = (0..rows * depth).map(|i| i as f32 + 1.0).collect();
+            let p = MatRef::new(&data, rows, depth, depth, 1).unwrap();
+            let whole = Packed::new(p, 3, 4);
+            let parallel = pool.install(|| {
+                Packed::par_new(AlignedBuf::default(), rows, depth, 3, 4, |dst, r, d| {
+                    pack(dst, p, r, d, 3);
+                })
+            });
+            assert_eq!(parallel.padded_rows, whole.padded_rows);
+            let len = whole.padded_rows * depth;
+            assert_eq!(
+                parallel.block(0, 0, 4)[..len],
+                whole.block(0, 0, 4)[..len],
+                "{rows}x{depth}"
+            );
+        }
     }
 }
