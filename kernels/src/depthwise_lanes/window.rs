@@ -62,9 +62,11 @@ unsafe fn compute_cells<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     // SAFETY: the caller's guarantees, which every kernel needs.
     unsafe {
         match (dense, g.stride[1], g.kernel[1]) {
-            (true, 1, 3) => rows::<S, NV, 3, 1>(a, out),
-            (true, 1, 5) => rows::<S, NV, 5, 1>(a, out),
-            (true, 2, 3) => rows::<S, NV, 3, 2>(a, out),
+            (true, 1, 3) => rows::<S, NV, 3, 1, ROW_POSITIONS>(a, out),
+            (true, 1, 5) => rows::<S, NV, 5, 1, ROW_POSITIONS>(a, out),
+            (true, 2, 3) => rows::<S, NV, 3, 2, ROW_POSITIONS>(a, out),
+            // 19 cells for 8 positions would not fit the registers beside their accumulators.
+            (true, 2, 5) => rows::<S, NV, 5, 2, 6>(a, out),
             _ => any_window::<S, NV>(a, out),
         }
         if a.rect != [0..g.output[0], 0..g.output[1]] {
@@ -123,17 +125,20 @@ unsafe fn border<S: Simd, const NV: usize>(a: &Args, out: Cells) {
     }
 }
 
-/// Windows `KW` wide with column stride `SW` (undilated), `ROW_POSITIONS` neighbours along a
-/// row at a time: they read `(ROW_POSITIONS − 1)·SW + KW` input cells per kernel row, each
-/// loaded once for all of them (rather than once per tap and position), and the weights of a
-/// kernel row once per group.
+/// Windows `KW` wide with column stride `SW` (undilated), `P` (at most `ROW_POSITIONS`)
+/// neighbours along a row at a time: they read `(P − 1)·SW + KW` input cells per kernel row,
+/// each loaded once for all of them (rather than once per tap and position), and the weights
+/// of a kernel row once per group.
 ///
 /// # Safety
 /// As `any_window`; the scratch has `ROW_SLACK` cells past the plane.
 #[inline(always)]
-unsafe fn rows<S: Simd, const NV: usize, const KW: usize, const SW: usize>(a: &Args, out: Cells) {
-    const { assert!((ROW_POSITIONS - 1) * SW + KW <= ROW_CELLS) };
-    let span = (ROW_POSITIONS - 1) * SW + KW;
+unsafe fn rows<S: Simd, const NV: usize, const KW: usize, const SW: usize, const P: usize>(
+    a: &Args,
+    out: Cells,
+) {
+    const { assert!(P <= ROW_POSITIONS && (P - 1) * SW + KW <= ROW_CELLS) };
+    let span = (P - 1) * SW + KW;
     let sh_step = a.g.stride[0];
     let ow_n = a.g.output[1];
     let (pw, [sh, sw]) = (a.pitch, a.shift);
@@ -153,11 +158,11 @@ unsafe fn rows<S: Simd, const NV: usize, const KW: usize, const SW: usize>(a: &A
             while ow < cols.end {
                 // The last full group of a row ends at its end, overlapping the one before
                 // (those positions are computed twice, to the same values).
-                if cols.len() >= ROW_POSITIONS {
-                    ow = ow.min(cols.end - ROW_POSITIONS);
+                if cols.len() >= P {
+                    ow = ow.min(cols.end - P);
                 }
-                let n = ROW_POSITIONS.min(cols.end - ow);
-                let mut acc = [[S::zero(); NV]; ROW_POSITIONS];
+                let n = P.min(cols.end - ow);
+                let mut acc = [[S::zero(); NV]; P];
                 for row in acc.iter_mut() {
                     for (v, x) in row.iter_mut().enumerate().take(nv) {
                         *x = S::load(a.bias.as_ptr().add(v * S::LANES));
