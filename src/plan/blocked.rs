@@ -18,8 +18,8 @@
 //! read and write blocks keeps its output edge (the expand → depthwise one). Any other
 //! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
 //! readers: those gain from blocks (MobileNet-v2's first depthwise layer, 112×112, reads its
-//! stem's output); a pointwise reader would only trade plain panel copies for transposes,
-//! and a 3×3 stride-1 producer would lose its Winograd path. Shapes need not be known: the
+//! stem's output), where a pointwise reader would only trade plain panel copies for
+//! transposes; and not a 3×3 stride-1 one, which would lose its Winograd path. Shapes need not be known: the
 //! marked Convs check their tensors when they run.
 
 use super::channels_last::{capability, Capable};
@@ -119,7 +119,15 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
         Some(Capable::Depthwise) => Some(blockable(Kind::Depthwise, s[0])),
         None => {
             let dense = n.attrs.int_or("group", 1).ok()? == 1;
-            (dense && w.dtype() == DType::F32 && s.len() == 4).then_some(Blockable {
+            // 3×3 with unit strides: the Winograd path's, which writes planes.
+            let unit = |name: &str| {
+                n.attrs
+                    .ints(name)
+                    .ok()
+                    .is_some_and(|v| v.is_none_or(|v| v.iter().all(|&x| x == 1)))
+            };
+            let winograd = s.len() == 4 && s[2..] == [3, 3] && unit("strides") && unit("dilations");
+            (dense && !winograd && w.dtype() == DType::F32 && s.len() == 4).then_some(Blockable {
                 kind: Kind::Patches,
                 writes,
                 reads: false,
@@ -152,7 +160,9 @@ mod tests {
         let expand_w = weights(&mut b, [96, 24, 1, 1]);
         let dw96 = weights(&mut b, [96, 1, 3, 3]);
         let project_w = weights(&mut b, [24, 96, 1, 1]);
-        let stem = b.node("Conv", &[x, stem_w], Attrs::default());
+        let mut stride2 = Attrs::default();
+        stride2.0.insert("strides".into(), Attr::Ints(vec![2, 2]));
+        let stem = b.node("Conv", &[x, stem_w], stride2);
         // First block: depthwise straight after the stem, then project.
         let d0 = b.node("Conv", &[stem, dw16], depthwise_attrs(16));
         let p0 = b.node("Conv", &[d0, project24_w], Attrs::default());
@@ -197,10 +207,15 @@ mod tests {
         // Pointwise into pointwise.
         let q = b.node("Conv", &[p, pw], Attrs::default());
         // A 3×3 dense layer into a pointwise one: patches write blocks only to depthwise.
+        let mut stride2 = Attrs::default();
+        stride2.0.insert("strides".into(), Attr::Ints(vec![2, 2]));
         let dense = weights(&mut b, [16, 16, 3, 3]);
-        let r = b.node("Conv", &[q, dense], Attrs::default());
+        let r = b.node("Conv", &[q, dense], stride2);
         let t = b.node("Conv", &[r, pw], Attrs::default());
-        b.g.outputs.extend([relu, t]);
+        // A 3×3 stride-1 one into a depthwise one: it keeps its Winograd path.
+        let u = b.node("Conv", &[t, dense], Attrs::default());
+        let v = b.node("Conv", &[u, dw], depthwise_attrs(16));
+        b.g.outputs.extend([relu, v]);
         choose(&mut b.g).unwrap();
         for i in 0..b.g.nodes.len() {
             assert_eq!(layout(&b, i), (false, false), "node {i}");
