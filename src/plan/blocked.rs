@@ -22,7 +22,7 @@
 //! transposes; and not a 3×3 stride-1 one, which would lose its Winograd path. Shapes need not be known: the
 //! marked Convs check their tensors when they run.
 
-use super::channels_last::{capability, Capable};
+use super::channels_last::{capability, ints_all, Capable};
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node, ValueId};
@@ -120,12 +120,7 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
         None => {
             let dense = n.attrs.int_or("group", 1).ok()? == 1;
             // 3×3 with unit strides: the Winograd path's, which writes planes.
-            let unit = |name: &str| {
-                n.attrs
-                    .ints(name)
-                    .ok()
-                    .is_some_and(|v| v.is_none_or(|v| v.iter().all(|&x| x == 1)))
-            };
+            let unit = |name: &str| ints_all(n, name, 1);
             let winograd = s.len() == 4 && s[2..] == [3, 3] && unit("strides") && unit("dilations");
             (dense && !winograd && w.dtype() == DType::F32 && s.len() == 4).then_some(Blockable {
                 kind: Kind::Patches,

@@ -83,18 +83,21 @@ pub(super) fn capability(g: &Graph, n: &Node) -> Option<Capable> {
         return None;
     }
     let group = n.attrs.int_or("group", 1).ok()?;
-    let all = |name: &str, value: i64| {
-        n.attrs
-            .ints(name)
-            .ok()
-            .is_some_and(|v| v.is_none_or(|v| v.iter().all(|&x| x == value)))
-    };
+    let all = |name: &str, value: i64| ints_all(n, name, value);
     let auto_pad = n.attrs.string_or("auto_pad", "NOTSET").ok()?;
     if group == 1 && s[2..] == [1, 1] {
         let unpadded = matches!(auto_pad, "NOTSET" | "VALID") && all("pads", 0);
         return (unpadded && all("strides", 1)).then_some(Capable::Pointwise);
     }
     (s[1] == 1 && group > 1 && s[0] as i64 == group).then_some(Capable::Depthwise)
+}
+
+/// Whether every value of `n`'s ints attribute `name` is `value` (true when it is absent).
+pub(super) fn ints_all(n: &Node, name: &str, value: i64) -> bool {
+    n.attrs
+        .ints(name)
+        .ok()
+        .is_some_and(|v| v.is_none_or(|v| v.iter().all(|&x| x == value)))
 }
 
 #[cfg(test)]
