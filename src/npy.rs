@@ -401,7 +401,10 @@ mod tests {
         let read = std::thread::spawn({
             let path = path.clone();
             move || {
-                crate::tensor::alloc::set_thread_max_tensor_bytes(1 << 16);
+                crate::tensor::alloc::ThreadLimits::set_for_thread(
+                    1 << 16,
+                    crate::tensor::DEFAULT_MAX_TOTAL_BYTES,
+                );
                 read_npz(&path).map(|_| ()).map_err(|e| e.to_string())
             }
         });

@@ -11,6 +11,7 @@
 //! absolute error, the composite functions (GELU, SiLU, Mish) within 1e-6 relative error
 //! plus the propagated erf error. NaN inputs give NaN; infinities give the limits.
 
+use crate::parallel;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -578,9 +579,10 @@ unsafe fn inplace_rows_avx2<'a, F: MapF32, I: Iterator<Item = &'a mut [f32]>>(f:
 fn map<F: MapF32>(isa: Isa, f: F, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "input and output lengths differ");
     if x.len() >= PAR_MIN_LEN {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(x.par_chunks(PAR_CHUNK))
-            .for_each(|(o, x)| map_seq(isa, f, x, o));
+        parallel::for_each(
+            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)),
+            |(o, x)| map_seq(isa, f, x, o),
+        );
     } else {
         map_seq(isa, f, x, out);
     }
@@ -588,7 +590,7 @@ fn map<F: MapF32>(isa: Isa, f: F, x: &[f32], out: &mut [f32]) {
 
 fn map_inplace<F: MapF32>(f: F, xs: &mut [f32]) {
     if xs.len() >= PAR_MIN_LEN {
-        xs.par_chunks_mut(PAR_CHUNK).for_each(|c| inplace_seq(f, c));
+        parallel::for_each(xs.par_chunks_mut(PAR_CHUNK), |c| inplace_seq(f, c));
     } else {
         inplace_seq(f, xs);
     }

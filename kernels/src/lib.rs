@@ -11,6 +11,7 @@ pub mod gemm;
 mod huge_pages;
 mod isa;
 pub mod max_pool;
+pub mod parallel;
 pub mod qgemm;
 pub mod reduce;
 pub mod strided;

@@ -17,6 +17,7 @@ use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm_batched, Epilogue, GemmError, MatRef};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 #[path = "attention_flex.rs"]
@@ -382,27 +383,24 @@ impl Kernel for Attention {
         let mut qk_out = (want_qk && self.qk_output == QkOutput::Scores).then(|| scores.clone());
         let block_len = sq * skv;
         if block_len > 0 {
-            scores
-                .par_chunks_mut(block_len)
-                .enumerate()
-                .for_each(|(i, blk)| {
-                    let bias = bias.block(i / hq, i % hq);
-                    blk.iter_mut().zip(bias).for_each(|(s, b)| *s += b);
-                });
+            parallel::for_each(scores.par_chunks_mut(block_len).enumerate(), |(i, blk)| {
+                let bias = bias.block(i / hq, i % hq);
+                blk.iter_mut().zip(bias).for_each(|(s, b)| *s += b);
+            });
         }
         if want_qk && self.qk_output == QkOutput::Biased {
             qk_out = Some(scores.clone());
         }
         if skv > 0 {
-            scores
-                .par_chunks_mut(block_len.max(1))
-                .enumerate()
-                .for_each(|(i, blk)| {
+            parallel::for_each(
+                scores.par_chunks_mut(block_len.max(1)).enumerate(),
+                |(i, blk)| {
                     let bias = bias.block(i / hq, i % hq);
                     for (row, brow) in blk.chunks_mut(skv).zip(bias.chunks(skv)) {
                         softmax_row(row, brow);
                     }
-                });
+                },
+            );
         }
         if want_qk && self.qk_output == QkOutput::Probs {
             qk_out = Some(scores.clone());

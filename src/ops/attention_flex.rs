@@ -15,6 +15,7 @@ use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm_batched, Epilogue, Lhs, MatRef, Rhs};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -84,7 +85,7 @@ impl FlexAttention {
 
 /// Softmax of each row of `x`, in place. A row of all -inf gives NaN, as in the reference.
 fn softmax_rows(x: &mut [f32], row: usize) {
-    x.par_chunks_mut(row.max(1)).for_each(|r| {
+    parallel::for_each(x.par_chunks_mut(row.max(1)), |r| {
         let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         r.iter_mut().for_each(|v| *v -= max);
         apply_inplace(UnaryF32::Exp, r);

@@ -11,6 +11,7 @@ use crate::ops::util::{input, opt_input};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -171,11 +172,12 @@ impl Kernel for LinearAttention {
             0.0f32,
         )?;
         if dk * dv > 0 {
-            state
-                .par_chunks_mut(dk * dv)
-                .zip(head_out.par_chunks_mut((t * group * dv).max(1)))
-                .enumerate()
-                .for_each(|(bh, (s, out))| {
+            parallel::for_each(
+                state
+                    .par_chunks_mut(dk * dv)
+                    .zip(head_out.par_chunks_mut((t * group * dv).max(1)))
+                    .enumerate(),
+                |(bh, (s, out))| {
                     let (bi, h) = (bh / hk, bh % hk);
                     let head = Head {
                         q: &qd[bi * t * hq * dk..(bi + 1) * t * hq * dk],
@@ -186,7 +188,8 @@ impl Kernel for LinearAttention {
                     };
                     let dims = (t, h, (hq, hk), (dk, dv), (decay_w, beta_w));
                     recur(&head, dims, scale, s, out);
-                });
+                },
+            );
         }
         let mut out =
             crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, t, hq, dv])?, 0.0f32)?;
@@ -314,7 +317,7 @@ impl Kernel for CausalConv {
         let (xd, wd) = (f32_vec(x)?, f32_vec(w)?);
         let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&[b, c, l])?, 0.0f32)?;
         if l > 0 {
-            out.par_chunks_mut(l).enumerate().for_each(|(row, y)| {
+            parallel::for_each(out.par_chunks_mut(l).enumerate(), |(row, y)| {
                 let ch = row % c;
                 // The past state followed by this row's inputs.
                 let mut padded = past[row * (k - 1)..(row + 1) * (k - 1)].to_vec();

@@ -11,6 +11,7 @@ use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(super) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -127,10 +128,11 @@ impl Kernel for Rotary {
         let xs = f32_vec(x)?;
         let mut out = xs.clone();
         if head_size > 0 {
-            out.par_chunks_mut(head_size)
-                .zip(xs.par_chunks(head_size))
-                .enumerate()
-                .for_each(|(r, (o, x))| {
+            parallel::for_each(
+                out.par_chunks_mut(head_size)
+                    .zip(xs.par_chunks(head_size))
+                    .enumerate(),
+                |(r, (o, x))| {
                     // Row r is (b, h, s) for 4-D inputs and (b, s, h) for 3-D ones.
                     let (b, s) = if heads_outer {
                         (r / (heads * seq), r % seq)
@@ -148,7 +150,8 @@ impl Kernel for Rotary {
                         o[i1] = cos[j] * x[i1] - sin[j] * x[i2];
                         o[i2] = sin[j] * x[i1] + cos[j] * x[i2];
                     }
-                });
+                },
+            );
         }
         Ok(vec![from_f32(x.dtype(), x.shape().to_vec(), out)?])
     }
@@ -173,14 +176,16 @@ impl Kernel for SwiGlu {
         );
         let (av, bv) = (f32_vec(a)?, f32_vec(b)?);
         let mut out: Vec<f32> = av.iter().map(|&x| self.alpha * x).collect();
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(av.par_chunks(PAR_CHUNK).zip(bv.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (a, b))| {
+        parallel::for_each(
+            out.par_chunks_mut(PAR_CHUNK)
+                .zip(av.par_chunks(PAR_CHUNK).zip(bv.par_chunks(PAR_CHUNK))),
+            |(o, (a, b))| {
                 apply_inplace(UnaryF32::Sigmoid, o);
                 for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                     *o *= a * b;
                 }
-            });
+            },
+        );
         Ok(vec![from_f32(a.dtype(), a.shape().to_vec(), out)?])
     }
 }

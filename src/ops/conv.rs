@@ -27,6 +27,7 @@ use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
     PackedAStack, PackedB, Rhs, Tap,
 };
+use infer_kernels::parallel;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -573,11 +574,11 @@ impl ConvProblem<'_> {
             if let Some(g) = plane_2d.filter(depthwise_lanes::preferred) {
                 return self.run_depthwise_lanes(&g, clamp, out);
             }
-            return out
-                .par_chunks_mut(out_len)
-                .enumerate()
-                .with_min_len(MIN_TASK_FLOATS.div_ceil(out_len))
-                .try_for_each(|(plane, y)| {
+            return parallel::try_for_each(
+                out.par_chunks_mut(out_len)
+                    .enumerate()
+                    .with_min_len(MIN_TASK_FLOATS.div_ceil(out_len)),
+                |(plane, y)| {
                     let ch = plane % self.groups;
                     let x = &self.x[plane * in_len..(plane + 1) * in_len];
                     let w = &self.w[ch * self.kg..(ch + 1) * self.kg];
@@ -598,25 +599,24 @@ impl ConvProblem<'_> {
                         }
                     }
                     Ok(())
-                });
+                },
+            );
         }
         // One task per (image, group): `chunk` consecutive output channels.
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .try_for_each(|(idx, y)| {
-                let g = idx % self.groups;
-                let x0 = idx * self.cg * in_len;
-                let x = &self.x[x0..x0 + self.cg * in_len];
-                let w = match self.packed {
-                    Some(p) => Lhs::Packed(&p[g]),
-                    None => Lhs::Mat(MatRef::row_major(
-                        &self.w[g * self.mg * self.kg..],
-                        self.mg,
-                        self.kg,
-                    )?),
-                };
-                self.group_product(w, x, y, idx, g)
-            })
+        parallel::try_for_each(out.par_chunks_mut(chunk).enumerate(), |(idx, y)| {
+            let g = idx % self.groups;
+            let x0 = idx * self.cg * in_len;
+            let x = &self.x[x0..x0 + self.cg * in_len];
+            let w = match self.packed {
+                Some(p) => Lhs::Packed(&p[g]),
+                None => Lhs::Mat(MatRef::row_major(
+                    &self.w[g * self.mg * self.kg..],
+                    self.mg,
+                    self.kg,
+                )?),
+            };
+            self.group_product(w, x, y, idx, g)
+        })
     }
 
     /// Depthwise 16 channels per vector (where `depthwise_lanes::preferred`), a rayon task per
@@ -706,7 +706,7 @@ impl ConvProblem<'_> {
             Rhs::Source(&patches)
         };
         let tasks = self.batch * self.groups;
-        if tasks < rayon::current_num_threads() {
+        if tasks < parallel::threads() {
             gemm(w, b, y, &epilogue)?;
         } else {
             gemm_serial(w, b, y, &epilogue)?;
@@ -898,9 +898,9 @@ impl Kernel for ConvTranspose {
         let mut out = crate::tensor::filled_vec(crate::tensor::checked_numel(&out_shape)?, 0.0f32)?;
         let chunk = mg * out_len;
         if chunk > 0 {
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .try_for_each(|(idx, y)| -> Result<()> {
+            parallel::try_for_each(
+                out.par_chunks_mut(chunk).enumerate(),
+                |(idx, y)| -> Result<()> {
                     let g = idx % self.group;
                     let x = &xd[idx * cg * in_len..(idx + 1) * cg * in_len];
                     // W_g is [C/g, M/g·K]; cols = W_gᵀ · x_g is [M/g·K, in_len].
@@ -927,7 +927,8 @@ impl Kernel for ConvTranspose {
                         );
                     }
                     Ok(())
-                })?;
+                },
+            )?;
         }
         Ok(vec![from_f32(x.dtype(), out_shape, out)?])
     }

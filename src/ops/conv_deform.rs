@@ -9,6 +9,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -147,9 +148,9 @@ impl Kernel for DeformConv {
         let c_per_og = c_in / og;
         let oc_per_group = c_out / g;
         let mut out = vec![0.0; n * c_out * out_plane];
-        out.par_chunks_mut(c_out * out_plane)
-            .enumerate()
-            .for_each(|(b, out_img)| {
+        parallel::for_each(
+            out.par_chunks_mut(c_out * out_plane).enumerate(),
+            |(b, out_img)| {
                 // cols[(c · taps + t) · out_plane + p]: input channel c sampled at tap t for
                 // output position p, already scaled by the mask.
                 let mut cols = vec![0.0; c_in * taps * out_plane];
@@ -185,7 +186,8 @@ impl Kernel for DeformConv {
                         }
                     }
                 }
-            });
+            },
+        );
         let out = Tensor::from_vec(vec![n, c_out, oh, ow], out)?;
         Ok(vec![out.cast(x.dtype())?])
     }

@@ -13,6 +13,7 @@ use crate::tensor::spare;
 use infer_kernels::gemm::{
     gemm_serial, Activation, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedAStack, Rhs,
 };
+use infer_kernels::parallel;
 use infer_kernels::winograd::{self, Scratch, TileGrid, POINTS};
 use rayon::prelude::*;
 
@@ -92,7 +93,8 @@ impl WinogradWeights {
         // Rows of V (one tile point of one channel) end in the transform's slack.
         let v_row = all + winograd::ROW_SLACK;
         let mut v = spare::f32_output(c * POINTS * v_row)?;
-        v.par_chunks_mut(POINTS * v_row).enumerate().for_each_init(
+        parallel::for_each_init(
+            v.par_chunks_mut(POINTS * v_row).enumerate(),
             Scratch::default,
             |scratch, (ch, v_ch)| {
                 for n in 0..batch {
@@ -105,20 +107,23 @@ impl WinogradWeights {
 
         // The output transform reads whole vectors past the last point's tiles.
         let mut products = spare::f32_output(POINTS * m * all + winograd::ROW_SLACK)?;
-        products
-            .par_chunks_mut(m * all)
-            .zip(&self.points)
-            .enumerate()
-            .try_for_each(|(p, (mp, up))| -> Result<()> {
+        parallel::try_for_each(
+            products
+                .par_chunks_mut(m * all)
+                .zip(&self.points)
+                .enumerate(),
+            |(p, (mp, up))| -> Result<()> {
                 let vp = MatRef::new(&v[p * v_row..], c, all, POINTS * v_row, 1)?;
                 let mp = MatMut::row_major(mp, m, all)?;
                 gemm_serial(Lhs::Packed(up), Rhs::Mat(vp), mp, &Epilogue::default())?;
                 Ok(())
-            })?;
+            },
+        )?;
         v.give_back();
 
         let out_len = geo.output_len();
-        out.y.par_chunks_mut(out_len).enumerate().for_each_init(
+        parallel::for_each_init(
+            out.y.par_chunks_mut(out_len).enumerate(),
             Scratch::default,
             |scratch, (plane, y)| {
                 let (n, ch) = (plane / m, plane % m);

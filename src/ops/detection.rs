@@ -5,6 +5,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -252,33 +253,31 @@ impl Kernel for RoiAlign {
         let plane = self.out_h * self.out_w;
         let mut out = vec![0.0; num_rois * c * plane];
         if h > 0 && w > 0 && plane > 0 {
-            out.par_chunks_mut(c * plane)
-                .enumerate()
-                .for_each(|(r, out_roi)| {
-                    let (samples, count) = self.samples(&rois[r * 4..r * 4 + 4], h, w);
-                    let image = &data[batch[r] as usize * c * h * w..][..c * h * w];
-                    for (channel, out_plane) in out_roi.chunks_mut(plane).enumerate() {
-                        let map = &image[channel * h * w..(channel + 1) * h * w];
-                        for (bin, o) in out_plane.iter_mut().enumerate() {
-                            let values = samples[bin * count..(bin + 1) * count]
-                                .iter()
-                                .map(|(pos, wt)| (pos.map(|p| map[p]), wt));
-                            *o = if self.max {
-                                // Each sample is the largest of its weighted corners.
-                                values
-                                    .map(|(v, wt)| {
-                                        (0..4).map(|k| v[k] * wt[k]).fold(f64::MIN, f64::max)
-                                    })
-                                    .fold(f64::MIN, f64::max)
-                            } else {
-                                let sum: f64 = values
-                                    .map(|(v, wt)| (0..4).map(|k| v[k] * wt[k]).sum::<f64>())
-                                    .sum();
-                                sum / count.max(1) as f64
-                            };
-                        }
+            parallel::for_each(out.par_chunks_mut(c * plane).enumerate(), |(r, out_roi)| {
+                let (samples, count) = self.samples(&rois[r * 4..r * 4 + 4], h, w);
+                let image = &data[batch[r] as usize * c * h * w..][..c * h * w];
+                for (channel, out_plane) in out_roi.chunks_mut(plane).enumerate() {
+                    let map = &image[channel * h * w..(channel + 1) * h * w];
+                    for (bin, o) in out_plane.iter_mut().enumerate() {
+                        let values = samples[bin * count..(bin + 1) * count]
+                            .iter()
+                            .map(|(pos, wt)| (pos.map(|p| map[p]), wt));
+                        *o = if self.max {
+                            // Each sample is the largest of its weighted corners.
+                            values
+                                .map(|(v, wt)| {
+                                    (0..4).map(|k| v[k] * wt[k]).fold(f64::MIN, f64::max)
+                                })
+                                .fold(f64::MIN, f64::max)
+                        } else {
+                            let sum: f64 = values
+                                .map(|(v, wt)| (0..4).map(|k| v[k] * wt[k]).sum::<f64>())
+                                .sum();
+                            sum / count.max(1) as f64
+                        };
                     }
-                });
+                }
+            });
         }
         let out = Tensor::from_vec(vec![num_rois, c, self.out_h, self.out_w], out)?;
         Ok(vec![out.cast(x.dtype())?])

@@ -10,6 +10,7 @@
 use super::super::util::broadcast_all;
 use crate::error::Result;
 use crate::tensor::{Storable, Tensor};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 /// Outputs at least this long are computed in parallel.
@@ -41,9 +42,10 @@ pub(crate) fn map_slice<T: Copy + Sync, O: Send>(
         }
     };
     if x.len() >= PAR_MIN_LEN {
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(x.par_chunks(PAR_CHUNK))
-            .for_each(|(o, x)| run(x, o));
+        parallel::for_each(
+            out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)),
+            |(o, x)| run(x, o),
+        );
     } else {
         run(x, out);
     }
@@ -238,9 +240,9 @@ impl<const N: usize> Rows<N> {
             }
         };
         if n >= PAR_MIN_LEN {
-            out.par_chunks_mut(PAR_CHUNK)
-                .enumerate()
-                .for_each(|(i, dst)| chunk(dst, i * PAR_CHUNK));
+            parallel::for_each(out.par_chunks_mut(PAR_CHUNK).enumerate(), |(i, dst)| {
+                chunk(dst, i * PAR_CHUNK)
+            });
         } else {
             chunk(&mut out, 0);
         }

@@ -12,6 +12,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -205,17 +206,19 @@ impl Kernel for GridSample {
                     &in_strides,
                 );
                 let src = &xd[b * c * in_size..(b + 1) * c * in_size];
-                out[b * c * points..(b + 1) * c * points]
-                    .par_chunks_mut(points)
-                    .zip(src.par_chunks(in_size.max(1)))
-                    .for_each(|(dst, plane)| {
+                parallel::for_each(
+                    out[b * c * points..(b + 1) * c * points]
+                        .par_chunks_mut(points)
+                        .zip(src.par_chunks(in_size.max(1))),
+                    |(dst, plane)| {
                         for (o, tp) in dst.iter_mut().zip(taps.chunks_exact(taps.len() / points)) {
                             *o = tp
                                 .iter()
                                 .map(|&(off, w)| off.map_or(0.0, |off| w * plane[off]))
                                 .sum();
                         }
-                    });
+                    },
+                );
             }
         }
         let mut shape = vec![n, c];

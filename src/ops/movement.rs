@@ -20,6 +20,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 pub(crate) use crate::tensor::filled_vec;
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 /// Element count above which kernels split their work over rayon tasks.
@@ -62,9 +63,7 @@ pub(crate) fn for_each_chunk<T: Send>(
         return;
     }
     if out.len() >= PAR_THRESHOLD && out.len() > chunk {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        parallel::for_each(out.par_chunks_mut(chunk).enumerate(), |(i, c)| f(i, c));
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }

@@ -7,6 +7,7 @@ use crate::ops::util::{input, strides_of};
 use crate::ops::{BuildCtx, Kernel};
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err, with_dtype};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 use std::cmp::Ordering;
 
@@ -268,7 +269,7 @@ fn top_k<T: Numeric>(
                 .par_chunks_mut(k)
                 .zip(indices.par_chunks_mut(k))
                 .enumerate();
-            rows.for_each_init(Vec::new, fill);
+            parallel::for_each_init(rows, Vec::new, fill);
         } else {
             let mut line = Vec::new();
             rows.for_each(|row| fill(&mut line, row));

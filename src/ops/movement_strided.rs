@@ -13,6 +13,7 @@ use super::PAR_THRESHOLD;
 use crate::error::Result;
 use crate::tensor::{checked_numel, Storable, Tensor};
 use crate::{ensure, with_dtype};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 /// A validated strided view over a source of a known length.
@@ -199,23 +200,21 @@ fn copy_par<T: Copy + Send + Sync>(
     if dst.len() < PAR_THRESHOLD || dims.is_empty() {
         return copy_serial(dst, src, base, dims, strides);
     }
-    let tasks = 4 * rayon::current_num_threads();
+    let tasks = 4 * parallel::threads();
     let (n0, s0) = (dims[0], strides[0]);
     let row = dst.len() / n0;
     let at = |i: usize| (base as isize + i as isize * s0) as usize;
     if n0 >= tasks || dims.len() == 1 {
         let rows = n0.div_ceil(tasks);
-        dst.par_chunks_mut(rows * row)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                let mut sub = dims.to_vec();
-                sub[0] = chunk.len() / row;
-                copy_serial(chunk, src, at(c * rows), &sub, strides);
-            });
+        parallel::for_each(dst.par_chunks_mut(rows * row).enumerate(), |(c, chunk)| {
+            let mut sub = dims.to_vec();
+            sub[0] = chunk.len() / row;
+            copy_serial(chunk, src, at(c * rows), &sub, strides);
+        });
     } else {
-        dst.par_chunks_mut(row)
-            .enumerate()
-            .for_each(|(i, chunk)| copy_par(chunk, src, at(i), &dims[1..], &strides[1..]));
+        parallel::for_each(dst.par_chunks_mut(row).enumerate(), |(i, chunk)| {
+            copy_par(chunk, src, at(i), &dims[1..], &strides[1..])
+        });
     }
 }
 

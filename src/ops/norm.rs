@@ -12,6 +12,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{spare, Tensor};
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -123,10 +124,10 @@ fn for_rows(x: &[f32], y: &mut [f32], len: usize, f: impl Fn(usize, &[f32], &mut
         return;
     }
     if y.len() > PARALLEL_MIN_LEN {
-        y.par_chunks_mut(len)
-            .zip(x.par_chunks(len))
-            .enumerate()
-            .for_each(|(i, (y, x))| f(i, x, y));
+        parallel::for_each(
+            y.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate(),
+            |(i, (y, x))| f(i, x, y),
+        );
     } else {
         y.chunks_mut(len)
             .zip(x.chunks(len))

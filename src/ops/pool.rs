@@ -13,6 +13,7 @@ use crate::tensor::{Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 use infer_kernels::depthwise::PlaneGeometry;
 use infer_kernels::max_pool::{max_pool_plane, MaxPoolScratch};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -142,10 +143,12 @@ fn for_planes<T: Send + Sync, U: Send>(
         return;
     }
     if x.len() > PARALLEL_MIN_LEN {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .enumerate()
-            .for_each(|(i, (y, x))| f(x, y, i));
+        parallel::for_each(
+            y.par_chunks_mut(out_len)
+                .zip(x.par_chunks(in_len))
+                .enumerate(),
+            |(i, (y, x))| f(x, y, i),
+        );
     } else {
         y.chunks_mut(out_len)
             .zip(x.chunks(in_len))

@@ -17,6 +17,7 @@ use crate::{ensure, op_err};
 use cell::{step, Cell, StepBuffers, StepCtx};
 use infer_kernels::elementwise::{apply_inplace, UnaryF32};
 use infer_kernels::gemm::{gemm, Bias, Epilogue, MatMut, MatRef, PackedB};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -440,9 +441,8 @@ impl Kernel for Recurrent {
             }
             Ok((y_d, bufs))
         };
-        let results = (0..dirs)
-            .into_par_iter()
-            .map(run_dir)
+        let results = parallel::collect_vec((0..dirs).into_par_iter().map(run_dir))
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         let mut y = vec![0.0f32; seq * dirs * batch * h];
         let mut y_h = vec![0.0f32; state_len];

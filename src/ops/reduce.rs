@@ -18,6 +18,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, with_dtype};
+use infer_kernels::parallel;
 use num::{Acc, Numeric};
 use rayon::prelude::*;
 
@@ -236,7 +237,7 @@ where
             *a = fold_row(&src[o * red..(o + 1) * red], init, |x| map(x, o), &combine);
         };
         if par {
-            acc.par_iter_mut().enumerate().for_each(row);
+            parallel::for_each(acc.par_iter_mut().enumerate(), row);
         } else {
             acc.iter_mut().enumerate().for_each(row);
         }
@@ -253,10 +254,10 @@ where
         }
     };
     if par {
-        acc.par_chunks_mut(inner).enumerate().for_each(|(o, out)| {
-            out.par_chunks_mut(COL_BLOCK)
-                .enumerate()
-                .for_each(|(c, out)| cols(o, c * COL_BLOCK, out));
+        parallel::for_each(acc.par_chunks_mut(inner).enumerate(), |(o, out)| {
+            parallel::for_each(out.par_chunks_mut(COL_BLOCK).enumerate(), |(c, out)| {
+                cols(o, c * COL_BLOCK, out)
+            });
         });
     } else {
         acc.chunks_mut(inner)
@@ -361,9 +362,7 @@ impl ArgReduce {
         };
         let mut out = vec![0i64; outer * inner];
         if src.len() >= PAR_THRESHOLD {
-            out.par_iter_mut()
-                .enumerate()
-                .for_each(|(j, o)| *o = line(j));
+            parallel::for_each(out.par_iter_mut().enumerate(), |(j, o)| *o = line(j));
         } else {
             out.iter_mut().enumerate().for_each(|(j, o)| *o = line(j));
         }

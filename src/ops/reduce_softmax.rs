@@ -14,6 +14,7 @@ use crate::tensor::{spare, DType, Tensor};
 use crate::{ensure, op_err};
 use half::{bf16, f16};
 use infer_kernels::elementwise::{self, UnaryF32};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
@@ -222,7 +223,7 @@ fn normalize<F: Float>(
     if inner == 1 {
         let row = |(dst, x): (&mut [F], &[F])| normalize_row(x, dst, kind);
         if par {
-            out.par_chunks_mut(n).zip(src.par_chunks(n)).for_each(row);
+            parallel::for_each(out.par_chunks_mut(n).zip(src.par_chunks(n)), row);
         } else {
             out.chunks_mut(n).zip(src.chunks(n)).for_each(row);
         }
@@ -248,7 +249,7 @@ fn normalize<F: Float>(
         normalize_cols(x, inner, c0, &mut rows, kind);
     };
     if par {
-        tasks.into_par_iter().for_each(run);
+        parallel::for_each(tasks.into_par_iter(), run);
     } else {
         tasks.into_iter().for_each(run);
     }

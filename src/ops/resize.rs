@@ -12,6 +12,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -464,9 +465,7 @@ fn apply_axis(src: &[f32], shape: &[usize], axis: usize, taps: &Taps, fill: f32)
         }
     };
     if dst.len() >= 1 << 15 {
-        dst.par_chunks_mut(block_out)
-            .enumerate()
-            .for_each(resize_block);
+        parallel::for_each(dst.par_chunks_mut(block_out).enumerate(), resize_block);
     } else {
         dst.chunks_mut(block_out).enumerate().for_each(resize_block);
     }

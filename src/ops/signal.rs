@@ -10,6 +10,7 @@ use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 use crate::{ensure, op_err};
+use infer_kernels::parallel;
 use rayon::prelude::*;
 use std::f64::consts::PI;
 
@@ -177,41 +178,39 @@ impl Kernel for Dft {
         let mut out = vec![0.0; outer * n_out * inner * c_out];
         let block = n_out * inner * c_out;
         if block > 0 {
-            out.par_chunks_mut(block)
-                .enumerate()
-                .for_each(|(o, out_block)| {
-                    let src = &data[o * n_in * inner * c..(o + 1) * n_in * inner * c];
-                    for i in 0..inner {
-                        let at = |k: usize| {
-                            let p = (k * inner + i) * c;
-                            (src[p], if c == 2 { src[p + 1] } else { 0.0 })
-                        };
-                        let mut line = vec![(0.0, 0.0); n];
-                        if irfft {
-                            // Hermitian extension; the real part of its inverse is the c2r
-                            // result (imaginary parts of the DC and Nyquist bins drop out).
-                            for k in 0..n_in.min(n / 2 + 1) {
-                                let v = at(k);
-                                line[k] = v;
-                                if k > 0 {
-                                    line[n - k] = (v.0, -v.1);
-                                }
-                            }
-                        } else {
-                            for (k, slot) in line.iter_mut().enumerate().take(n_in) {
-                                *slot = at(k);
+            parallel::for_each(out.par_chunks_mut(block).enumerate(), |(o, out_block)| {
+                let src = &data[o * n_in * inner * c..(o + 1) * n_in * inner * c];
+                for i in 0..inner {
+                    let at = |k: usize| {
+                        let p = (k * inner + i) * c;
+                        (src[p], if c == 2 { src[p + 1] } else { 0.0 })
+                    };
+                    let mut line = vec![(0.0, 0.0); n];
+                    if irfft {
+                        // Hermitian extension; the real part of its inverse is the c2r
+                        // result (imaginary parts of the DC and Nyquist bins drop out).
+                        for k in 0..n_in.min(n / 2 + 1) {
+                            let v = at(k);
+                            line[k] = v;
+                            if k > 0 {
+                                line[n - k] = (v.0, -v.1);
                             }
                         }
-                        let spectrum = transform(&line, self.inverse);
-                        for (k, v) in spectrum.iter().take(n_out).enumerate() {
-                            let p = (k * inner + i) * c_out;
-                            out_block[p] = v.0 * scale;
-                            if c_out == 2 {
-                                out_block[p + 1] = v.1 * scale;
-                            }
+                    } else {
+                        for (k, slot) in line.iter_mut().enumerate().take(n_in) {
+                            *slot = at(k);
                         }
                     }
-                });
+                    let spectrum = transform(&line, self.inverse);
+                    for (k, v) in spectrum.iter().take(n_out).enumerate() {
+                        let p = (k * inner + i) * c_out;
+                        out_block[p] = v.0 * scale;
+                        if c_out == 2 {
+                            out_block[p + 1] = v.1 * scale;
+                        }
+                    }
+                }
+            });
         }
         let mut out_shape = shape.to_vec();
         out_shape[axis] = n_out;
@@ -266,9 +265,9 @@ impl Kernel for Stft {
         let bins = if self.onesided { frame / 2 + 1 } else { frame };
         let data = x.to_f64_vec()?;
         let mut out = vec![0.0; batch * frames * bins * 2];
-        out.par_chunks_mut(bins * 2)
-            .enumerate()
-            .for_each(|(bf, out_frame)| {
+        parallel::for_each(
+            out.par_chunks_mut(bins * 2).enumerate(),
+            |(bf, out_frame)| {
                 let (b, f) = (bf / frames, bf % frames);
                 let line: Vec<Complex> = (0..frame)
                     .map(|t| {
@@ -282,7 +281,8 @@ impl Kernel for Stft {
                     out_frame[2 * k] = v.0;
                     out_frame[2 * k + 1] = v.1;
                 }
-            });
+            },
+        );
         let out = Tensor::from_vec(vec![batch, frames, bins, 2], out)?;
         Ok(vec![out.cast(x.dtype())?])
     }

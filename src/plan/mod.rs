@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ir::{Graph, Value, ValueId};
 use crate::ops::{self, BuildCtx, BuildOptions, Kernel};
 use crate::tensor::Tensor;
+use infer_kernels::parallel;
 use rayon::prelude::*;
 
 /// How much the planner rewrites the graph.
@@ -81,9 +82,8 @@ impl ExecutionPlan {
         // only the nodes in flight have theirs resident.
         // The caller's spare pool, if any, serves the temporary decoded copies of weights.
         let spares = crate::tensor::spare::current();
-        let kernels: Vec<Result<Box<dyn Kernel>>> = order
-            .par_iter()
-            .map(|&i| {
+        let kernels: Vec<Result<Box<dyn Kernel>>> =
+            parallel::collect_vec(order.par_iter().map(|&i| {
                 let _spares = spares.clone().map(crate::tensor::spare::RunScope::enter);
                 let node = &g.nodes[i];
                 let ctx = BuildCtx {
@@ -99,8 +99,7 @@ impl ExecutionPlan {
                 let kernel = ops::build(&ctx);
                 release_mapped_pages(&g, &node.inputs, &constants);
                 kernel
-            })
-            .collect();
+            }));
         let mut steps = Vec::with_capacity(order.len());
         // In topological order, so the error reported is the first node's, as when sequential.
         for (i, kernel) in order.into_iter().zip(kernels) {

@@ -16,6 +16,7 @@
 //! in its poll loop for at most the idle limit. The thread that runs the steps (which spawned
 //! the broadcast) skips its own copy.
 
+use infer_kernels::parallel;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,7 +59,7 @@ impl Keeper {
     /// Called before each step of a run, on a worker of the session's pool: starts keepers on
     /// the other workers unless some are already polling (or were just started).
     pub(crate) fn poke(self: &Arc<Self>) {
-        if rayon::current_num_threads() < 2 {
+        if parallel::threads() < 2 {
             return;
         }
         let now = self.now_us();
@@ -108,6 +109,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // A pool's loop, as the kernels' inside a run.
     fn keepers_run_the_steps_jobs_and_stop_when_idle() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)

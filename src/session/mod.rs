@@ -16,6 +16,7 @@ mod inputs;
 mod keep_awake;
 mod profile;
 mod run_slots;
+mod runner;
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, ValueType};
@@ -61,7 +62,8 @@ pub const DEFAULT_MAX_NODES: usize = 1_000_000;
 pub const DEFAULT_MAX_SUBGRAPH_DEPTH: usize = 32;
 
 impl SessionBuilder {
-    /// Threads of the session's own pool (default: all available cores).
+    /// Threads a run uses (default: all available cores). One thread runs on the caller's
+    /// thread, with no pool; more run on the session's own pool, which the caller waits on.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n.max(1));
         self
@@ -210,40 +212,20 @@ impl SessionBuilder {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         check_graph_size(&graph, &self.limits)?;
-        let Limits {
-            max_tensor_bytes,
-            max_total_bytes,
-            ..
-        } = self.limits;
-        let slots = run_slots::RunSlots::for_threads(threads);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("infer-{i}"))
-            // Runs nest on a waiting worker's stack (see `run_slots`).
-            .stack_size(slots.stack_bytes())
-            // Every kernel, its nested rayon tasks included, runs on this pool: each of its
-            // threads carries the session's tensor limit for the checked allocation path, and
-            // the total limit for the runs it executes.
-            .start_handler(move |_| {
-                tensor::alloc::set_thread_max_tensor_bytes(max_tensor_bytes);
-                tensor::alloc::set_thread_max_total_bytes(max_total_bytes);
-            })
-            .build()
-            .map_err(|e| Error::Input(format!("cannot start {threads} threads: {e}")))?;
+        let runner = runner::Runner::new(threads, self.limits)?;
         // The session's spare pool is current while the plan is built: weights decoded to be
         // prepacked borrow its buffers, which the first runs then reuse for activations.
         let spares: Arc<tensor::spare::SparePool> = Arc::default();
-        let plan = pool.install(|| {
+        let plan = runner.run(|| {
             let _spares = tensor::spare::RunScope::enter(spares.clone());
             ExecutionPlan::build(graph, self.opt_level, self.options)
         })?;
         Ok(Session {
             plan,
-            pool,
+            runner,
             threads,
             shape_cache: Mutex::new(HashMap::new()),
             spares,
-            slots,
             keeper: (self.spin && threads > 1).then(keep_awake::Keeper::new),
         })
     }
@@ -288,15 +270,14 @@ pub struct IoInfo {
 /// many threads at once.
 pub struct Session {
     plan: ExecutionPlan,
-    pool: rayon::ThreadPool,
+    /// Inline on the caller's thread, or the session's pool.
+    runner: runner::Runner,
     threads: usize,
     shape_cache: Mutex<HashMap<Vec<Vec<usize>>, Arc<ShapeValues>>>,
     /// Dead activations' buffers, reused by later outputs of this session's runs.
     spares: Arc<tensor::spare::SparePool>,
     /// Keeps idle workers spinning during runs (`None`: one thread, or spinning turned off).
     keeper: Option<Arc<keep_awake::Keeper>>,
-    /// Bounds the runs in flight on `pool`.
-    slots: run_slots::RunSlots,
 }
 
 impl std::fmt::Debug for Session {
@@ -346,7 +327,7 @@ impl Session {
             .collect()
     }
 
-    /// Threads of this session's pool.
+    /// Threads a run uses (see `SessionBuilder::threads`).
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -402,8 +383,7 @@ impl Session {
             .map_err(|_| Error::Input("shape cache poisoned by an earlier panic".into()))?
             .get(&key)
             .cloned();
-        let _slot = self.slots.acquire();
-        let (values, recorded) = self.pool.install(|| {
+        let (values, recorded) = self.runner.run(|| {
             // Created on the pool's thread, which carries the session's total limit.
             let mut live = tensor::alloc::RunBytes::top_level();
             let _spares = tensor::spare::RunScope::enter(self.spares.clone());

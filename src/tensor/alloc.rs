@@ -44,15 +44,36 @@ pub fn max_tensor_bytes() -> usize {
     MAX_TENSOR_BYTES.with(Cell::get)
 }
 
-/// Sets this thread's tensor limit (called by a session pool's thread start handler).
-pub(crate) fn set_thread_max_tensor_bytes(bytes: usize) {
-    MAX_TENSOR_BYTES.with(|c| c.set(bytes));
+/// A session's limits on the current thread: its tensor limit for the checked allocation
+/// path, and the total limit for the runs it executes. The previous limits come back when
+/// this is dropped (a one-thread session runs on its caller's thread, which other sessions
+/// may use too).
+#[must_use = "the limits hold only while the guard lives"]
+pub(crate) struct ThreadLimits {
+    saved: (usize, usize),
 }
 
-/// Sets this thread's limit on a run's live bytes (called by a session pool's thread start
-/// handler, as `set_thread_max_tensor_bytes`).
-pub(crate) fn set_thread_max_total_bytes(bytes: usize) {
-    MAX_TOTAL_BYTES.with(|c| c.set(bytes));
+impl ThreadLimits {
+    /// Sets this thread's limits until the guard drops.
+    pub(crate) fn enter(max_tensor_bytes: usize, max_total_bytes: usize) -> ThreadLimits {
+        let saved = (
+            MAX_TENSOR_BYTES.with(|c| c.replace(max_tensor_bytes)),
+            MAX_TOTAL_BYTES.with(|c| c.replace(max_total_bytes)),
+        );
+        ThreadLimits { saved }
+    }
+
+    /// Sets this thread's limits for good (a session pool's thread start handler).
+    pub(crate) fn set_for_thread(max_tensor_bytes: usize, max_total_bytes: usize) {
+        std::mem::forget(Self::enter(max_tensor_bytes, max_total_bytes));
+    }
+}
+
+impl Drop for ThreadLimits {
+    fn drop(&mut self) {
+        MAX_TENSOR_BYTES.with(|c| c.set(self.saved.0));
+        MAX_TOTAL_BYTES.with(|c| c.set(self.saved.1));
+    }
 }
 
 /// The bytes of the tensors live in one run (a plan's execution), bounded by the session's
@@ -175,10 +196,14 @@ mod tests {
     #[test]
     fn the_limit_is_per_thread() {
         std::thread::spawn(|| {
-            set_thread_max_tensor_bytes(16);
-            assert!(filled_vec(4, 0f32).is_ok());
-            let err = filled_vec(5, 0f32).unwrap_err().to_string();
-            assert!(err.contains("20 bytes") && err.contains("16-byte"), "{err}");
+            {
+                let _limits = ThreadLimits::enter(16, DEFAULT_MAX_TOTAL_BYTES);
+                assert!(filled_vec(4, 0f32).is_ok());
+                let err = filled_vec(5, 0f32).unwrap_err().to_string();
+                assert!(err.contains("20 bytes") && err.contains("16-byte"), "{err}");
+            }
+            // The guard gives the thread its previous limit back.
+            assert_eq!(max_tensor_bytes(), DEFAULT_MAX_TENSOR_BYTES);
         })
         .join()
         .unwrap();
@@ -188,7 +213,7 @@ mod tests {
     #[test]
     fn a_run_is_bounded_on_top_of_its_enclosing_runs_and_restores_them() {
         std::thread::spawn(|| {
-            set_thread_max_total_bytes(100);
+            ThreadLimits::set_for_thread(DEFAULT_MAX_TENSOR_BYTES, 100);
             let mut outer = RunBytes::top_level();
             outer.charge(60).unwrap();
             {

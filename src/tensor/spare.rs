@@ -180,9 +180,14 @@ pub(crate) fn f32_output(n: usize) -> Result<Output<f32>> {
             // written; by the whole pool when large: a serial fill kept a 2-thread run's first
             // layers from scaling at all); a longer one keeps its tail.
             let grow = n.saturating_sub(v.len());
-            if grow * std::mem::size_of::<f32>() >= PARALLEL_FILL_BYTES {
-                use rayon::prelude::*;
-                v.par_extend(rayon::iter::repeat_n(0.0, grow));
+            if grow * std::mem::size_of::<f32>() >= PARALLEL_FILL_BYTES
+                && infer_kernels::parallel::threads() > 1
+            {
+                #[allow(clippy::disallowed_methods)] // Not reached inline: one thread.
+                {
+                    use rayon::prelude::*;
+                    v.par_extend(rayon::iter::repeat_n(0.0, grow));
+                }
             } else if grow > 0 {
                 v.resize(n, 0.0);
             }

@@ -21,6 +21,7 @@ use crate::depthwise::PlaneGeometry;
 use crate::elementwise::Activation;
 use crate::gemm::simd::Portable;
 use crate::isa::{isa, Isa};
+use crate::parallel;
 use cells::{fill_interleaved, interior, padded_width, tap_offsets_into, DIRECT_MIN_POSITIONS};
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -241,112 +242,110 @@ pub fn depthwise_image(
         return;
     }
     let y_ptr = SharedOut(y.as_mut_ptr());
-    (0..channels.div_ceil(LANES))
-        .into_par_iter()
-        .for_each(|group| {
-            let first = group * LANES;
-            let planes = LANES.min(channels - first);
-            let input = match x_layout {
-                Layout::Planes => GroupInput::Planes(&x[first * input_len..][..planes * input_len]),
-                Layout::ChannelsLast => GroupInput::ChannelsLast {
-                    x,
-                    stride: channels,
-                    first,
-                },
-                Layout::Blocked => GroupInput::ChannelsLast {
-                    x: &x[first * input_len..][..LANES * input_len],
-                    stride: LANES,
-                    first: 0,
-                },
+    parallel::for_each((0..channels.div_ceil(LANES)).into_par_iter(), |group| {
+        let first = group * LANES;
+        let planes = LANES.min(channels - first);
+        let input = match x_layout {
+            Layout::Planes => GroupInput::Planes(&x[first * input_len..][..planes * input_len]),
+            Layout::ChannelsLast => GroupInput::ChannelsLast {
+                x,
+                stride: channels,
+                first,
+            },
+            Layout::Blocked => GroupInput::ChannelsLast {
+                x: &x[first * input_len..][..LANES * input_len],
+                stride: LANES,
+                first: 0,
+            },
+        };
+        let mut b = [0.0; LANES];
+        if let Some(bias) = bias {
+            b[..planes].copy_from_slice(&bias[first..first + planes]);
+        }
+        // A group's block of a blocked output is its own contiguous range: stored
+        // straight into, the activation applied there after. A full group with no
+        // activation beyond a clamp is stored straight into a channels-last output; any
+        // other goes through the scratch.
+        let direct = match y_layout {
+            Layout::Blocked => Some(Cells {
+                // SAFETY: block `group` starts inside `y` (asserted above).
+                ptr: unsafe { y_ptr.at(first * positions) },
+                stride: LANES,
+            }),
+            Layout::ChannelsLast if planes == LANES && activation.is_none() => Some(Cells {
+                // SAFETY: channel `first` of position 0 lies inside `y` (asserted above).
+                ptr: unsafe { y_ptr.at(first) },
+                stride: channels,
+            }),
+            _ => None,
+        };
+        let epilogue = GroupEpilogue {
+            bias: b,
+            clamp,
+            activation: activation.filter(|_| direct.is_none()),
+        };
+        IMAGE_SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            // SAFETY: a direct destination's cells, channels `first..first + 16` of every
+            // position, lie inside `y` (channels last: p·channels + first + 16 ≤
+            // positions·channels; blocked: the group's block) and belong to this group
+            // alone.
+            let out = unsafe {
+                depthwise_group(
+                    g,
+                    planes,
+                    input,
+                    weights.group(group),
+                    &epilogue,
+                    &mut scratch,
+                    direct,
+                )
             };
-            let mut b = [0.0; LANES];
-            if let Some(bias) = bias {
-                b[..planes].copy_from_slice(&bias[first..first + planes]);
-            }
-            // A group's block of a blocked output is its own contiguous range: stored
-            // straight into, the activation applied there after. A full group with no
-            // activation beyond a clamp is stored straight into a channels-last output; any
-            // other goes through the scratch.
-            let direct = match y_layout {
-                Layout::Blocked => Some(Cells {
-                    // SAFETY: block `group` starts inside `y` (asserted above).
-                    ptr: unsafe { y_ptr.at(first * positions) },
-                    stride: LANES,
-                }),
-                Layout::ChannelsLast if planes == LANES && activation.is_none() => Some(Cells {
-                    // SAFETY: channel `first` of position 0 lies inside `y` (asserted above).
-                    ptr: unsafe { y_ptr.at(first) },
-                    stride: channels,
-                }),
-                _ => None,
-            };
-            let epilogue = GroupEpilogue {
-                bias: b,
-                clamp,
-                activation: activation.filter(|_| direct.is_none()),
-            };
-            IMAGE_SCRATCH.with(|cell| {
-                let mut scratch = cell.take();
-                // SAFETY: a direct destination's cells, channels `first..first + 16` of every
-                // position, lie inside `y` (channels last: p·channels + first + 16 ≤
-                // positions·channels; blocked: the group's block) and belong to this group
-                // alone.
-                let out = unsafe {
-                    depthwise_group(
-                        g,
-                        planes,
-                        input,
-                        weights.group(group),
-                        &epilogue,
-                        &mut scratch,
-                        direct,
-                    )
-                };
-                match y_layout {
-                    Layout::Blocked => {
-                        if let Some(act) = activation {
-                            // SAFETY: the group's block, inside `y` (asserted above), written
-                            // by this group alone; no other reference to it is live.
-                            let block = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    y_ptr.at(first * positions),
-                                    LANES * positions,
-                                )
-                            };
-                            crate::elementwise::apply_activation(act, block);
-                        }
-                    }
-                    _ if direct.is_some() => {}
-                    Layout::Planes => {
-                        // SAFETY: group `group` alone writes planes `first..first + planes`, which
-                        // lie inside `y` (asserted above); no other reference to them exists while
-                        // the tasks run.
-                        let y = unsafe {
+            match y_layout {
+                Layout::Blocked => {
+                    if let Some(act) = activation {
+                        // SAFETY: the group's block, inside `y` (asserted above), written
+                        // by this group alone; no other reference to it is live.
+                        let block = unsafe {
                             std::slice::from_raw_parts_mut(
                                 y_ptr.at(first * positions),
-                                planes * positions,
+                                LANES * positions,
                             )
                         };
-                        store_planes(out, planes, y);
-                    }
-                    Layout::ChannelsLast => {
-                        for (p, cell) in out.iter().enumerate() {
-                            // SAFETY: position `p`'s channels `first..first + planes` belong to
-                            // this group alone and lie inside `y`: p·channels + first + planes ≤
-                            // positions·channels (asserted above).
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    cell.as_ptr(),
-                                    y_ptr.at(p * channels + first),
-                                    planes,
-                                )
-                            };
-                        }
+                        crate::elementwise::apply_activation(act, block);
                     }
                 }
-                cell.set(scratch);
-            });
+                _ if direct.is_some() => {}
+                Layout::Planes => {
+                    // SAFETY: group `group` alone writes planes `first..first + planes`, which
+                    // lie inside `y` (asserted above); no other reference to them exists while
+                    // the tasks run.
+                    let y = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            y_ptr.at(first * positions),
+                            planes * positions,
+                        )
+                    };
+                    store_planes(out, planes, y);
+                }
+                Layout::ChannelsLast => {
+                    for (p, cell) in out.iter().enumerate() {
+                        // SAFETY: position `p`'s channels `first..first + planes` belong to
+                        // this group alone and lie inside `y`: p·channels + first + planes ≤
+                        // positions·channels (asserted above).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                cell.as_ptr(),
+                                y_ptr.at(p * channels + first),
+                                planes,
+                            )
+                        };
+                    }
+                }
+            }
+            cell.set(scratch);
         });
+    });
 }
 
 /// The output pointer shared by `depthwise_image`'s tasks, each writing its own channels.

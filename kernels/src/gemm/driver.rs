@@ -4,6 +4,7 @@
 use super::kernel::{KernelSpec, Tile, COL_BLOCK, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
+use crate::parallel;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -139,11 +140,7 @@ pub(super) unsafe fn run(
             run_thin: spec.run_thin,
         }
     };
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { parallel::threads() } else { 1 };
     if threads < 2 || m * n * k < PARALLEL_MIN_WORK {
         // SAFETY: the whole of C, owned by this call (caller's guarantee).
         return unsafe { serial(spec, tile, k, a, bt, c, 0..m, 0..n, epi) };
@@ -192,7 +189,7 @@ pub(super) unsafe fn run(
             )
         });
     let bt = shared.as_ref().map_or(bt, Src::Packed);
-    (0..tasks).into_par_iter().for_each(|t| {
+    parallel::for_each((0..tasks).into_par_iter(), |t| {
         let part = (panels * t / tasks * width)..(panels * (t + 1) / tasks * width).min(len);
         let (rows, cols) = if split_n { (0..m, part) } else { (part, 0..n) };
         // SAFETY: the parts are disjoint ranges of rows (or of columns) of C, each starting on

@@ -5,6 +5,7 @@
 
 use super::driver::PARALLEL_MIN_WORK;
 use super::{Epilogue, MatRef};
+use crate::parallel;
 use rayon::prelude::*;
 
 /// `y = epilogue(a · b)` for a 1-row `a`; `y` is the output row (`b.cols` values). Split
@@ -19,23 +20,17 @@ pub(super) fn row_times_matrix(
     let k = a.cols;
     let x: Vec<f32> = (0..k).map(|p| a.data[p * a.col_stride]).collect();
     let n = y.len();
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { parallel::threads() } else { 1 };
     let chunk = if threads > 1 && n * k >= PARALLEL_MIN_WORK {
         n.div_ceil(threads)
     } else {
         n
     };
-    y.par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(t, y)| {
-            let j0 = t * chunk;
-            columns(&x, b, j0, y);
-            epi.apply_row(y, 0, j0);
-        });
+    parallel::for_each(y.par_chunks_mut(chunk.max(1)).enumerate(), |(t, y)| {
+        let j0 = t * chunk;
+        columns(&x, b, j0, y);
+        epi.apply_row(y, 0, j0);
+    });
 }
 
 /// `y[j] = x · b[:, j0 + j]`.

@@ -28,6 +28,7 @@ pub use blocked_rhs::BlockedRhs;
 pub use epilogue::{Activation, Bias, Epilogue};
 pub use kernel::{KernelSpec, COL_BLOCK};
 
+use crate::parallel;
 use driver::{COut, Src};
 use pack::{Packed, PackedStack};
 use rayon::prelude::*;
@@ -637,8 +638,8 @@ where
         });
     }
     // With at least one block per thread, the blocks alone keep every thread busy.
-    let split_each = count < rayon::current_num_threads();
-    c.par_chunks_mut(size).enumerate().try_for_each(|(i, ci)| {
+    let split_each = count < parallel::threads();
+    parallel::try_for_each(c.par_chunks_mut(size).enumerate(), |(i, ci)| {
         let (a, b, e) = item(i)?;
         let (spec, c) = (kernel::best(), MatMut::row_major(ci, m, n)?);
         gemm_with(spec, a, b, c, &e, split_each)

@@ -9,6 +9,7 @@
 //! begins at `p0 · padded_rows + r · block_depth`.
 
 use super::{err, GemmError, MatRef};
+use crate::parallel;
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -204,7 +205,7 @@ impl Packed {
         // One task per thread: a rayon task costs microseconds, a depth block's packing
         // little more. Whole depth blocks each where there are enough of them, else parts
         // of every block's panels.
-        let threads = rayon::current_num_threads();
+        let threads = parallel::threads();
         let blocks = depth.div_ceil(kc);
         let panels = padded_rows / width;
         let per_task = if blocks >= threads {
@@ -230,7 +231,7 @@ impl Packed {
             let take = per_thread.min(pieces.len());
             tasks.push(pieces.drain(..take).collect::<Vec<_>>());
         }
-        tasks.into_par_iter().for_each(|task| {
+        parallel::for_each(tasks.into_par_iter(), |task| {
             for (dst, rows, depth) in task {
                 pack_block(dst, rows, depth);
             }

@@ -7,6 +7,7 @@
 use super::driver::PARALLEL_MIN_WORK;
 use super::pack::Packed;
 use crate::isa::{isa, Isa};
+use crate::parallel;
 use rayon::prelude::*;
 
 /// `y[r] = Σ_p P[r, p] · v[p]` for the panel-major matrix `p` (`width`-row panels in depth blocks
@@ -23,19 +24,17 @@ pub(super) fn panels_times_vector(
     let (rows, depth) = (y.len(), v.len());
     let panels = rows.div_ceil(width);
     let threads = if parallel && rows * depth >= PARALLEL_MIN_WORK / 4 {
-        rayon::current_num_threads().min(panels)
+        parallel::threads().min(panels)
     } else {
         1
     };
     let per_task = panels.div_ceil(threads.max(1)) * width;
-    y.par_chunks_mut(per_task.max(1))
-        .enumerate()
-        .for_each(|(t, y)| {
-            let first_panel = t * per_task / width;
-            for (q, y) in y.chunks_mut(width).enumerate() {
-                panel_times_vector(p, width, kc, first_panel + q, v, y);
-            }
-        });
+    parallel::for_each(y.par_chunks_mut(per_task.max(1)).enumerate(), |(t, y)| {
+        let first_panel = t * per_task / width;
+        for (q, y) in y.chunks_mut(width).enumerate() {
+            panel_times_vector(p, width, kc, first_panel + q, v, y);
+        }
+    });
 }
 
 /// One panel (rows `q·width..`) of the product into `y` (at most `width` values).

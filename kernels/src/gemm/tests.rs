@@ -521,7 +521,7 @@ fn column_blocks_of_one_output_fill_in_parallel() {
         j0 += 7;
         rest = tail;
     }
-    blocks.into_par_iter().for_each(|(j0, block)| {
+    parallel::for_each(blocks.into_par_iter(), |(j0, block)| {
         let cols = block.cols();
         let b_cols = MatRef::new(&b[j0..], k, cols, n, 1).unwrap();
         gemm(am, b_cols, block, &Epilogue::default()).unwrap();
@@ -596,7 +596,7 @@ fn throughput() {
     println!(
         "kernel: {}, threads: {}",
         kernel_name(),
-        rayon::current_num_threads()
+        parallel::threads()
     );
     for (m, n, k) in [
         (512, 512, 512),

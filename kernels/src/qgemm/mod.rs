@@ -33,6 +33,7 @@ mod kernel;
 pub use kernel::QKernel;
 
 use crate::gemm::{check_epilogue, err, Epilogue, GemmError, MatMut, MatRef};
+use crate::parallel;
 use kernel::{MR, NR};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -199,7 +200,7 @@ fn qgemm_with(
     let tasks = if m * n * k < PARALLEL_MIN_WORK {
         1
     } else {
-        rayon::current_num_threads().min(n_panels)
+        parallel::threads().min(n_panels)
     };
     // One contiguous run of column panels per task: every task streams all of (the small,
     // already quantized) A and only its own panels of B.
@@ -211,9 +212,9 @@ fn qgemm_with(
         parts.push((start, part));
         (rest, start) = (right, end);
     }
-    parts
-        .into_par_iter()
-        .for_each(|(j0, part)| columns(kern, &qa, b, j0, part, epi));
+    parallel::for_each(parts.into_par_iter(), |(j0, part)| {
+        columns(kern, &qa, b, j0, part, epi)
+    });
     Ok(())
 }
 
@@ -231,11 +232,12 @@ impl QuantizedA {
         let panel_len = k.div_ceil(2) * MR * 2;
         let mut codes = vec![0i16; m.div_ceil(MR) * panel_len];
         let mut quant = vec![RowQuant::default(); m];
-        codes
-            .par_chunks_mut(panel_len)
-            .zip(quant.par_chunks_mut(MR))
-            .enumerate()
-            .for_each(|(q, (panel, rows))| {
+        parallel::for_each(
+            codes
+                .par_chunks_mut(panel_len)
+                .zip(quant.par_chunks_mut(MR))
+                .enumerate(),
+            |(q, (panel, rows))| {
                 for (r, rq) in rows.iter_mut().enumerate() {
                     let i = q * MR + r;
                     let row = a.contiguous_row(i).map_or_else(
@@ -246,7 +248,8 @@ impl QuantizedA {
                         panel[p / 2 * MR * 2 + r * 2 + p % 2] = code;
                     });
                 }
-            });
+            },
+        );
         QuantizedA {
             rows: m,
             codes,
