@@ -297,9 +297,9 @@ pub(super) struct Conv {
 pub(super) enum PackedWeights {
     /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
     Gemm(Vec<PackedA>),
-    /// A pointwise kernel with a channels-last output, packed for both orientations of its
-    /// product (`conv_layouts.rs` picks one per feature-map size): `W[M, C]` as the
-    /// left operand and `Wᵀ[C, M]` as the right.
+    /// A pointwise kernel with a channels-last or blocked side, packed for both orientations
+    /// of its product (`conv_layouts.rs` picks one per feature-map size and channel counts):
+    /// `W[M, C]` as the left operand and `Wᵀ[C, M]` as the right.
     PointwiseBoth { left: PackedA, right: PackedB },
     /// Any other one-group kernel writing channel blocks: `Wᵀ[C·K, M]`, the right operand
     /// of the product with the output positions as rows (`conv_layouts.rs`).
@@ -325,7 +325,7 @@ impl Conv {
         let layout = ConvLayout::parse(ctx.attrs())?;
         let packed = match ctx.constant(1) {
             Some(w)
-                if layout.output != Layout::Planes
+                if (layout.output != Layout::Planes || layout.input == Layout::Blocked)
                     && group == 1
                     && w.dtype() == crate::DType::F32
                     && w.rank() == 4

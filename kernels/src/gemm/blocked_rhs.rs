@@ -1,5 +1,6 @@
-//! A channel-blocked (NCHW16c) image as the right operand of a product: `B[C, HW]`, the
-//! channels as its rows, as a 1×1 convolution reads its input.
+//! A channel-blocked (NCHW16c) image as an operand of a product: the right one `B[C, HW]`,
+//! the channels as its rows, as a 1×1 convolution with planes out reads its input; or the
+//! left one `A[HW, C]` (`Lhs::Blocked`), the positions as rows, with blocks out.
 
 use super::kernel::COL_BLOCK;
 use super::{err, GemmError, PanelSource};
@@ -35,6 +36,28 @@ impl<'a> BlockedRhs<'a> {
             channels,
             positions,
         })
+    }
+}
+
+impl BlockedRhs<'_> {
+    /// Whether the channels fill their blocks, as a blocked-A kernel needs.
+    pub(super) fn whole_blocks(&self) -> bool {
+        self.channels.is_multiple_of(COL_BLOCK)
+    }
+
+    /// Floats from one channel block to the next.
+    pub(super) fn block_stride(&self) -> usize {
+        self.positions * COL_BLOCK
+    }
+
+    /// The cell of position `position`, channel `channel` (a multiple of `COL_BLOCK`).
+    ///
+    /// # Panics
+    /// If the cell is outside the image (the driver only asks for its own tiles').
+    pub(super) fn cell(&self, position: usize, channel: usize) -> *const f32 {
+        debug_assert!(channel.is_multiple_of(COL_BLOCK));
+        let at = channel / COL_BLOCK * self.block_stride() + position * COL_BLOCK;
+        self.data[at..].as_ptr()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr) and the
 //! split of one product across threads.
 
+use super::blocked_rhs::BlockedRhs;
 use super::kernel::{KernelSpec, Tile, COL_BLOCK, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
@@ -23,6 +24,20 @@ pub(super) enum Src<'a> {
     /// Packed block by block by its producer, which sees the panel-major view's rows as its
     /// columns (for `Bᵀ`, that is `B`'s columns; for `A`, its rows).
     Source(&'a dyn PanelSource),
+    /// `A` only: a channel-blocked image with the positions as rows, read straight from its
+    /// blocks by the kernel's blocked-A variants (packed like a source where a tile has none).
+    Blocked(&'a BlockedRhs<'a>),
+}
+
+impl Src<'_> {
+    /// The operand as a source to pack panels from, if it is one.
+    fn source(&self) -> Option<&dyn PanelSource> {
+        match *self {
+            Src::Source(s) => Some(s),
+            Src::Blocked(s) => Some(s),
+            Src::Mat(_) | Src::Packed(_) => None,
+        }
+    }
 }
 
 /// The output matrix, shared by the threads of one product: element `(i, j)` is at
@@ -131,6 +146,8 @@ pub(super) unsafe fn run(
             run: spec.run_row,
             run_half: None,
             run_thin: None,
+            run_blocked_a: None,
+            run_blocked_a_half: None,
         }
     } else {
         TileKernel {
@@ -138,6 +155,8 @@ pub(super) unsafe fn run(
             run: spec.run,
             run_half: spec.run_half,
             run_thin: spec.run_thin,
+            run_blocked_a: spec.run_blocked_a,
+            run_blocked_a_half: spec.run_blocked_a_half,
         }
     };
     let threads = if parallel { parallel::threads() } else { 1 };
@@ -150,7 +169,7 @@ pub(super) unsafe fn run(
     // does that with B: split so that the operand every task goes through is the smaller.
     let (m_panels, n_panels) = (m.div_ceil(spec.mr), n.div_ceil(spec.nr));
     let traffic = |len: usize, src: &Src| match src {
-        Src::Packed(_) => len,
+        Src::Packed(_) | Src::Blocked(_) => len,
         Src::Mat(_) | Src::Source(_) => 2 * len,
     };
     let split_n = if m_panels >= threads && n_panels >= threads {
@@ -177,13 +196,13 @@ pub(super) unsafe fn run(
                 spec.nr,
                 spec.kc,
                 |dst, cols, depth| {
-                    match bt {
-                        Src::Mat(m) => {
+                    match (bt, bt.source()) {
+                        (Src::Mat(m), _) => {
                             pack(dst, m, cols, depth, spec.nr);
                         }
-                        Src::Source(s) => s.pack(dst, depth, cols, spec.nr),
+                        (_, Some(s)) => s.pack(dst, depth, cols, spec.nr),
                         // Excluded above.
-                        Src::Packed(_) => {}
+                        (_, None) => {}
                     }
                 },
             )
@@ -210,7 +229,7 @@ const EPILOGUE_COLS: usize = 128;
 fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
     match bt {
         Src::Packed(_) => spec.nc,
-        Src::Mat(_) | Src::Source(_) => {
+        Src::Mat(_) | Src::Source(_) | Src::Blocked(_) => {
             let fit = crate::cache::l2_bytes() / 2 / (spec.kc * std::mem::size_of::<f32>());
             (fit / spec.nr * spec.nr).clamp(4 * spec.nr, spec.nc)
         }
@@ -226,30 +245,48 @@ struct TileKernel {
     run: unsafe fn(&Tile),
     run_half: Option<unsafe fn(&Tile)>,
     run_thin: Option<unsafe fn(&Tile)>,
+    run_blocked_a: Option<unsafe fn(&Tile)>,
+    run_blocked_a_half: Option<unsafe fn(&Tile)>,
+}
+
+/// Which kernel of a `TileKernel` covers a piece of a column panel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Full,
+    Half,
+    Thin,
 }
 
 impl TileKernel {
     /// The kernels that cover a column panel with `cols` of its `nr` columns, each with the
     /// columns (of the panel) it computes: a full or half-width tile over the first ones, a
     /// thin tile over at most `THIN_COLS` past the last half panel.
-    fn pieces(
-        &self,
-        cols: usize,
-        nr: usize,
-    ) -> impl Iterator<Item = (unsafe fn(&Tile), Range<usize>)> {
+    fn pieces(&self, cols: usize, nr: usize) -> impl Iterator<Item = (Piece, Range<usize>)> {
         let half = nr / 2;
         let tail = cols % half.max(1);
-        let thin = self
-            .run_thin
-            .filter(|_| cols < nr && (1..=THIN_COLS).contains(&tail));
-        let wide_cols = if thin.is_some() { cols - tail } else { cols };
-        let wide_run = match self.run_half {
-            Some(run) if wide_cols <= half => run,
-            _ => self.run,
+        let thin = self.run_thin.is_some() && cols < nr && (1..=THIN_COLS).contains(&tail);
+        let wide_cols = if thin { cols - tail } else { cols };
+        let wide = if self.run_half.is_some() && wide_cols <= half {
+            Piece::Half
+        } else {
+            Piece::Full
         };
-        let wide = (wide_cols > 0).then_some((wide_run, 0..wide_cols));
+        let wide = (wide_cols > 0).then_some((wide, 0..wide_cols));
         wide.into_iter()
-            .chain(thin.map(|run| (run, wide_cols..cols)))
+            .chain(thin.then_some((Piece::Thin, wide_cols..cols)))
+    }
+
+    /// The kernel for `piece`, reading A packed or (`blocked_a`) from channel blocks; `None`
+    /// where there is no such variant.
+    fn kernel(&self, piece: Piece, blocked_a: bool) -> Option<unsafe fn(&Tile)> {
+        match (piece, blocked_a) {
+            (Piece::Full, false) => Some(self.run),
+            (Piece::Half, false) => self.run_half,
+            (Piece::Thin, false) => self.run_thin,
+            (Piece::Full, true) => self.run_blocked_a,
+            (Piece::Half, true) => self.run_blocked_a_half,
+            (Piece::Thin, true) => None,
+        }
     }
 }
 
@@ -287,6 +324,23 @@ unsafe fn serial(
     // an activation that uses rayon) finds a usable, if empty, slot.
     let mut bufs = PACK_BUFS.take();
     let (mr, nr) = (tile.mr, spec.nr);
+    // A blocked A is read in place when the kernel can and its depth blocks are whole (a
+    // depth block of the product then never starts inside a channel block).
+    let direct_a = match a {
+        Src::Blocked(x)
+            if tile.run_blocked_a.is_some()
+                && x.whole_blocks()
+                && spec.kc.is_multiple_of(COL_BLOCK) =>
+        {
+            Some(x)
+        }
+        _ => None,
+    };
+    let mut edge_panel = if direct_a.is_some() {
+        vec![0.0; mr * spec.kc]
+    } else {
+        Vec::new()
+    };
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
@@ -310,33 +364,37 @@ unsafe fn serial(
         for pc in (0..k).step_by(spec.kc) {
             let kc_len = spec.kc.min(k - pc);
             let last_k = pc + kc_len == k;
-            let bp: &[f32] = match bt {
-                Src::Packed(p) => p.block(jc, pc, kc_len),
-                Src::Mat(m) => {
+            let bp: &[f32] = match (bt, bt.source()) {
+                (Src::Packed(p), _) => p.block(jc, pc, kc_len),
+                (Src::Mat(m), _) => {
                     let dst = bufs.b.get_mut(nc_len.div_ceil(nr) * nr * kc_len);
                     pack(dst, m, jc..jc + nc_len, pc..pc + kc_len, nr);
                     dst
                 }
-                Src::Source(s) => {
+                (_, Some(s)) => {
                     let dst = bufs.b.get_mut(nc_len.div_ceil(nr) * nr * kc_len);
                     s.pack(dst, pc..pc + kc_len, jc..jc + nc_len, nr);
                     dst
                 }
+                (_, None) => unreachable!("every operand is packed, a matrix or a source"),
             };
             for ic in rows.clone().step_by(spec.mc) {
                 let mc_len = spec.mc.min(rows.end - ic);
-                let ap: &[f32] = match a {
-                    Src::Packed(p) => p.block(ic, pc, kc_len),
-                    Src::Mat(m) => {
+                let ap: &[f32] = match (a, a.source()) {
+                    // Read in place; the few panels that cannot be are packed one by one below.
+                    (Src::Blocked(_), _) if direct_a.is_some() => &[],
+                    (Src::Packed(p), _) => p.block(ic, pc, kc_len),
+                    (Src::Mat(m), _) => {
                         let dst = bufs.a.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
                         pack(dst, m, ic..ic + mc_len, pc..pc + kc_len, mr);
                         dst
                     }
-                    Src::Source(s) => {
+                    (_, Some(s)) => {
                         let dst = bufs.a.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
                         s.pack(dst, pc..pc + kc_len, ic..ic + mc_len, mr);
                         dst
                     }
+                    (_, None) => unreachable!("every operand is packed, a matrix or a source"),
                 };
                 // Columns of this block whose epilogue is still to run.
                 let mut epi_from = 0;
@@ -345,13 +403,33 @@ unsafe fn serial(
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
                     for ir in (0..mc_len).step_by(mr) {
-                        let a_panel = &ap[ir * kc_len..(ir + mr) * kc_len];
                         let i = ic + ir;
-                        for (run, part) in tile.pieces(panel_cols, nr) {
+                        let rows_here = mr.min(mc_len - ir);
+                        // Straight from the blocks where the tile is whole and every piece of
+                        // it has a blocked-A kernel; else this one panel is packed.
+                        let in_place = direct_a.filter(|_| {
+                            rows_here == mr
+                                && tile
+                                    .pieces(panel_cols, nr)
+                                    .all(|(piece, _)| tile.kernel(piece, true).is_some())
+                        });
+                        let a_panel: *const f32 = match (in_place, direct_a) {
+                            (Some(x), _) => x.cell(i, pc),
+                            (None, Some(x)) => {
+                                let dst = &mut edge_panel[..mr * kc_len];
+                                x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
+                                dst.as_ptr()
+                            }
+                            (None, None) => ap[ir * kc_len..(ir + mr) * kc_len].as_ptr(),
+                        };
+                        for (piece, part) in tile.pieces(panel_cols, nr) {
                             let j = j + part.start;
+                            let Some(run) = tile.kernel(piece, in_place.is_some()) else {
+                                unreachable!("pieces come only with the kernels that exist");
+                            };
                             let t = Tile {
                                 kc: kc_len,
-                                a: a_panel.as_ptr(),
+                                a: a_panel,
                                 b: b_panel[part.start..].as_ptr(),
                                 // SAFETY: (i, j) is inside this call's block of C.
                                 c: unsafe { c.ptr.add(c.offset(i, j)) },
@@ -380,6 +458,7 @@ unsafe fn serial(
                                 },
                                 ldr: residual.map_or(0, |r| r.row_stride),
                                 clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
+                                a_block_stride: direct_a.map_or(0, BlockedRhs::block_stride),
                             };
                             // SAFETY: `spec` came from `kernel::available`, so the CPU runs
                             // it; the panels hold kc·MR and kc·NR floats (sliced above) and

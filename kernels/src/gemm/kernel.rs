@@ -40,6 +40,11 @@
 //!   B micro-panel that may start inside an `NR`-wide one (`b` points at its first column, the
 //!   next depth step is `NR` floats on): a 49-column product is a full panel, a half panel and
 //!   one such column, instead of two full panels.
+//! * A blocked-A kernel (`KernelSpec::run_blocked_a`, `run_blocked_a_half`) reads `A` straight
+//!   from channel blocks instead of a packed panel: row `i`'s value for depth step `p` is at
+//!   `a + i·COL_BLOCK + (p / COL_BLOCK)·a_block_stride + p % COL_BLOCK` (an NCHW16c activation
+//!   with the positions as rows), `kc` is a multiple of `COL_BLOCK` and the tile has all `MR`
+//!   rows. Such a kernel is the full- or half-width one in every other respect.
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -73,6 +78,8 @@ pub(super) struct Tile {
     pub residual: *const f32,
     pub ldr: usize,
     pub clamp: Option<(f32, f32)>,
+    /// Floats between consecutive depth blocks of a blocked A (blocked-A kernels only).
+    pub a_block_stride: usize,
 }
 
 /// A microkernel with its tile shape and the cache blocking tuned for it.
@@ -100,6 +107,10 @@ pub struct KernelSpec {
     /// The thin-tail kernel (see the module docs) for the last `THIN_COLS` or fewer columns of
     /// a panel, where even a half-width tile would mostly compute zero columns.
     pub(super) run_thin: Option<unsafe fn(&Tile)>,
+    /// The full- and half-width kernels reading a blocked A directly (see the module docs):
+    /// a convolution over an NCHW16c input skips packing it.
+    pub(super) run_blocked_a: Option<unsafe fn(&Tile)>,
+    pub(super) run_blocked_a_half: Option<unsafe fn(&Tile)>,
 }
 
 /// Where the tile's column `j` is, in floats from `t.c` along a row (see the module docs).
@@ -114,10 +125,13 @@ fn col_offset(t: &Tile, j: usize) -> usize {
 /// A function rather than a closure so that `inline(always)` holds: a step left out of line
 /// would take the accumulators through memory and its intrinsics through calls.
 ///
+/// Row `i`'s value of A is `a[i · A_ROW]`: packed panels hold a step's rows together
+/// (`A_ROW = 1`), channel blocks one position's 16 channels (`A_ROW = COL_BLOCK`).
+///
 /// # Safety
-/// As for `tile`; `a` and `b` point at `MR` and `NV · LANES` readable floats.
+/// As for `tile`; `a` and `b` point at `(MR - 1) · A_ROW + 1` and `NV · LANES` readable floats.
 #[inline(always)]
-unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn step<S: Simd, const MR: usize, const NV: usize, const A_ROW: usize>(
     acc: &mut [[S::V; NV]; MR],
     a: *const f32,
     b: *const f32,
@@ -130,7 +144,7 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
             *x = S::load(b.add(v * S::LANES));
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = S::splat(*a.add(i));
+            let ai = S::splat(*a.add(i * A_ROW));
             for (x, &bj) in row.iter_mut().zip(&bv) {
                 *x = S::mul_add(*x, ai, bj);
             }
@@ -154,7 +168,7 @@ unsafe fn steps<S: Simd, const MR: usize, const NV: usize, const UNROLL: usize>(
     unsafe {
         for _ in 0..count {
             for u in 0..UNROLL {
-                step::<S, MR, NV>(&mut acc, a.add(u * MR), b.add(u * panel));
+                step::<S, MR, NV, 1>(&mut acc, a.add(u * MR), b.add(u * panel));
             }
             a = a.add(UNROLL * MR);
             b = b.add(UNROLL * panel);
@@ -163,13 +177,50 @@ unsafe fn steps<S: Simd, const MR: usize, const NV: usize, const UNROLL: usize>(
     acc
 }
 
-/// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`, from
-/// B micro-panels `PANEL` vectors wide (`NV`, or more for a half-width kernel).
+/// `blocks` depth blocks of `COL_BLOCK` steps from a blocked A (see the module docs), on
+/// accumulators taken and returned by value as in `steps`.
 ///
 /// # Safety
-/// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract.
+/// As for `step`, for every step of every block.
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t: &Tile) {
+unsafe fn blocked_steps<S: Simd, const MR: usize, const NV: usize>(
+    mut acc: [[S::V; NV]; MR],
+    mut a: *const f32,
+    mut b: *const f32,
+    panel: usize,
+    blocks: usize,
+    a_block_stride: usize,
+) -> [[S::V; NV]; MR] {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        for _ in 0..blocks {
+            for p in 0..COL_BLOCK {
+                step::<S, MR, NV, COL_BLOCK>(&mut acc, a.add(p), b.add(p * panel));
+            }
+            a = a.add(a_block_stride);
+            b = b.add(COL_BLOCK * panel);
+        }
+    }
+    acc
+}
+
+/// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`, from
+/// B micro-panels `PANEL` vectors wide (`NV`, or more for a half-width kernel), A packed or
+/// (`BLOCKED_A`) read from channel blocks.
+///
+/// # Safety
+/// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract (for a
+/// blocked-A kernel with `BLOCKED_A`).
+#[inline(always)]
+unsafe fn tile<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const PANEL: usize,
+    const BLOCKED_A: bool,
+>(
+    t: &Tile,
+) {
     const {
         assert!(
             MR * NV * S::LANES <= MAX_TILE,
@@ -210,10 +261,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const PANEL: usize>(t:
         // store after every FMA (products 2.4× slower), depending only on how the crate was
         // split into codegen units, so unrelated edits flipped it. `kernels/check_codegen.py`
         // checks a build (CI runs it).
-        let quads = t.kc / 4;
-        let acc = steps::<S, MR, NV, 4>(acc, t.a, t.b, panel, quads);
-        let (a, b) = (t.a.add(4 * quads * MR), t.b.add(4 * quads * panel));
-        let acc = steps::<S, MR, NV, 1>(acc, a, b, panel, t.kc % 4);
+        let acc = if BLOCKED_A {
+            debug_assert!(t.kc.is_multiple_of(COL_BLOCK) && t.rows == MR);
+            let blocks = t.kc / COL_BLOCK;
+            blocked_steps::<S, MR, NV>(acc, t.a, t.b, panel, blocks, t.a_block_stride)
+        } else {
+            let quads = t.kc / 4;
+            let acc = steps::<S, MR, NV, 4>(acc, t.a, t.b, panel, quads);
+            let (a, b) = (t.a.add(4 * quads * MR), t.b.add(4 * quads * panel));
+            steps::<S, MR, NV, 1>(acc, a, b, panel, t.kc % 4)
+        };
         if t.rows == MR && t.cols == nr {
             // A `match`, not `Option::map`: a closure would not inherit the target features.
             #[allow(clippy::manual_map)]
@@ -359,14 +416,14 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 /// `t` satisfies the microkernel contract.
 unsafe fn portable_4x8(t: &Tile) {
     // SAFETY: `Portable` needs no CPU feature; the caller upholds the tile contract.
-    unsafe { tile::<Portable, 4, 1, 1>(t) }
+    unsafe { tile::<Portable, 4, 1, 1, false>(t) }
 }
 
 /// # Safety
 /// `t` satisfies the microkernel contract for MR = 1.
 unsafe fn portable_1x8(t: &Tile) {
     // SAFETY: as above.
-    unsafe { tile::<Portable, 1, 1, 1>(t) }
+    unsafe { tile::<Portable, 1, 1, 1, false>(t) }
 }
 
 /// The portable fallback, also used by tests as the baseline every ISA must agree with.
@@ -381,6 +438,8 @@ pub(super) static PORTABLE: KernelSpec = KernelSpec {
     run_row: portable_1x8,
     run_half: None,
     run_thin: None,
+    run_blocked_a: None,
+    run_blocked_a_half: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -393,7 +452,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x16(t: &Tile) {
         // SAFETY: features enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx2, 6, 2, 2>(t) }
+        unsafe { tile::<Avx2, 6, 2, 2, false>(t) }
     }
 
     /// # Safety
@@ -401,7 +460,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_1x16(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx2, 1, 2, 2>(t) }
+        unsafe { tile::<Avx2, 1, 2, 2, false>(t) }
     }
 
     /// # Safety
@@ -409,7 +468,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x8(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx2, 6, 1, 2>(t) }
+        unsafe { tile::<Avx2, 6, 1, 2, false>(t) }
     }
 
     /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
@@ -426,6 +485,8 @@ mod x86 {
         run_half: Some(avx2_6x8),
         // MR = 6 is no vector width.
         run_thin: None,
+        run_blocked_a: None,
+        run_blocked_a_half: None,
     };
 
     /// # Safety
@@ -433,7 +494,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x32(t: &Tile) {
         // SAFETY: feature enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx512, 8, 2, 2>(t) }
+        unsafe { tile::<Avx512, 8, 2, 2, false>(t) }
     }
 
     /// # Safety
@@ -441,7 +502,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_1x32(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 1, 2, 2>(t) }
+        unsafe { tile::<Avx512, 1, 2, 2, false>(t) }
     }
 
     /// # Safety
@@ -449,7 +510,23 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x16(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 8, 1, 2>(t) }
+        unsafe { tile::<Avx512, 8, 1, 2, false>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx512_8x32`, reading A from channel blocks (a blocked-A kernel).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_8x32_blocked_a(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx512, 8, 2, 2, true>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx512_8x16`, reading A from channel blocks (a blocked-A kernel).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_8x16_blocked_a(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx512, 8, 1, 2, true>(t) }
     }
 
     /// # Safety
@@ -486,6 +563,8 @@ mod x86 {
         run_half: Some(avx512_8x16),
         // 8 rows are one ymm: 256-bit FMAs issue on both of Zen 4's pipes.
         run_thin: Some(avx512_thin),
+        run_blocked_a: Some(avx512_8x32_blocked_a),
+        run_blocked_a_half: Some(avx512_8x16_blocked_a),
     };
 }
 
@@ -499,7 +578,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_8x12(t: &Tile) {
         // SAFETY: NEON is enabled; contract upheld by the caller.
-        unsafe { tile::<Neon, 8, 3, 3>(t) }
+        unsafe { tile::<Neon, 8, 3, 3, false>(t) }
     }
 
     /// # Safety
@@ -507,7 +586,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_1x12(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Neon, 1, 3, 3>(t) }
+        unsafe { tile::<Neon, 1, 3, 3, false>(t) }
     }
 
     /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.
@@ -522,6 +601,8 @@ mod arm {
         run_row: neon_1x12,
         run_half: None,
         run_thin: None,
+        run_blocked_a: None,
+        run_blocked_a_half: None,
     };
 }
 

@@ -408,6 +408,10 @@ pub enum Lhs<'a> {
     /// `A = Sᵀ` for a source `S[k × m]`, produced block by block straight into `A`'s panels
     /// (a convolution's patches with the output positions as rows).
     Source(&'a dyn PanelSource),
+    /// `A[HW, C] = Xᵀ` for a channel-blocked image `X[C, HW]` (the positions as rows): a 1×1
+    /// convolution from blocks into blocks. Read straight from the blocks where the kernel
+    /// has blocked-A variants (no packing), packed from them elsewhere.
+    Blocked(&'a BlockedRhs<'a>),
 }
 
 /// The right operand.
@@ -457,6 +461,12 @@ impl<'a> From<&'a PackedB> for Rhs<'a> {
     }
 }
 
+/// Whether this CPU's microkernel reads a blocked left operand (`Lhs::Blocked`) in place;
+/// elsewhere that operand is packed from its blocks like any source.
+pub fn reads_blocked_lhs() -> bool {
+    kernel::best().run_blocked_a.is_some()
+}
+
 /// Name of the microkernel this CPU uses, e.g. "avx512f 8x32".
 pub fn kernel_name() -> &'static str {
     kernel::best().name
@@ -502,6 +512,10 @@ fn gemm_with(
         Lhs::Source(s) => {
             let (k, m) = s.shape();
             ((m, k), Src::Source(s))
+        }
+        Lhs::Blocked(x) => {
+            let (k, m) = x.shape();
+            ((m, k), Src::Blocked(x))
         }
     };
     let ((kb, n), bt) = match b {
@@ -551,6 +565,7 @@ fn gemm_with(
                 }),
                 Src::Packed(b) => packed_gemv::first_row(b, spec.nr, spec.kc, &mut x),
                 Src::Source(s) => s.pack(&mut x, 0..ka, 0..1, 1),
+                Src::Blocked(s) => s.pack(&mut x, 0..ka, 0..1, 1),
             }
             let mut y = vec![0.0; m];
             packed_gemv::panels_times_vector(a, spec.mr, spec.kc, &x, &mut y, parallel);

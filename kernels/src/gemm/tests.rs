@@ -695,6 +695,8 @@ fn column_blocked_output_matches_reference() {
         (17, 96, 24),
         (196, 144, 96),
         (300, 64, 700),
+        (37, 48, 208),
+        (203, 32, 400),
     ] {
         let a_data = values(m * k, (m + 3 * k) as u64);
         let b_data = values(k * n, (n + 5 * k) as u64);
@@ -704,15 +706,26 @@ fn column_blocked_output_matches_reference() {
         let row_bias: &'static [f32] = values(m, 2).leak();
         // Blocks a little further apart than they need be: the gaps must stay untouched.
         let block_stride = m * COL_BLOCK + 3;
+        // A as the blocked image Aᵀ[k channels, m positions] (a 1×1 convolution's input);
+        // the padding of a last partial block is NaN, never to be read.
+        let mut a_blocks = vec![f32::NAN; k.div_ceil(COL_BLOCK) * m * COL_BLOCK];
+        for i in 0..m {
+            for p in 0..k {
+                a_blocks[p / COL_BLOCK * m * COL_BLOCK + i * COL_BLOCK + p % COL_BLOCK] =
+                    a_data[p * m + i];
+            }
+        }
+        let a_blocked = BlockedRhs::new(&a_blocks, k, m).unwrap();
         for (e, epi) in epilogues(col_bias, row_bias).iter().enumerate() {
             let want = reference(a, b, epi);
             for spec in kernel::available() {
                 let pa = PackedA::for_kernel(spec, a);
                 let pb = PackedB::for_kernel(spec, b);
-                let operands: [(Lhs, Rhs); 3] = [
+                let operands: [(Lhs, Rhs); 4] = [
                     (Lhs::Mat(a), Rhs::Mat(b)),
                     (Lhs::Packed(&pa), Rhs::Packed(&pb)),
                     (Lhs::Mat(a), Rhs::Packed(&pb)),
+                    (Lhs::Blocked(&a_blocked), Rhs::Packed(&pb)),
                 ];
                 for (o, (la, rb)) in operands.into_iter().enumerate() {
                     for parallel in [true, false] {
