@@ -328,11 +328,20 @@ impl PointwiseImage<'_> {
     fn run(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
         let [c, m, hw] = self.dims;
         if self.layout.input == Layout::Blocked {
+            let x = BlockedRhs::new(x, c, hw)?;
+            if self.layout.output == Layout::Blocked {
+                // Y[HW, M] = X[HW, C] · Wᵀ[C, M], X read from its blocks (in place where the
+                // kernel can: the planner hands blocks from one pointwise layer to the next
+                // only there) into the column-blocked C; no residual, as for any blocked output.
+                let epilogue = self.epilogue(Bias::PerCol, MatRef::row_major, [hw, m])?;
+                let y = MatMut::column_blocked(y, hw, m, hw * COL_BLOCK)?;
+                gemm(Lhs::Blocked(&x), self.weights.right(m, c)?, y, &epilogue)?;
+                return Ok(());
+            }
             ensure!(
                 self.layout.output == Layout::Planes,
-                "a pointwise convolution reads channel blocks only into NCHW planes"
+                "a pointwise convolution reads channel blocks only into NCHW planes or blocks"
             );
-            let x = BlockedRhs::new(x, c, hw)?;
             if let Some(right) = self.weights.packed_right().filter(|_| {
                 reads_blocked_lhs()
                     && c % COL_BLOCK == 0
@@ -582,6 +591,9 @@ mod tests {
             (24, 96, 7, 7, 1, 1, 1, 2, planes, blocked),
             (16, 32, 23, 25, 1, 1, 1, 1, planes, blocked),
             (8, 48, 5, 6, 1, 1, 1, 1, last, blocked),
+            // Pointwise from blocks into blocks (a projection into an expansion).
+            (32, 16, 9, 7, 1, 1, 1, 2, blocked, blocked),
+            (48, 96, 23, 25, 1, 1, 1, 1, blocked, blocked),
             // Projections: from blocks into planes.
             (96, 24, 7, 7, 1, 1, 1, 2, blocked, planes),
             (32, 40, 23, 25, 1, 1, 1, 1, blocked, planes),

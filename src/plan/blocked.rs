@@ -14,7 +14,8 @@
 //! pointwise or depthwise 2-D Conv with constant f32 weights, whole blocks of output
 //! channels and no fused residual — every reader is such a Conv reading it as its input
 //! (not as a residual), it is not a graph output, and it is not a pointwise → pointwise edge
-//! (a pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
+//! unless the microkernel reads blocks in place (`gemm::Lhs::Blocked`, AVX-512; elsewhere a
+//! pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
 //! read and write blocks keeps its output edge (the expand → depthwise one). Any other
 //! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
 //! readers: those gain from blocks (MobileNet-v2's first depthwise layer, 112×112, reads its
@@ -29,13 +30,17 @@ use crate::ir::{Attr, Graph, Node, ValueId};
 use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
 use crate::DType;
 use infer_kernels::depthwise_lanes::Layout;
-use infer_kernels::gemm::COL_BLOCK;
+use infer_kernels::gemm::{reads_blocked_lhs, COL_BLOCK};
 
 /// Marks the convolution → convolution edges that are handed in channel blocks.
 pub fn choose(g: &mut Graph) -> Result<()> {
     let capable: Vec<Option<Blockable>> = g.nodes.iter().map(|n| blockable(g, n)).collect();
     let kind = |i: usize| capable[i].map(|c| c.kind);
     let uses = Uses::of(g);
+    // A pointwise layer reads blocks into blocks where the microkernel reads its input straight
+    // from them (`gemm::Lhs::Blocked`); elsewhere it would pack them, and reads them only
+    // into planes.
+    let pointwise_reads_into_blocks = reads_blocked_lhs();
     // (producer, value, readers) of every edge that may be blocked.
     let mut edges: Vec<(usize, ValueId, Vec<usize>)> = Vec::new();
     for (i, c) in capable.iter().enumerate() {
@@ -50,7 +55,9 @@ pub fn choose(g: &mut Graph) -> Result<()> {
                 .iter()
                 .enumerate()
                 .all(|(slot, v)| *v != Some(y) || slot == 0);
-            let pointwise_pair = c.kind == Kind::Pointwise && kind(r) == Some(Kind::Pointwise);
+            let pointwise_pair = c.kind == Kind::Pointwise
+                && kind(r) == Some(Kind::Pointwise)
+                && !pointwise_reads_into_blocks;
             let depthwise_reader = kind(r) == Some(Kind::Depthwise);
             capable[r].is_some_and(|r| r.reads)
                 && reads_as_input
@@ -62,13 +69,15 @@ pub fn choose(g: &mut Graph) -> Result<()> {
         }
         edges.push((i, y, readers.to_vec()));
     }
-    // A pointwise layer writing blocks reads planes: drop the edges into such layers.
-    let writes: Vec<usize> = edges.iter().map(|(i, _, _)| *i).collect();
-    edges.retain(|(_, _, readers)| {
-        readers
-            .iter()
-            .all(|r| kind(*r) != Some(Kind::Pointwise) || !writes.contains(r))
-    });
+    // Else a pointwise layer writing blocks reads planes: drop the edges into such layers.
+    if !pointwise_reads_into_blocks {
+        let writes: Vec<usize> = edges.iter().map(|(i, _, _)| *i).collect();
+        edges.retain(|(_, _, readers)| {
+            readers
+                .iter()
+                .all(|r| kind(*r) != Some(Kind::Pointwise) || !writes.contains(r))
+        });
+    }
     let code = Attr::Int(layout_code(Layout::Blocked));
     for (i, y, readers) in edges {
         g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), code.clone());
@@ -213,7 +222,13 @@ mod tests {
         b.g.outputs.extend([relu, v]);
         choose(&mut b.g).unwrap();
         for i in 0..b.g.nodes.len() {
-            assert_eq!(layout(&b, i), (false, false), "node {i}");
+            // Pointwise into pointwise is blocked where the kernel reads blocks in place.
+            let want = match i {
+                6 if reads_blocked_lhs() => (false, true),
+                7 if reads_blocked_lhs() => (true, false),
+                _ => (false, false),
+            };
+            assert_eq!(layout(&b, i), want, "node {i}");
         }
     }
 }
