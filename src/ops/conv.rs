@@ -25,7 +25,7 @@ use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
 use infer_kernels::depthwise_lanes::{self, depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
-    PackedAStack, PackedB, Rhs, Tap,
+    PackedAStack, PackedB, Rhs, Tap, COL_BLOCK,
 };
 use infer_kernels::parallel;
 use rayon::prelude::*;
@@ -333,10 +333,29 @@ impl Conv {
             {
                 let s = w.shape();
                 let (m, c) = (s[0], s[1]);
+                // From blocks into planes, `Wᵀ` serves only the product by positions, which
+                // writes whole blocks: zero columns pad it to them.
+                let padded = layout.input == Layout::Blocked && layout.output == Layout::Planes;
+                let m_right = if padded {
+                    m.next_multiple_of(COL_BLOCK)
+                } else {
+                    m
+                };
                 let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
+                    let right = if m_right == m {
+                        PackedB::new(MatRef::new(data, c, m, 1, c)?)
+                    } else {
+                        let mut wt = vec![0.0; c * m_right];
+                        for (j, row) in data.chunks_exact(c).enumerate() {
+                            for (p, &v) in row.iter().enumerate() {
+                                wt[p * m_right + j] = v;
+                            }
+                        }
+                        PackedB::new(MatRef::row_major(&wt, c, m_right)?)
+                    };
                     Ok(PackedWeights::PointwiseBoth {
                         left: PackedA::new(MatRef::row_major(data, m, c)?),
-                        right: PackedB::new(MatRef::new(data, c, m, 1, c)?),
+                        right,
                     })
                 })??;
                 Some((packed, s.to_vec()))

@@ -342,10 +342,10 @@ impl PointwiseImage<'_> {
                 self.layout.output == Layout::Planes,
                 "a pointwise convolution reads channel blocks only into NCHW planes or blocks"
             );
-            if let Some(right) = self.weights.packed_right().filter(|_| {
+            if let Some(right) = self.weights.packed_right().filter(|right| {
                 reads_blocked_lhs()
                     && c % COL_BLOCK == 0
-                    && m % COL_BLOCK == 0
+                    && right.cols() == m.next_multiple_of(COL_BLOCK)
                     && m < c
                     && hw >= BY_POSITIONS_MIN_POSITIONS
             }) {
@@ -395,7 +395,9 @@ impl PointwiseImage<'_> {
     /// projections): `Y[HW, M] = X[HW, C] · Wᵀ[C, M]` with `X` read straight from its blocks
     /// by the kernel into blocks of `Y`, then those transposed into planes. Packing `X` for
     /// `W · X` instead moves all of its `C · HW` floats through register transposes, this
-    /// only the `M · HW` of the output (a sixth on MobileNet-v2).
+    /// only the `M · HW` of the output (a sixth on MobileNet-v2). `right` is `Wᵀ` padded with
+    /// zero columns to whole blocks (24 channels are computed as 32: the product is still
+    /// faster than packing `X`).
     fn blocked_to_planes_by_positions(
         &self,
         x: &BlockedRhs,
@@ -403,6 +405,12 @@ impl PointwiseImage<'_> {
         y: &mut [f32],
     ) -> Result<()> {
         let [_, m, hw] = self.dims;
+        let padded_m = right.cols();
+        let padded_bias: Option<Vec<f32>> = self.bias.map(|b| {
+            let mut v = b.to_vec();
+            v.resize(padded_m, 0.0);
+            v
+        });
         // The residual waits for the planes: the blocks are in the wrong layout for it.
         let activation = if self.residual.is_some() {
             None
@@ -410,18 +418,20 @@ impl PointwiseImage<'_> {
             self.activation
         };
         let epilogue = Epilogue {
-            bias: self.bias.map_or(Bias::None, Bias::PerCol),
+            bias: padded_bias.as_deref().map_or(Bias::None, Bias::PerCol),
             activation,
             ..Default::default()
         };
-        let mut blocks = crate::tensor::spare::f32_output(m * hw)?;
-        let product = MatMut::column_blocked(&mut blocks, hw, m, hw * COL_BLOCK)?;
+        let mut blocks = crate::tensor::spare::f32_output(padded_m * hw)?;
+        let product = MatMut::column_blocked(&mut blocks, hw, padded_m, hw * COL_BLOCK)?;
         gemm(Lhs::Blocked(x), Rhs::Packed(right), product, &epilogue)?;
-        for (block, planes) in blocks
-            .chunks_exact(hw * COL_BLOCK)
-            .zip(y.chunks_exact_mut(hw * COL_BLOCK))
+        for (first, block) in (0..m)
+            .step_by(COL_BLOCK)
+            .zip(blocks.chunks_exact(hw * COL_BLOCK))
         {
-            transpose_strided(block, COL_BLOCK, hw, COL_BLOCK, planes, hw);
+            let channels = COL_BLOCK.min(m - first);
+            let planes = &mut y[first * hw..(first + channels) * hw];
+            transpose_strided(block, COL_BLOCK, hw, channels, planes, hw);
         }
         blocks.give_back();
         if let Some(r) = self.residual {
@@ -597,9 +607,11 @@ mod tests {
             // Projections: from blocks into planes.
             (96, 24, 7, 7, 1, 1, 1, 2, blocked, planes),
             (32, 40, 23, 25, 1, 1, 1, 1, blocked, planes),
-            // ... with fewer whole blocks out than in: by positions, X read in place.
-            (96, 32, 7, 7, 1, 1, 1, 2, blocked, planes),
-            (400, 48, 5, 3, 1, 1, 1, 1, blocked, planes),
+            // ... with fewer channels out than in on 128+ positions: by positions, X read in
+            // place (24 channels as 32).
+            (96, 32, 13, 11, 1, 1, 1, 2, blocked, planes),
+            (400, 48, 16, 9, 1, 1, 1, 1, blocked, planes),
+            (96, 24, 12, 12, 1, 1, 1, 1, blocked, planes),
             // Depthwise, every pair with a blocked side, strides 1 and 2.
             (32, 32, 9, 9, 3, 1, 32, 2, blocked, blocked),
             (48, 48, 12, 11, 3, 2, 48, 1, blocked, blocked),
@@ -652,7 +664,12 @@ mod tests {
     #[test]
     fn projections_from_blocks_add_their_residual_in_planes() {
         // (C, M, H, W): by positions (fewer whole output blocks), and by channels.
-        for (c, m, h, w) in [(96, 32, 7, 7), (224, 16, 9, 5), (32, 40, 6, 6)] {
+        for (c, m, h, w) in [
+            (96, 32, 13, 11),
+            (224, 16, 16, 9),
+            (144, 24, 12, 12),
+            (32, 40, 6, 6),
+        ] {
             let x = Tensor::from_vec(vec![1, c, h, w], values(c * h * w, 1)).unwrap();
             let wt = Tensor::from_vec(vec![m, c, 1, 1], values(m * c, 2)).unwrap();
             let b = Tensor::from_vec(vec![m], values(m, 3)).unwrap();

@@ -380,6 +380,11 @@ impl PackedB {
         Self::for_kernel(kernel::best(), b)
     }
 
+    /// Columns of `B`.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     fn for_kernel(spec: &'static KernelSpec, b: MatRef) -> Self {
         PackedB {
             spec,
