@@ -146,6 +146,7 @@ const ALIGN_FLOATS: usize = 16;
 /// 32 columns.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::{taps, BLOCK};
     use crate::depthwise::PlaneGeometry;
     use std::arch::x86_64::*;
 
@@ -155,6 +156,51 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F; `x` holds the `H×W` input plane and `y` the `OH×OW` output
     /// plane of `g`, whose kernel is at most 3 rows high.
+    /// `max_pool_block` separably: each output row's window rows reduced into one row of
+    /// cells (independent maxima, cell by cell), then each output's window columns within it.
+    /// Window by window, every maximum of an output waits on the one before (3×3: a chain of
+    /// 9), and the compiler's own vectorization of that loop gathered lanes one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `x` holds `H·W` cells and `y` `OH·OW` cells of 16 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+        let [h, w] = g.input;
+        let [oh_n, ow_n] = g.output;
+        // One row of cells (7 KiB for a 111-wide map): small enough to allocate per call.
+        let mut row = vec![0.0f32; w * BLOCK];
+        // SAFETY (whole body): AVX-512F is available (caller); every cell read is inside `x`
+        // (taps stay inside the input) or `row`, every cell written inside `y` or `row`.
+        unsafe {
+            let low = _mm512_set1_ps(f32::NEG_INFINITY);
+            let (xp, rp, yp) = (x.as_ptr(), row.as_mut_ptr(), y.as_mut_ptr());
+            let mut rows: Vec<*const f32> = Vec::with_capacity(g.kernel[0]);
+            for oh in 0..oh_n {
+                rows.clear();
+                rows.extend(
+                    taps(oh, g.stride[0], g.kernel[0], g.dilation[0], g.pad[0], h)
+                        .map(|r| xp.add(r * w * BLOCK)),
+                );
+                // Each cell of the row once, over all the window's rows: one store per cell.
+                for c in 0..w {
+                    let mut acc = low;
+                    for &src in &rows {
+                        // `max(v, acc)` gives `acc` when `v` is NaN: `f32::max`'s rule.
+                        acc = _mm512_max_ps(_mm512_loadu_ps(src.add(c * BLOCK)), acc);
+                    }
+                    _mm512_storeu_ps(rp.add(c * BLOCK), acc);
+                }
+                for ow in 0..ow_n {
+                    let mut acc = low;
+                    for c in taps(ow, g.stride[1], g.kernel[1], g.dilation[1], g.pad[1], w) {
+                        acc = _mm512_max_ps(_mm512_loadu_ps(rp.add(c * BLOCK)), acc);
+                    }
+                    _mm512_storeu_ps(yp.add((oh * ow_n + ow) * BLOCK), acc);
+                }
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn plane_window3_stride2(
         g: &PlaneGeometry,
@@ -252,6 +298,73 @@ mod avx512 {
     }
 }
 
+/// Channels in one cell of a channel-blocked (NCHW16c) image.
+const BLOCK: usize = 16;
+
+/// `y[oh, ow, c] = max over the window of x[.., .., c]` for one channel block of an NCHW16c
+/// image: `H×W` cells of 16 channels into `OH×OW` cells. Each cell is one AVX-512 vector, so
+/// the pool is vector maxima with none of the plane kernel's permutes.
+///
+/// # Panics
+/// If a slice is shorter than the geometry says (a caller bug, as for `max_pool_plane`).
+pub fn max_pool_block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+    let [h, w] = g.input;
+    assert!(x.len() >= h * w * BLOCK, "block input too short");
+    assert!(
+        y.len() >= g.output[0] * g.output[1] * BLOCK,
+        "block output too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        // SAFETY: AVX-512F detected; the slices hold the geometry's cells (checked above).
+        return unsafe { avx512::block(g, x, y) };
+    }
+    block(g, x, y)
+}
+
+/// Whether `max_pool_block` runs vectorized here (AVX-512: one vector per cell); elsewhere it
+/// is a scalar loop, and blocks should not be planned into a pool.
+pub fn pools_blocks_in_vectors() -> bool {
+    cfg!(target_arch = "x86_64") && isa() == Isa::Avx512
+}
+
+/// The input rows (or columns) a window along one dim reaches: `out·stride + k·dilation - pad`
+/// for each tap `k` that lands inside `0..len`.
+#[inline(always)]
+fn taps(
+    out: usize,
+    stride: usize,
+    kernel: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> impl Iterator<Item = usize> {
+    (0..kernel).filter_map(move |k| {
+        (out * stride + k * dilation)
+            .checked_sub(pad)
+            .filter(|&i| i < len)
+    })
+}
+
+/// The portable definition, window by window (`f32::max`'s rule: a NaN loses).
+fn block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+    let [h, w] = g.input;
+    let [oh_n, ow_n] = g.output;
+    for oh in 0..oh_n {
+        for ow in 0..ow_n {
+            let out = &mut y[(oh * ow_n + ow) * BLOCK..][..BLOCK];
+            out.fill(f32::NEG_INFINITY);
+            for r in taps(oh, g.stride[0], g.kernel[0], g.dilation[0], g.pad[0], h) {
+                for c in taps(ow, g.stride[1], g.kernel[1], g.dilation[1], g.pad[1], w) {
+                    for (a, &v) in out.iter_mut().zip(&x[(r * w + c) * BLOCK..][..BLOCK]) {
+                        *a = a.max(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +390,53 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn blocks_match_the_plane_definition_per_channel() {
+        // (H, W, K, stride, dilation, pad, output): squeezenet's ceil-mode pool, ResNet's
+        // padded one, a dilated one.
+        for (h, w, k, s, d, p, o) in [
+            (111, 111, 3, 2, 1, 0, [55, 55]),
+            (10, 9, 3, 2, 1, 1, [5, 5]),
+            (9, 7, 2, 1, 2, 1, [8, 6]),
+        ] {
+            let g = PlaneGeometry {
+                input: [h, w],
+                output: o,
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [d, d],
+                pad: [p, p],
+            };
+            let planes: Vec<Vec<f32>> = (0..BLOCK)
+                .map(|c| {
+                    let mut x: Vec<f32> = (0..h * w)
+                        .map(|i| ((i * 37 + c * 11) % 101) as f32 - 50.0)
+                        .collect();
+                    x[(c * 7) % (h * w)] = f32::NAN;
+                    x
+                })
+                .collect();
+            let mut cells = vec![0.0; h * w * BLOCK];
+            for (c, plane) in planes.iter().enumerate() {
+                for (i, &v) in plane.iter().enumerate() {
+                    cells[i * BLOCK + c] = v;
+                }
+            }
+            let mut y = vec![0.0; o[0] * o[1] * BLOCK];
+            max_pool_block(&g, &cells, &mut y);
+            for (c, plane) in planes.iter().enumerate() {
+                let want = reference(&g, plane);
+                for (i, &v) in want.iter().enumerate() {
+                    assert_eq!(
+                        y[i * BLOCK + c].to_bits(),
+                        v.to_bits(),
+                        "{g:?} channel {c} at {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,14 +6,18 @@
 //! exact enough for every float type.
 
 use super::conv::{Geometry, SpatialAttrs};
+use super::conv_layouts::ConvLayout;
 use super::util::input;
 use super::{BuildCtx, Kernel};
 use crate::error::Result;
 use crate::tensor::{Storable, Tensor};
 use crate::{ensure, op_err, with_dtype};
 use infer_kernels::depthwise::PlaneGeometry;
-use infer_kernels::max_pool::{max_pool_plane, MaxPoolScratch};
+use infer_kernels::depthwise_lanes::Layout;
+use infer_kernels::gemm::COL_BLOCK;
+use infer_kernels::max_pool::{max_pool_block, max_pool_plane, MaxPoolScratch};
 use infer_kernels::parallel;
+use infer_kernels::transpose::transpose_strided;
 use rayon::prelude::*;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
@@ -64,6 +68,8 @@ struct Pool {
     /// each plane.
     with_indices: bool,
     column_major_indices: bool,
+    /// MaxPool reading channel blocks (NCHW16c, set by `plan::blocked`) into NCHW planes.
+    input_blocked: bool,
 }
 
 impl Pool {
@@ -87,6 +93,7 @@ impl Pool {
             },
             with_indices: ctx.node.outputs.get(1).is_some_and(Option::is_some),
             column_major_indices: attrs.int_or("storage_order", 0)? != 0,
+            input_blocked: ConvLayout::parse(attrs)?.input == Layout::Blocked,
         })
     }
 }
@@ -344,6 +351,9 @@ impl Pool {
 impl Kernel for Pool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
+        if self.input_blocked {
+            return self.max_pool_blocked(x);
+        }
         let s = x.shape();
         ensure!(
             s.len() >= 3,
@@ -381,9 +391,59 @@ impl Kernel for Pool {
     }
 }
 
+impl Pool {
+    /// MaxPool of an f32 NCHW16c input into NCHW planes: each channel block pooled cell by
+    /// cell (one vector per cell), then transposed into its 16 planes. A stem that writes
+    /// blocks from its patches (SqueezeNet's, ResNet's) hands them straight to its pool.
+    fn max_pool_blocked(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let &[n, blocks, h, w, COL_BLOCK] = x.shape() else {
+            return Err(op_err!(
+                "a channel-blocked input must be [N, C/16, H, W, 16], got shape {:?}",
+                x.shape()
+            ));
+        };
+        ensure!(
+            self.kind == PoolKind::Max && !self.with_indices && self.kernel.len() == 2,
+            "only a 2-D MaxPool without indices reads channel blocks"
+        );
+        let geo = self
+            .spatial
+            .resolve(&[h, w], &self.kernel, self.ceil_mode)?;
+        let plane = geo.plane().ok_or_else(|| op_err!("not a 2-D pooling"))?;
+        let xs = x.as_slice::<f32>()?;
+        let [oh, ow] = plane.output;
+        let out_shape = vec![n, blocks * COL_BLOCK, oh, ow];
+        let mut y = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
+        let (in_len, out_len) = (h * w * COL_BLOCK, oh * ow * COL_BLOCK);
+        if in_len > 0 && out_len > 0 {
+            parallel::for_each(
+                y.par_chunks_mut(out_len)
+                    .zip(xs.par_chunks(in_len))
+                    .with_min_len(PARALLEL_MIN_LEN.div_ceil(in_len)),
+                |(y, x)| {
+                    // A thread's cells kept between runs: allocated per call, they were
+                    // page-faulted in on every run (as long as the pool itself).
+                    BLOCK_CELLS.with(|cell| {
+                        let mut cells = cell.take();
+                        cells.resize(out_len, 0.0);
+                        max_pool_block(&plane, x, &mut cells);
+                        transpose_strided(&cells, COL_BLOCK, oh * ow, COL_BLOCK, y, oh * ow);
+                        cell.set(cells);
+                    })
+                },
+            );
+        } else {
+            // Nothing to take a maximum of: zeros, as the planes path gives.
+            y.fill(0.0);
+        }
+        Ok(vec![y.into_tensor(out_shape)?])
+    }
+}
+
 thread_local! {
     static PLANE_BUF: std::cell::Cell<MaxPoolScratch> =
         const { std::cell::Cell::new(MaxPoolScratch::new()) };
+    static BLOCK_CELLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// f32 max pooling of 1-D/2-D planes, a plane at a time (`infer_kernels::max_pool`).
@@ -571,6 +631,50 @@ mod tests {
         let out = run_op("MaxPool", &col, &grid()).unwrap();
         // Row 1, col 1 is column-major index 1·4 + 1 = 5; (1, 3) → 13; (3, 1) → 7; (3, 3) → 15.
         assert_eq!(out[1].as_slice::<i64>().unwrap(), &[5, 13, 7, 15]);
+    }
+
+    #[test]
+    fn max_pool_reads_channel_blocks_into_planes() {
+        use crate::ops::conv_layouts::{layout_code, INPUT_ATTR};
+        // Two blocks of 16 channels, with a NaN: the planes path is the reference.
+        let (c, h, w) = (32, 9, 11);
+        let mut data: Vec<f32> = (0..c * h * w)
+            .map(|i| ((i * 37) % 103) as f32 - 50.0)
+            .collect();
+        data[5] = f32::NAN;
+        let x = Tensor::from_vec(vec![1, c, h, w], data.clone()).unwrap();
+        let mut blocks = vec![0.0; data.len()];
+        for (i, &v) in data.iter().enumerate() {
+            let (ch, p) = (i / (h * w), i % (h * w));
+            blocks[(ch / 16 * h * w + p) * 16 + ch % 16] = v;
+        }
+        let xb = Tensor::from_vec(vec![1, c / 16, h, w, 16], blocks).unwrap();
+        for (pads, ceil) in [([0, 0, 0, 0], 1), ([1, 1, 1, 1], 0)] {
+            let mut attrs = vec![
+                ("kernel_shape", ints(&[3, 3])),
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&pads)),
+                ("ceil_mode", Attr::Int(ceil)),
+            ];
+            let want = run_op_with_outputs("MaxPool", &attrs, &x, 1).unwrap();
+            attrs.push((INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked))));
+            let got = run_op_with_outputs("MaxPool", &attrs, &xb, 1).unwrap();
+            assert_eq!(got[0].shape(), want[0].shape());
+            let (g, e) = (
+                got[0].as_slice::<f32>().unwrap(),
+                want[0].as_slice::<f32>().unwrap(),
+            );
+            assert!(
+                g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{pads:?}"
+            );
+        }
+        // With indices it refuses blocks.
+        let attrs = [
+            ("kernel_shape", ints(&[3, 3])),
+            (INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked))),
+        ];
+        assert!(run_op("MaxPool", &attrs, &xb).is_err());
     }
 
     #[test]

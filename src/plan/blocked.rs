@@ -18,9 +18,11 @@
 //! pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
 //! read and write blocks keeps its output edge (the expand → depthwise one). Any other
 //! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
-//! readers: those gain from blocks (MobileNet-v2's first depthwise layer, 112×112, reads its
-//! stem's output), where a pointwise reader would only trade plain panel copies for
-//! transposes; and not a 3×3 stride-1 one, which would lose its Winograd path. Shapes need not be known: the
+//! readers and 2-D max pools: those gain from blocks (MobileNet-v2's first depthwise layer,
+//! 112×112, reads its stem's output; SqueezeNet's and ResNet's stems feed a pool, which takes
+//! one vector per cell and writes planes), where a pointwise reader would only trade plain
+//! panel copies for transposes; and not a 3×3 stride-1 one, which would lose its Winograd
+//! path. Shapes need not be known: the
 //! marked Convs check their tensors when they run.
 
 use super::channels_last::{capability, ints_all, Capable};
@@ -31,6 +33,7 @@ use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
 use crate::DType;
 use infer_kernels::depthwise_lanes::Layout;
 use infer_kernels::gemm::{reads_blocked_lhs, COL_BLOCK};
+use infer_kernels::max_pool::pools_blocks_in_vectors;
 
 /// Marks the convolution → convolution edges that are handed in channel blocks.
 pub fn choose(g: &mut Graph) -> Result<()> {
@@ -58,11 +61,11 @@ pub fn choose(g: &mut Graph) -> Result<()> {
             let pointwise_pair = c.kind == Kind::Pointwise
                 && kind(r) == Some(Kind::Pointwise)
                 && !pointwise_reads_into_blocks;
-            let depthwise_reader = kind(r) == Some(Kind::Depthwise);
+            let gains_from_patches = matches!(kind(r), Some(Kind::Depthwise | Kind::MaxPool));
             capable[r].is_some_and(|r| r.reads)
                 && reads_as_input
                 && !pointwise_pair
-                && (c.kind != Kind::Patches || depthwise_reader)
+                && (c.kind != Kind::Patches || gains_from_patches)
         };
         if readers.is_empty() || !readers.iter().all(fits) || uses.is_graph_output(y) {
             continue;
@@ -107,9 +110,20 @@ enum Kind {
     Depthwise,
     /// Any other one-group 2-D Conv: writes blocks from its patches, reads only planes.
     Patches,
+    /// A 2-D f32 MaxPool without indices: reads blocks (one vector per cell), writes planes.
+    MaxPool,
 }
 
 fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
+    if n.op_type == "MaxPool" && n.domain.is_empty() && pools_blocks_in_vectors() {
+        let two_d = matches!(n.attrs.ints("kernel_shape"), Ok(Some(k)) if k.len() == 2);
+        let indices = n.outputs.get(1).is_some_and(Option::is_some);
+        return (two_d && !indices).then_some(Blockable {
+            kind: Kind::MaxPool,
+            writes: false,
+            reads: true,
+        });
+    }
     let capable = capability(g, n);
     if capable.is_none() && (n.op_type != "Conv" || !n.domain.is_empty()) {
         return None;
@@ -187,6 +201,26 @@ mod tests {
         for v in [stem, d0, e, d] {
             assert_eq!(b.g.values[v].ty.shape, None);
         }
+    }
+
+    #[test]
+    fn stems_hand_blocks_to_their_max_pool() {
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let stem_w = weights(&mut b, [64, 3, 3, 3]);
+        let mut stride2 = Attrs::default();
+        stride2.0.insert("strides".into(), Attr::Ints(vec![2, 2]));
+        let stem = b.node("Conv", &[x, stem_w], stride2);
+        let mut pool_attrs = Attrs::default();
+        pool_attrs
+            .0
+            .insert("kernel_shape".into(), Attr::Ints(vec![3, 3]));
+        let pool = b.node("MaxPool", &[stem], pool_attrs);
+        b.g.outputs.push(pool);
+        choose(&mut b.g).unwrap();
+        let blocked = pools_blocks_in_vectors();
+        assert_eq!(layout(&b, 0), (false, blocked), "stem");
+        assert_eq!(layout(&b, 1), (blocked, false), "pool");
     }
 
     #[test]
