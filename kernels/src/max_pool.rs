@@ -182,18 +182,42 @@ mod avx512 {
                         .map(|r| xp.add(r * w * BLOCK)),
                 );
                 // Each cell of the row once, over all the window's rows: one store per cell.
-                for c in 0..w {
-                    let mut acc = low;
-                    for &src in &rows {
-                        // `max(v, acc)` gives `acc` when `v` is NaN: `f32::max`'s rule.
-                        acc = _mm512_max_ps(_mm512_loadu_ps(src.add(c * BLOCK)), acc);
+                // `max(v, acc)` gives `acc` when `v` is NaN: `f32::max`'s rule. Three rows
+                // (the usual window) unrolled: a loop over the row list per cell cost as much
+                // as the maxima.
+                if let &[r0, r1, r2] = rows.as_slice() {
+                    for c in 0..w {
+                        let at = c * BLOCK;
+                        let acc = _mm512_max_ps(_mm512_loadu_ps(r0.add(at)), low);
+                        let acc = _mm512_max_ps(_mm512_loadu_ps(r1.add(at)), acc);
+                        let acc = _mm512_max_ps(_mm512_loadu_ps(r2.add(at)), acc);
+                        _mm512_storeu_ps(rp.add(at), acc);
                     }
-                    _mm512_storeu_ps(rp.add(c * BLOCK), acc);
+                } else {
+                    for c in 0..w {
+                        let mut acc = low;
+                        for &src in &rows {
+                            acc = _mm512_max_ps(_mm512_loadu_ps(src.add(c * BLOCK)), acc);
+                        }
+                        _mm512_storeu_ps(rp.add(c * BLOCK), acc);
+                    }
                 }
+                let (stride, kernel, dilation, pad) =
+                    (g.stride[1], g.kernel[1], g.dilation[1], g.pad[1]);
                 for ow in 0..ow_n {
+                    let first = (ow * stride).wrapping_sub(pad);
                     let mut acc = low;
-                    for c in taps(ow, g.stride[1], g.kernel[1], g.dilation[1], g.pad[1], w) {
-                        acc = _mm512_max_ps(_mm512_loadu_ps(rp.add(c * BLOCK)), acc);
+                    // A window wholly inside the row (all but the edge outputs): its taps
+                    // without the bounds checks.
+                    if kernel > 0 && ow * stride >= pad && first + (kernel - 1) * dilation < w {
+                        for k in 0..kernel {
+                            let c = first + k * dilation;
+                            acc = _mm512_max_ps(_mm512_loadu_ps(rp.add(c * BLOCK)), acc);
+                        }
+                    } else {
+                        for c in taps(ow, stride, kernel, dilation, pad, w) {
+                            acc = _mm512_max_ps(_mm512_loadu_ps(rp.add(c * BLOCK)), acc);
+                        }
                     }
                     _mm512_storeu_ps(yp.add((oh * ow_n + ow) * BLOCK), acc);
                 }
