@@ -29,6 +29,7 @@ use infer_kernels::gemm::{
     MatRef, PackedA, PackedB, Rhs, COL_BLOCK,
 };
 use infer_kernels::transpose::transpose_strided;
+use std::borrow::Cow;
 
 /// Internal attributes the planner sets on a Conv whose input or output it keeps in another
 /// layout than NCHW: the layout's [`layout_code`].
@@ -406,10 +407,15 @@ impl PointwiseImage<'_> {
     ) -> Result<()> {
         let [_, m, hw] = self.dims;
         let padded_m = right.cols();
-        let padded_bias: Option<Vec<f32>> = self.bias.map(|b| {
-            let mut v = b.to_vec();
-            v.resize(padded_m, 0.0);
-            v
+        // Zero past the real channels, copied only when there are padding columns.
+        let bias: Option<Cow<[f32]>> = self.bias.map(|b| {
+            if b.len() == padded_m {
+                Cow::Borrowed(b)
+            } else {
+                let mut v = b.to_vec();
+                v.resize(padded_m, 0.0);
+                Cow::Owned(v)
+            }
         });
         // The residual waits for the planes: the blocks are in the wrong layout for it.
         let activation = if self.residual.is_some() {
@@ -418,7 +424,7 @@ impl PointwiseImage<'_> {
             self.activation
         };
         let epilogue = Epilogue {
-            bias: padded_bias.as_deref().map_or(Bias::None, Bias::PerCol),
+            bias: bias.as_deref().map_or(Bias::None, Bias::PerCol),
             activation,
             ..Default::default()
         };

@@ -118,6 +118,8 @@ thread_local! {
 struct PackBufs {
     a: AlignedBuf,
     b: AlignedBuf,
+    /// One A panel of a blocked A that cannot be read in place (its last rows).
+    edge: AlignedBuf,
 }
 
 thread_local! {
@@ -336,11 +338,8 @@ unsafe fn serial(
         }
         _ => None,
     };
-    let mut edge_panel = if direct_a.is_some() {
-        vec![0.0; mr * spec.kc]
-    } else {
-        Vec::new()
-    };
+    // Out of `bufs` for the loop, whose A blocks borrow `bufs.a`.
+    let mut edge_panel = std::mem::take(&mut bufs.edge);
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
@@ -416,7 +415,7 @@ unsafe fn serial(
                         let a_panel: *const f32 = match (in_place, direct_a) {
                             (Some(x), _) => x.cell(i, pc),
                             (None, Some(x)) => {
-                                let dst = &mut edge_panel[..mr * kc_len];
+                                let dst = edge_panel.get_mut(mr * kc_len);
                                 x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
                                 dst.as_ptr()
                             }
@@ -499,5 +498,6 @@ unsafe fn serial(
             }
         }
     }
+    bufs.edge = edge_panel;
     PACK_BUFS.set(bufs);
 }
