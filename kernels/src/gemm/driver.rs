@@ -27,6 +27,10 @@ pub(super) enum Src<'a> {
     /// `A` only: a channel-blocked image with the positions as rows, read straight from its
     /// blocks by the kernel's blocked-A variants (packed like a source where a tile has none).
     Blocked(&'a BlockedRhs<'a>),
+    /// `Bᵀ` only, with `B`'s rows contiguous (`Bᵀ`'s row stride 1): read in place by the tile
+    /// kernels, `NR` columns of a row at each depth step; only a last, partial column panel is
+    /// packed (see `reads_b_in_place`).
+    InPlace(MatRef<'a>),
 }
 
 impl Src<'_> {
@@ -35,8 +39,28 @@ impl Src<'_> {
         match *self {
             Src::Source(s) => Some(s),
             Src::Blocked(s) => Some(s),
-            Src::Mat(_) | Src::Packed(_) => None,
+            Src::Mat(_) | Src::Packed(_) | Src::InPlace(_) => None,
         }
+    }
+}
+
+/// Most rows of `A` for which a `B` with contiguous rows is read in place rather than packed.
+/// Packing streams all of `B` once more (a read and a write, per thread when split along m),
+/// which only the reuse of each panel by `m / MR` row tiles pays back; read in place, a
+/// panel's depth steps are a row stride apart, which costs L1 misses once reused. On Zen 4
+/// (`sgemm_gflops`, `SGEMM_PACKED=a`, 1 thread, in place vs packed): 16×128×3025
+/// 0.12 vs 0.17 ms, 64×256×4096 1.57 vs 1.88, 128×128×3136 0.94 vs 1.07, 256×256×784 0.93
+/// vs 0.98; packing wins from a few hundred rows (2000³ 167 vs 180 ms, 384×768×768 4.43 vs
+/// 4.54). Row strides that are multiples of 4 KiB (all depth steps in a few L1 sets) still
+/// read in place faster than they pack (64×256×4096 above).
+const IN_PLACE_B_MAX_ROWS: usize = 256;
+
+/// `bt` as read by the product: an unpacked `B` with contiguous rows is read in place when
+/// `A` has at most `IN_PLACE_B_MAX_ROWS` rows.
+fn reads_b_in_place<'a>(bt: Src<'a>, m: usize) -> Src<'a> {
+    match bt {
+        Src::Mat(x) if x.row_stride == 1 && m <= IN_PLACE_B_MAX_ROWS => Src::InPlace(x),
+        other => other,
     }
 }
 
@@ -120,6 +144,8 @@ struct PackBufs {
     b: AlignedBuf,
     /// One A panel of a blocked A that cannot be read in place (its last rows).
     edge: AlignedBuf,
+    /// One B panel of a B read in place that is packed after all (its last columns).
+    edge_b: AlignedBuf,
 }
 
 thread_local! {
@@ -161,6 +187,7 @@ pub(super) unsafe fn run(
             run_blocked_a_half: spec.run_blocked_a_half,
         }
     };
+    let bt = reads_b_in_place(bt, m);
     let threads = if parallel { parallel::threads() } else { 1 };
     if threads < 2 || m * n * k < PARALLEL_MIN_WORK {
         // SAFETY: the whole of C, owned by this call (caller's guarantee).
@@ -171,7 +198,7 @@ pub(super) unsafe fn run(
     // does that with B: split so that the operand every task goes through is the smaller.
     let (m_panels, n_panels) = (m.div_ceil(spec.mr), n.div_ceil(spec.nr));
     let traffic = |len: usize, src: &Src| match src {
-        Src::Packed(_) | Src::Blocked(_) => len,
+        Src::Packed(_) | Src::Blocked(_) | Src::InPlace(_) => len,
         Src::Mat(_) | Src::Source(_) => 2 * len,
     };
     let split_n = if m_panels >= threads && n_panels >= threads {
@@ -190,25 +217,26 @@ pub(super) unsafe fn run(
     // layers, whose patches are packed: 1.73 → 1.51–1.59 ms at 2 threads once shared).
     // Pack it once, all threads together, first.
     let shared =
-        (!split_n && !matches!(bt, Src::Packed(_)) && k * n <= SHARED_B_MAX_FLOATS).then(|| {
-            Packed::par_new(
-                SHARED_B.take(),
-                n,
-                k,
-                spec.nr,
-                spec.kc,
-                |dst, cols, depth| {
-                    match (bt, bt.source()) {
-                        (Src::Mat(m), _) => {
-                            pack(dst, m, cols, depth, spec.nr);
+        (!split_n && matches!(bt, Src::Mat(_) | Src::Source(_)) && k * n <= SHARED_B_MAX_FLOATS)
+            .then(|| {
+                Packed::par_new(
+                    SHARED_B.take(),
+                    n,
+                    k,
+                    spec.nr,
+                    spec.kc,
+                    |dst, cols, depth| {
+                        match (bt, bt.source()) {
+                            (Src::Mat(m), _) => {
+                                pack(dst, m, cols, depth, spec.nr);
+                            }
+                            (_, Some(s)) => s.pack(dst, depth, cols, spec.nr),
+                            // Excluded above.
+                            (_, None) => {}
                         }
-                        (_, Some(s)) => s.pack(dst, depth, cols, spec.nr),
-                        // Excluded above.
-                        (_, None) => {}
-                    }
-                },
-            )
-        });
+                    },
+                )
+            });
     let bt = shared.as_ref().map_or(bt, Src::Packed);
     parallel::for_each((0..tasks).into_par_iter(), |t| {
         let part = (panels * t / tasks * width)..(panels * (t + 1) / tasks * width).min(len);
@@ -230,7 +258,7 @@ const EPILOGUE_COLS: usize = 128;
 /// row block of `A`, so its `kc × nc` block is kept to half the L2, where those reads hit.
 fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
     match bt {
-        Src::Packed(_) => spec.nc,
+        Src::Packed(_) | Src::InPlace(_) => spec.nc,
         Src::Mat(_) | Src::Source(_) | Src::Blocked(_) => {
             let fit = crate::cache::l2_bytes() / 2 / (spec.kc * std::mem::size_of::<f32>());
             (fit / spec.nr * spec.nr).clamp(4 * spec.nr, spec.nc)
@@ -340,6 +368,7 @@ unsafe fn serial(
     };
     // Out of `bufs` for the loop, whose A blocks borrow `bufs.a`.
     let mut edge_panel = std::mem::take(&mut bufs.edge);
+    let mut edge_b = std::mem::take(&mut bufs.edge_b);
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
@@ -364,6 +393,8 @@ unsafe fn serial(
             let kc_len = spec.kc.min(k - pc);
             let last_k = pc + kc_len == k;
             let bp: &[f32] = match (bt, bt.source()) {
+                // Read in place; a partial last panel is packed below.
+                (Src::InPlace(_), _) => &[],
                 (Src::Packed(p), _) => p.block(jc, pc, kc_len),
                 (Src::Mat(m), _) => {
                     let dst = bufs.b.get_mut(nc_len.div_ceil(nr) * nr * kc_len);
@@ -398,9 +429,21 @@ unsafe fn serial(
                 // Columns of this block whose epilogue is still to run.
                 let mut epi_from = 0;
                 for jr in (0..nc_len).step_by(nr) {
-                    let b_panel = &bp[jr * kc_len..(jr + nr) * kc_len];
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
+                    // The panel's first column and the floats between its depth steps.
+                    let (b_panel, b_stride): (&[f32], usize) = match bt {
+                        Src::InPlace(x) if panel_cols == nr => (
+                            &x.data[j * x.row_stride + pc * x.col_stride..],
+                            x.col_stride,
+                        ),
+                        Src::InPlace(x) => {
+                            let dst = edge_b.get_mut(nr * kc_len);
+                            pack(dst, x, j..j + panel_cols, pc..pc + kc_len, nr);
+                            (dst, nr)
+                        }
+                        _ => (&bp[jr * kc_len..(jr + nr) * kc_len], nr),
+                    };
                     for ir in (0..mc_len).step_by(mr) {
                         let i = ic + ir;
                         let rows_here = mr.min(mc_len - ir);
@@ -458,9 +501,12 @@ unsafe fn serial(
                                 ldr: residual.map_or(0, |r| r.row_stride),
                                 clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
                                 a_block_stride: direct_a.map_or(0, BlockedRhs::block_stride),
+                                b_stride,
                             };
                             // SAFETY: `spec` came from `kernel::available`, so the CPU runs
-                            // it; the panels hold kc·MR and kc·NR floats (sliced above) and
+                            // it; the panels hold kc·MR and kc·NR floats (sliced above; a B
+                            // read in place only for whole panels, whose kc rows of NR columns
+                            // lie inside it by `MatRef`'s invariant) and
                             // the tile's valid corner lies inside this call's block of C (for
                             // the half-width and thin kernels, no more columns than they take,
                             // starting inside the B panel as they require).
@@ -499,5 +545,6 @@ unsafe fn serial(
         }
     }
     bufs.edge = edge_panel;
+    bufs.edge_b = edge_b;
     PACK_BUFS.set(bufs);
 }

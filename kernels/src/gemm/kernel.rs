@@ -7,9 +7,10 @@
 //! of `B` (see `pack.rs` for the layouts):
 //!
 //! * `a` points to `kc * MR` floats: for each `p` in `0..kc`, the `MR` values `A[i, p]`.
-//! * `b` points to `kc * NR` floats: for each `p` in `0..kc`, the `NR` values `B[p, j]`.
-//!   Rows and columns past the edge of the matrix are zero in both panels, so the kernel
-//!   always computes the full tile.
+//! * `b` points to `kc` depth steps `b_stride` floats apart: for each `p` in `0..kc`, the `NR`
+//!   values `B[p, j]`. Rows and columns past the edge of the matrix are zero in both packed
+//!   panels (`b_stride = NR`), so the kernel always computes the full tile. A B read in place
+//!   (`b_stride` its row stride) is read only for whole panels, all `NR` columns inside B.
 //! * `c` points to the tile's top-left element; rows are `ldc` floats apart. Columns come in
 //!   blocks of [`COL_BLOCK`], contiguous inside a block, consecutive blocks `block_stride`
 //!   floats apart (`COL_BLOCK` for an ordinary row-major C; more for a channel-blocked
@@ -80,6 +81,9 @@ pub(super) struct Tile {
     pub clamp: Option<(f32, f32)>,
     /// Floats between consecutive depth blocks of a blocked A (blocked-A kernels only).
     pub a_block_stride: usize,
+    /// Floats between consecutive depth steps of B: `NR` for a packed micro-panel, B's row
+    /// stride for one read in place (tile kernels only; thin kernels read packed panels).
+    pub b_stride: usize,
 }
 
 /// A microkernel with its tile shape and the cache blocking tuned for it.
@@ -205,22 +209,15 @@ unsafe fn blocked_steps<S: Simd, const MR: usize, const NV: usize>(
 }
 
 /// The register-tile loop shared by every ISA: `MR` rows by `NV` vectors of `S::LANES`, from
-/// B micro-panels `PANEL` vectors wide (`NV`, or more for a half-width kernel), A packed or
-/// (`BLOCKED_A`) read from channel blocks.
+/// B micro-panels whose depth steps are `t.b_stride` floats apart (`NR` when packed, also for
+/// a half-width kernel; B's row stride when read in place), A packed or (`BLOCKED_A`) read
+/// from channel blocks.
 ///
 /// # Safety
 /// The CPU supports `S`'s ISA and `t` satisfies the module's microkernel contract (for a
 /// blocked-A kernel with `BLOCKED_A`).
 #[inline(always)]
-unsafe fn tile<
-    S: Simd,
-    const MR: usize,
-    const NV: usize,
-    const PANEL: usize,
-    const BLOCKED_A: bool,
->(
-    t: &Tile,
-) {
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>(t: &Tile) {
     const {
         assert!(
             MR * NV * S::LANES <= MAX_TILE,
@@ -228,8 +225,9 @@ unsafe fn tile<
         )
     };
     let nr = NV * S::LANES;
-    let panel = PANEL * S::LANES;
-    debug_assert!(NV <= PANEL && t.rows <= MR && t.cols <= nr);
+    // A run-time stride costs nothing measurable here (an address register more).
+    let panel = t.b_stride;
+    debug_assert!(nr <= panel && t.rows <= MR && t.cols <= nr);
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {
@@ -416,14 +414,14 @@ fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
 /// `t` satisfies the microkernel contract.
 unsafe fn portable_4x8(t: &Tile) {
     // SAFETY: `Portable` needs no CPU feature; the caller upholds the tile contract.
-    unsafe { tile::<Portable, 4, 1, 1, false>(t) }
+    unsafe { tile::<Portable, 4, 1, false>(t) }
 }
 
 /// # Safety
 /// `t` satisfies the microkernel contract for MR = 1.
 unsafe fn portable_1x8(t: &Tile) {
     // SAFETY: as above.
-    unsafe { tile::<Portable, 1, 1, 1, false>(t) }
+    unsafe { tile::<Portable, 1, 1, false>(t) }
 }
 
 /// The portable fallback, also used by tests as the baseline every ISA must agree with.
@@ -452,7 +450,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x16(t: &Tile) {
         // SAFETY: features enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx2, 6, 2, 2, false>(t) }
+        unsafe { tile::<Avx2, 6, 2, false>(t) }
     }
 
     /// # Safety
@@ -460,7 +458,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_1x16(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx2, 1, 2, 2, false>(t) }
+        unsafe { tile::<Avx2, 1, 2, false>(t) }
     }
 
     /// # Safety
@@ -468,7 +466,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x8(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx2, 6, 1, 2, false>(t) }
+        unsafe { tile::<Avx2, 6, 1, false>(t) }
     }
 
     /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
@@ -494,7 +492,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x32(t: &Tile) {
         // SAFETY: feature enabled on this function; contract upheld by the caller.
-        unsafe { tile::<Avx512, 8, 2, 2, false>(t) }
+        unsafe { tile::<Avx512, 8, 2, false>(t) }
     }
 
     /// # Safety
@@ -502,7 +500,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_1x32(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 1, 2, 2, false>(t) }
+        unsafe { tile::<Avx512, 1, 2, false>(t) }
     }
 
     /// # Safety
@@ -510,7 +508,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x16(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 8, 1, 2, false>(t) }
+        unsafe { tile::<Avx512, 8, 1, false>(t) }
     }
 
     /// # Safety
@@ -518,7 +516,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x32_blocked_a(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 8, 2, 2, true>(t) }
+        unsafe { tile::<Avx512, 8, 2, true>(t) }
     }
 
     /// # Safety
@@ -526,7 +524,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_8x16_blocked_a(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Avx512, 8, 1, 2, true>(t) }
+        unsafe { tile::<Avx512, 8, 1, true>(t) }
     }
 
     /// # Safety
@@ -578,7 +576,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_8x12(t: &Tile) {
         // SAFETY: NEON is enabled; contract upheld by the caller.
-        unsafe { tile::<Neon, 8, 3, 3, false>(t) }
+        unsafe { tile::<Neon, 8, 3, false>(t) }
     }
 
     /// # Safety
@@ -586,7 +584,7 @@ mod arm {
     #[target_feature(enable = "neon")]
     unsafe fn neon_1x12(t: &Tile) {
         // SAFETY: as above.
-        unsafe { tile::<Neon, 1, 3, 3, false>(t) }
+        unsafe { tile::<Neon, 1, 3, false>(t) }
     }
 
     /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.

@@ -565,7 +565,7 @@ fn gemm_with(
         if let (1, Src::Packed(a)) = (n, a) {
             let mut x = vec![0.0; ka];
             match bt {
-                Src::Mat(bt) => x.iter_mut().enumerate().for_each(|(p, x)| {
+                Src::Mat(bt) | Src::InPlace(bt) => x.iter_mut().enumerate().for_each(|(p, x)| {
                     *x = bt.data[p * bt.col_stride];
                 }),
                 Src::Packed(b) => packed_gemv::first_row(b, spec.nr, spec.kc, &mut x),

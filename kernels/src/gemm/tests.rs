@@ -434,6 +434,16 @@ fn deep_k_accumulates_across_blocks() {
 }
 
 #[test]
+fn b_with_contiguous_rows_read_in_place_or_packed() {
+    // Up to `IN_PLACE_B_MAX_ROWS` rows of A, a row-major B is read in place (whole panels)
+    // with its last partial panel packed; past it, packed. Deep enough for several depth
+    // blocks, wide enough for whole and partial panels, large enough to split across threads.
+    for m in [8, 16, 255, 256, 257] {
+        check(m, 70, 400, Layout::RowMajor, m % 6);
+    }
+}
+
+#[test]
 fn large_products_split_across_threads() {
     // Above the parallel threshold, with ragged edges in both dimensions.
     check(131, 150, 70, Layout::RowMajor, 1);
