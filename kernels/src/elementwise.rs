@@ -202,7 +202,7 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// `e^x` as `2^n * e^r`, `n = round(x / ln 2)`, `|r| <= ln(2)/2`, with the Cephes `expf`
 /// polynomial for `e^r` (relative error about 1e-7), or with `FAST` a shorter one (2e-7).
 #[inline(always)]
-fn exp_f32<const FMA: bool, const FAST: bool>(x: f32) -> f32 {
+pub(crate) fn exp_f32<const FMA: bool, const FAST: bool>(x: f32) -> f32 {
     // Beyond these bounds e^x is 0 or inf in f32; clamping keeps `n` in [-150, 128].
     // NaN passes through the clamp to the result.
     let (er, ni) = exp_reduced::<FMA, FAST>(x.clamp(-104.0, 89.0));
@@ -407,7 +407,7 @@ map_fn!(Silu, |self, x, FMA| x / (1.0 + exp_normal_f32::<FMA>(-x)));
 // Loops and ISA dispatch.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
+pub(crate) enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx512,
     #[cfg(target_arch = "x86_64")]
@@ -416,10 +416,10 @@ enum Isa {
 }
 
 /// Whether the target's baseline already has fused multiply-add (always on aarch64).
-const BASELINE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+pub(crate) const BASELINE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
 /// The best instruction set this CPU supports, detected once.
-fn isa() -> Isa {
+pub(crate) fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| supported()[0])
 }
@@ -483,7 +483,7 @@ fn inplace_loop<F: MapF32, const FMA: bool>(f: F, xs: &mut [f32]) {
 /// Floats per vectorized step: four AVX2 / two AVX-512 vectors, and the unit that tails are
 /// padded to. An open loop leaves up to one unrolled step (31 floats here) to a scalar loop,
 /// which on the short rows of small feature maps (7×7 = 49 columns) was most of the work.
-const LANE_BLOCK: usize = 32;
+pub(crate) const LANE_BLOCK: usize = 32;
 
 /// `f` over one block: a fixed-length loop, which the compiler vectorizes completely.
 #[inline(always)]

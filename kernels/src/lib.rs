@@ -14,6 +14,7 @@ pub mod max_pool;
 pub mod parallel;
 pub mod qgemm;
 pub mod reduce;
+pub mod softmax;
 pub mod strided;
 pub mod transpose;
 pub mod winograd;

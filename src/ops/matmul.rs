@@ -7,8 +7,9 @@
 //!
 //! Besides the ONNX attributes, MatMul, Gemm and Conv accept fused epilogue attributes set by
 //! the graph optimizer (not part of ONNX): `_activation` (e.g. "Relu", "Gelu") with its
-//! parameters `_alpha`, `_beta`, `_min`, `_max`, and for MatMul an optional third input: a
-//! bias of shape `[N]` added before the activation.
+//! parameters `_alpha`, `_beta`, `_min`, `_max`, and for MatMul a factor `_scale` on the
+//! product and an optional third input: a bias of shape `[N]` added after the scale, before
+//! the activation.
 
 use super::util::{broadcast_shapes, input, opt_input, strides_of};
 use super::{BuildCtx, BuildOptions, Kernel};
@@ -231,6 +232,8 @@ struct MatMul {
     /// B packed at build time when it is one constant f32 matrix (rank 2, or leading dims of
     /// size 1), with its full shape.
     packed_b: Option<(PackedWeight, Vec<usize>)>,
+    /// A factor on the product (the optimizer's `_scale`), applied before the bias.
+    scale: f32,
     activation: Option<Activation>,
 }
 
@@ -253,6 +256,7 @@ impl MatMul {
         };
         Ok(MatMul {
             packed_b,
+            scale: ctx.attrs().float_or("_scale", 1.0)?,
             activation: fused_activation(ctx)?,
         })
     }
@@ -269,7 +273,7 @@ impl Kernel for MatMul {
         );
         let plan = BatchPlan::new(a.shape(), b.shape())?;
         let bias = opt_input(inputs, 2);
-        let fused = bias.is_some() || self.activation.is_some();
+        let fused = bias.is_some() || self.activation.is_some() || self.scale != 1.0;
         match a.dtype() {
             DType::F32 | DType::F16 | DType::BF16 => {
                 let bias = bias.map(f32_data).transpose()?;
@@ -282,6 +286,7 @@ impl Kernel for MatMul {
                     );
                 }
                 let epi = Epilogue {
+                    alpha: self.scale,
                     bias: bias.as_deref().map_or(Bias::None, Bias::PerCol),
                     activation: self.activation,
                     ..Default::default()
@@ -824,6 +829,29 @@ mod tests {
         )
         .unwrap();
         assert_close(&y, &[2, 2], &[0.0, 3.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn matmul_fused_scale_comes_before_the_bias() {
+        // 2·([[1,2],[3,4]]·I) + [-5, 1] → [[-3,5],[1,9]], Relu → [[0,5],[1,9]]; B as a
+        // constant (prepacked) and as a batched runtime operand.
+        let a = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let id = t(&[2, 2], &[1.0, 0.0, 0.0, 1.0]);
+        let bias = t(&[2], &[-5.0, 1.0]);
+        let attrs = [
+            ("_scale", Attr::Float(2.0)),
+            ("_activation", Attr::String("Relu".into())),
+        ];
+        for constant in [true, false] {
+            let y = run_op(
+                "MatMul",
+                &attrs,
+                &[Some(&a), Some(&id), Some(&bias)],
+                &[false, constant],
+            )
+            .unwrap();
+            assert_close(&y, &[2, 2], &[0.0, 5.0, 1.0, 9.0]);
+        }
     }
 
     #[test]

@@ -331,17 +331,11 @@ impl Kernel for LayerNorm {
         let scale = row_param(Some(input(inputs, 1)?), len, "Scale")?;
         let bias = row_param(opt_input(inputs, 2), len, "B")?;
         let xd = f32_data(x)?;
-        // Statistics first (they are also outputs), then the normalization using them.
-        let mut stats = Vec::with_capacity(rows);
-        if len > 0 {
-            xd.par_chunks(len)
-                .map(|row| moments(row, self.epsilon))
-                .collect_into_vec(&mut stats);
-        }
-        // Every element is written by the row pass.
+        // Every element is written by the row pass, which takes each row's moments while the
+        // row is in cache (they are computed again for the statistics outputs, if asked for).
         let mut y = spare::f32_output(xd.len())?;
-        for_rows(&xd, &mut y, len, |i, x, y| {
-            let (mean, inv) = stats[i];
+        for_rows(&xd, &mut y, len, |_, x, y| {
+            let (mean, inv) = moments(x, self.epsilon);
             // The usual case (a scale and a bias per element) in one pass over the row.
             if let (Some(s), Some(b)) = (scale.as_deref(), bias.as_deref()) {
                 if s.len() == len && b.len() == len {
@@ -367,6 +361,11 @@ impl Kernel for LayerNorm {
         if self.outputs > 1 {
             let mut shape = x.shape()[..axis].to_vec();
             shape.resize(x.rank(), 1);
+            let stats = if len > 0 {
+                parallel::collect_vec(xd.par_chunks(len).map(|row| moments(row, self.epsilon)))
+            } else {
+                Vec::new()
+            };
             let (mean, inv): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
             ensure!(mean.len() == rows, "LayerNormalization over an empty axis");
             outs.push(Tensor::from_vec(shape.clone(), mean)?);

@@ -108,6 +108,12 @@ trait Float:
             *o = (v - m).exp();
         }
     }
+    /// Softmax of each `n`-long row of `x` into `out`.
+    fn softmax_rows(x: &[Self], out: &mut [Self], n: usize) {
+        for (o, x) in out.chunks_mut(n).zip(x.chunks(n)) {
+            normalize_row(x, o, Kind::Softmax);
+        }
+    }
 }
 
 impl Float for f32 {
@@ -130,6 +136,9 @@ impl Float for f32 {
             *o = v - m;
         }
         elementwise::apply_inplace(UnaryF32::Exp, out);
+    }
+    fn softmax_rows(x: &[Self], out: &mut [Self], n: usize) {
+        infer_kernels::softmax::softmax_rows(x, out, n);
     }
 }
 
@@ -208,6 +217,9 @@ fn sum_of<F: Float>(v: &[F]) -> F {
     lanes.into_iter().fold(s, |s, x| s + x)
 }
 
+/// Elements per parallel task of softmax rows.
+const MIN_TASK_FLOATS: usize = 1 << 12;
+
 /// Normalizes `[outer, n, inner]` along the middle axis.
 fn normalize<F: Float>(
     src: &[F],
@@ -220,6 +232,17 @@ fn normalize<F: Float>(
         return Ok(out.into_vec());
     }
     let par = src.len() >= PAR_THRESHOLD;
+    if inner == 1 && kind == Kind::Softmax {
+        // Tasks of whole rows, at least `MIN_TASK_FLOATS` of them.
+        let chunk = n * MIN_TASK_FLOATS.div_ceil(n);
+        let rows = |(dst, x): (&mut [F], &[F])| F::softmax_rows(x, dst, n);
+        if par {
+            parallel::for_each(out.par_chunks_mut(chunk).zip(src.par_chunks(chunk)), rows);
+        } else {
+            rows((&mut out, src));
+        }
+        return Ok(out.into_vec());
+    }
     if inner == 1 {
         let row = |(dst, x): (&mut [F], &[F])| normalize_row(x, dst, kind);
         if par {

@@ -2,13 +2,15 @@
 //!
 //! Fused nodes keep their ONNX op type and carry internal attributes (prefixed `_`) that
 //! their kernels read at build time: `_activation` (+ `_alpha`, `_beta`, `_min`, `_max`) for
-//! an epilogue activation, and for MatMul an optional third input, the bias.
+//! an epilogue activation, and for MatMul `_scale` (a factor on the product) and an optional
+//! third input, the bias.
 
 mod activation;
 mod conv_bn;
 mod conv_residual;
 mod gelu;
 mod matmul_bias;
+mod matmul_scale;
 
 use crate::error::Result;
 use crate::ir::{Graph, ValueId};
@@ -21,6 +23,8 @@ pub fn run_all(g: &mut Graph) -> Result<()> {
     conv_bn::fold_batch_norm_into_conv(g)?;
     conv_residual::fuse_conv_residual(g);
     gelu::fuse_gelu(g);
+    // A scale before the bias: the epilogue scales the product, then adds the bias.
+    matmul_scale::fuse_matmul_scale(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
     Ok(())
