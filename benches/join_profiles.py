@@ -9,6 +9,8 @@ onnxruntime names fused and layout-converted nodes after an output (`..._output_
 such a name is mapped to the ONNX node that produces the output, then back through
 activations (Relu, Clip, ...) to the Conv or Gemm they were fused into. Its layout
 conversions (ReorderInput/ReorderOutput) and anything else unmatched are totalled apart.
+A Conv whose output (after its activation) only feeds a Concat is counted in that Concat's
+row on both sides: infer runs such convolutions inside the Concat's step (`ConcatConvs`).
 """
 import argparse
 import re
@@ -48,6 +50,23 @@ def main():
     order = {n.name: i for i, n in enumerate(graph.node)}
     by_name = {n.name: n for n in graph.node}
     producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def sole_reader(node):
+        readers = consumers.get(node.output[0], []) if node.output else []
+        return readers[0] if len(readers) == 1 else None
+
+    def concat_taking(node):
+        # Forward through the activations fused into a Conv to a Concat reading it alone.
+        if node.op_type != "Conv":
+            return None
+        reader = sole_reader(node)
+        while reader is not None and reader.op_type in FUSED_INTO_PRODUCER:
+            reader = sole_reader(reader)
+        return reader if reader is not None and reader.op_type == "Concat" else None
 
     def onnx_node(ort_name):
         if ort_name in by_name:
@@ -62,7 +81,8 @@ def main():
         # Back through activations and adds fused into the layer that feeds them.
         while node.op_type in FUSED_INTO_PRODUCER and node.input and node.input[0] in producer:
             node = producer[node.input[0]]
-        return node.name
+        concat = concat_taking(node)
+        return (concat or node).name
 
     ours = node_times(a.ours, strip_shapes=True)
     ort_raw = node_times(a.ort, strip_shapes=False)

@@ -36,6 +36,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
     Some(match op {
         "Conv" => Conv::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
         "ConvTranspose" => ConvTranspose::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>),
+        "ConcatConvs" if ctx.node.domain == "infer" => super::conv_concat::ConcatConvs::build(ctx),
         _ => return None,
     })
 }
@@ -317,7 +318,7 @@ pub(super) enum PackedWeights {
 const WINOGRAD_MAX_CHANNEL_PAIRS: usize = 256 * 256;
 
 impl Conv {
-    fn build(ctx: &BuildCtx) -> Result<Self> {
+    pub(super) fn build(ctx: &BuildCtx) -> Result<Self> {
         let group = ctx.attrs().int_or("group", 1)?;
         ensure!(group >= 1, "group must be positive, got {group}");
         let group = group as usize;
@@ -468,6 +469,49 @@ impl Kernel for Conv {
         if self.layout.any() {
             return super::conv_layouts::run(self, inputs);
         }
+        match self.run_planes(inputs, None)? {
+            Some(y) => Ok(vec![y]),
+            None => Err(op_err!("a Conv without a destination produced no output")),
+        }
+    }
+}
+
+impl Conv {
+    /// Whether `run_planes` can write this Conv's output into a caller's f32 buffer (see
+    /// `conv_concat.rs`): NCHW planes on both sides and an f32 input.
+    pub(super) fn writes_into(&self, inputs: &[Option<&Tensor>]) -> bool {
+        !self.layout.any()
+            && inputs
+                .first()
+                .copied()
+                .flatten()
+                .is_some_and(|x| x.dtype() == crate::DType::F32)
+            && opt_input(inputs, 3).is_none()
+    }
+
+    /// The output shape for `inputs` (NCHW planes).
+    pub(super) fn output_shape(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<usize>> {
+        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+        let (n, _, spatial) = batch_and_channels(x)?;
+        let ws = w.shape();
+        ensure!(
+            ws.len() == x.rank() && ws.len() >= 2,
+            "weights of shape {ws:?} do not fit input {:?}",
+            x.shape()
+        );
+        let geo = self.spatial.resolve(spatial, &ws[2..], false)?;
+        let mut shape = vec![n, ws[0]];
+        shape.extend_from_slice(geo.output_dims());
+        Ok(shape)
+    }
+
+    /// The NCHW convolution: into `dest` (every element written; only where `writes_into`,
+    /// returning `None`), or into a new tensor.
+    pub(super) fn run_planes(
+        &self,
+        inputs: &[Option<&Tensor>],
+        dest: Option<&mut [f32]>,
+    ) -> Result<Option<Tensor>> {
         let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
         let (n, c, spatial) = batch_and_channels(x)?;
         let ws = w.shape();
@@ -533,8 +577,30 @@ impl Kernel for Conv {
             residual: residual.as_deref().filter(|_| broadcast_residual.is_none()),
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
+        let numel = crate::tensor::checked_numel(&out_shape)?;
+        if let Some(dest) = dest {
+            ensure!(
+                dest.len() == numel && x.dtype() == crate::DType::F32 && residual.is_none(),
+                "cannot write a {:?} output into {} floats",
+                out_shape,
+                dest.len()
+            );
+            match winograd {
+                Some(ww) => {
+                    let out = WinogradOutput {
+                        y: dest,
+                        bias: problem.bias,
+                        residual: None,
+                        activation: problem.activation,
+                    };
+                    ww.run(&problem.geo, n, &xd, out)?
+                }
+                None => problem.run(dest)?,
+            }
+            return Ok(None);
+        }
         // Every element is written: the GEMM stores whole tiles, depthwise planes every output.
-        let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
+        let mut out = crate::tensor::spare::f32_output(numel)?;
         match winograd {
             Some(ww) => {
                 let out = WinogradOutput {
@@ -550,7 +616,7 @@ impl Kernel for Conv {
             None => problem.run(&mut out)?,
         }
         let Some(r) = broadcast_residual else {
-            return Ok(vec![from_f32_output(x.dtype(), out_shape, out)?]);
+            return Ok(Some(from_f32_output(x.dtype(), out_shape, out)?));
         };
         let r = match r.dtype() {
             crate::DType::F32 => std::borrow::Cow::Borrowed(r),
@@ -562,7 +628,7 @@ impl Kernel for Conv {
         if let Some(act) = self.activation {
             infer_kernels::elementwise::apply_activation(act, &mut sum);
         }
-        Ok(vec![from_f32(x.dtype(), shape, sum)?])
+        Ok(Some(from_f32(x.dtype(), shape, sum)?))
     }
 }
 

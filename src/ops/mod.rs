@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod control;
 pub mod conv;
+pub(crate) mod conv_concat;
 pub mod conv_deform;
 pub(crate) mod conv_layouts;
 mod conv_patches;

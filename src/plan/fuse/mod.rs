@@ -7,6 +7,7 @@
 
 mod activation;
 mod conv_bn;
+mod conv_concat;
 mod conv_residual;
 mod gelu;
 mod matmul_bias;
@@ -27,6 +28,8 @@ pub fn run_all(g: &mut Graph) -> Result<()> {
     matmul_scale::fuse_matmul_scale(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
+    // Last: the convolutions it takes in carry their fused epilogues.
+    conv_concat::fuse_concat_of_convs(g);
     Ok(())
 }
 
