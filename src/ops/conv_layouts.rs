@@ -308,9 +308,10 @@ const CHANNELS_AS_COLUMNS_MIN_POSITIONS: usize = 512;
 
 /// Fewest positions for which a projection from blocks into planes takes the positions as
 /// its rows (`blocked_to_planes_by_positions`). MobileNet-v2's 14×14 projections ran 0.150–
-/// 0.226 ms that way against 0.158–0.252 (1 thread, per-node profile), its 7×7 ones 12–20 %
-/// slower: 49 rows are 6⅛ tiles, and their weights stream once per 8 rows.
-const BY_POSITIONS_MIN_POSITIONS: usize = 128;
+/// 0.226 ms that way against 0.158–0.252 (1 thread, per-node profile); its 7×7 ones (49
+/// rows: 6 tiles and a row the GEMM computes on its own) 0.165–0.174 against 0.183–0.189
+/// (960 → 160) and 0.106–0.117 against 0.118–0.120 (576 → 160).
+const BY_POSITIONS_MIN_POSITIONS: usize = 32;
 
 /// One image of a pointwise layer.
 struct PointwiseImage<'a> {

@@ -250,6 +250,11 @@ pub(super) unsafe fn run(
     }
 }
 
+/// A blocked A's last rows, when at most this many, are computed one by one by the one-row
+/// kernel (about an eighth of a full tile's time each) instead of as one full tile (49 rows ×
+/// 960 → 320, a 7×7 projection: 0.319 → 0.300 ms; 51 rows break even).
+const EDGE_ROWS_ONE_BY_ONE: usize = 3;
+
 /// Columns of `C` the epilogue covers at once: a block's rows × this many floats stay in L2.
 const EPILOGUE_COLS: usize = 128;
 
@@ -368,6 +373,11 @@ unsafe fn serial(
     };
     // Out of `bufs` for the loop, whose A blocks borrow `bufs.a`.
     let mut edge_panel = std::mem::take(&mut bufs.edge);
+    // Which row tiles of the current block of a blocked A are packed in `edge_panel` (tile
+    // `t` at `t · MR · kc`): each is packed once per block, not once per column panel (the
+    // register transposes of a one-row edge tile, repeated for every panel, took a 49-row
+    // product from 0.27 to 0.37 ms, against 48 rows).
+    let mut edge_packed: Vec<bool> = Vec::new();
     let mut edge_b = std::mem::take(&mut bufs.edge_b);
     let nc = block_cols(spec, &bt);
     let in_kernel = epi.in_kernel();
@@ -426,6 +436,11 @@ unsafe fn serial(
                     }
                     (_, None) => unreachable!("every operand is packed, a matrix or a source"),
                 };
+                if direct_a.is_some() {
+                    edge_packed.clear();
+                    edge_packed.resize(mc_len.div_ceil(mr), false);
+                    edge_panel.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
+                }
                 // Columns of this block whose epilogue is still to run.
                 let mut epi_from = 0;
                 for jr in (0..nc_len).step_by(nr) {
@@ -444,9 +459,68 @@ unsafe fn serial(
                         }
                         _ => (&bp[jr * kc_len..(jr + nr) * kc_len], nr),
                     };
+                    // One call of the tile kernel over rows `i..i + rows` of the tile, its A
+                    // panel at `a`, for the panel's columns `part` (see `pieces`).
+                    let tile_at = |i: usize, rows: usize, a: *const f32, part: Range<usize>| {
+                        let j = j + part.start;
+                        Tile {
+                            kc: kc_len,
+                            a,
+                            b: b_panel[part.start..].as_ptr(),
+                            // SAFETY: (i, j) is inside this call's block of C.
+                            c: unsafe { c.ptr.add(c.offset(i, j)) },
+                            ldc: c.ldc,
+                            block_stride: c.block_stride,
+                            lead: j % COL_BLOCK,
+                            rows,
+                            cols: part.len(),
+                            accumulate: pc > 0,
+                            // `check_epilogue` made the bias m long, and rows i.. of this
+                            // tile are below m.
+                            row_bias: match row_bias {
+                                Some(b) if pc == 0 => b[i..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            // Likewise n long, and columns j.. are below n.
+                            col_bias: match &col_bias {
+                                Some(b) if pc == 0 => b[j..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            // `check_epilogue` made the residual m × n, and `in_kernel` its
+                            // columns contiguous: the tile's corner lies inside it.
+                            residual: match residual {
+                                Some(r) if last_k => r.data[i * r.row_stride + j..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            ldr: residual.map_or(0, |r| r.row_stride),
+                            clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
+                            a_block_stride: direct_a.map_or(0, BlockedRhs::block_stride),
+                            b_stride,
+                        }
+                    };
                     for ir in (0..mc_len).step_by(mr) {
                         let i = ic + ir;
                         let rows_here = mr.min(mc_len - ir);
+                        let t = ir / mr;
+                        // A blocked A's last few rows, packed one by one for the one-row
+                        // kernel: a full tile would compute MR rows for them.
+                        if let Some(x) = direct_a.filter(|_| rows_here <= EDGE_ROWS_ONE_BY_ONE) {
+                            let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
+                            let rows = &mut all[t * mr * kc_len..][..rows_here * kc_len];
+                            if !edge_packed[t] {
+                                for (q, row) in rows.chunks_exact_mut(kc_len).enumerate() {
+                                    x.pack(row, pc..pc + kc_len, i + q..i + q + 1, 1);
+                                }
+                                edge_packed[t] = true;
+                            }
+                            for (q, row) in rows.chunks_exact(kc_len).enumerate() {
+                                let t = tile_at(i + q, 1, row.as_ptr(), 0..panel_cols);
+                                // SAFETY: as below, for the one-row kernel and a row of A
+                                // packed `kc` long.
+                                unsafe { (spec.run_row)(&t) };
+                            }
+                            continue;
+                        }
                         // Straight from the blocks where the tile is whole and every piece of
                         // it has a blocked-A kernel; else this one panel is packed.
                         let in_place = direct_a.filter(|_| {
@@ -458,51 +532,21 @@ unsafe fn serial(
                         let a_panel: *const f32 = match (in_place, direct_a) {
                             (Some(x), _) => x.cell(i, pc),
                             (None, Some(x)) => {
-                                let dst = edge_panel.get_mut(mr * kc_len);
-                                x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
+                                let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
+                                let dst = &mut all[t * mr * kc_len..(t + 1) * mr * kc_len];
+                                if !edge_packed[t] {
+                                    x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
+                                    edge_packed[t] = true;
+                                }
                                 dst.as_ptr()
                             }
                             (None, None) => ap[ir * kc_len..(ir + mr) * kc_len].as_ptr(),
                         };
                         for (piece, part) in tile.pieces(panel_cols, nr) {
-                            let j = j + part.start;
                             let Some(run) = tile.kernel(piece, in_place.is_some()) else {
                                 unreachable!("pieces come only with the kernels that exist");
                             };
-                            let t = Tile {
-                                kc: kc_len,
-                                a: a_panel,
-                                b: b_panel[part.start..].as_ptr(),
-                                // SAFETY: (i, j) is inside this call's block of C.
-                                c: unsafe { c.ptr.add(c.offset(i, j)) },
-                                ldc: c.ldc,
-                                block_stride: c.block_stride,
-                                lead: j % COL_BLOCK,
-                                rows: mr.min(mc_len - ir),
-                                cols: part.len(),
-                                accumulate: pc > 0,
-                                // `check_epilogue` made the bias m long, and rows i.. of this
-                                // tile are below m.
-                                row_bias: match row_bias {
-                                    Some(b) if pc == 0 => b[i..].as_ptr(),
-                                    _ => std::ptr::null(),
-                                },
-                                // Likewise n long, and columns j.. are below n.
-                                col_bias: match &col_bias {
-                                    Some(b) if pc == 0 => b[j..].as_ptr(),
-                                    _ => std::ptr::null(),
-                                },
-                                // `check_epilogue` made the residual m × n, and `in_kernel`
-                                // its columns contiguous: the tile's corner lies inside it.
-                                residual: match residual {
-                                    Some(r) if last_k => r.data[i * r.row_stride + j..].as_ptr(),
-                                    _ => std::ptr::null(),
-                                },
-                                ldr: residual.map_or(0, |r| r.row_stride),
-                                clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
-                                a_block_stride: direct_a.map_or(0, BlockedRhs::block_stride),
-                                b_stride,
-                            };
+                            let t = tile_at(i, rows_here, a_panel, part);
                             // SAFETY: `spec` came from `kernel::available`, so the CPU runs
                             // it; the panels hold kc·MR and kc·NR floats (sliced above; a B
                             // read in place only for whole panels, whose kc rows of NR columns

@@ -707,6 +707,9 @@ fn column_blocked_output_matches_reference() {
         (300, 64, 700),
         (37, 48, 208),
         (203, 32, 400),
+        // Last rows of a blocked A computed one by one, over several depth blocks.
+        (49, 64, 400),
+        (50, 32, 32),
     ] {
         let a_data = values(m * k, (m + 3 * k) as u64);
         let b_data = values(k * n, (n + 5 * k) as u64);
