@@ -83,6 +83,22 @@ impl ConcatConvs {
     }
 }
 
+impl ConcatConvs {
+    /// `f` on each convolution and its inputs, an error naming the convolution's node.
+    fn each<T>(
+        &self,
+        parts: &[&[Option<&Tensor>]],
+        f: impl Fn(&Conv, &[Option<&Tensor>]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.convs
+            .iter()
+            .zip(parts)
+            .zip(&self.names)
+            .map(|((conv, part), name)| f(conv, part).map_err(|e| e.at_node(name, "Conv")))
+            .collect()
+    }
+}
+
 impl Kernel for ConcatConvs {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         ensure!(
@@ -92,15 +108,7 @@ impl Kernel for ConcatConvs {
             inputs.len()
         );
         let parts: Vec<&[Option<&Tensor>]> = inputs.chunks(SLOTS).collect();
-        let shapes = self
-            .convs
-            .iter()
-            .zip(&parts)
-            .zip(&self.names)
-            .map(|((conv, part), name)| {
-                conv.output_shape(part).map_err(|e| e.at_node(name, "Conv"))
-            })
-            .collect::<Result<Vec<Vec<usize>>>>()?;
+        let shapes = self.each(&parts, |conv, part| conv.output_shape(part))?;
         // Straight into the output where each convolution's channels are one contiguous range
         // of it (one image) and every convolution can write f32 planes; else each convolution
         // and then the Concat, as unfused.
@@ -111,16 +119,7 @@ impl Kernel for ConcatConvs {
                 .all(|s| s.len() == first.len() && s[0] == 1 && s[2..] == first[2..])
             && self.convs.iter().zip(&parts).all(|(c, p)| c.writes_into(p));
         if !direct {
-            let outputs = self
-                .convs
-                .iter()
-                .zip(&parts)
-                .zip(&self.names)
-                .map(|((conv, part), name)| {
-                    let mut y = conv.run(part).map_err(|e| e.at_node(name, "Conv"))?;
-                    Ok(y.swap_remove(0))
-                })
-                .collect::<Result<Vec<Tensor>>>()?;
+            let outputs = self.each(&parts, |conv, part| Ok(conv.run(part)?.swap_remove(0)))?;
             let refs: Vec<&Tensor> = outputs.iter().collect();
             return Ok(vec![concat_tensors(&refs, 1)?]);
         }
