@@ -14,6 +14,7 @@
 
 use crate::depthwise::{copy_strided, PlaneGeometry};
 use crate::isa::{isa, Isa};
+use std::ops::Range;
 
 /// A thread's reusable row buffers.
 #[derive(Debug, Default)]
@@ -162,11 +163,17 @@ mod avx512 {
     /// 9), and the compiler's own vectorization of that loop gathered lanes one by one.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x` holds `H·W` cells and `y` `OH·OW` cells of 16 floats.
+    /// The CPU has AVX-512F; `x` holds `H·W` cells, `out_rows` are output rows of `g` and `y`
+    /// holds their `out_rows.len() · OW` cells of 16 floats.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+    pub(super) unsafe fn block(
+        g: &PlaneGeometry,
+        x: &[f32],
+        out_rows: std::ops::Range<usize>,
+        y: &mut [f32],
+    ) {
         let [h, w] = g.input;
-        let [oh_n, ow_n] = g.output;
+        let ow_n = g.output[1];
         // One row of cells (7 KiB for a 111-wide map): small enough to allocate per call.
         let mut row = vec![0.0f32; w * BLOCK];
         // SAFETY (whole body): AVX-512F is available (caller); every cell read is inside `x`
@@ -175,7 +182,8 @@ mod avx512 {
             let low = _mm512_set1_ps(f32::NEG_INFINITY);
             let (xp, rp, yp) = (x.as_ptr(), row.as_mut_ptr(), y.as_mut_ptr());
             let mut rows: Vec<*const f32> = Vec::with_capacity(g.kernel[0]);
-            for oh in 0..oh_n {
+            let first_row = out_rows.start;
+            for oh in out_rows {
                 rows.clear();
                 rows.extend(
                     taps(oh, g.stride[0], g.kernel[0], g.dilation[0], g.pad[0], h)
@@ -219,7 +227,7 @@ mod avx512 {
                             acc = _mm512_max_ps(_mm512_loadu_ps(rp.add(c * BLOCK)), acc);
                         }
                     }
-                    _mm512_storeu_ps(yp.add((oh * ow_n + ow) * BLOCK), acc);
+                    _mm512_storeu_ps(yp.add(((oh - first_row) * ow_n + ow) * BLOCK), acc);
                 }
             }
         }
@@ -332,18 +340,26 @@ const BLOCK: usize = 16;
 /// # Panics
 /// If a slice is shorter than the geometry says (a caller bug, as for `max_pool_plane`).
 pub fn max_pool_block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+    max_pool_block_rows(g, x, 0..g.output[0], y)
+}
+
+/// `max_pool_block` for output rows `rows` only, into `y` (`rows.len() · OW` cells): a
+/// caller that moves the cells on (into planes) while they are in L1.
+pub fn max_pool_block_rows(g: &PlaneGeometry, x: &[f32], rows: Range<usize>, y: &mut [f32]) {
     let [h, w] = g.input;
     assert!(x.len() >= h * w * BLOCK, "block input too short");
+    assert!(rows.end <= g.output[0], "output rows past the map");
     assert!(
-        y.len() >= g.output[0] * g.output[1] * BLOCK,
+        y.len() >= rows.len() * g.output[1] * BLOCK,
         "block output too short"
     );
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512 {
-        // SAFETY: AVX-512F detected; the slices hold the geometry's cells (checked above).
-        return unsafe { avx512::block(g, x, y) };
+        // SAFETY: AVX-512F detected; the slices hold the geometry's cells and the rows' output
+        // cells (checked above).
+        return unsafe { avx512::block(g, x, rows, y) };
     }
-    block(g, x, y)
+    block(g, x, rows, y)
 }
 
 /// Whether `max_pool_block` runs vectorized here (AVX-512: one vector per cell); elsewhere it
@@ -371,12 +387,13 @@ fn taps(
 }
 
 /// The portable definition, window by window (`f32::max`'s rule: a NaN loses).
-fn block(g: &PlaneGeometry, x: &[f32], y: &mut [f32]) {
+fn block(g: &PlaneGeometry, x: &[f32], rows: Range<usize>, y: &mut [f32]) {
     let [h, w] = g.input;
-    let [oh_n, ow_n] = g.output;
-    for oh in 0..oh_n {
+    let ow_n = g.output[1];
+    let first_row = rows.start;
+    for oh in rows {
         for ow in 0..ow_n {
-            let out = &mut y[(oh * ow_n + ow) * BLOCK..][..BLOCK];
+            let out = &mut y[((oh - first_row) * ow_n + ow) * BLOCK..][..BLOCK];
             out.fill(f32::NEG_INFINITY);
             for r in taps(oh, g.stride[0], g.kernel[0], g.dilation[0], g.pad[0], h) {
                 for c in taps(ow, g.stride[1], g.kernel[1], g.dilation[1], g.pad[1], w) {

@@ -15,7 +15,7 @@ use crate::{ensure, op_err, with_dtype};
 use infer_kernels::depthwise::PlaneGeometry;
 use infer_kernels::depthwise_lanes::Layout;
 use infer_kernels::gemm::COL_BLOCK;
-use infer_kernels::max_pool::{max_pool_block, max_pool_plane, MaxPoolScratch};
+use infer_kernels::max_pool::{max_pool_block_rows, max_pool_plane, MaxPoolScratch};
 use infer_kernels::parallel;
 use infer_kernels::transpose::transpose_strided;
 use rayon::prelude::*;
@@ -421,13 +421,21 @@ impl Pool {
                     .zip(xs.par_chunks(in_len))
                     .with_min_len(PARALLEL_MIN_LEN.div_ceil(in_len)),
                 |(y, x)| {
-                    // A thread's cells kept between runs: allocated per call, they were
-                    // page-faulted in on every run (as long as the pool itself).
+                    // A strip of output rows at a time, its cells moved into the planes while
+                    // still in L1. A thread's cells are kept between runs: allocated per call,
+                    // they were page-faulted in on every run.
+                    let strip = STRIP_CELLS.div_ceil(ow).max(1);
                     BLOCK_CELLS.with(|cell| {
                         let mut cells = cell.take();
-                        cells.resize(out_len, 0.0);
-                        max_pool_block(&plane, x, &mut cells);
-                        transpose_strided(&cells, COL_BLOCK, oh * ow, COL_BLOCK, y, oh * ow);
+                        cells.resize(strip * ow * COL_BLOCK, 0.0);
+                        for r0 in (0..oh).step_by(strip) {
+                            let rows = r0..(r0 + strip).min(oh);
+                            let positions = rows.len() * ow;
+                            let cells = &mut cells[..positions * COL_BLOCK];
+                            max_pool_block_rows(&plane, x, rows, cells);
+                            let dst = &mut y[r0 * ow..];
+                            transpose_strided(cells, COL_BLOCK, positions, COL_BLOCK, dst, oh * ow);
+                        }
                         cell.set(cells);
                     })
                 },
@@ -439,6 +447,10 @@ impl Pool {
         Ok(vec![y.into_tensor(out_shape)?])
     }
 }
+
+/// Output cells per strip of a blocked pool: 32 KiB of cells, in L1 with their input rows'
+/// reduction.
+const STRIP_CELLS: usize = 512;
 
 thread_local! {
     static PLANE_BUF: std::cell::Cell<MaxPoolScratch> =
@@ -636,39 +648,45 @@ mod tests {
     #[test]
     fn max_pool_reads_channel_blocks_into_planes() {
         use crate::ops::conv_layouts::{layout_code, INPUT_ATTR};
-        // Two blocks of 16 channels, with a NaN: the planes path is the reference.
-        let (c, h, w) = (32, 9, 11);
-        let mut data: Vec<f32> = (0..c * h * w)
-            .map(|i| ((i * 37) % 103) as f32 - 50.0)
-            .collect();
-        data[5] = f32::NAN;
-        let x = Tensor::from_vec(vec![1, c, h, w], data.clone()).unwrap();
-        let mut blocks = vec![0.0; data.len()];
-        for (i, &v) in data.iter().enumerate() {
-            let (ch, p) = (i / (h * w), i % (h * w));
-            blocks[(ch / 16 * h * w + p) * 16 + ch % 16] = v;
+        // Two blocks of 16 channels, with a NaN: the planes path is the reference. The
+        // larger map's output (690 positions) is pooled in two strips of rows.
+        let c = 32;
+        let mut xb = None;
+        for (h, w) in [(9, 11), (61, 47)] {
+            let mut data: Vec<f32> = (0..c * h * w)
+                .map(|i| ((i * 37) % 103) as f32 - 50.0)
+                .collect();
+            data[5] = f32::NAN;
+            let x = Tensor::from_vec(vec![1, c, h, w], data.clone()).unwrap();
+            let mut blocks = vec![0.0; data.len()];
+            for (i, &v) in data.iter().enumerate() {
+                let (ch, p) = (i / (h * w), i % (h * w));
+                blocks[(ch / 16 * h * w + p) * 16 + ch % 16] = v;
+            }
+            let blocked = Tensor::from_vec(vec![1, c / 16, h, w, 16], blocks).unwrap();
+            for (pads, ceil) in [([0, 0, 0, 0], 1), ([1, 1, 1, 1], 0)] {
+                let mut attrs = vec![
+                    ("kernel_shape", ints(&[3, 3])),
+                    ("strides", ints(&[2, 2])),
+                    ("pads", ints(&pads)),
+                    ("ceil_mode", Attr::Int(ceil)),
+                ];
+                let want = run_op_with_outputs("MaxPool", &attrs, &x, 1).unwrap();
+                attrs.push((INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked))));
+                let got = run_op_with_outputs("MaxPool", &attrs, &blocked, 1).unwrap();
+                assert_eq!(got[0].shape(), want[0].shape());
+                let (g, e) = (
+                    got[0].as_slice::<f32>().unwrap(),
+                    want[0].as_slice::<f32>().unwrap(),
+                );
+                assert!(
+                    g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{h}x{w} {pads:?}"
+                );
+            }
+            xb = Some(blocked);
         }
-        let xb = Tensor::from_vec(vec![1, c / 16, h, w, 16], blocks).unwrap();
-        for (pads, ceil) in [([0, 0, 0, 0], 1), ([1, 1, 1, 1], 0)] {
-            let mut attrs = vec![
-                ("kernel_shape", ints(&[3, 3])),
-                ("strides", ints(&[2, 2])),
-                ("pads", ints(&pads)),
-                ("ceil_mode", Attr::Int(ceil)),
-            ];
-            let want = run_op_with_outputs("MaxPool", &attrs, &x, 1).unwrap();
-            attrs.push((INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked))));
-            let got = run_op_with_outputs("MaxPool", &attrs, &xb, 1).unwrap();
-            assert_eq!(got[0].shape(), want[0].shape());
-            let (g, e) = (
-                got[0].as_slice::<f32>().unwrap(),
-                want[0].as_slice::<f32>().unwrap(),
-            );
-            assert!(
-                g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{pads:?}"
-            );
-        }
+        let xb = xb.unwrap();
         // With indices it refuses blocks.
         let attrs = [
             ("kernel_shape", ints(&[3, 3])),
