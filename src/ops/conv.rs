@@ -578,33 +578,25 @@ impl Conv {
             activation: self.activation.filter(|_| broadcast_residual.is_none()),
         };
         let numel = crate::tensor::checked_numel(&out_shape)?;
-        if let Some(dest) = dest {
-            ensure!(
-                dest.len() == numel && x.dtype() == crate::DType::F32 && residual.is_none(),
-                "cannot write a {:?} output into {} floats",
-                out_shape,
-                dest.len()
-            );
-            match winograd {
-                Some(ww) => {
-                    let out = WinogradOutput {
-                        y: dest,
-                        bias: problem.bias,
-                        residual: None,
-                        activation: problem.activation,
-                    };
-                    ww.run(&problem.geo, n, &xd, out)?
-                }
-                None => problem.run(dest)?,
+        // The caller's buffer, or a new one. Every element is written: the GEMM stores whole
+        // tiles, depthwise planes every output.
+        let mut fresh = None;
+        let y: &mut [f32] = match dest {
+            Some(dest) => {
+                ensure!(
+                    dest.len() == numel && x.dtype() == crate::DType::F32 && residual.is_none(),
+                    "cannot write a {:?} output into {} floats",
+                    out_shape,
+                    dest.len()
+                );
+                dest
             }
-            return Ok(None);
-        }
-        // Every element is written: the GEMM stores whole tiles, depthwise planes every output.
-        let mut out = crate::tensor::spare::f32_output(numel)?;
+            None => fresh.insert(crate::tensor::spare::f32_output(numel)?),
+        };
         match winograd {
             Some(ww) => {
                 let out = WinogradOutput {
-                    y: &mut out,
+                    y,
                     bias: problem.bias,
                     residual: problem.residual,
                     activation: problem.activation,
@@ -613,8 +605,11 @@ impl Conv {
             }
             // Other shapes (or Winograd weights on a geometry they do not fit, which the
             // attributes rule out) multiply the weights, prepacked or as they are.
-            None => problem.run(&mut out)?,
+            None => problem.run(y)?,
         }
+        let Some(out) = fresh else {
+            return Ok(None);
+        };
         let Some(r) = broadcast_residual else {
             return Ok(Some(from_f32_output(x.dtype(), out_shape, out)?));
         };

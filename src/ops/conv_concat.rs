@@ -150,6 +150,32 @@ mod tests {
             .collect()
     }
 
+    /// A `ConcatConvs` of two convolutions named `a` and `b`, with their prefixed `attrs`.
+    fn two_convs(
+        mut attrs: std::collections::HashMap<String, Attr>,
+        constants: &[Option<&Tensor>],
+    ) -> Box<dyn Kernel> {
+        attrs.insert(
+            CONVS_ATTR.into(),
+            Attr::Strings(vec!["a".into(), "b".into()]),
+        );
+        let node = Node {
+            name: "fire".into(),
+            op_type: "ConcatConvs".into(),
+            domain: "infer".into(),
+            inputs: vec![None; 2 * SLOTS],
+            outputs: vec![],
+            attrs: Attrs(attrs),
+        };
+        let ctx = BuildCtx {
+            node: &node,
+            opset: 17,
+            constants: constants.to_vec(),
+            options: Default::default(),
+        };
+        ConcatConvs::build(&ctx).unwrap()
+    }
+
     /// A 1×1 convolution with bias and Relu, and a padded 3×3 one (the Winograd path with
     /// constant weights), fused and one by one.
     fn check(batch: usize, constant: bool) {
@@ -174,40 +200,18 @@ mod tests {
         );
         let want = concat_tensors(&[&y1.unwrap(), &y3.unwrap()], 1).unwrap();
 
-        let mut attrs: std::collections::HashMap<String, Attr> = [
+        let attrs: std::collections::HashMap<String, Attr> = [
             (conv_attr_key(0, relu.0), relu.1),
             (conv_attr_key(1, pads.0), pads.1),
         ]
         .into();
-        attrs.insert(
-            CONVS_ATTR.into(),
-            Attr::Strings(vec!["a".into(), "b".into()]),
-        );
-        let node = Node {
-            name: "fire".into(),
-            op_type: "ConcatConvs".into(),
-            domain: "infer".into(),
-            inputs: vec![None; 6],
-            outputs: vec![],
-            attrs: Attrs(attrs),
-        };
         let inputs = [Some(&x), Some(&w1), Some(&b1), Some(&x), Some(&w3), None];
-        let constants = inputs
+        let constants: Vec<Option<&Tensor>> = inputs
             .iter()
             .enumerate()
             .map(|(i, t)| t.filter(|_| constant && i % SLOTS == 1))
             .collect();
-        let ctx = BuildCtx {
-            node: &node,
-            opset: 17,
-            constants,
-            options: Default::default(),
-        };
-        let got = ConcatConvs::build(&ctx)
-            .unwrap()
-            .run(&inputs)
-            .unwrap()
-            .remove(0);
+        let got = two_convs(attrs, &constants).run(&inputs).unwrap().remove(0);
         assert_eq!(got.shape(), want.shape());
         let (g, w) = (
             got.as_slice::<f32>().unwrap(),
@@ -235,22 +239,8 @@ mod tests {
         let x = Tensor::from_vec(vec![1, 2, 4, 4], vec![0.0f32; 32]).unwrap();
         let y = Tensor::from_vec(vec![1, 2, 5, 5], vec![0.0f32; 50]).unwrap();
         let w = Tensor::from_vec(vec![3, 2, 1, 1], vec![0.0f32; 6]).unwrap();
-        let names = Attr::Strings(vec!["a".into(), "b".into()]);
-        let node = Node {
-            name: "fire".into(),
-            op_type: "ConcatConvs".into(),
-            domain: "infer".into(),
-            inputs: vec![None; 6],
-            outputs: vec![],
-            attrs: Attrs([(CONVS_ATTR.to_string(), names)].into()),
-        };
-        let ctx = BuildCtx {
-            node: &node,
-            opset: 17,
-            constants: vec![None; 6],
-            options: Default::default(),
-        };
         let inputs = [Some(&x), Some(&w), None, Some(&y), Some(&w), None];
-        assert!(ConcatConvs::build(&ctx).unwrap().run(&inputs).is_err());
+        let kernel = two_convs(Default::default(), &[None; 6]);
+        assert!(kernel.run(&inputs).is_err());
     }
 }

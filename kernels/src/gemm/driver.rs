@@ -439,7 +439,6 @@ unsafe fn serial(
                 if direct_a.is_some() {
                     edge_packed.clear();
                     edge_packed.resize(mc_len.div_ceil(mr), false);
-                    edge_panel.get_mut(mc_len.div_ceil(mr) * mr * kc_len);
                 }
                 // Columns of this block whose epilogue is still to run.
                 let mut epi_from = 0;
