@@ -226,8 +226,10 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>
     };
     let nr = NV * S::LANES;
     // A run-time stride costs nothing measurable here (an address register more).
+    // Not necessarily NR or more: a B read in place has its row stride here, which may be
+    // smaller (a single depth step, or a broadcast B whose rows overlap).
     let panel = t.b_stride;
-    debug_assert!(nr <= panel && t.rows <= MR && t.cols <= nr);
+    debug_assert!(t.rows <= MR && t.cols <= nr);
     // SAFETY (whole body): the ISA is available (caller), and every pointer stays inside the
     // panels (`kc` steps of MR / NR floats) or the `rows × cols` corner of C, per the contract.
     unsafe {

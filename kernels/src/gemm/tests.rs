@@ -459,6 +459,23 @@ fn large_products_split_across_threads() {
 }
 
 #[test]
+fn uneven_panel_counts_split_in_both_directions() {
+    // Five column panels on two threads, three on two or four: each panel is also cut
+    // across its rows. Several pool sizes, whatever the machine has.
+    for threads in [2, 3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            check(49, 160, 960, Layout::RowMajor, 1);
+            check(196, 96, 576, Layout::BT, 2);
+            check(50, 150, 300, Layout::AT, 0);
+        });
+    }
+}
+
+#[test]
 fn operands_without_any_unit_stride() {
     // Every other element of every other row: neither rows nor columns are contiguous.
     let (m, n, k) = (5, 9, 7);
