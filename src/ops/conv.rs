@@ -775,14 +775,11 @@ impl ConvProblem<'_> {
         };
         let y = MatMut::row_major(y, self.mg, out_len)?;
         // A pointwise kernel reads the input itself; any other packs its patches on the fly.
-        let patches = Patches {
-            geo: &self.geo,
-            x,
-            rows: self.kg,
-        };
+        let patches;
         let b = if self.geo.is_pointwise() {
             Rhs::Mat(MatRef::row_major(x, self.cg, out_len)?)
         } else {
+            patches = Patches::new(&self.geo, x, self.kg)?;
             Rhs::Source(&patches)
         };
         let tasks = self.batch * self.groups;

@@ -214,11 +214,7 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         };
         for i in 0..n {
             // Y[OHW, M] = patches(X)ᵀ[OHW, C·K] · Wᵀ[C·K, M] into the column-blocked C.
-            let x = Patches {
-                geo: &geo,
-                x: &xd[i * c * in_len..][..c * in_len],
-                rows: k,
-            };
+            let x = Patches::new(&geo, &xd[i * c * in_len..][..c * in_len], k)?;
             let y = &mut out[i * m * out_len..][..m * out_len];
             let y = MatMut::column_blocked(y, out_len, m, out_len * COL_BLOCK)?;
             gemm(Lhs::Source(&x), weights, y, &epilogue)?;
