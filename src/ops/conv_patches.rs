@@ -430,7 +430,8 @@ mod tests {
         // (input, kernel, strides, dilations, pads begin/end): a stem's 3×3 stride 2, a 7×7
         // stride 2 pad 3, stride 3 with dilation, asymmetric pads (an end pad never read),
         // no padding with an odd map, a kernel as wide as the padded input.
-        let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]); 6] = [
+        type Case = ([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 4]);
+        let cases: [Case; 6] = [
             ([17, 19], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
             ([23, 21], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
             ([20, 22], [3, 2], [3, 3], [2, 3], [2, 0, 1, 4]),
