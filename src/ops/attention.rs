@@ -2,7 +2,8 @@
 //!
 //! The ops around it live in submodules: `attention_parts.rs` (RotaryEmbedding, SwiGLU,
 //! TensorScatter), `attention_linear.rs` (LinearAttention, CausalConvWithState) and
-//! `attention_flex.rs` (FlexAttention).
+//! `attention_flex.rs` (FlexAttention); the fused attention of exported graphs in
+//! `attention_sdpa.rs`.
 //!
 //! Everything is computed in f32 (f16/bf16/f64 inputs are converted on the way in and out), with
 //! the two products of each head on the packed GEMM. The masking rules follow the ONNX
@@ -26,10 +27,15 @@ mod flex;
 mod linear;
 #[path = "attention_parts.rs"]
 mod parts;
+#[path = "attention_sdpa.rs"]
+pub(crate) mod sdpa;
 
 pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>> {
     match op {
         "Attention" => Some(Attention::build(ctx).map(|k| Box::new(k) as Box<dyn Kernel>)),
+        "ScaledDotProductAttention" if ctx.node.domain == "infer" => {
+            Some(sdpa::ScaledDotProductAttention::build(ctx))
+        }
         // The ops around attention: rotary embeddings, gating, KV-cache writes, linear
         // attention and its causal convolution, and FlexAttention.
         _ => parts::build(op, ctx)

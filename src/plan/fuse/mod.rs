@@ -6,6 +6,7 @@
 //! third input, the bias.
 
 mod activation;
+mod attention;
 mod conv_bn;
 mod conv_concat;
 mod conv_residual;
@@ -26,6 +27,9 @@ pub fn run_all(g: &mut Graph) -> Result<()> {
     gelu::fuse_gelu(g);
     // A scale before the bias: the epilogue scales the product, then adds the bias.
     matmul_scale::fuse_matmul_scale(g);
+    // Takes the scale along; before the bias pass, which would give the output product a
+    // bias that the fused node has no place for.
+    attention::fuse_attention(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
     // Last: the convolutions it takes in carry their fused epilogues.
