@@ -447,48 +447,18 @@ mod tests {
         };
         // Heads with a padding mask per batch, a mask per query row, none; rank 3; one head
         // (split by rows); a row masked out entirely (NaN, as Softmax gives).
-        check(
-            &[2, 3, 37, 16],
-            &[2, 3, 16, 29],
-            &[2, 3, 29, 24],
-            Some(neg(&[2, 1, 1, 29], 7)),
-            true,
-        );
-        check(
-            &[2, 3, 37, 16],
-            &[2, 3, 16, 29],
-            &[2, 3, 29, 24],
-            Some(neg(&[37, 29], 5)),
-            true,
-        );
-        check(
-            &[2, 3, 37, 16],
-            &[2, 3, 16, 29],
-            &[2, 3, 29, 24],
-            None,
-            true,
-        );
-        check(
-            &[4, 9, 8],
-            &[4, 8, 9],
-            &[4, 9, 5],
-            Some(tensor(&[4, 1, 9], 4)),
-            true,
-        );
-        check(
-            &[1, 1, 70, 8],
-            &[1, 1, 8, 33],
-            &[1, 1, 33, 8],
-            Some(neg(&[1, 1, 70, 33], 3)),
-            true,
-        );
-        check(
-            &[1, 2, 3, 4],
-            &[1, 2, 4, 5],
-            &[1, 2, 5, 6],
-            Some(neg(&[1, 1, 3, 5], 1)),
-            true,
-        );
+        let cases = [
+            (vec![2, 3], (37, 16, 29, 24), Some(neg(&[2, 1, 1, 29], 7))),
+            (vec![2, 3], (37, 16, 29, 24), Some(neg(&[37, 29], 5))),
+            (vec![2, 3], (37, 16, 29, 24), None),
+            (vec![4], (9, 8, 9, 5), Some(tensor(&[4, 1, 9], 4))),
+            (vec![1, 1], (70, 8, 33, 8), Some(neg(&[1, 1, 70, 33], 3))),
+            (vec![1, 2], (3, 4, 5, 6), Some(neg(&[1, 1, 3, 5], 1))),
+        ];
+        for (lead, (tq, d, tk, dv), mask) in cases {
+            let shape = |rows: usize, cols: usize| [&lead[..], &[rows, cols]].concat();
+            check(&shape(tq, d), &shape(d, tk), &shape(tk, dv), mask, true);
+        }
     }
 
     #[test]
