@@ -11,9 +11,10 @@
 //! Inputs: `Q [..., Tq, D]`, `Kt [..., D, Tk]` (K already transposed, as the exported graph
 //! has it), `V [..., Tk, Dv]`, optional `mask` broadcastable to `[..., Tq, Tk]`. Attributes:
 //! `_scale` (the scores' factor, 1 when absent), `_nodes` (the fused nodes' names, for
-//! errors), `_softmax_opset`, `_cast_probs` (a Cast to float after the Softmax). Any case the direct path does not take (other types, batch
-//! broadcasting between Q, K and V, a mask not `Tk` long) runs the fused nodes' own kernels
-//! one after the other, so the node computes exactly what they did.
+//! errors), `_softmax_opset`, `_cast_probs` (a Cast to float after the Softmax). Any case the
+//! direct path does not take (other types, batch broadcasting between Q, K and V, a mask not
+//! `Tk` long) runs the fused nodes' own kernels one after the other, so the node computes
+//! exactly what they did.
 
 use crate::error::Result;
 use crate::ir::{Attr, Attrs, Node};

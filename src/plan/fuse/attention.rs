@@ -1,7 +1,7 @@
 //! MatMul(Q, Kᵀ) [× scale] [+ mask] → Softmax over the last axis [→ Cast to float] →
-//! MatMul(·, V) becomes one `ScaledDotProductAttention` node (domain `infer`, `ops/attention_sdpa.rs`), whose scores
-//! never leave the cache. Runs after `matmul_scale`, so the scale is the scores MatMul's
-//! `_scale`.
+//! MatMul(·, V) becomes one `ScaledDotProductAttention` node (domain `infer`,
+//! `ops/attention_sdpa.rs`), whose scores never leave the cache. Runs after `matmul_scale`,
+//! so the scale is the scores MatMul's `_scale`.
 
 use super::{output0, remove_nodes, Uses};
 use crate::ir::{Attr, Graph};
