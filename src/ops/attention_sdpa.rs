@@ -213,8 +213,11 @@ impl Problem<'_> {
         scores.resize(r * tk, 0.0);
         probs.resize(r * tk, 0.0);
         let result = (|| -> Result<()> {
+            // With a mask, the scale is applied in the same pass that adds it (the product's
+            // epilogue would make a pass of its own): `s · scale + m`, as the unfused nodes
+            // round it.
             let epi = Epilogue {
-                alpha: self.scale,
+                alpha: if self.mask.is_some() { 1.0 } else { self.scale },
                 ..Default::default()
             };
             gemm_serial(
@@ -224,9 +227,10 @@ impl Problem<'_> {
                 &epi,
             )?;
             if let Some(mask) = &self.mask {
+                let scale = self.scale;
                 for (i, row) in scores.chunks_exact_mut(tk.max(1)).enumerate() {
                     let m = mask.row(g, rows.start + i, tk);
-                    row.iter_mut().zip(m).for_each(|(s, m)| *s += m);
+                    row.iter_mut().zip(m).for_each(|(s, m)| *s = *s * scale + m);
                 }
             }
             softmax_rows(&scores, &mut probs, tk);
