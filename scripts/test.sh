@@ -50,6 +50,10 @@ export INFER_KERAS_SAMPLES="$PWD/$keras"
 
 cargo test --release -p infer -p infer-kernels -- --include-ignored
 
+# The kernels' own tests once more in a debug build, where their `debug_assert!`s (the
+# microkernel contract's checks) are compiled in: a release-only run missed a broken one.
+cargo test -q -p infer-kernels --lib
+
 # The GEMM microkernels of the release build keep their accumulators in registers (a codegen
 # accident once made every product 2.4x slower; kernels/check_codegen.py says how it is found).
 if [[ "$(uname -m)" == x86_64 ]] && command -v objdump >/dev/null; then
