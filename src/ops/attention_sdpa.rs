@@ -459,6 +459,10 @@ mod tests {
             (vec![4], (9, 8, 9, 5), Some(tensor(&[4, 1, 9], 4))),
             (vec![1, 1], (70, 8, 33, 8), Some(neg(&[1, 1, 70, 33], 3))),
             (vec![1, 2], (3, 4, 5, 6), Some(neg(&[1, 1, 3, 5], 1))),
+            // Empty head size, no keys, no queries.
+            (vec![1, 2], (3, 0, 5, 4), None),
+            (vec![1, 2], (3, 4, 0, 3), None),
+            (vec![2, 1], (0, 4, 5, 3), Some(tensor(&[1, 5], 7))),
         ];
         for (lead, (tq, d, tk, dv), mask) in cases {
             let shape = |rows: usize, cols: usize| [&lead[..], &[rows, cols]].concat();
