@@ -255,19 +255,11 @@ impl Kernel for ScaledDotProductAttention {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (q, kt, v) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         let mask = opt_input(inputs, 3);
-        let Some((lead, dims, mask_view)) = direct(q, kt, v, mask)? else {
+        let Some((lead, problem)) = direct(q, kt, v, mask, self.scale)? else {
             return Ok(vec![self.run_unfused(q, kt, v, mask)?]);
         };
-        let (tq, _, _, dv) = dims;
+        let (tq, _, _, dv) = problem.dims;
         let heads: usize = lead.iter().product();
-        let problem = Problem {
-            q: q.as_slice::<f32>()?,
-            kt: kt.as_slice::<f32>()?,
-            v: v.as_slice::<f32>()?,
-            mask: mask_view,
-            dims,
-            scale: self.scale,
-        };
         let mut shape = lead.clone();
         shape.extend([tq, dv]);
         let mut out = spare::f32_output(crate::tensor::checked_numel(&shape)?)?;
@@ -291,22 +283,16 @@ impl Kernel for ScaledDotProductAttention {
     }
 }
 
-/// The leading dims, `(Tq, D, Tk, Dv)` and the mask's view when the direct path applies: f32
-/// operands of one rank (3 or more) with the same leading dims, and a mask, if any, f32 with
-/// `Tk` columns and every other dim 1 or the output's.
-#[allow(clippy::type_complexity)]
+/// The leading dims and the problem when the direct path applies: f32 operands of one rank
+/// (3 or more) with the same leading dims, and a mask, if any, f32 with `Tk` columns and every
+/// other dim 1 or the output's.
 fn direct<'a>(
-    q: &Tensor,
-    kt: &Tensor,
-    v: &Tensor,
+    q: &'a Tensor,
+    kt: &'a Tensor,
+    v: &'a Tensor,
     mask: Option<&'a Tensor>,
-) -> Result<
-    Option<(
-        Vec<usize>,
-        (usize, usize, usize, usize),
-        Option<MaskView<'a>>,
-    )>,
-> {
+    scale: f32,
+) -> Result<Option<(Vec<usize>, Problem<'a>)>> {
     let f32s = [Some(q), Some(kt), Some(v), mask]
         .iter()
         .flatten()
@@ -356,7 +342,15 @@ fn direct<'a>(
             })
         }
     };
-    Ok(Some((lead.to_vec(), (tq, d, tk, dv), mask_view)))
+    let problem = Problem {
+        q: q.as_slice::<f32>()?,
+        kt: kt.as_slice::<f32>()?,
+        v: v.as_slice::<f32>()?,
+        mask: mask_view,
+        dims: (tq, d, tk, dv),
+        scale,
+    };
+    Ok(Some((lead.to_vec(), problem)))
 }
 
 #[cfg(test)]
@@ -412,7 +406,7 @@ mod tests {
         let inputs = [Some(&q), Some(&kt), Some(&v), mask.as_ref()];
         let inputs = &inputs[..if masked { 4 } else { 3 }];
         assert_eq!(
-            direct(&q, &kt, &v, mask.as_ref()).unwrap().is_some(),
+            direct(&q, &kt, &v, mask.as_ref(), 1.0).unwrap().is_some(),
             direct_path,
             "{:?} {:?} {:?} {:?}",
             q.shape(),

@@ -22,8 +22,6 @@ thread_local! {
     /// 384 positions at a time, and a fresh zeroed row per block was 4 % of its time
     /// (MobileNet-v2's stem, `perf`).
     static ROW: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// A `Phased` block's offsets of its taps (one per row of the block), kept likewise.
-    static TAP_OFFSETS: Cell<Vec<usize>> = const { Cell::new(Vec::new()) };
 }
 
 /// `B[C/g·K, OD·OH·OW]` for one image and group: row `r` is the kernel tap
@@ -51,10 +49,10 @@ const MIN_TASK_FLOATS: usize = 1 << 14;
 #[derive(Debug)]
 struct Phased {
     buf: Option<Output<f32>>,
-    /// Floats per channel, per padded row, per phase.
-    plane: usize,
+    /// Floats per padded row.
     row: usize,
-    phase: usize,
+    /// `offset(c, kh, kw)` of every row of the patches, in weight order.
+    offsets: Vec<usize>,
 }
 
 impl<'a> Patches<'a> {
@@ -130,11 +128,17 @@ impl Phased {
             buf.par_chunks_mut(plane).enumerate().with_min_len(chunk),
             fill,
         );
+        let offsets = (0..channels * kh_n * kw_n)
+            .map(|r| {
+                let (c, kh, kw) = (r / (kh_n * kw_n), r / kw_n % kh_n, r % kw_n);
+                let col = kw * dw;
+                c * plane + kh * dh * row + col % sw * phase + col / sw
+            })
+            .collect();
         Ok(Phased {
             buf: Some(buf),
-            plane,
             row,
-            phase,
+            offsets,
         })
     }
 
@@ -151,16 +155,8 @@ impl Phased {
             return;
         };
         let [_, _, ow_n] = geo.output;
-        let [_, kh_n, kw_n] = geo.kernel;
-        let [_, sh, sw] = geo.stride;
-        let [_, dh, dw] = geo.dilation;
-        let mut offsets = TAP_OFFSETS.take();
-        offsets.clear();
-        offsets.extend(depth.map(|r| {
-            let (c, kh, kw) = (r / (kh_n * kw_n), r / kw_n % kh_n, r % kw_n);
-            let col = kw * dw;
-            c * self.plane + kh * dh * self.row + col % sw * self.phase + col / sw
-        }));
+        let sh = geo.stride[1];
+        let offsets = &self.offsets[depth];
         let panel_len = width * offsets.len();
         // A panel's pieces in separate output rows: (first lane, lanes, base).
         let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
@@ -176,9 +172,9 @@ impl Phased {
                 // One output row: every tap is `width` consecutive floats.
                 let b = base(first);
                 match width {
-                    8 => copy_runs::<8>(panel, buf, b, &offsets),
-                    16 => copy_runs::<16>(panel, buf, b, &offsets),
-                    32 => copy_runs::<32>(panel, buf, b, &offsets),
+                    8 => copy_runs::<8>(panel, buf, b, offsets),
+                    16 => copy_runs::<16>(panel, buf, b, offsets),
+                    32 => copy_runs::<32>(panel, buf, b, offsets),
                     _ => {
                         for (run, &off) in panel.chunks_exact_mut(width).zip(offsets.iter()) {
                             run.copy_from_slice(&buf[b + off..b + off + width]);
@@ -208,7 +204,6 @@ impl Phased {
                 }
             }
         }
-        TAP_OFFSETS.set(offsets);
     }
 }
 

@@ -121,17 +121,21 @@ fn is_cast_to_float(n: &crate::ir::Node) -> bool {
 
 /// A MatMul of the default domain with two inputs and no fused parts.
 fn is_plain_matmul(n: &crate::ir::Node) -> bool {
-    n.op_type == "MatMul" && n.domain.is_empty() && n.inputs.len() == 2 && n.attrs.0.is_empty()
+    is_matmul_with(n, &[])
 }
 
 /// A scores product: a plain MatMul, or one carrying only the scale.
 fn is_scores(g: &Graph, node: usize) -> bool {
     let n = &g.nodes[node];
+    n.outputs.len() == 1 && is_matmul_with(n, &["_scale"])
+}
+
+/// A MatMul of the default domain with two inputs whose attributes are all among `allowed`.
+fn is_matmul_with(n: &crate::ir::Node, allowed: &[&str]) -> bool {
     n.op_type == "MatMul"
         && n.domain.is_empty()
         && n.inputs.len() == 2
-        && n.outputs.len() == 1
-        && n.attrs.0.keys().all(|k| k == "_scale")
+        && n.attrs.0.keys().all(|k| allowed.contains(&k.as_str()))
 }
 
 #[cfg(test)]
