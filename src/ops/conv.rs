@@ -1163,8 +1163,17 @@ pub(super) mod tests {
             [usize; 4],
             [usize; 2],
         );
-        let cases: [Case; 14] = [
+        let cases: [Case; 15] = [
             ([1, 3, 7, 6], [4, 3, 3, 3], 1, [1, 1], [1, 1, 1, 1], [1, 1]),
+            // Winograd weights transformed and packed in several blocks of output channels.
+            (
+                [1, 256, 6, 5],
+                [20, 256, 3, 3],
+                1,
+                [1, 1],
+                [1, 1, 1, 1],
+                [1, 1],
+            ),
             // 3×3 stride 1 (Winograd with constant weights): batches, partial and single
             // tiles, uneven and wide padding.
             (

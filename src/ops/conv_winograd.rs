@@ -44,13 +44,22 @@ impl WinogradWeights {
             m * c * 9,
             w.len()
         );
-        // The transform is a temporary: a spare buffer (reused from weight to weight while the
-        // plan is built) rather than fresh pages each time.
-        let mut u = spare::f32_output(POINTS * m * c)?;
-        winograd::transform_weights_into(w, m, c, &mut u);
         let mut points = PackedAStack::new(POINTS, m, c);
-        for p in 0..POINTS {
-            points.push(MatRef::row_major(&u[p * m * c..(p + 1) * m * c], m, c)?)?;
+        // Output channels are transformed a block of whole panels at a time and packed right
+        // away: the transform of all of them, 4× the weights, was a temporary whose fresh
+        // pages cost more than the transform itself at load. ~256 KiB of transformed values
+        // stay in L2 for the packing that reads them.
+        let panel = points.row_block();
+        let rows = ((64 << 10) / (POINTS * c.max(1)) / panel * panel).max(panel);
+        let mut u = spare::f32_output(POINTS * rows.min(m) * c)?;
+        for r0 in (0..m).step_by(rows) {
+            let r1 = (r0 + rows).min(m);
+            let (n, block) = (r1 - r0, &mut u[..POINTS * (r1 - r0) * c]);
+            winograd::transform_weights_into(&w[r0 * c * 9..r1 * c * 9], n, c, block);
+            for p in 0..POINTS {
+                let point = &block[p * n * c..(p + 1) * n * c];
+                points.push_rows(p, r0, MatRef::row_major(point, n, c)?)?;
+            }
         }
         u.give_back();
         Ok(WinogradWeights {

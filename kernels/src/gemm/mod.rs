@@ -339,7 +339,21 @@ impl PackedAStack {
         self.stack.push(a)
     }
 
-    /// The matrices pushed, in order.
+    /// Row blocks given to [`PackedAStack::push_rows`] start on a multiple of this (the
+    /// kernel's panel height).
+    pub fn row_block(&self) -> usize {
+        self.stack.width()
+    }
+
+    /// Packs `a` as rows `r0..r0 + a.rows()` of matrix `index`, the rows after those packed
+    /// so far: `r0` a multiple of [`PackedAStack::row_block`], and the block ends on one or
+    /// at the last row. For matrices built a block of rows at a time, with no temporary the
+    /// size of the whole stack; an error when the block does not fit.
+    pub fn push_rows(&mut self, index: usize, r0: usize, a: MatRef) -> Result<(), GemmError> {
+        self.stack.push_rows(index, r0, a)
+    }
+
+    /// The matrices packed, in order, up to the first one not yet whole.
     pub fn finish(self) -> Vec<PackedA> {
         let (rows, cols) = (self.stack.rows(), self.stack.cols());
         let spec = self.spec;

@@ -263,13 +263,12 @@ impl Packed {
 /// load; together they usually are not, and fault once per 2 MiB.
 pub(super) struct PackedStack {
     buf: AlignedBuf,
-    count: usize,
     rows: usize,
     cols: usize,
     width: usize,
     kc: usize,
-    /// Matrices packed so far.
-    filled: usize,
+    /// Rows packed so far of each matrix.
+    filled: Vec<usize>,
 }
 
 impl PackedStack {
@@ -277,12 +276,11 @@ impl PackedStack {
     pub fn new(count: usize, rows: usize, cols: usize, width: usize, kc: usize) -> Self {
         PackedStack {
             buf: AlignedBuf::zeroed(count * rows.div_ceil(width) * width * cols),
-            count,
             rows,
             cols,
             width,
             kc,
-            filled: 0,
+            filled: vec![0; count],
         }
     }
 
@@ -294,35 +292,77 @@ impl PackedStack {
         self.cols
     }
 
+    /// Rows a [`PackedStack::push_rows`] block starts on a multiple of.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     fn each(&self) -> usize {
         self.rows.div_ceil(self.width) * self.width * self.cols
     }
 
-    /// Packs the next matrix; an error when it is not `rows × cols` or the stack is full.
+    /// Packs the next matrix whole; an error when it is not `rows × cols` or the stack is full.
     pub fn push(&mut self, src: MatRef) -> Result<(), GemmError> {
-        if (src.rows, src.cols) != (self.rows, self.cols) || self.filled == self.count {
-            return Err(err(format!(
-                "cannot stack a {}x{} matrix as number {} of {} of {}x{}",
+        let index = self.filled.iter().position(|&r| r == 0);
+        match index {
+            Some(index) if src.rows == self.rows => self.push_rows(index, 0, src),
+            _ => Err(err(format!(
+                "cannot stack a {}x{} matrix onto {} matrices of {}x{}",
                 src.rows,
                 src.cols,
-                self.filled + 1,
-                self.count,
+                self.filled.len(),
                 self.rows,
                 self.cols
+            ))),
+        }
+    }
+
+    /// Packs `src` as rows `r0..r0 + src.rows` of matrix `index`: the rows after those packed
+    /// so far, starting on a multiple of [`PackedStack::width`] and ending on one or at the
+    /// last row, so that whole panels are written. A caller that builds each matrix a block of
+    /// rows at a time (a transform of the weights) needs no whole-matrix temporary.
+    pub fn push_rows(&mut self, index: usize, r0: usize, src: MatRef) -> Result<(), GemmError> {
+        let r1 = r0 + src.rows;
+        let fits = index < self.filled.len()
+            && self.filled[index] == r0
+            && src.cols == self.cols
+            && r1 <= self.rows
+            && r0 % self.width == 0
+            && (r1 % self.width == 0 || r1 == self.rows);
+        if !fits {
+            return Err(err(format!(
+                "cannot pack {} rows of {} at row {r0} of matrix {index} of {} ({}x{}, {} rows \
+                 packed, panels of {})",
+                src.rows,
+                src.cols,
+                self.filled.len(),
+                self.rows,
+                self.cols,
+                self.filled.get(index).copied().unwrap_or(0),
+                self.width
             )));
         }
-        let (each, start) = (self.each(), self.filled * self.each());
-        let dst = &mut self.buf.get_mut(start + each)[start..];
-        pack_whole(dst, src, self.width, self.kc);
-        self.filled += 1;
+        let padded_rows = self.rows.div_ceil(self.width) * self.width;
+        let start = index * self.each();
+        let matrix = &mut self.buf.get_mut(start + self.each())[start..];
+        let mut p0 = 0;
+        while p0 < self.cols {
+            let p1 = (p0 + self.kc).min(self.cols);
+            // The panels of rows `r0..` of the depth block at `p0` (see module docs).
+            let at = p0 * padded_rows + r0 * (p1 - p0);
+            pack(&mut matrix[at..], src, 0..src.rows, p0..p1, self.width);
+            p0 = p1;
+        }
+        self.filled[index] = r1;
         Ok(())
     }
 
-    /// The matrices pushed, in order.
+    /// The matrices packed, in order, up to the first one not yet whole.
     pub fn finish(self) -> Vec<Packed> {
         let (each, padded_rows) = (self.each(), self.rows.div_ceil(self.width) * self.width);
+        let whole = self.filled.iter().take_while(|&&r| r == self.rows).count();
         let buf = Arc::new(self.buf);
-        (0..self.filled)
+        (0..whole)
             .map(|i| Packed {
                 buf: buf.clone(),
                 offset: i * each,

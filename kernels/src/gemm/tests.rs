@@ -693,6 +693,54 @@ fn stacked_packs_multiply_as_separate_ones() {
 }
 
 #[test]
+fn stacks_packed_by_row_blocks_multiply_as_whole_ones() {
+    // Depth over kc, rows ragged at the end: blocks of 1 and 3 panels, matrices filled
+    // interleaved, as a weight transform done a few rows at a time fills them.
+    let (count, m, k, n) = (2, 29, 300, 11);
+    let b = values(k * n, 50);
+    let b = MatRef::row_major(&b, k, n).unwrap();
+    let mats: Vec<Vec<f32>> = (0..count).map(|i| values(m * k, 51 + i as u64)).collect();
+    let mut stack = PackedAStack::new(count, m, k);
+    let panel = stack.row_block();
+    let mut r0 = 0;
+    for (step, rows) in [panel, 3 * panel].into_iter().cycle().enumerate() {
+        if r0 == m {
+            break;
+        }
+        let r1 = (r0 + rows).min(m);
+        for i in (0..count).map(|i| (i + step) % count) {
+            let block = &mats[i][r0 * k..r1 * k];
+            stack
+                .push_rows(i, r0, MatRef::row_major(block, r1 - r0, k).unwrap())
+                .unwrap();
+        }
+        r0 = r1;
+    }
+    let packs = stack.finish();
+    assert_eq!(packs.len(), count);
+    for (a, packed) in mats.iter().zip(&packs) {
+        let want = reference(MatRef::row_major(a, m, k).unwrap(), b, &Epilogue::default());
+        let mut got = vec![f32::NAN; m * n];
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        gemm(Lhs::Packed(packed), Rhs::Mat(b), c, &Epilogue::default()).unwrap();
+        assert_close(&got, &want, k, "row-block pack");
+    }
+
+    // Blocks out of order, off a panel boundary, or past the end are refused; an unfinished
+    // matrix is not handed out.
+    let mut stack = PackedAStack::new(2, m, k);
+    let rows = |r: usize| MatRef::row_major(&mats[0][..r * k], r, k).unwrap();
+    assert!(stack.push_rows(0, panel, rows(panel)).is_err());
+    assert!(stack.push_rows(2, 0, rows(panel)).is_err());
+    if panel > 1 {
+        assert!(stack.push_rows(0, 0, rows(panel - 1)).is_err());
+    }
+    stack.push_rows(0, 0, rows(panel)).unwrap();
+    assert!(stack.push_rows(0, panel, rows(m)).is_err());
+    assert!(stack.finish().is_empty());
+}
+
+#[test]
 fn column_blocked_output_matches_reference() {
     let epilogues = |col_bias: &'static [f32], row_bias: &'static [f32]| {
         [
