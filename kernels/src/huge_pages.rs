@@ -12,6 +12,17 @@ const MIN_HUGE_BYTES: usize = 4 << 20;
 /// Smaller buffers are left to fault in as they are written.
 const MIN_POPULATE_BYTES: usize = 256 << 10;
 
+/// An empty vector with room for `capacity` floats whose pages are already mapped in, on huge
+/// pages where the buffer is large enough (see the module docs): for a large buffer that is
+/// about to be written whole, such as the copy of a misaligned weight.
+pub fn mapped_vec(capacity: usize) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(capacity);
+    let bytes = v.capacity() * std::mem::size_of::<f32>();
+    advise(v.as_mut_ptr().cast(), bytes);
+    populate(v.as_mut_ptr().cast(), bytes);
+    v
+}
+
 /// Asks for huge pages over the 2 MiB-aligned part of `bytes` bytes at `ptr`, an allocation
 /// the caller owns and has not touched yet. Advisory: where huge pages are unavailable (other
 /// systems, THP off) nothing changes.

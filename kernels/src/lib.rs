@@ -8,7 +8,7 @@ pub mod depthwise;
 pub mod depthwise_lanes;
 pub mod elementwise;
 pub mod gemm;
-mod huge_pages;
+pub mod huge_pages;
 mod isa;
 pub mod max_pool;
 pub mod parallel;

@@ -218,6 +218,9 @@ impl SessionBuilder {
         let spares: Arc<tensor::spare::SparePool> = Arc::default();
         let plan = runner.run(|| {
             let _spares = tensor::spare::RunScope::enter(spares.clone());
+            if let Some(n) = largest_undecoded_weight(&graph) {
+                tensor::spare::reserve_for_decoding(n);
+            }
             ExecutionPlan::build(graph, self.opt_level, self.options)
         })?;
         Ok(Session {
@@ -229,6 +232,19 @@ impl SessionBuilder {
             keeper: (self.spin && threads > 1).then(keep_awake::Keeper::new),
         })
     }
+}
+
+/// Elements of the largest misaligned `f32` weight that a Conv, MatMul or Gemm prepacks,
+/// which planning decodes into a temporary copy first (see `spare::reserve_for_decoding`).
+/// Other constants (an embedding table read by Gather) keep a decoded copy of their own.
+fn largest_undecoded_weight(graph: &Graph) -> Option<usize> {
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.domain.is_empty() && matches!(n.op_type.as_str(), "Conv" | "MatMul" | "Gemm"))
+        .filter_map(|n| graph.initializers.get(&(*n.inputs.get(1)?)?))
+        .filter_map(Tensor::undecoded_f32_len)
+        .max()
 }
 
 /// Refuses a graph with more nodes or deeper subgraphs than `limits` allow.

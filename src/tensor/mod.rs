@@ -789,6 +789,17 @@ impl Tensor {
         }
     }
 
+    /// The element count of an `f32` tensor whose bytes must be decoded before they can be
+    /// read (a misaligned initializer, not decoded yet); `None` for any other.
+    pub(crate) fn undecoded_f32_len(&self) -> Option<usize> {
+        match &self.data {
+            Data::Lazy(l) if l.dtype == DType::F32 && l.decoded.get().is_none() => {
+                Some(l.bytes.len() / 4)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a typed access has decoded (and cached) a copy of undecoded bytes.
     #[cfg(test)]
     pub(crate) fn holds_decoded_copy(&self) -> bool {

@@ -198,30 +198,54 @@ pub(crate) fn f32_output(n: usize) -> Result<Output<f32>> {
     Ok(Output { storage, len: n })
 }
 
+/// Puts one spare able to hold `n` floats, its pages mapped in at once (see
+/// `infer_kernels::huge_pages::mapped_vec`), into the current pool: called before a plan is
+/// built with its largest misaligned weight, so that [`decoded_f32`] never grows a buffer
+/// (a fresh page per 4 KiB, and a copy of the old contents, weight after weight). Nothing when
+/// no pool is current or the pool would not keep it.
+pub(crate) fn reserve_for_decoding(n: usize) {
+    let bytes = n.saturating_mul(std::mem::size_of::<f32>());
+    if current().is_none() || !(MIN_BYTES..=MAX_TOTAL_BYTES).contains(&bytes) {
+        return;
+    }
+    if check_tensor_bytes(n, std::mem::size_of::<f32>()).is_ok() {
+        give_back_vec(infer_kernels::huge_pages::mapped_vec(n));
+    }
+}
+
 /// Little-endian `f32` bytes (a whole number of them) decoded into a buffer that comes from,
 /// and should go back to, the current pool: for temporary copies of misaligned weights.
 pub(crate) fn decoded_f32(bytes: &[u8]) -> Result<Vec<f32>> {
     let n = bytes.len() / 4;
     check_tensor_bytes(n, std::mem::size_of::<f32>())?;
-    // Weights mostly grow along a network, so rather than a fresh buffer for each larger one
-    // the largest spare grows (realloc moves whole pages without copying), and the pages it
-    // has are reused.
-    let largest = current().and_then(|pool| {
+    // The smallest spare that holds them (see `reserve_for_decoding`), else a new buffer with
+    // its pages mapped in at once: growing a smaller spare would copy contents about to be
+    // overwritten, and fault its new pages in one by one.
+    let spare = current().and_then(|pool| {
         pool.with(|spares| {
-            let i = (0..spares.len()).max_by_key(|&i| spares[i].capacity())?;
+            let i = (0..spares.len())
+                .filter(|&i| spares[i].capacity() >= n)
+                .min_by_key(|&i| spares[i].capacity())?;
             Some(spares.swap_remove(i))
         })
     });
-    let mut v = match largest {
-        Some(mut v) => {
-            v.resize(n, 0.0);
-            v
+    let mut v = match spare {
+        Some(v) => v,
+        None => {
+            // Probes the allocator without an abort on failure; the pages come next.
+            Vec::<f32>::new().try_reserve_exact(n).map_err(|_| {
+                crate::error::Error::Op(format!("cannot allocate {n} floats for a weight"))
+            })?;
+            infer_kernels::huge_pages::mapped_vec(n)
         }
-        None => filled_vec(n, 0.0)?,
     };
-    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
-        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
+    // Written once, straight from the bytes: no zero fill first.
+    v.clear();
+    v.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    );
     Ok(v)
 }
 
@@ -319,5 +343,34 @@ mod tests {
                 "its forgotten tail is zeros"
             );
         }
+    }
+
+    #[test]
+    fn weights_decode_into_the_reserved_spare_without_growing_it() {
+        let n = MIN_BYTES;
+        let bytes = |k: usize| -> Vec<u8> {
+            (0..k)
+                .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+                .collect()
+        };
+        let _scope = RunScope::enter(Arc::default());
+        reserve_for_decoding(2 * n);
+        let reserved = decoded_f32(&bytes(n)).unwrap();
+        let at = reserved.as_ptr();
+        assert!(reserved.capacity() >= 2 * n);
+        assert_eq!(reserved.len(), n);
+        assert!(reserved
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == i as f32 * 0.5));
+        give_back_vec(reserved);
+        // The same buffer again for the largest weight, then a fresh one for a larger one.
+        let again = decoded_f32(&bytes(2 * n)).unwrap();
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.iter().enumerate().all(|(i, &x)| x == i as f32 * 0.5));
+        let larger = decoded_f32(&bytes(3 * n)).unwrap();
+        assert_ne!(larger.as_ptr(), at);
+        assert_eq!(larger.len(), 3 * n);
+        assert!(larger.iter().enumerate().all(|(i, &x)| x == i as f32 * 0.5));
     }
 }
