@@ -327,8 +327,8 @@ impl PackedStack {
             && self.filled[index] == r0
             && src.cols == self.cols
             && r1 <= self.rows
-            && r0 % self.width == 0
-            && (r1 % self.width == 0 || r1 == self.rows);
+            && r0.is_multiple_of(self.width)
+            && (r1.is_multiple_of(self.width) || r1 == self.rows);
         if !fits {
             return Err(err(format!(
                 "cannot pack {} rows of {} at row {r0} of matrix {index} of {} ({}x{}, {} rows \
