@@ -17,4 +17,5 @@ pub mod reduce;
 pub mod softmax;
 pub mod strided;
 pub mod transpose;
+pub mod weight_arena;
 pub mod winograd;

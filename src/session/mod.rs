@@ -218,6 +218,8 @@ impl SessionBuilder {
         let spares: Arc<tensor::spare::SparePool> = Arc::default();
         let plan = runner.run(|| {
             let _spares = tensor::spare::RunScope::enter(spares.clone());
+            // Small prepacked weights share huge pages instead of faulting in 4 KiB at a time.
+            let _arena = infer_kernels::weight_arena::ArenaScope::enter();
             if let Some(n) = largest_undecoded_weight(&graph) {
                 tensor::spare::reserve_for_decoding(n);
             }

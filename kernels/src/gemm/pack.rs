@@ -10,6 +10,7 @@
 
 use super::{err, GemmError, MatRef};
 use crate::parallel;
+use crate::weight_arena::{self, Carved};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,43 +21,72 @@ use std::sync::Arc;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// A growable, 64-byte aligned float buffer.
-#[derive(Clone, Default)]
-pub(super) struct AlignedBuf(Vec<Line>);
+/// A growable, 64-byte aligned float buffer: a vector of its own, or a prepacked operand's
+/// carve of the plan's weight arena (see `weight_arena`).
+#[derive(Default)]
+pub(super) struct AlignedBuf(Storage);
+
+enum Storage {
+    Heap(Vec<Line>),
+    Carved(Carved),
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage::Heap(Vec::new())
+    }
+}
 
 impl AlignedBuf {
-    /// Zero-filled buffer of at least `len` floats; a large one on huge pages where the
-    /// system has them (see `huge_pages`), as prepacked operands are.
+    /// Zero-filled buffer of at least `len` floats, for a prepacked operand: carved from the
+    /// weight arena while a plan is built, else a large one on huge pages where the system
+    /// has them (see `huge_pages`).
     pub fn zeroed(len: usize) -> Self {
         let lines = len.div_ceil(16);
+        if let Some(carved) = weight_arena::carve(lines * 16) {
+            return AlignedBuf(Storage::Carved(carved));
+        }
         let mut v: Vec<Line> = Vec::with_capacity(lines);
         // Before the fill below, which is the first touch of the pages.
         let bytes = lines * std::mem::size_of::<Line>();
         crate::huge_pages::advise(v.as_mut_ptr().cast(), bytes);
         crate::huge_pages::populate(v.as_mut_ptr().cast(), bytes);
         v.resize(lines, Line([0.0; 16]));
-        AlignedBuf(v)
+        AlignedBuf(Storage::Heap(v))
     }
 
     /// The first `len` floats, growing the buffer when needed (contents are unspecified).
     pub fn get_mut(&mut self, len: usize) -> &mut [f32] {
         let lines = len.div_ceil(16);
-        if self.0.len() < lines {
-            self.0.resize(lines, Line([0.0; 16]));
+        if matches!(&self.0, Storage::Carved(carved) if carved.len() < len) {
+            // A carve cannot grow: a vector of its own from now on.
+            self.0 = Storage::Heap(Vec::new());
+        }
+        let v = match &mut self.0 {
+            Storage::Carved(carved) => return &mut carved.as_mut_slice()[..len],
+            Storage::Heap(v) => v,
+        };
+        if v.len() < lines {
+            v.resize(lines, Line([0.0; 16]));
         }
         // SAFETY: `Line` is `repr(C)` around `[f32; 16]` with no padding (64 bytes, align 64),
         // so `lines` lines are `16 * lines >= len` initialized, exclusively borrowed floats.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<f32>(), len) }
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), len) }
     }
 
     /// Floats held.
     pub fn len(&self) -> usize {
-        self.0.len() * 16
+        self.as_slice().len()
     }
 
     pub fn as_slice(&self) -> &[f32] {
-        // SAFETY: as in `get_mut`: the lines are `16 * len` initialized floats.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<f32>(), self.0.len() * 16) }
+        match &self.0 {
+            // SAFETY: as in `get_mut`: the lines are `16 * len` initialized floats.
+            Storage::Heap(v) => unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 16)
+            },
+            Storage::Carved(carved) => carved.as_slice(),
+        }
     }
 }
 
