@@ -1,30 +1,30 @@
 //! How the pages under large, long-lived buffers (prepacked weights) are backed.
 //!
-//! Where the kernel's THP mode is `madvise` (the common default), a buffer is only backed by
-//! 2 MiB pages if asked before it is first touched. For ResNet-50's ~150 MB of packed weights
-//! that turns tens of thousands of page faults at load into a few hundred, and the products
-//! that stream those weights every run miss the TLB far less. Buffers too small for that are
-//! faulted in with one call instead of a trap per 4 KiB page.
+//! Where the kernel's THP mode is `madvise` (the common default), memory is only backed by
+//! 2 MiB pages if asked before it is first touched. Only the weight arena's regions ask (see
+//! `weight_arena`): they hold a plan's many small operands, tens of MB at most. Large
+//! buffers are mapped in 4 KiB pages with one call each. Huge pages everywhere made a
+//! ResNet-50 load of ~150 MB of packed weights take 13 ms to map in at best but 280–340 ms
+//! at worst on a VM right after another process freed its memory (a 2 MiB page the host has
+//! to back anew), against 50–100 ms in 4 KiB pages; the run time did not differ.
 
-/// Smaller buffers gain little from huge pages: one is 2 MiB, and only whole aligned ones
-/// inside the buffer are advised.
+/// Smaller ranges gain little from huge pages: one is 2 MiB, and only whole aligned ones
+/// inside the range are advised.
 const MIN_HUGE_BYTES: usize = 4 << 20;
 /// Smaller buffers are left to fault in as they are written.
 const MIN_POPULATE_BYTES: usize = 256 << 10;
 
-/// An empty vector with room for `capacity` floats whose pages are already mapped in, on huge
-/// pages where the buffer is large enough (see the module docs): for a large buffer that is
-/// about to be written whole, such as the copy of a misaligned weight.
+/// An empty vector with room for `capacity` floats whose pages are already mapped in: for a
+/// large buffer that is about to be written whole, such as the copy of a misaligned weight.
 pub fn mapped_vec(capacity: usize) -> Vec<f32> {
     let mut v = Vec::<f32>::with_capacity(capacity);
     let bytes = v.capacity() * std::mem::size_of::<f32>();
-    advise(v.as_mut_ptr().cast(), bytes);
     populate(v.as_mut_ptr().cast(), bytes);
     v
 }
 
-/// Asks for huge pages over the 2 MiB-aligned part of `bytes` bytes at `ptr`, an allocation
-/// the caller owns and has not touched yet. Advisory: where huge pages are unavailable (other
+/// Asks for huge pages over the 2 MiB-aligned part of `bytes` bytes at `ptr`, memory the
+/// caller owns and has not touched yet. Advisory: where huge pages are unavailable (other
 /// systems, THP off) nothing changes.
 #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 pub(crate) fn advise(ptr: *mut u8, bytes: usize) {

@@ -1,10 +1,10 @@
 //! One stretch of huge pages for the many small prepacked weights of a plan.
 //!
-//! A prepacked operand of 4 MiB or more gets huge pages of its own (see `huge_pages`); a
-//! MobileNet's or EfficientNet's layers are mostly far smaller, each faulted in 4 KiB at a
-//! time, which made mapping pages in half of loading such a model. While a plan is built under
-//! an [`ArenaScope`], smaller operands are instead carved one after another out of 16 MiB
-//! regions advised for huge pages, and each carve's pages are mapped in with one call.
+//! A MobileNet's or EfficientNet's layers are mostly small, each faulted in 4 KiB at a time,
+//! which made mapping pages in half of loading such a model. While a plan is built under an
+//! [`ArenaScope`], operands under 4 MiB are instead carved one after another out of 16 MiB
+//! regions advised for huge pages, and each carve's pages are mapped in with one call; larger
+//! ones get a buffer of their own (see `huge_pages` for why those stay on 4 KiB pages).
 //!
 //! A region is freed when the last operand carved from it is dropped. Its untouched tail
 //! costs address space only; at most the huge page under a region's last carve is resident
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Bytes per region.
 const REGION_BYTES: usize = 16 << 20;
-/// Operands this large or larger get their own buffer (on huge pages already).
+/// Operands this large or larger get their own buffer.
 const MAX_CARVE_BYTES: usize = 4 << 20;
 /// Carves start on a cache line, as `AlignedBuf`'s buffers do.
 const CARVE_ALIGN: usize = 64;
@@ -54,7 +54,7 @@ impl Drop for ArenaScope {
 }
 
 /// `len` zeroed floats carved from the current scope's region, its pages mapped in; `None`
-/// when no scope is open, the request is large enough for huge pages of its own, or no region
+/// when no scope is open, the request is large enough for a buffer of its own, or no region
 /// can be mapped.
 pub(crate) fn carve(len: usize) -> Option<Carved> {
     let bytes = len.checked_mul(4)?.next_multiple_of(CARVE_ALIGN);

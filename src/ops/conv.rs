@@ -298,12 +298,14 @@ pub(super) struct Conv {
 pub(super) enum PackedWeights {
     /// One packed `[M/g, C/g·K]` matrix per group, for the im2col (or pointwise) GEMM.
     Gemm(Vec<PackedA>),
-    /// A pointwise kernel with a channels-last or blocked side, packed for both orientations
-    /// of its product (`conv_layouts.rs` picks one per feature-map size and channel counts):
-    /// `W[M, C]` as the left operand and `Wᵀ[C, M]` as the right.
+    /// A pointwise kernel with a channels-last or blocked input or a channels-last output,
+    /// packed for both orientations of its product (`conv_layouts.rs` picks one per
+    /// feature-map size and channel counts): `W[M, C]` as the left operand and `Wᵀ[C, M]` as
+    /// the right.
     PointwiseBoth { left: PackedA, right: PackedB },
-    /// Any other one-group kernel writing channel blocks: `Wᵀ[C·K, M]`, the right operand
-    /// of the product with the output positions as rows (`conv_layouts.rs`).
+    /// Any one-group kernel writing channel blocks, pointwise ones included: `Wᵀ[C·K, M]`,
+    /// the right operand of the product with the output positions as rows
+    /// (`conv_layouts.rs`).
     Transposed(PackedB),
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
@@ -354,6 +356,11 @@ impl Conv {
                         }
                         PackedB::new(MatRef::row_major(&wt, c, m_right)?)
                     };
+                    // A blocked output is always the product with `Wᵀ` on the right
+                    // (`conv_layouts.rs`): `W` packed too would only cost load time and memory.
+                    if layout.output == Layout::Blocked {
+                        return Ok(PackedWeights::Transposed(right));
+                    }
                     Ok(PackedWeights::PointwiseBoth {
                         left: PackedA::new(MatRef::row_major(data, m, c)?),
                         right,

@@ -172,6 +172,10 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 left: Some(left),
                 right: Some(right),
             },
+            Some(PackedWeights::Transposed(right)) => Weights::Packed {
+                left: None,
+                right: Some(right),
+            },
             _ => {
                 wd_stored = f32_data(w)?;
                 Weights::Stored(&wd_stored)

@@ -39,17 +39,15 @@ impl Default for Storage {
 
 impl AlignedBuf {
     /// Zero-filled buffer of at least `len` floats, for a prepacked operand: carved from the
-    /// weight arena while a plan is built, else a large one on huge pages where the system
-    /// has them (see `huge_pages`).
+    /// weight arena while a plan is built, else its pages mapped in with one call (see
+    /// `huge_pages`).
     pub fn zeroed(len: usize) -> Self {
         let lines = len.div_ceil(16);
         if let Some(carved) = weight_arena::carve(lines * 16) {
             return AlignedBuf(Storage::Carved(carved));
         }
         let mut v: Vec<Line> = Vec::with_capacity(lines);
-        // Before the fill below, which is the first touch of the pages.
         let bytes = lines * std::mem::size_of::<Line>();
-        crate::huge_pages::advise(v.as_mut_ptr().cast(), bytes);
         crate::huge_pages::populate(v.as_mut_ptr().cast(), bytes);
         v.resize(lines, Line([0.0; 16]));
         AlignedBuf(Storage::Heap(v))
