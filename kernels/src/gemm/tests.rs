@@ -661,6 +661,24 @@ fn throughput() {
     }
 }
 
+/// Each of `packs` times `b` equals its matrix of `mats` (row-major, `packs`' shape) times `b`.
+fn assert_packs_multiply_as_their_matrices(
+    mats: &[Vec<f32>],
+    packs: &[PackedA],
+    b: MatRef,
+    what: &str,
+) {
+    assert_eq!(packs.len(), mats.len(), "{what}: every matrix packed");
+    for (a, packed) in mats.iter().zip(packs) {
+        let (m, k, n) = (packed.rows, packed.cols, b.cols());
+        let want = reference(MatRef::row_major(a, m, k).unwrap(), b, &Epilogue::default());
+        let mut got = vec![f32::NAN; m * n];
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        gemm(Lhs::Packed(packed), Rhs::Mat(b), c, &Epilogue::default()).unwrap();
+        assert_close(&got, &want, k, what);
+    }
+}
+
 #[test]
 fn stacked_packs_multiply_as_separate_ones() {
     // Ragged rows (7 is no multiple of any MR) and depth over kc: every offset into the
@@ -677,15 +695,7 @@ fn stacked_packs_multiply_as_separate_ones() {
     assert!(stack
         .push(MatRef::row_major(&mats[0], m, k).unwrap())
         .is_err());
-    let packs = stack.finish();
-    assert_eq!(packs.len(), count);
-    for (a, packed) in mats.iter().zip(&packs) {
-        let want = reference(MatRef::row_major(a, m, k).unwrap(), b, &Epilogue::default());
-        let mut got = vec![f32::NAN; m * n];
-        let c = MatMut::row_major(&mut got, m, n).unwrap();
-        gemm(Lhs::Packed(packed), Rhs::Mat(b), c, &Epilogue::default()).unwrap();
-        assert_close(&got, &want, k, "stacked pack");
-    }
+    assert_packs_multiply_as_their_matrices(&mats, &stack.finish(), b, "stacked pack");
     let mut other = PackedAStack::new(2, m, k);
     assert!(other
         .push(MatRef::row_major(&mats[0], m - 1, k).unwrap())
@@ -716,15 +726,7 @@ fn stacks_packed_by_row_blocks_multiply_as_whole_ones() {
         }
         r0 = r1;
     }
-    let packs = stack.finish();
-    assert_eq!(packs.len(), count);
-    for (a, packed) in mats.iter().zip(&packs) {
-        let want = reference(MatRef::row_major(a, m, k).unwrap(), b, &Epilogue::default());
-        let mut got = vec![f32::NAN; m * n];
-        let c = MatMut::row_major(&mut got, m, n).unwrap();
-        gemm(Lhs::Packed(packed), Rhs::Mat(b), c, &Epilogue::default()).unwrap();
-        assert_close(&got, &want, k, "row-block pack");
-    }
+    assert_packs_multiply_as_their_matrices(&mats, &stack.finish(), b, "row-block pack");
 
     // Blocks out of order, off a panel boundary, or past the end are refused; an unfinished
     // matrix is not handed out.
