@@ -16,11 +16,13 @@ const MIN_POPULATE_BYTES: usize = 256 << 10;
 
 /// An empty vector with room for `capacity` floats whose pages are already mapped in: for a
 /// large buffer that is about to be written whole, such as the copy of a misaligned weight.
-pub fn mapped_vec(capacity: usize) -> Vec<f32> {
-    let mut v = Vec::<f32>::with_capacity(capacity);
+/// `None` when the allocator refuses (no abort).
+pub fn mapped_vec(capacity: usize) -> Option<Vec<f32>> {
+    let mut v = Vec::<f32>::new();
+    v.try_reserve_exact(capacity).ok()?;
     let bytes = v.capacity() * std::mem::size_of::<f32>();
     populate(v.as_mut_ptr().cast(), bytes);
-    v
+    Some(v)
 }
 
 /// Asks for huge pages over the 2 MiB-aligned part of `bytes` bytes at `ptr`, memory the

@@ -209,7 +209,9 @@ pub(crate) fn reserve_for_decoding(n: usize) {
         return;
     }
     if check_tensor_bytes(n, std::mem::size_of::<f32>()).is_ok() {
-        give_back_vec(infer_kernels::huge_pages::mapped_vec(n));
+        if let Some(v) = infer_kernels::huge_pages::mapped_vec(n) {
+            give_back_vec(v);
+        }
     }
 }
 
@@ -231,13 +233,9 @@ pub(crate) fn decoded_f32(bytes: &[u8]) -> Result<Vec<f32>> {
     });
     let mut v = match spare {
         Some(v) => v,
-        None => {
-            // Probes the allocator without an abort on failure; the pages come next.
-            Vec::<f32>::new().try_reserve_exact(n).map_err(|_| {
-                crate::error::Error::Op(format!("cannot allocate {n} floats for a weight"))
-            })?;
-            infer_kernels::huge_pages::mapped_vec(n)
-        }
+        None => infer_kernels::huge_pages::mapped_vec(n).ok_or_else(|| {
+            crate::error::Error::Op(format!("cannot allocate {n} floats for a weight"))
+        })?,
     };
     // Written once, straight from the bytes: no zero fill first.
     v.clear();

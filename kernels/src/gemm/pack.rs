@@ -350,7 +350,7 @@ impl PackedStack {
     /// last row, so that whole panels are written. A caller that builds each matrix a block of
     /// rows at a time (a transform of the weights) needs no whole-matrix temporary.
     pub fn push_rows(&mut self, index: usize, r0: usize, src: MatRef) -> Result<(), GemmError> {
-        let r1 = r0 + src.rows;
+        let r1 = r0.saturating_add(src.rows);
         let fits = index < self.filled.len()
             && self.filled[index] == r0
             && src.cols == self.cols
