@@ -39,11 +39,13 @@ impl Default for Storage {
 
 impl AlignedBuf {
     /// Zero-filled buffer of at least `len` floats, for a prepacked operand: carved from the
-    /// weight arena while a plan is built, else its pages mapped in with one call (see
-    /// `huge_pages`).
+    /// weight arena while a plan is built, or a mapping of its own if large, its pages mapped
+    /// in with one call either way (see `huge_pages`).
     pub fn zeroed(len: usize) -> Self {
         let lines = len.div_ceil(16);
-        if let Some(carved) = weight_arena::carve(lines * 16) {
+        let carved =
+            weight_arena::carve(lines * 16).or_else(|| weight_arena::own_mapping(lines * 16));
+        if let Some(carved) = carved {
             return AlignedBuf(Storage::Carved(carved));
         }
         let mut v: Vec<Line> = Vec::with_capacity(lines);
