@@ -25,7 +25,7 @@ use infer_kernels::depthwise::{depthwise_plane, PlaneGeometry, PlaneScratch};
 use infer_kernels::depthwise_lanes::{self, depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
     axpy_taps, gemm, gemm_serial, Activation, Bias, Epilogue, Lhs, MatMut, MatRef, PackedA,
-    PackedAStack, PackedB, Rhs, Tap, COL_BLOCK,
+    PackedB, Rhs, Tap, COL_BLOCK,
 };
 use infer_kernels::parallel;
 use rayon::prelude::*;
@@ -344,28 +344,24 @@ impl Conv {
                 } else {
                     m
                 };
-                let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
-                    let right = if m_right == m {
-                        PackedB::new(MatRef::new(data, c, m, 1, c)?)
-                    } else {
-                        let mut wt = vec![0.0; c * m_right];
-                        for (j, row) in data.chunks_exact(c).enumerate() {
-                            for (p, &v) in row.iter().enumerate() {
-                                wt[p * m_right + j] = v;
-                            }
-                        }
-                        PackedB::new(MatRef::row_major(&wt, c, m_right)?)
-                    };
-                    // A blocked output is always the product with `Wᵀ` on the right
-                    // (`conv_layouts.rs`): `W` packed too would only cost load time and memory.
-                    if layout.output == Layout::Blocked {
-                        return Ok(PackedWeights::Transposed(right));
-                    }
-                    Ok(PackedWeights::PointwiseBoth {
-                        left: PackedA::new(MatRef::row_major(data, m, c)?),
+                // Read a few output channels at a time as they are packed: zero past `m`.
+                let rows = |cols: Range<usize>, dst: &mut [f32]| -> Result<()> {
+                    let stored = cols.start.min(m)..cols.end.min(m);
+                    let (read, pad) = dst.split_at_mut(stored.len() * c);
+                    pad.fill(0.0);
+                    w.read_f32_into(stored.start * c, read)
+                };
+                let right = PackedB::from_columns(c, m_right, rows)?;
+                // A blocked output is always the product with `Wᵀ` on the right
+                // (`conv_layouts.rs`): `W` packed too would only cost load time and memory.
+                let packed = if layout.output == Layout::Blocked {
+                    PackedWeights::Transposed(right)
+                } else {
+                    PackedWeights::PointwiseBoth {
+                        left: PackedA::from_rows(m, c, rows)?,
                         right,
-                    })
-                })??;
+                    }
+                };
                 Some((packed, s.to_vec()))
             }
             Some(w)
@@ -376,9 +372,8 @@ impl Conv {
             {
                 let s = w.shape();
                 let (m, k) = (s[0], s[1..].iter().product::<usize>());
-                let packed = w.with_slice::<f32, _>(|data| -> Result<_> {
-                    Ok(PackedB::new(MatRef::new(data, k, m, 1, k)?))
-                })??;
+                let packed =
+                    PackedB::from_columns(k, m, |cols, dst| w.read_f32_into(cols.start * k, dst))?;
                 Some((PackedWeights::Transposed(packed), s.to_vec()))
             }
             Some(w)
@@ -387,8 +382,7 @@ impl Conv {
                     && winograd_suits(&spatial, group, w) =>
             {
                 let s = w.shape();
-                let ww =
-                    w.with_slice::<f32, _>(|data| WinogradWeights::new(data, s[0], s[1]))??;
+                let ww = WinogradWeights::new(w, s[0], s[1])?;
                 Some((PackedWeights::Winograd(ww), s.to_vec()))
             }
             Some(w)
@@ -409,13 +403,14 @@ impl Conv {
                     "{m} output channels are not divisible by group {group}"
                 );
                 let mg = m / group;
-                let packs = w.with_slice::<f32, _>(|data| -> Result<_> {
-                    let mut packs = PackedAStack::new(group, mg, kg);
-                    for g in 0..group {
-                        packs.push(MatRef::row_major(&data[g * mg * kg..], mg, kg)?)?;
+                // Every group's output channels `rows`, read as they are packed.
+                let packs = PackedA::stack_from_rows(group, mg, kg, |rows, dst| -> Result<()> {
+                    let each = rows.len() * kg;
+                    for (g, out) in dst.chunks_exact_mut(each.max(1)).enumerate() {
+                        w.read_f32_into((g * mg + rows.start) * kg, out)?;
                     }
-                    Ok(packs.finish())
-                })??;
+                    Ok(())
+                })?;
                 Some((PackedWeights::Gemm(packs), s.to_vec()))
             }
             _ => None,

@@ -9,10 +9,8 @@
 
 use super::conv::Geometry;
 use crate::error::Result;
-use crate::tensor::spare;
-use infer_kernels::gemm::{
-    gemm_serial, Activation, Epilogue, Lhs, MatMut, MatRef, PackedA, PackedAStack, Rhs,
-};
+use crate::tensor::{spare, Tensor};
+use infer_kernels::gemm::{gemm_serial, Activation, Epilogue, Lhs, MatMut, MatRef, PackedA, Rhs};
 use infer_kernels::parallel;
 use infer_kernels::winograd::{self, Scratch, TileGrid, POINTS};
 use rayon::prelude::*;
@@ -36,37 +34,25 @@ pub(super) struct WinogradOutput<'a> {
 }
 
 impl WinogradWeights {
-    /// Transforms weights `[m, c, 3, 3]` (row-major).
-    pub fn new(w: &[f32], m: usize, c: usize) -> Result<Self> {
+    /// Transforms weights `[m, c, 3, 3]` (f32).
+    pub fn new(w: &Tensor, m: usize, c: usize) -> Result<Self> {
         crate::ensure!(
             w.len() == m * c * 9,
             "3x3 weights of {m}x{c} channels need {} values, got {}",
             m * c * 9,
             w.len()
         );
-        let mut points = PackedAStack::new(POINTS, m, c);
-        // Output channels are transformed a block of whole panels at a time and packed right
-        // away: the transform of all of them, 4× the weights, was a temporary whose fresh
-        // pages cost more than the transform itself at load. ~256 KiB of transformed values
-        // stay in L2 for the packing that reads them.
-        let panel = points.row_block();
-        let rows = ((64 << 10) / (POINTS * c.max(1)) / panel * panel).max(panel);
-        let mut u = spare::f32_output(POINTS * rows.min(m) * c)?;
-        for r0 in (0..m).step_by(rows) {
-            let r1 = (r0 + rows).min(m);
-            let (n, block) = (r1 - r0, &mut u[..POINTS * (r1 - r0) * c]);
-            winograd::transform_weights_into(&w[r0 * c * 9..r1 * c * 9], n, c, block);
-            for p in 0..POINTS {
-                let point = &block[p * n * c..(p + 1) * n * c];
-                points.push_rows(p, r0, MatRef::row_major(point, n, c)?)?;
-            }
-        }
-        u.give_back();
-        Ok(WinogradWeights {
-            points: points.finish(),
-            m,
-            c,
-        })
+        // Output channels are read and transformed a block at a time and packed right away:
+        // the transform of all of them, 4× the weights, was a temporary whose fresh pages
+        // cost more than the transform itself at load.
+        let points = PackedA::stack_from_rows(POINTS, m, c, |rows, u| -> Result<()> {
+            let n = rows.len();
+            let mut g = vec![0.0; n * c * 9];
+            w.read_f32_into(rows.start * c * 9, &mut g)?;
+            winograd::transform_weights_into(&g, n, c, u);
+            Ok(())
+        })?;
+        Ok(WinogradWeights { points, m, c })
     }
 
     /// Whether this kernel computes `geo` (a 2-D 3×3 convolution with unit stride and

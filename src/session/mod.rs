@@ -236,14 +236,15 @@ impl SessionBuilder {
     }
 }
 
-/// Elements of the largest misaligned `f32` weight that a Conv, MatMul or Gemm prepacks,
-/// which planning decodes into a temporary copy first (see `spare::reserve_for_decoding`).
-/// Other constants (an embedding table read by Gather) keep a decoded copy of their own.
+/// Elements of the largest misaligned `f32` weight that a MatMul or Gemm prepacks, which
+/// planning decodes into a temporary copy first (see `spare::reserve_for_decoding`). A Conv
+/// reads its weights a few output channels at a time as it packs them; other constants (an
+/// embedding table read by Gather) keep a decoded copy of their own.
 fn largest_undecoded_weight(graph: &Graph) -> Option<usize> {
     graph
         .nodes
         .iter()
-        .filter(|n| n.domain.is_empty() && matches!(n.op_type.as_str(), "Conv" | "MatMul" | "Gemm"))
+        .filter(|n| n.domain.is_empty() && matches!(n.op_type.as_str(), "MatMul" | "Gemm"))
         .filter_map(|n| graph.initializers.get(&(*n.inputs.get(1)?)?))
         .filter_map(Tensor::undecoded_f32_len)
         .max()

@@ -800,6 +800,33 @@ impl Tensor {
         }
     }
 
+    /// Copies elements `start..start + dst.len()` of an `f32` tensor (flat, row-major) into
+    /// `dst`, decoding them from stored bytes where they cannot be read in place, without
+    /// decoding (or caching) the rest: weights packed a block at a time read only that block.
+    pub(crate) fn read_f32_into(&self, start: usize, dst: &mut [f32]) -> Result<()> {
+        let end = start
+            .checked_add(dst.len())
+            .filter(|&end| end <= self.len());
+        let (Some(end), DType::F32) = (end, self.dtype) else {
+            return Err(Error::Op(format!(
+                "cannot read {} f32 values at {start} of a {:?} tensor of {}",
+                dst.len(),
+                self.dtype,
+                self.len()
+            )));
+        };
+        match &self.data {
+            Data::Lazy(l) if l.decoded.get().is_none() => {
+                let bytes = &l.bytes[start * 4..end * 4];
+                for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            _ => dst.copy_from_slice(&self.as_slice::<f32>()?[start..end]),
+        }
+        Ok(())
+    }
+
     /// Whether a typed access has decoded (and cached) a copy of undecoded bytes.
     #[cfg(test)]
     pub(crate) fn holds_decoded_copy(&self) -> bool {

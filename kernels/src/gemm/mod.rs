@@ -20,6 +20,7 @@ mod epilogue;
 mod gemv;
 mod kernel;
 mod pack;
+mod pack_stream;
 mod packed_gemv;
 pub(crate) mod simd;
 
@@ -30,7 +31,7 @@ pub use kernel::{KernelSpec, COL_BLOCK};
 
 use crate::parallel;
 use driver::{COut, Src};
-use pack::{Packed, PackedStack};
+use pack::Packed;
 use rayon::prelude::*;
 use std::fmt;
 use std::marker::PhantomData;
@@ -314,51 +315,37 @@ impl PackedA {
             packed: Packed::new(a, spec.mr, spec.kc),
         }
     }
-}
 
-/// Same-shape `A` matrices packed into one buffer that they share: the 36 tile points of a
-/// Winograd kernel, the groups of a grouped convolution. Fewer, larger buffers load faster
-/// (huge pages, see `pack::PackedStack`); each matrix multiplies as a [`PackedA::new`] would.
-pub struct PackedAStack {
-    spec: &'static KernelSpec,
-    stack: PackedStack,
-}
+    /// `A` (`rows × cols`) packed from its rows made a block at a time, in parallel on the
+    /// rayon pool: [`PackedA::stack_from_rows`] of one matrix.
+    pub fn from_rows<E, F>(rows: usize, cols: usize, fill: F) -> Result<PackedA, E>
+    where
+        E: Send,
+        F: Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+    {
+        let mut one = Self::stack_from_rows(1, rows, cols, fill)?;
+        Ok(one.swap_remove(0))
+    }
 
-impl PackedAStack {
-    /// Room for `count` matrices of `rows × cols`.
-    pub fn new(count: usize, rows: usize, cols: usize) -> Self {
+    /// `count` matrices of `rows × cols` packed into one buffer that they share, from rows
+    /// made a block at a time, in parallel on the rayon pool: `fill(r0..r1, dst)` writes rows
+    /// `r0..r1` of every matrix into `dst`, row-major, matrix after matrix. For weights decoded
+    /// or transformed as they are packed (the 36 tile points of a Winograd kernel, the groups
+    /// of a grouped convolution), with no temporary the size of them all. Each matrix
+    /// multiplies as a [`PackedA::new`] of it would; the first error of `fill` is returned.
+    pub fn stack_from_rows<E, F>(
+        count: usize,
+        rows: usize,
+        cols: usize,
+        fill: F,
+    ) -> Result<Vec<PackedA>, E>
+    where
+        E: Send,
+        F: Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+    {
         let spec = kernel::best();
-        PackedAStack {
-            spec,
-            stack: PackedStack::new(count, rows, cols, spec.mr, spec.kc),
-        }
-    }
-
-    /// Packs the next matrix; an error when its shape differs or the stack is full.
-    pub fn push(&mut self, a: MatRef) -> Result<(), GemmError> {
-        self.stack.push(a)
-    }
-
-    /// Row blocks given to [`PackedAStack::push_rows`] start on a multiple of this (the
-    /// kernel's panel height).
-    pub fn row_block(&self) -> usize {
-        self.stack.width()
-    }
-
-    /// Packs `a` as rows `r0..r0 + a.rows()` of matrix `index`, the rows after those packed
-    /// so far: `r0` a multiple of [`PackedAStack::row_block`], and the block ends on one or
-    /// at the last row. For matrices built a block of rows at a time, with no temporary the
-    /// size of the whole stack; an error when the block does not fit.
-    pub fn push_rows(&mut self, index: usize, r0: usize, a: MatRef) -> Result<(), GemmError> {
-        self.stack.push_rows(index, r0, a)
-    }
-
-    /// The matrices packed, in order, up to the first one not yet whole.
-    pub fn finish(self) -> Vec<PackedA> {
-        let (rows, cols) = (self.stack.rows(), self.stack.cols());
-        let spec = self.spec;
-        self.stack
-            .finish()
+        let packs = pack::pack_rows(count, rows, cols, spec.mr, spec.kc, fill)?;
+        Ok(packs
             .into_iter()
             .map(|packed| PackedA {
                 spec,
@@ -366,7 +353,7 @@ impl PackedAStack {
                 cols,
                 packed,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -392,6 +379,25 @@ pub struct PackedB {
 impl PackedB {
     pub fn new(b: MatRef) -> Self {
         Self::for_kernel(kernel::best(), b)
+    }
+
+    /// `B` (`rows × cols`) packed from its columns made a block at a time, in parallel on the
+    /// rayon pool: `fill(j0..j1, dst)` writes columns `j0..j1` into `dst`, each as a run of
+    /// `rows` values (rows `j0..j1` of `Bᵀ`, row-major). For weights stored as `Bᵀ` that are
+    /// decoded as they are packed; the first error of `fill` is returned.
+    pub fn from_columns<E, F>(rows: usize, cols: usize, fill: F) -> Result<PackedB, E>
+    where
+        E: Send,
+        F: Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+    {
+        let spec = kernel::best();
+        let mut packs = pack::pack_rows(1, cols, rows, spec.nr, spec.kc, fill)?;
+        Ok(PackedB {
+            spec,
+            rows,
+            cols,
+            packed: packs.remove(0),
+        })
     }
 
     /// Columns of `B`.

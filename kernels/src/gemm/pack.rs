@@ -8,7 +8,7 @@
 //! so the panel covering row `r` (a multiple of `width`) of the block starting at depth `p0`
 //! begins at `p0 · padded_rows + r · block_depth`.
 
-use super::{err, GemmError, MatRef};
+use super::{pack_stream, MatRef};
 use crate::parallel;
 use crate::weight_arena::{self, Carved};
 use rayon::prelude::*;
@@ -100,6 +100,20 @@ pub(super) fn pack(
     depth: Range<usize>,
     width: usize,
 ) -> usize {
+    pack_panels(dst, src, rows, depth, width, false)
+}
+
+/// [`pack`], with `streaming` for an operand packed once and read much later: full panels are
+/// then written with streaming stores where `pack_stream` handles their layout (the caller
+/// calls `pack_stream::fence` before sharing `dst`).
+fn pack_panels(
+    dst: &mut [f32],
+    src: MatRef,
+    rows: Range<usize>,
+    depth: Range<usize>,
+    width: usize,
+    streaming: bool,
+) -> usize {
     let kc = depth.len();
     let panels = rows.len().div_ceil(width);
     let total = panels * width * kc;
@@ -111,6 +125,9 @@ pub(super) fn pack(
     for (q, panel) in dst[..total].chunks_exact_mut(width * kc).enumerate() {
         let r0 = rows.start + q * width;
         let valid = width.min(rows.end - r0);
+        if streaming && valid == width && pack_stream::panel(panel, src, r0, depth.start, width) {
+            continue;
+        }
         if valid < width {
             panel.fill(0.0);
         }
@@ -200,7 +217,7 @@ fn gather_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: us
 /// panels (see module docs).
 #[derive(Clone)]
 pub(super) struct Packed {
-    /// Shared by the matrices of a [`PackedStack`]; read-only once packed.
+    /// Shared by the matrices packed together by [`pack_rows`]; read-only once packed.
     buf: Arc<AlignedBuf>,
     /// Where this matrix starts in `buf`.
     offset: usize,
@@ -286,138 +303,127 @@ impl Packed {
     }
 }
 
-/// Matrices of one shape packed one after another into a single buffer, which they then share.
+/// Source floats (all matrices' rows together) that [`pack_rows`] has a block of rows produced
+/// and packed at a time: 256 KiB, which stay in L2 between the two.
+const ROW_BLOCK_FLOATS: usize = 64 << 10;
+
+/// `count` matrices of `rows × cols` (panel-major views, see module docs) packed one after
+/// another into a single buffer, which they then share, from rows produced a block at a time:
+/// `fill(r0..r1, dst)` writes rows `r0..r1` of every matrix into `dst`, row-major, matrix
+/// after matrix (`count · (r1 - r0) · cols` floats). Blocks are whole panels (the last may be
+/// ragged), and several go to the rayon pool's threads at once, so `fill` may run on any of
+/// them; the first error it returns is returned.
 ///
-/// A 3×3 convolution on the Winograd path has 36 of them, a grouped one one per group: each
-/// alone is too small for huge pages (see `huge_pages`) and costs a page fault per 4 KiB at
-/// load; together they usually are not, and fault once per 2 MiB.
-pub(super) struct PackedStack {
-    buf: AlignedBuf,
+/// Weights decoded or transformed a block at a time need no temporary of the whole matrix
+/// (whose fresh pages cost more than the packing at load), and the block just produced is
+/// still in cache when packed. One shared buffer serves many matrices (the 36 tile points of
+/// a Winograd kernel, the groups of a grouped convolution) with fewer, larger allocations.
+pub(super) fn pack_rows<E, F>(
+    count: usize,
     rows: usize,
     cols: usize,
     width: usize,
     kc: usize,
-    /// Rows packed so far of each matrix.
-    filled: Vec<usize>,
-}
-
-impl PackedStack {
-    /// Room for `count` matrices of `rows × cols` (panel-major view, see module docs).
-    pub fn new(count: usize, rows: usize, cols: usize, width: usize, kc: usize) -> Self {
-        PackedStack {
-            buf: AlignedBuf::zeroed(count * rows.div_ceil(width) * width * cols),
-            rows,
-            cols,
-            width,
-            kc,
-            filled: vec![0; count],
+    fill: F,
+) -> Result<Vec<Packed>, E>
+where
+    E: Send,
+    F: Fn(Range<usize>, &mut [f32]) -> Result<(), E> + Sync,
+{
+    let padded_rows = rows.div_ceil(width) * width;
+    let each = padded_rows * cols;
+    let mut buf = AlignedBuf::zeroed(count * each);
+    if count * each > 0 {
+        // Rows per block: whole panels, about `ROW_BLOCK_FLOATS` of source, and enough blocks
+        // for every thread where the matrices are worth splitting.
+        let panels = padded_rows / width;
+        let threads = if count * each >= ROW_BLOCK_FLOATS {
+            parallel::threads()
+        } else {
+            1
+        };
+        let block_panels = (ROW_BLOCK_FLOATS / (count * width * cols))
+            .min(panels.div_ceil(threads))
+            .max(1);
+        let block_rows = block_panels * width;
+        let blocks = panels.div_ceil(block_panels);
+        // Each block's destinations: for each matrix and depth block, its run of panels.
+        let mut dests: Vec<Vec<&mut [f32]>> = (0..blocks).map(|_| Vec::new()).collect();
+        for matrix in buf.get_mut(count * each).chunks_exact_mut(each) {
+            let mut rest = matrix;
+            for p0 in (0..cols).step_by(kc) {
+                let kc_len = kc.min(cols - p0);
+                let (depth_block, tail) = rest.split_at_mut(padded_rows * kc_len);
+                rest = tail;
+                for (b, run) in depth_block.chunks_mut(block_rows * kc_len).enumerate() {
+                    dests[b].push(run);
+                }
+            }
         }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Rows a [`PackedStack::push_rows`] block starts on a multiple of.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    fn each(&self) -> usize {
-        self.rows.div_ceil(self.width) * self.width * self.cols
-    }
-
-    /// Packs the next matrix whole; an error when it is not `rows × cols` or the stack is full.
-    pub fn push(&mut self, src: MatRef) -> Result<(), GemmError> {
-        let index = self.filled.iter().position(|&r| r == 0);
-        match index {
-            Some(index) if src.rows == self.rows => self.push_rows(index, 0, src),
-            _ => Err(err(format!(
-                "cannot stack a {}x{} matrix onto {} matrices of {}x{}",
-                src.rows,
-                src.cols,
-                self.filled.len(),
-                self.rows,
-                self.cols
-            ))),
+        // One task per thread (a contiguous run of blocks), each with one scratch block.
+        let per_task = blocks.div_ceil(threads);
+        let mut tasks = Vec::new();
+        let mut first = 0;
+        let mut dests = dests.into_iter();
+        while first < blocks {
+            let run: Vec<_> = dests.by_ref().take(per_task).collect();
+            let next = first + run.len();
+            tasks.push((first, run));
+            first = next;
         }
+        parallel::try_for_each(tasks.into_par_iter(), |(first, run)| {
+            let mut scratch = vec![0.0; count * block_rows.min(rows) * cols];
+            for (b, runs) in (first..).zip(run) {
+                let r0 = b * block_rows;
+                let n = block_rows.min(rows - r0);
+                let src = &mut scratch[..count * n * cols];
+                fill(r0..r0 + n, src)?;
+                let mut runs = runs.into_iter();
+                for matrix in src.chunks_exact(n * cols) {
+                    let matrix = MatRef {
+                        data: matrix,
+                        rows: n,
+                        cols,
+                        row_stride: cols,
+                        col_stride: 1,
+                    };
+                    for (p0, dst) in (0..cols).step_by(kc).zip(runs.by_ref()) {
+                        pack_panels(dst, matrix, 0..n, p0..(p0 + kc).min(cols), width, true);
+                    }
+                }
+            }
+            pack_stream::fence();
+            Ok(())
+        })?;
     }
-
-    /// Packs `src` as rows `r0..r0 + src.rows` of matrix `index`: the rows after those packed
-    /// so far, starting on a multiple of [`PackedStack::width`] and ending on one or at the
-    /// last row, so that whole panels are written. A caller that builds each matrix a block of
-    /// rows at a time (a transform of the weights) needs no whole-matrix temporary.
-    pub fn push_rows(&mut self, index: usize, r0: usize, src: MatRef) -> Result<(), GemmError> {
-        let r1 = r0.saturating_add(src.rows);
-        let fits = index < self.filled.len()
-            && self.filled[index] == r0
-            && src.cols == self.cols
-            && r1 <= self.rows
-            && r0.is_multiple_of(self.width)
-            && (r1.is_multiple_of(self.width) || r1 == self.rows);
-        if !fits {
-            return Err(err(format!(
-                "cannot pack {} rows of {} at row {r0} of matrix {index} of {} ({}x{}, {} rows \
-                 packed, panels of {})",
-                src.rows,
-                src.cols,
-                self.filled.len(),
-                self.rows,
-                self.cols,
-                self.filled.get(index).copied().unwrap_or(0),
-                self.width
-            )));
-        }
-        let padded_rows = self.rows.div_ceil(self.width) * self.width;
-        let start = index * self.each();
-        let matrix = &mut self.buf.get_mut(start + self.each())[start..];
-        let mut p0 = 0;
-        while p0 < self.cols {
-            let p1 = (p0 + self.kc).min(self.cols);
-            // The panels of rows `r0..` of the depth block at `p0` (see module docs).
-            let at = p0 * padded_rows + r0 * (p1 - p0);
-            pack(&mut matrix[at..], src, 0..src.rows, p0..p1, self.width);
-            p0 = p1;
-        }
-        self.filled[index] = r1;
-        Ok(())
-    }
-
-    /// The matrices packed, in order, up to the first one not yet whole.
-    pub fn finish(self) -> Vec<Packed> {
-        let (each, padded_rows) = (self.each(), self.rows.div_ceil(self.width) * self.width);
-        let whole = self.filled.iter().take_while(|&&r| r == self.rows).count();
-        let buf = Arc::new(self.buf);
-        (0..whole)
-            .map(|i| Packed {
-                buf: buf.clone(),
-                offset: i * each,
-                padded_rows,
-            })
-            .collect()
-    }
+    let buf = Arc::new(buf);
+    Ok((0..count)
+        .map(|i| Packed {
+            buf: buf.clone(),
+            offset: i * each,
+            padded_rows,
+        })
+        .collect())
 }
 
 /// Packs all of `src` into `dst` (which holds exactly its padded size) in depth blocks of
-/// `kc`; returns the padded row count.
+/// `kc`, for an operand packed once (streaming stores); returns the padded row count.
 fn pack_whole(dst: &mut [f32], src: MatRef, width: usize, kc: usize) -> usize {
     let padded_rows = src.rows.div_ceil(width) * width;
     let mut p0 = 0;
     while p0 < src.cols {
         let p1 = (p0 + kc).min(src.cols);
-        pack(
+        pack_panels(
             &mut dst[p0 * padded_rows..],
             src,
             0..src.rows,
             p0..p1,
             width,
+            true,
         );
         p0 = p1;
     }
+    pack_stream::fence();
     padded_rows
 }
 
@@ -442,6 +448,38 @@ mod tests {
         let mut dst2 = [f32::NAN; 12];
         pack(&mut dst2, pt, 0..3, 0..3, 2);
         assert_eq!(dst, dst2);
+    }
+
+    #[test]
+    fn streamed_panels_are_the_panels_packed() {
+        // Both orientations, widths the streaming path takes (4, 8, 32) and one it leaves to
+        // the ordinary one (6), a depth that is no multiple of 4, a ragged last panel, and a
+        // destination 16-byte aligned (a whole panel) or not (offset by one float).
+        for (width, depth) in [(4, 9), (8, 13), (32, 7), (6, 5), (8, 3)] {
+            let rows = 2 * width + 1;
+            let data: Vec<f32> = (0..rows * depth).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let by_rows = MatRef::new(&data, rows, depth, depth, 1).unwrap();
+            let by_cols = MatRef::new(&data, rows, depth, 1, rows).unwrap();
+            for src in [by_rows, by_cols] {
+                for skip in [0, 1] {
+                    let len = rows.div_ceil(width) * width * depth;
+                    let mut want = AlignedBuf::default();
+                    let want = &mut want.get_mut(len + 1)[skip..];
+                    want.fill(f32::NAN);
+                    let mut got = AlignedBuf::default();
+                    let got = &mut got.get_mut(len + 1)[skip..];
+                    got.fill(f32::NAN);
+                    pack(want, src, 0..rows, 0..depth, width);
+                    pack_panels(got, src, 0..rows, 0..depth, width, true);
+                    pack_stream::fence();
+                    assert_eq!(
+                        got[..len],
+                        want[..len],
+                        "width {width}, depth {depth}, skip {skip}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -680,66 +680,69 @@ fn assert_packs_multiply_as_their_matrices(
 }
 
 #[test]
-fn stacked_packs_multiply_as_separate_ones() {
-    // Ragged rows (7 is no multiple of any MR) and depth over kc: every offset into the
-    // shared buffer has to be right for the products to match.
-    let (count, m, k, n) = (3, 7, 300, 19);
-    let b = values(k * n, 40);
-    let b = MatRef::row_major(&b, k, n).unwrap();
-    let mats: Vec<Vec<f32>> = (0..count).map(|i| values(m * k, 41 + i as u64)).collect();
-    let mut stack = PackedAStack::new(count, m, k);
-    for a in &mats {
-        stack.push(MatRef::row_major(a, m, k).unwrap()).unwrap();
+fn stacks_packed_from_row_blocks_multiply_as_separate_ones() {
+    // Ragged rows (no multiple of any MR), depth over kc, one thread and three: every row
+    // block's offsets into the shared buffer have to be right for the products to match.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for (count, m, k) in [(3, 7, 300), (2, 29, 300), (36, 40, 520), (1, 1, 1)] {
+        let n = 11;
+        let b = values(k * n, 50);
+        let b = MatRef::row_major(&b, k, n).unwrap();
+        let mats: Vec<Vec<f32>> = (0..count).map(|i| values(m * k, 51 + i as u64)).collect();
+        let fill = |rows: Range<usize>, dst: &mut [f32]| -> Result<(), String> {
+            for (a, out) in mats.iter().zip(dst.chunks_exact_mut(rows.len() * k)) {
+                out.copy_from_slice(&a[rows.start * k..rows.end * k]);
+            }
+            Ok(())
+        };
+        let serial = PackedA::stack_from_rows(count, m, k, fill).unwrap();
+        let what = format!("{count} stacked {m}x{k}");
+        assert_packs_multiply_as_their_matrices(&mats, &serial, b, &what);
+        let parallel = pool.install(|| PackedA::stack_from_rows(count, m, k, fill).unwrap());
+        assert_packs_multiply_as_their_matrices(&mats, &parallel, b, &what);
     }
-    // A full stack, or a matrix of another shape, is refused.
-    assert!(stack
-        .push(MatRef::row_major(&mats[0], m, k).unwrap())
-        .is_err());
-    assert_packs_multiply_as_their_matrices(&mats, &stack.finish(), b, "stacked pack");
-    let mut other = PackedAStack::new(2, m, k);
-    assert!(other
-        .push(MatRef::row_major(&mats[0], m - 1, k).unwrap())
-        .is_err());
+    // An error of the fill is the result.
+    let failed = pool.install(|| {
+        PackedA::stack_from_rows(2, 300, 300, |rows, _| {
+            if rows.start > 0 {
+                Err(format!("rows {rows:?}"))
+            } else {
+                Ok(())
+            }
+        })
+    });
+    assert!(failed.is_err());
 }
 
 #[test]
-fn stacks_packed_by_row_blocks_multiply_as_whole_ones() {
-    // Depth over kc, rows ragged at the end: blocks of 1 and 3 panels, matrices filled
-    // interleaved, as a weight transform done a few rows at a time fills them.
-    let (count, m, k, n) = (2, 29, 300, 11);
-    let b = values(k * n, 50);
-    let b = MatRef::row_major(&b, k, n).unwrap();
-    let mats: Vec<Vec<f32>> = (0..count).map(|i| values(m * k, 51 + i as u64)).collect();
-    let mut stack = PackedAStack::new(count, m, k);
-    let panel = stack.row_block();
-    let mut r0 = 0;
-    for (step, rows) in [panel, 3 * panel].into_iter().cycle().enumerate() {
-        if r0 == m {
-            break;
-        }
-        let r1 = (r0 + rows).min(m);
-        for i in (0..count).map(|i| (i + step) % count) {
-            let block = &mats[i][r0 * k..r1 * k];
-            stack
-                .push_rows(i, r0, MatRef::row_major(block, r1 - r0, k).unwrap())
-                .unwrap();
-        }
-        r0 = r1;
+fn b_packed_from_column_blocks_is_b_packed_whole() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (k, n) in [(300, 37), (520, 200), (3, 1)] {
+        let bt = values(n * k, 60);
+        let a = values(13 * k, 61);
+        let a = MatRef::row_major(&a, 13, k).unwrap();
+        let whole = PackedB::new(MatRef::row_major(&bt, n, k).unwrap().t());
+        let blocks = pool.install(|| {
+            PackedB::from_columns(k, n, |cols, dst| -> Result<(), ()> {
+                dst.copy_from_slice(&bt[cols.start * k..cols.end * k]);
+                Ok(())
+            })
+            .unwrap()
+        });
+        let product = |b: &PackedB| {
+            let mut c = vec![f32::NAN; 13 * n];
+            let out = MatMut::row_major(&mut c, 13, n).unwrap();
+            gemm(Lhs::Mat(a), Rhs::Packed(b), out, &Epilogue::default()).unwrap();
+            c
+        };
+        assert_eq!(product(&blocks), product(&whole), "{k}x{n}");
     }
-    assert_packs_multiply_as_their_matrices(&mats, &stack.finish(), b, "row-block pack");
-
-    // Blocks out of order, off a panel boundary, or past the end are refused; an unfinished
-    // matrix is not handed out.
-    let mut stack = PackedAStack::new(2, m, k);
-    let rows = |r: usize| MatRef::row_major(&mats[0][..r * k], r, k).unwrap();
-    assert!(stack.push_rows(0, panel, rows(panel)).is_err());
-    assert!(stack.push_rows(2, 0, rows(panel)).is_err());
-    if panel > 1 {
-        assert!(stack.push_rows(0, 0, rows(panel - 1)).is_err());
-    }
-    stack.push_rows(0, 0, rows(panel)).unwrap();
-    assert!(stack.push_rows(0, panel, rows(m)).is_err());
-    assert!(stack.finish().is_empty());
 }
 
 #[test]
