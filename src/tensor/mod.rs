@@ -916,6 +916,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn f32_ranges_read_from_stored_bytes_aligned_or_not() {
+        let v: Vec<f32> = (0..10).map(|i| i as f32 - 4.5).collect();
+        // The values after `lead` bytes: 4 keeps them aligned (allocations are), 1 does not.
+        let stored = |lead: usize| {
+            let mut bytes = vec![0u8; lead];
+            bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            bytes::Bytes::from(bytes).slice(lead..)
+        };
+        for lead in [4, 1] {
+            let t = Tensor::from_le_bytes(DType::F32, vec![2, 5], stored(lead)).unwrap();
+            let mut got = [f32::NAN; 4];
+            t.read_f32_into(3, &mut got).unwrap();
+            assert_eq!(got, v[3..7]);
+            t.read_f32_into(6, &mut got).unwrap();
+            assert_eq!(got, v[6..10]);
+            assert!(t.read_f32_into(7, &mut got).is_err(), "past the end");
+            assert!(t.read_f32_into(usize::MAX, &mut got).is_err(), "overflow");
+            assert!(!t.holds_decoded_copy(), "nothing decoded beyond the range");
+        }
+        let ints = Tensor::from_le_bytes(DType::I32, vec![2], bytes::Bytes::from(vec![0u8; 8]));
+        assert!(
+            ints.unwrap().read_f32_into(0, &mut [0.0]).is_err(),
+            "not f32"
+        );
+    }
+
+    #[test]
     fn mapped_bytes_are_zero_copy_when_aligned() {
         let v: Vec<f32> = vec![1.0, 2.0, 3.0];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
