@@ -817,9 +817,11 @@ impl Tensor {
         };
         match &self.data {
             Data::Lazy(l) if l.decoded.get().is_none() => {
-                let bytes = &l.bytes[start * 4..end * 4];
-                for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                for (d, v) in dst
+                    .iter_mut()
+                    .zip(spare::le_f32s(&l.bytes[start * 4..end * 4]))
+                {
+                    *d = v;
                 }
             }
             _ => dst.copy_from_slice(&self.as_slice::<f32>()?[start..end]),

@@ -239,12 +239,15 @@ pub(crate) fn decoded_f32(bytes: &[u8]) -> Result<Vec<f32>> {
     };
     // Written once, straight from the bytes: no zero fill first.
     v.clear();
-    v.extend(
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-    );
+    v.extend(le_f32s(bytes));
     Ok(v)
+}
+
+/// The `f32`s of little-endian bytes (a trailing partial element is ignored).
+pub(crate) fn le_f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// [`f32_output`] for any element type: a spare for `f32`, a fresh default-filled vector for
