@@ -61,10 +61,10 @@ fn main() {
             Rhs::Mat(MatRef::row_major(&b, k, n).expect("shape"))
         };
         let flops = 2.0 * (m * k * n) as f64;
-        let reps = ((4e9 / flops) as usize).clamp(3, 400);
+        let reps = ((1e9 / flops) as usize).clamp(3, 400);
         let mut times = Vec::new();
         pool.install(|| {
-            for _ in 0..7 {
+            for _ in 0..21 {
                 let t = Instant::now();
                 for _ in 0..reps {
                     let out = MatMut::row_major(&mut c, m, n).expect("shape");
@@ -74,11 +74,13 @@ fn main() {
             }
         });
         times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        // The best round as well: on a shared machine noise only ever slows a round down.
+        let (median, best) = (times[times.len() / 2], times[0]);
         println!(
-            "{m:>5}x{k:>5}x{n:>5}  {:>8.3} ms  {:>6.1} GFLOP/s",
+            "{m:>5}x{k:>5}x{n:>5}  {:>8.3} ms  {:>6.1} GFLOP/s  (best {:>6.1})",
             median * 1e3,
-            flops / median / 1e9
+            flops / median / 1e9,
+            flops / best / 1e9
         );
     }
 }

@@ -88,3 +88,22 @@ pub(crate) fn x86_has(level: X86Level) -> bool {
             X86Level::Avx512 => is_x86_feature_detected!("avx512f"),
         }
 }
+
+/// Whether the CPU is an Intel one (CPUID vendor "GenuineIntel"), detected once: a few
+/// blocking choices measured opposite ways on Intel and AMD cores (see the GEMM driver).
+pub(crate) fn is_intel() -> bool {
+    static INTEL: OnceLock<bool> = OnceLock::new();
+    *INTEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID is baseline on x86_64 and leaf 0 always exists.
+            let id = std::arch::x86_64::__cpuid(0);
+            // The vendor string is EBX, EDX, ECX: "Genu" "ineI" "ntel".
+            [id.ebx, id.edx, id.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}

@@ -90,11 +90,11 @@ fn print_profile(
         );
     }
     println!("  {:<28} {:>10.3}", "all kernels", per_run(profile.total()));
-    println!("slowest nodes (kernel time per run):");
+    println!("slowest nodes (median kernel time per run):");
     for node in profile.by_node().iter().take(slowest) {
         println!(
             "  {:>8.3} ms  {:<14} {:<28} {}",
-            per_run(node.total),
+            node.median_per_run().as_secs_f64() * 1e3,
             node.op_type,
             node.node,
             node.input_shapes

@@ -1,5 +1,6 @@
 //! Where a run's time goes: wall time per operator type and per node, summed over profiled
-//! runs.
+//! runs, and each node's time run by run (for medians: on a shared machine a mean is mostly
+//! the neighbours' noise).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +25,18 @@ pub struct NodeTime {
     pub input_shapes: String,
     pub total: Duration,
     pub calls: usize,
+    /// Its time in each profiled run (summed over its calls in that run; zero in a run it
+    /// was not called in).
+    pub per_run: Vec<Duration>,
+}
+
+impl NodeTime {
+    /// The median of its per-run times.
+    pub fn median_per_run(&self) -> Duration {
+        let mut runs = self.per_run.clone();
+        runs.sort_unstable();
+        runs.get(runs.len() / 2).copied().unwrap_or_default()
+    }
 }
 
 /// One operator type's share of the profiled runs.
@@ -69,6 +82,10 @@ impl Profile {
             });
         by_node.total += elapsed;
         by_node.calls += 1;
+        by_node.per_run.resize(self.runs.max(1), Duration::ZERO);
+        if let Some(this_run) = by_node.per_run.last_mut() {
+            *this_run += elapsed;
+        }
         let entry = self
             .by_op
             .entry(op_type.to_string())
@@ -87,10 +104,19 @@ impl Profile {
         ops
     }
 
-    /// Nodes by total time, largest first.
+    /// Nodes by median time per run, largest first.
     pub fn by_node(&self) -> Vec<NodeTime> {
-        let mut nodes: Vec<NodeTime> = self.by_node.values().cloned().collect();
-        nodes.sort_by(|a, b| b.total.cmp(&a.total).then(a.node.cmp(&b.node)));
+        let mut nodes: Vec<NodeTime> = self
+            .by_node
+            .values()
+            .map(|n| {
+                let mut n = n.clone();
+                // Runs after a node's last call count as zero for it.
+                n.per_run.resize(self.runs, Duration::ZERO);
+                n
+            })
+            .collect();
+        nodes.sort_by_cached_key(|n| (std::cmp::Reverse(n.median_per_run()), n.node.clone()));
         nodes
     }
 
@@ -125,5 +151,24 @@ mod tests {
         assert_eq!(nodes[0].input_shapes, "[1,3,8,8]");
         assert_eq!(nodes[1].node, "c2");
         assert_eq!(p.runs(), 1);
+    }
+
+    #[test]
+    fn node_medians_ignore_one_slow_run() {
+        let mut p = Profile::new();
+        for ms in [2, 3, 40, 3] {
+            p.begin_run();
+            p.record("c", "Conv", Duration::from_millis(ms), String::new);
+            p.record("r", "Relu", Duration::from_millis(5), String::new);
+        }
+        // A node missing from the last runs counts zero there.
+        p.begin_run();
+        p.record("c", "Conv", Duration::from_millis(3), String::new);
+        let nodes = p.by_node();
+        assert_eq!(nodes[0].node, "r");
+        assert_eq!(nodes[0].per_run.len(), 5);
+        assert_eq!(nodes[0].median_per_run(), Duration::from_millis(5));
+        assert_eq!(nodes[1].median_per_run(), Duration::from_millis(3));
+        assert_eq!(nodes[1].total, Duration::from_millis(51));
     }
 }

@@ -55,11 +55,33 @@ impl Src<'_> {
 /// read in place faster than they pack (64×256×4096 above).
 const IN_PLACE_B_MAX_ROWS: usize = 256;
 
+/// On Intel cores, B's rows at least this many floats apart are packed after all, once `A`
+/// has `FAR_ROWS_PACKED_FROM` rows and the product `FAR_ROWS_MIN_DEPTH` depth steps: there a
+/// depth step read in place costs more than on Zen 4, where the numbers above were taken. On
+/// an Emerald Rapids VM (1 thread, both ways run alternately in one process, median time
+/// ratio packed ÷ in place): 64×256×3136 0.74, 128×256×3136 0.74, 128×128×3136 0.80,
+/// 64×64×3136 0.89, 64×256×2048 0.87, 64×256×4096 0.90, 32×256×3136 0.83, but 64×256×1568
+/// 1.01, 64×256×1800 1.00, 256×256×784 1.03, 8×256×3136 1.07, 16×64×3136 1.15, 64×16×3025
+/// 1.03.
+const FAR_ROWS_FLOATS: usize = 2000;
+const FAR_ROWS_PACKED_FROM: usize = 32;
+const FAR_ROWS_MIN_DEPTH: usize = 64;
+
 /// `bt` as read by the product: an unpacked `B` with contiguous rows is read in place when
-/// `A` has at most `IN_PLACE_B_MAX_ROWS` rows.
+/// `A` has at most `IN_PLACE_B_MAX_ROWS` rows (and, on Intel, unless its rows are far apart
+/// and `A` has enough rows to pay for packing).
 fn reads_b_in_place<'a>(bt: Src<'a>, m: usize) -> Src<'a> {
     match bt {
-        Src::Mat(x) if x.row_stride == 1 && m <= IN_PLACE_B_MAX_ROWS => Src::InPlace(x),
+        Src::Mat(x) if x.row_stride == 1 && m <= IN_PLACE_B_MAX_ROWS => {
+            let far = x.col_stride >= FAR_ROWS_FLOATS
+                && m >= FAR_ROWS_PACKED_FROM
+                && x.cols >= FAR_ROWS_MIN_DEPTH;
+            if far && crate::isa::is_intel() {
+                bt
+            } else {
+                Src::InPlace(x)
+            }
+        }
         other => other,
     }
 }
