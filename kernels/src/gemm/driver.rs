@@ -567,6 +567,12 @@ unsafe fn serial(
                         }
                         _ => (&bp[jr * kc_len..(jr + nr) * kc_len], nr),
                     };
+                    // A prepacked B's next panel in this block, for the first row tile to
+                    // prefetch (see the kernels' `steps`).
+                    let next_b_panel: *const f32 = match bt {
+                        Src::Packed(_) if jr + nr < nc_len => bp[(jr + nr) * kc_len..].as_ptr(),
+                        _ => std::ptr::null(),
+                    };
                     // One call of the tile kernel over rows `i..i + rows` of the tile, its A
                     // panel at `a`, for the panel's columns `part` (see `pieces`).
                     let tile_at = |i: usize, rows: usize, a: *const f32, part: Range<usize>| {
@@ -604,6 +610,11 @@ unsafe fn serial(
                             clamp: in_kernel.filter(|_| last_k).and_then(|e| e.clamp),
                             a_block_stride: direct_a.map_or(0, BlockedRhs::block_stride),
                             b_stride,
+                            b_prefetch: if i == ic {
+                                next_b_panel
+                            } else {
+                                std::ptr::null()
+                            },
                         }
                     };
                     for ir in (0..mc_len).step_by(mr) {

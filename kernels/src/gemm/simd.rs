@@ -33,6 +33,14 @@ pub(crate) trait Simd {
     unsafe fn prefetch(p: *const f32) {
         let _ = p;
     }
+    /// Hints that the cache line holding `p` will be read later: fetched into L2, not L1
+    /// (where it would evict lines in use). Never faults.
+    /// # Safety
+    /// As for `zero` (`p` may point anywhere).
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const f32) {
+        let _ = p;
+    }
     /// `acc + a * b`, fused where the ISA has it.
     /// # Safety
     /// As for `zero`.
@@ -129,6 +137,11 @@ mod x86 {
             // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
         }
+        #[inline(always)]
+        unsafe fn prefetch_l2(p: *const f32) {
+            // SAFETY: as for `prefetch`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
+        }
 
         const LANES: usize = 8;
         type V = __m256;
@@ -185,6 +198,11 @@ mod x86 {
         unsafe fn prefetch(p: *const f32) {
             // SAFETY: SSE is baseline on x86_64; prefetches never fault, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch_l2(p: *const f32) {
+            // SAFETY: as for `prefetch`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
         }
 
         const LANES: usize = 16;
