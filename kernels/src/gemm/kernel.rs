@@ -46,6 +46,8 @@
 //!   `a + i·COL_BLOCK + (p / COL_BLOCK)·a_block_stride + p % COL_BLOCK` (an NCHW16c activation
 //!   with the positions as rows), `kc` is a multiple of `COL_BLOCK` and the tile has all `MR`
 //!   rows. Such a kernel is the full- or half-width one in every other respect.
+//! * A non-null `b_prefetch` points at the next packed B micro-panel; the tile kernels only
+//!   prefetch from it (into L2), so any address is sound.
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -164,7 +166,8 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize, const A_ROW: usize>(
 /// Weights are A in convolutions, and in a whole network they come from DRAM: a 7×7 layer
 /// (2048×512 weights · 49 columns) uses each A panel for two B panels only, too little
 /// arithmetic to hide the misses the hardware prefetcher leaves. Paired runs on an Emerald
-/// Rapids VM, 1 thread, A cold (`examples/xp`-style, one process): 2048×512×49 0.75–0.87×
+/// Rapids VM, 1 thread, A cold (one process cycling through 400 MB of packed copies, with and
+/// without the prefetch alternately): 2048×512×49 0.75–0.87×
 /// the time, 512×4608×49 0.75–0.83×, 1024×256×196 0.90×; hot A unchanged; ResNet-50 0.93×.
 /// Distances of 2 and 8 KiB measured the same within noise.
 const A_PREFETCH_FLOATS: usize = 1024;
