@@ -3,7 +3,8 @@
 //! drift between processes and over minutes does not bias.
 //!
 //! `cargo run --release --example ab_options -- MODEL INPUTS.npz OPTION [THREADS] [RUNS]`,
-//! where OPTION (`channels-last`, `winograd`, `blocked`) is on in A and off in B.
+//! where OPTION (`channels-last`, `winograd`, `blocked`) is on in A and off in B, or is
+//! `threads`: A runs on THREADS threads, B on one (thread scaling, node by node).
 
 use infer::{npy, Profile, Session, SessionBuilder};
 use std::collections::HashMap;
@@ -18,8 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = rest.first().map_or(Ok(1), |s| s.parse())?;
     let runs: usize = rest.get(1).map_or(Ok(200), |s| s.parse())?;
     let with = |on: bool| -> Result<Session, Box<dyn std::error::Error>> {
-        let b: SessionBuilder = Session::builder().threads(threads);
+        let scaling = option == "threads";
+        let b: SessionBuilder =
+            Session::builder().threads(if scaling && !on { 1 } else { threads });
         let b = match option.as_str() {
+            "threads" => b,
             "channels-last" => b.channels_last(on),
             "winograd" => b.winograd(on),
             "blocked" => b.blocked_layout(on),

@@ -1,4 +1,5 @@
-//! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr) and the
+//! The blocked loops around the microkernel (Goto/BLIS order: nc → kc → mc → nr → mr, or
+//! nc → kc → mc → mr → nr for outputs too large for cache, see `walks_rows_first`) and the
 //! split of one product across threads.
 
 use super::blocked_rhs::BlockedRhs;
@@ -367,13 +368,43 @@ const EDGE_ROWS_ONE_BY_ONE: usize = 3;
 /// Columns of `C` the epilogue covers at once: a block's rows × this many floats stay in L2.
 const EPILOGUE_COLS: usize = 128;
 
+/// Least output size, in bytes, walked rows first (see `walks_rows_first`): a quarter of L2.
+pub(super) fn rows_first_min_bytes() -> usize {
+    crate::cache::l2_bytes() / 4
+}
+
+/// Least column panels of a block walked rows first.
+const ROWS_FIRST_MIN_PANELS: usize = 8;
+
+/// Whether `serial` takes each row tile across the whole column block, rather than each
+/// column panel down the block's rows (the BLIS order, which keeps one B panel in L1).
+/// Row-major C makes the panel order walk C (and a residual) in 128-byte pieces of rows
+/// kilobytes apart, one piece per row per panel: no hardware prefetcher follows that, so
+/// where C is not already in cache every piece is a miss of its own. Taken a row tile at a
+/// time, each row is one sequential stream. It costs re-reading the block's B panels from L2
+/// for every row tile, so it is kept to outputs too large to stay in cache and wide enough to
+/// stream: on an Emerald Rapids VM (1 thread, C and residual cycled through 64 MB of copies,
+/// both orders alternated in one process, median time ratio rows first ÷ panels first), with
+/// a residual: 256×64×3136 0.43, 512×128×784 0.66, 64×64×3136 0.50, 512³ 0.91,
+/// 128×768×3072 0.91; B read in place: 256×64×1568 0.50, 128×32×3136 0.42; prepacked B
+/// without one: 1024³ 0.85, 128×384×1152 0.84; but 1024×256×196 (7 panels) 1.03,
+/// 2048×1024×49 1.04, 128×1536×384 (C in L2) 1.02. ResNet-50 whole: 0.945 at 1 thread,
+/// 0.95 at 2 (its 56×56 layers with residuals: 3.5 → 1.3 ms each).
+fn walks_rows_first(spec: &KernelSpec, rows: usize, cols: usize, blocked_c: bool) -> bool {
+    // A column-blocked C is contiguous down its rows: the panel order already streams it.
+    !blocked_c
+        && cols >= ROWS_FIRST_MIN_PANELS * spec.nr
+        && rows * cols * std::mem::size_of::<f32>() > rows_first_min_bytes()
+}
+
 /// Columns of `B` in one block. A prepacked `B` is only read, so its blocks can be as wide as
 /// the kernel's `nc`; a `B` packed during the product is written and then read back by every
-/// row block of `A`, so its `kc × nc` block is kept to half the L2, where those reads hit.
-fn block_cols(spec: &KernelSpec, bt: &Src) -> usize {
+/// row block of `A` — and any `B` by every row tile when the block is walked rows first — so
+/// its `kc × nc` block is kept to half the L2, where those reads hit.
+fn block_cols(spec: &KernelSpec, bt: &Src, rows_first: bool) -> usize {
     match bt {
-        Src::Packed(_) | Src::InPlace(_) => spec.nc,
-        Src::Mat(_) | Src::Source(_) | Src::Blocked(_) => {
+        Src::Packed(_) | Src::InPlace(_) if !rows_first => spec.nc,
+        _ => {
             let fit = crate::cache::l2_bytes() / 2 / (spec.kc * std::mem::size_of::<f32>());
             (fit / spec.nr * spec.nr).clamp(4 * spec.nr, spec.nc)
         }
@@ -488,7 +519,8 @@ unsafe fn serial(
     // product from 0.27 to 0.37 ms, against 48 rows).
     let mut edge_packed: Vec<bool> = Vec::new();
     let mut edge_b = std::mem::take(&mut bufs.edge_b);
-    let nc = block_cols(spec, &bt);
+    let rows_first = walks_rows_first(spec, rows.len(), cols.len(), c.blocked());
+    let nc = block_cols(spec, &bt, rows_first);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
     // The kernels load a whole panel's column bias: zero-padded past the last column, so an
@@ -549,30 +581,45 @@ unsafe fn serial(
                     edge_packed.clear();
                     edge_packed.resize(mc_len.div_ceil(mr), false);
                 }
-                // Columns of this block whose epilogue is still to run.
-                let mut epi_from = 0;
-                for jr in (0..nc_len).step_by(nr) {
+                // Column panel `jr` of the block: its first column and the floats between
+                // its depth steps (a B read in place has its partial last panel packed here,
+                // so this runs once per panel), and a prepacked B's next panel in the block
+                // for the first row tile to prefetch (see the kernels' `steps`).
+                let mut edge_b_panel = None;
+                let mut panel = |jr: usize| -> (*const f32, usize, *const f32) {
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
-                    // The panel's first column and the floats between its depth steps.
-                    let (b_panel, b_stride): (&[f32], usize) = match bt {
+                    let (b_panel, b_stride): (*const f32, usize) = match bt {
                         Src::InPlace(x) if panel_cols == nr => (
-                            &x.data[j * x.row_stride + pc * x.col_stride..],
+                            x.data[j * x.row_stride + pc * x.col_stride..].as_ptr(),
                             x.col_stride,
                         ),
                         Src::InPlace(x) => {
                             let dst = edge_b.get_mut(nr * kc_len);
-                            pack(dst, x, j..j + panel_cols, pc..pc + kc_len, nr);
-                            (dst, nr)
+                            if edge_b_panel != Some(jr) {
+                                pack(dst, x, j..j + panel_cols, pc..pc + kc_len, nr);
+                                edge_b_panel = Some(jr);
+                            }
+                            (dst.as_ptr(), nr)
                         }
-                        _ => (&bp[jr * kc_len..(jr + nr) * kc_len], nr),
+                        _ => (bp[jr * kc_len..(jr + nr) * kc_len].as_ptr(), nr),
                     };
-                    // A prepacked B's next panel in this block, for the first row tile to
-                    // prefetch (see the kernels' `steps`).
                     let next_b_panel: *const f32 = match bt {
                         Src::Packed(_) if jr + nr < nc_len => bp[(jr + nr) * kc_len..].as_ptr(),
                         _ => std::ptr::null(),
                     };
+                    (b_panel, b_stride, next_b_panel)
+                };
+                // Row tile `ir` of column panel `jr`, whose B panel `panel(jr)` gave.
+                let mut tile_job = |jr: usize,
+                                    ir: usize,
+                                    (b_panel, b_stride, next_b_panel): (
+                    *const f32,
+                    usize,
+                    *const f32,
+                )| {
+                    let j = jc + jr;
+                    let panel_cols = nr.min(nc_len - jr);
                     // One call of the tile kernel over rows `i..i + rows` of the tile, its A
                     // panel at `a`, for the panel's columns `part` (see `pieces`).
                     let tile_at = |i: usize, rows: usize, a: *const f32, part: Range<usize>| {
@@ -580,7 +627,10 @@ unsafe fn serial(
                         Tile {
                             kc: kc_len,
                             a,
-                            b: b_panel[part.start..].as_ptr(),
+                            // SAFETY: `part` lies inside the panel's NR columns, which
+                            // `b_panel` starts (packed: NR floats per depth step; in place:
+                            // a whole panel of a row of B).
+                            b: unsafe { b_panel.add(part.start) },
                             // SAFETY: (i, j) is inside this call's block of C.
                             c: unsafe { c.ptr.add(c.offset(i, j)) },
                             ldc: c.ldc,
@@ -617,64 +667,102 @@ unsafe fn serial(
                             },
                         }
                     };
-                    for ir in (0..mc_len).step_by(mr) {
-                        let i = ic + ir;
-                        let rows_here = mr.min(mc_len - ir);
-                        let t = ir / mr;
-                        // A blocked A's last few rows, packed one by one for the one-row
-                        // kernel: a full tile would compute MR rows for them.
-                        if let Some(x) = direct_a.filter(|_| rows_here <= EDGE_ROWS_ONE_BY_ONE) {
+                    let i = ic + ir;
+                    let rows_here = mr.min(mc_len - ir);
+                    let t = ir / mr;
+                    // A blocked A's last few rows, packed one by one for the one-row
+                    // kernel: a full tile would compute MR rows for them.
+                    if let Some(x) = direct_a.filter(|_| rows_here <= EDGE_ROWS_ONE_BY_ONE) {
+                        let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
+                        let rows = &mut all[t * mr * kc_len..][..rows_here * kc_len];
+                        if !edge_packed[t] {
+                            for (q, row) in rows.chunks_exact_mut(kc_len).enumerate() {
+                                x.pack(row, pc..pc + kc_len, i + q..i + q + 1, 1);
+                            }
+                            edge_packed[t] = true;
+                        }
+                        for (q, row) in rows.chunks_exact(kc_len).enumerate() {
+                            let t = tile_at(i + q, 1, row.as_ptr(), 0..panel_cols);
+                            // SAFETY: as below, for the one-row kernel and a row of A
+                            // packed `kc` long.
+                            unsafe { (spec.run_row)(&t) };
+                        }
+                        return;
+                    }
+                    // Straight from the blocks where the tile is whole and every piece of
+                    // it has a blocked-A kernel; else this one panel is packed.
+                    let in_place = direct_a.filter(|_| {
+                        rows_here == mr
+                            && tile
+                                .pieces(panel_cols, nr)
+                                .all(|(piece, _)| tile.kernel(piece, true).is_some())
+                    });
+                    let a_panel: *const f32 = match (in_place, direct_a) {
+                        (Some(x), _) => x.cell(i, pc),
+                        (None, Some(x)) => {
                             let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
-                            let rows = &mut all[t * mr * kc_len..][..rows_here * kc_len];
+                            let dst = &mut all[t * mr * kc_len..(t + 1) * mr * kc_len];
                             if !edge_packed[t] {
-                                for (q, row) in rows.chunks_exact_mut(kc_len).enumerate() {
-                                    x.pack(row, pc..pc + kc_len, i + q..i + q + 1, 1);
-                                }
+                                x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
                                 edge_packed[t] = true;
                             }
-                            for (q, row) in rows.chunks_exact(kc_len).enumerate() {
-                                let t = tile_at(i + q, 1, row.as_ptr(), 0..panel_cols);
-                                // SAFETY: as below, for the one-row kernel and a row of A
-                                // packed `kc` long.
-                                unsafe { (spec.run_row)(&t) };
-                            }
-                            continue;
+                            dst.as_ptr()
                         }
-                        // Straight from the blocks where the tile is whole and every piece of
-                        // it has a blocked-A kernel; else this one panel is packed.
-                        let in_place = direct_a.filter(|_| {
-                            rows_here == mr
-                                && tile
-                                    .pieces(panel_cols, nr)
-                                    .all(|(piece, _)| tile.kernel(piece, true).is_some())
-                        });
-                        let a_panel: *const f32 = match (in_place, direct_a) {
-                            (Some(x), _) => x.cell(i, pc),
-                            (None, Some(x)) => {
-                                let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
-                                let dst = &mut all[t * mr * kc_len..(t + 1) * mr * kc_len];
-                                if !edge_packed[t] {
-                                    x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
-                                    edge_packed[t] = true;
-                                }
-                                dst.as_ptr()
-                            }
-                            (None, None) => ap[ir * kc_len..(ir + mr) * kc_len].as_ptr(),
+                        (None, None) => ap[ir * kc_len..(ir + mr) * kc_len].as_ptr(),
+                    };
+                    for (piece, part) in tile.pieces(panel_cols, nr) {
+                        let Some(run) = tile.kernel(piece, in_place.is_some()) else {
+                            unreachable!("pieces come only with the kernels that exist");
                         };
-                        for (piece, part) in tile.pieces(panel_cols, nr) {
-                            let Some(run) = tile.kernel(piece, in_place.is_some()) else {
-                                unreachable!("pieces come only with the kernels that exist");
-                            };
-                            let t = tile_at(i, rows_here, a_panel, part);
-                            // SAFETY: `spec` came from `kernel::available`, so the CPU runs
-                            // it; the panels hold kc·MR and kc·NR floats (sliced above; a B
-                            // read in place only for whole panels, whose kc rows of NR columns
-                            // lie inside it by `MatRef`'s invariant) and
-                            // the tile's valid corner lies inside this call's block of C (for
-                            // the half-width and thin kernels, no more columns than they take,
-                            // starting inside the B panel as they require).
-                            unsafe { run(&t) };
+                        let t = tile_at(i, rows_here, a_panel, part);
+                        // SAFETY: `spec` came from `kernel::available`, so the CPU runs
+                        // it; the panels hold kc·MR and kc·NR floats (sliced above; a B
+                        // read in place only for whole panels, whose kc rows of NR columns
+                        // lie inside it by `MatRef`'s invariant) and
+                        // the tile's valid corner lies inside this call's block of C (for
+                        // the half-width and thin kernels, no more columns than they take,
+                        // starting inside the B panel as they require).
+                        unsafe { run(&t) };
+                    }
+                };
+                // The part of the epilogue left for a pass over a finished `rows × cols`
+                // part of C, while it is still in cache.
+                let finish = |rows: Range<usize>, cols: Range<usize>| {
+                    // SAFETY: the part just written, inside our block; no other reference
+                    // to it is live.
+                    let runs = || unsafe { c.runs(rows.clone(), cols.clone()) };
+                    if in_kernel.is_none() {
+                        // Only unblocked C gets here (`MatMut::column_blocked`), so each
+                        // run is a row segment.
+                        runs().for_each(|(run, i, j)| epi.apply_linear(run, i, j));
+                    }
+                    let activation = match in_kernel {
+                        Some(e) => e.after,
+                        None => epi.activation,
+                    };
+                    if let Some(act) = activation {
+                        let runs = runs().map(|(run, _, _)| run);
+                        crate::elementwise::apply_activation_rows(act, runs);
+                    }
+                };
+                if rows_first {
+                    for ir in (0..mc_len).step_by(mr) {
+                        for jr in (0..nc_len).step_by(nr) {
+                            tile_job(jr, ir, panel(jr));
                         }
+                        if last_k && pass_needed {
+                            let rows_here = mr.min(mc_len - ir);
+                            finish(ic + ir..ic + ir + rows_here, jc..jc + nc_len);
+                        }
+                    }
+                    continue;
+                }
+                // Columns of this block whose epilogue is still to run.
+                let mut epi_from = 0;
+                for jr in (0..nc_len).step_by(nr) {
+                    let b = panel(jr);
+                    for ir in (0..mc_len).step_by(mr) {
+                        tile_job(jr, ir, b);
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k
@@ -684,23 +772,7 @@ unsafe fn serial(
                         // The strips of C just finished (this block's rows), still in cache:
                         // the epilogue in one pass over row segments long enough that reading
                         // a residual streams (one short segment per row would miss on each).
-                        let cols = jc + epi_from..jc + strip_end;
-                        // SAFETY: the strips just written, inside our block; no other
-                        // reference to them is live.
-                        let runs = || unsafe { c.runs(ic..ic + mc_len, cols.clone()) };
-                        if in_kernel.is_none() {
-                            // Only unblocked C gets here (`MatMut::column_blocked`), so each
-                            // run is a row segment.
-                            runs().for_each(|(run, i, j)| epi.apply_linear(run, i, j));
-                        }
-                        let activation = match in_kernel {
-                            Some(e) => e.after,
-                            None => epi.activation,
-                        };
-                        if let Some(act) = activation {
-                            let runs = runs().map(|(run, _, _)| run);
-                            crate::elementwise::apply_activation_rows(act, runs);
-                        }
+                        finish(ic..ic + mc_len, jc + epi_from..jc + strip_end);
                         epi_from = strip_end;
                     }
                 }
@@ -714,7 +786,28 @@ unsafe fn serial(
 
 #[cfg(test)]
 mod tests {
-    use super::TaskGrid;
+    use super::{rows_first_min_bytes, walks_rows_first, TaskGrid};
+
+    /// Only outputs over a quarter of L2, at least 8 panels wide and not column-blocked, are
+    /// walked rows first.
+    #[test]
+    fn large_wide_unblocked_outputs_walk_rows_first() {
+        let spec = crate::gemm::kernel::available()[0];
+        let rows = rows_first_min_bytes() / 4 / (8 * spec.nr) + 1;
+        assert!(walks_rows_first(spec, rows, 8 * spec.nr, false));
+        assert!(
+            !walks_rows_first(spec, rows, 8 * spec.nr, true),
+            "column-blocked"
+        );
+        assert!(
+            !walks_rows_first(spec, rows - 1, 8 * spec.nr, false),
+            "in cache"
+        );
+        assert!(
+            !walks_rows_first(spec, 100 * rows, 8 * spec.nr - 1, false),
+            "narrow"
+        );
+    }
 
     /// Every element of a `len_along × len_across` C is in exactly one task's pieces, the
     /// pieces start on panel boundaries, and no task has more than its share of units.

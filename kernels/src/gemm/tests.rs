@@ -449,6 +449,31 @@ fn b_with_contiguous_rows_read_in_place_or_packed() {
 }
 
 #[test]
+fn outputs_too_large_for_cache_walk_rows_first() {
+    // Wide enough that a thread's half of C, along either direction, is still walked rows
+    // first (`driver::walks_rows_first`), with a partial last panel; one and two depth
+    // blocks; every epilogue (3 leaves its GELU to a pass after each row tile). 24 rows and
+    // 63 depth steps read B in place (with its last panel packed) on every machine.
+    for (m, k, epi) in [
+        (40, 70, 0),
+        (40, 200, 3),
+        (24, 63, 5),
+        (40, 70, 4),
+        (24, 200, 2),
+    ] {
+        let n = super::driver::rows_first_min_bytes() / 4 / (m / 2) + 45;
+        check(m, n, k, Layout::RowMajor, epi);
+    }
+    check(
+        40,
+        super::driver::rows_first_min_bytes() / 4 / 20 + 45,
+        70,
+        Layout::BT,
+        1,
+    );
+}
+
+#[test]
 fn large_products_split_across_threads() {
     // Above the parallel threshold, with ragged edges in both dimensions.
     check(131, 150, 70, Layout::RowMajor, 1);
