@@ -389,7 +389,7 @@ const ROWS_FIRST_MIN_PANELS: usize = 8;
 /// 128×768×3072 0.91; B read in place: 256×64×1568 0.50, 128×32×3136 0.42; prepacked B
 /// without one: 1024³ 0.85, 128×384×1152 0.84; but 1024×256×196 (7 panels) 1.03,
 /// 2048×1024×49 1.04, 128×1536×384 (C in L2) 1.02. ResNet-50 whole: 0.945 at 1 thread,
-/// 0.95 at 2 (its 56×56 layers with residuals: 3.5 → 1.3 ms each).
+/// 0.95 at 2 (its three 56×56 layers with residuals: 3.5 → 1.3, 2.0 → 1.2, 1.7 → 1.2 ms).
 fn walks_rows_first(spec: &KernelSpec, rows: usize, cols: usize, blocked_c: bool) -> bool {
     // A column-blocked C is contiguous down its rows: the panel order already streams it.
     !blocked_c
@@ -409,6 +409,16 @@ fn block_cols(spec: &KernelSpec, bt: &Src, rows_first: bool) -> usize {
             (fit / spec.nr * spec.nr).clamp(4 * spec.nr, spec.nc)
         }
     }
+}
+
+/// One column panel of B's current block as the tile kernels read it: its first element, the
+/// floats between its depth steps, and the next panel of a prepacked B (else null) for the
+/// first row tile to prefetch.
+#[derive(Clone, Copy)]
+struct BPanel {
+    first: *const f32,
+    stride: usize,
+    next: *const f32,
 }
 
 /// The register tile used for one product: the kernel's own, or its one-row variant; and
@@ -581,12 +591,10 @@ unsafe fn serial(
                     edge_packed.clear();
                     edge_packed.resize(mc_len.div_ceil(mr), false);
                 }
-                // Column panel `jr` of the block: its first column and the floats between
-                // its depth steps (a B read in place has its partial last panel packed here,
-                // so this runs once per panel), and a prepacked B's next panel in the block
-                // for the first row tile to prefetch (see the kernels' `steps`).
+                // Column panel `jr` of the block (a B read in place has its partial last
+                // panel packed here, once per block: `edge_b_panel` says which is packed).
                 let mut edge_b_panel = None;
-                let mut panel = |jr: usize| -> (*const f32, usize, *const f32) {
+                let mut panel = |jr: usize| -> BPanel {
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
                     let (b_panel, b_stride): (*const f32, usize) = match bt {
@@ -608,16 +616,19 @@ unsafe fn serial(
                         Src::Packed(_) if jr + nr < nc_len => bp[(jr + nr) * kc_len..].as_ptr(),
                         _ => std::ptr::null(),
                     };
-                    (b_panel, b_stride, next_b_panel)
+                    BPanel {
+                        first: b_panel,
+                        stride: b_stride,
+                        next: next_b_panel,
+                    }
                 };
                 // Row tile `ir` of column panel `jr`, whose B panel `panel(jr)` gave.
-                let mut tile_job = |jr: usize,
-                                    ir: usize,
-                                    (b_panel, b_stride, next_b_panel): (
-                    *const f32,
-                    usize,
-                    *const f32,
-                )| {
+                let mut tile_job = |jr: usize, ir: usize, b: BPanel| {
+                    let BPanel {
+                        first: b_panel,
+                        stride: b_stride,
+                        next: next_b_panel,
+                    } = b;
                     let j = jc + jr;
                     let panel_cols = nr.min(nc_len - jr);
                     // One call of the tile kernel over rows `i..i + rows` of the tile, its A
