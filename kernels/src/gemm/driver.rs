@@ -622,8 +622,18 @@ unsafe fn serial(
                         next: next_b_panel,
                     }
                 };
-                // Row tile `ir` of column panel `jr`, whose B panel `panel(jr)` gave.
-                let mut tile_job = |jr: usize, ir: usize, b: BPanel| {
+                // Whether the row tiles of column panel `jr` can run as strips: A is packed,
+                // or blocked and read in place by every piece's kernel.
+                let strip_ok = |jr: usize| {
+                    let panel_cols = nr.min(nc_len - jr);
+                    direct_a.is_none()
+                        || tile
+                            .pieces(panel_cols, nr)
+                            .all(|(piece, _)| tile.kernel(piece, true).is_some())
+                };
+                // Row tiles `ir..` of column panel `jr`, whose B panel `panel(jr)` gave: one,
+                // or `count` whole ones as a strip (only where `strip_ok(jr)`).
+                let mut tile_job = |jr: usize, ir: usize, count: usize, b: BPanel| {
                     let BPanel {
                         first: b_panel,
                         stride: b_stride,
@@ -636,6 +646,8 @@ unsafe fn serial(
                     let tile_at = |i: usize, rows: usize, a: *const f32, part: Range<usize>| {
                         let j = j + part.start;
                         Tile {
+                            tiles: 1,
+                            a_tile_stride: 0,
                             kc: kc_len,
                             a,
                             // SAFETY: `part` lies inside the panel's NR columns, which
@@ -708,8 +720,8 @@ unsafe fn serial(
                                 .pieces(panel_cols, nr)
                                 .all(|(piece, _)| tile.kernel(piece, true).is_some())
                     });
-                    let a_panel: *const f32 = match (in_place, direct_a) {
-                        (Some(x), _) => x.cell(i, pc),
+                    let (a_panel, a_tile_stride): (*const f32, usize) = match (in_place, direct_a) {
+                        (Some(x), _) => (x.cell(i, pc), mr * COL_BLOCK),
                         (None, Some(x)) => {
                             let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
                             let dst = &mut all[t * mr * kc_len..(t + 1) * mr * kc_len];
@@ -717,23 +729,45 @@ unsafe fn serial(
                                 x.pack(dst, pc..pc + kc_len, i..i + rows_here, mr);
                                 edge_packed[t] = true;
                             }
-                            dst.as_ptr()
+                            (dst.as_ptr(), 0)
                         }
-                        (None, None) => ap[ir * kc_len..(ir + mr) * kc_len].as_ptr(),
+                        (None, None) => (
+                            ap[ir * kc_len..(ir + count * mr) * kc_len].as_ptr(),
+                            mr * kc_len,
+                        ),
                     };
                     for (piece, part) in tile.pieces(panel_cols, nr) {
                         let Some(run) = tile.kernel(piece, in_place.is_some()) else {
                             unreachable!("pieces come only with the kernels that exist");
                         };
-                        let t = tile_at(i, rows_here, a_panel, part);
-                        // SAFETY: `spec` came from `kernel::available`, so the CPU runs
-                        // it; the panels hold kc·MR and kc·NR floats (sliced above; a B
-                        // read in place only for whole panels, whose kc rows of NR columns
-                        // lie inside it by `MatRef`'s invariant) and
-                        // the tile's valid corner lies inside this call's block of C (for
-                        // the half-width and thin kernels, no more columns than they take,
-                        // starting inside the B panel as they require).
-                        unsafe { run(&t) };
+                        // The thin-tail kernel takes one row tile per call.
+                        let (calls, tiles) = match piece {
+                            Piece::Thin => (count, 1),
+                            _ => (1, count),
+                        };
+                        for q in 0..calls {
+                            let t = Tile {
+                                tiles,
+                                a_tile_stride,
+                                ..tile_at(
+                                    i + q * mr,
+                                    rows_here,
+                                    a_panel.wrapping_add(q * a_tile_stride),
+                                    part.clone(),
+                                )
+                            };
+                            // SAFETY: `spec` came from `kernel::available`, so the CPU runs
+                            // it; the panels hold kc·MR floats for each of the `tiles` row
+                            // tiles, `a_tile_stride` apart (packed: sliced above; blocked:
+                            // whole tiles of this block, so rows inside A), and kc·NR floats
+                            // (a B read in place only for whole panels, whose kc rows of NR
+                            // columns lie inside it by `MatRef`'s invariant); every tile's
+                            // valid corner lies inside this call's block of C (for the
+                            // half-width and thin kernels, no more columns than they take,
+                            // starting inside the B panel as they require), and a strip's
+                            // tiles are whole, as the tile kernels require of one.
+                            unsafe { run(&t) };
+                        }
                     }
                 };
                 // The part of the epilogue left for a pass over a finished `rows × cols`
@@ -759,7 +793,7 @@ unsafe fn serial(
                 if rows_first {
                     for ir in (0..mc_len).step_by(mr) {
                         for jr in (0..nc_len).step_by(nr) {
-                            tile_job(jr, ir, panel(jr));
+                            tile_job(jr, ir, 1, panel(jr));
                         }
                         if last_k && pass_needed {
                             let rows_here = mr.min(mc_len - ir);
@@ -770,10 +804,18 @@ unsafe fn serial(
                 }
                 // Columns of this block whose epilogue is still to run.
                 let mut epi_from = 0;
+                let whole_tiles = mc_len / mr;
                 for jr in (0..nc_len).step_by(nr) {
                     let b = panel(jr);
-                    for ir in (0..mc_len).step_by(mr) {
-                        tile_job(jr, ir, b);
+                    if strip_ok(jr) && whole_tiles > 1 {
+                        tile_job(jr, 0, whole_tiles, b);
+                        if !mc_len.is_multiple_of(mr) {
+                            tile_job(jr, whole_tiles * mr, 1, b);
+                        }
+                    } else {
+                        for ir in (0..mc_len).step_by(mr) {
+                            tile_job(jr, ir, 1, b);
+                        }
                     }
                     let strip_end = jr + nr.min(nc_len - jr);
                     if last_k
