@@ -3,7 +3,7 @@
 //! split of one product across threads.
 
 use super::blocked_rhs::BlockedRhs;
-use super::kernel::{KernelSpec, Tile, COL_BLOCK, THIN_COLS};
+use super::kernel::{KernelSpec, Strip, Tile, COL_BLOCK, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
 use crate::parallel;
@@ -631,9 +631,16 @@ unsafe fn serial(
                             .pieces(panel_cols, nr)
                             .all(|(piece, _)| tile.kernel(piece, true).is_some())
                 };
-                // Row tiles `ir..` of column panel `jr`, whose B panel `panel(jr)` gave: one,
-                // or `count` whole ones as a strip (only where `strip_ok(jr)`).
-                let mut tile_job = |jr: usize, ir: usize, count: usize, b: BPanel| {
+                // Floats of B from one column panel to the next.
+                let b_panel_step = match bt {
+                    Src::InPlace(x) => nr * x.row_stride,
+                    _ => nr * kc_len,
+                };
+                // Row tile `ir` of column panel `jr`, whose B panel `panel(jr)` gave; or
+                // `count` tiles as a strip: down, whole row tiles (only where `strip_ok(jr)`),
+                // or across, whole column panels (only where `strip_ok(jr)` too, and A is not
+                // a blocked one's last few rows).
+                let mut tile_job = |jr: usize, ir: usize, count: usize, across: bool, b: BPanel| {
                     let BPanel {
                         first: b_panel,
                         stride: b_stride,
@@ -647,7 +654,7 @@ unsafe fn serial(
                         let j = j + part.start;
                         Tile {
                             tiles: 1,
-                            a_tile_stride: 0,
+                            strip: Strip::Down { step: 0 },
                             kc: kc_len,
                             a,
                             // SAFETY: `part` lies inside the panel's NR columns, which
@@ -692,10 +699,12 @@ unsafe fn serial(
                     };
                     let i = ic + ir;
                     let rows_here = mr.min(mc_len - ir);
+                    let row_tiles = if across { 1 } else { count };
                     let t = ir / mr;
                     // A blocked A's last few rows, packed one by one for the one-row
                     // kernel: a full tile would compute MR rows for them.
                     if let Some(x) = direct_a.filter(|_| rows_here <= EDGE_ROWS_ONE_BY_ONE) {
+                        debug_assert!(!across, "a strip across of one-row tiles");
                         let all = edge_panel.get_mut(edge_packed.len() * mr * kc_len);
                         let rows = &mut all[t * mr * kc_len..][..rows_here * kc_len];
                         if !edge_packed[t] {
@@ -732,7 +741,7 @@ unsafe fn serial(
                             (dst.as_ptr(), 0)
                         }
                         (None, None) => (
-                            ap[ir * kc_len..(ir + count * mr) * kc_len].as_ptr(),
+                            ap[ir * kc_len..(ir + row_tiles * mr) * kc_len].as_ptr(),
                             mr * kc_len,
                         ),
                     };
@@ -745,10 +754,17 @@ unsafe fn serial(
                             Piece::Thin => (count, 1),
                             _ => (1, count),
                         };
+                        let strip = if across {
+                            Strip::Across { step: b_panel_step }
+                        } else {
+                            Strip::Down {
+                                step: a_tile_stride,
+                            }
+                        };
                         for q in 0..calls {
                             let t = Tile {
                                 tiles,
-                                a_tile_stride,
+                                strip,
                                 ..tile_at(
                                     i + q * mr,
                                     rows_here,
@@ -791,9 +807,20 @@ unsafe fn serial(
                     }
                 };
                 if rows_first {
+                    let whole_panels = nc_len / nr;
                     for ir in (0..mc_len).step_by(mr) {
-                        for jr in (0..nc_len).step_by(nr) {
-                            tile_job(jr, ir, 1, panel(jr));
+                        let edge_rows =
+                            direct_a.is_some() && mr.min(mc_len - ir) <= EDGE_ROWS_ONE_BY_ONE;
+                        if whole_panels > 1 && strip_ok(0) && !edge_rows {
+                            tile_job(0, ir, whole_panels, true, panel(0));
+                            let jr = whole_panels * nr;
+                            if jr < nc_len {
+                                tile_job(jr, ir, 1, false, panel(jr));
+                            }
+                        } else {
+                            for jr in (0..nc_len).step_by(nr) {
+                                tile_job(jr, ir, 1, false, panel(jr));
+                            }
                         }
                         if last_k && pass_needed {
                             let rows_here = mr.min(mc_len - ir);
@@ -808,13 +835,13 @@ unsafe fn serial(
                 for jr in (0..nc_len).step_by(nr) {
                     let b = panel(jr);
                     if strip_ok(jr) && whole_tiles > 1 {
-                        tile_job(jr, 0, whole_tiles, b);
+                        tile_job(jr, 0, whole_tiles, false, b);
                         if !mc_len.is_multiple_of(mr) {
-                            tile_job(jr, whole_tiles * mr, 1, b);
+                            tile_job(jr, whole_tiles * mr, 1, false, b);
                         }
                     } else {
                         for ir in (0..mc_len).step_by(mr) {
-                            tile_job(jr, ir, 1, b);
+                            tile_job(jr, ir, 1, false, b);
                         }
                     }
                     let strip_end = jr + nr.min(nc_len - jr);

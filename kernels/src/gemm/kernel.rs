@@ -48,13 +48,18 @@
 //!   rows. Such a kernel is the full- or half-width one in every other respect.
 //! * A non-null `b_prefetch` points at the next packed B micro-panel; the tile kernels only
 //!   prefetch from it (into L2), so any address is sound.
-//! * The tile kernels (full, half-width, blocked-A; not the one-row or thin-tail ones) compute
-//!   `tiles` row tiles one under the other with the same B panel, each with all `MR` rows when
-//!   `tiles > 1`: tile `r` reads A at `a + r·a_tile_stride`, and its C, residual and row bias
-//!   start `r·MR` rows down; only the first prefetches `b_prefetch`. A call per row tile,
-//!   each with its `Tile` built by the driver, cost more than the arithmetic of shallow
-//!   products can hide (Emerald Rapids VM, 1 thread, strips ÷ one call per tile, paired:
-//!   1024×256×196 0.82, 3136×64×64 0.84, 2048×512×49 0.90; SqueezeNet 0.88, ResNet-50 0.94).
+//! * The tile kernels (full, half-width, blocked-A; not the thin-tail ones) compute `tiles`
+//!   tiles as a strip (`strip`), only the first of which prefetches `b_prefetch`. Down:
+//!   one under the other with the same B panel, each with all `MR` rows when `tiles > 1`;
+//!   tile `r` reads A at `a + r·step`, and its C, residual and row bias start `r·MR` rows
+//!   down. Across: side by side with the same A panel, each with all `NR` columns when
+//!   `tiles > 1` (a full-width kernel); tile `r` reads B at `b + r·step`, and its C,
+//!   residual and column bias start `r·NR` columns on. One call per tile,
+//!   with a `Tile` built by the driver for each, was measurably slower, most in shallow
+//!   products (Emerald Rapids VM, 1 thread, strips ÷ one call per tile, paired:
+//!   1024×256×196 0.82, 3136×64×64 0.84, 2048×512×49 0.90; SqueezeNet 0.88, ResNet-50 0.94;
+//!   across, in products walked rows first: 512×128×784 0.74, 256×64×3136 0.76, 512³ 0.88;
+//!   ResNet-50 0.94 again).
 //! * No alignment is assumed anywhere (packed panels happen to be 64-byte aligned, which only
 //!   helps speed). `kc` may be 0 (the tile is then zero).
 
@@ -97,10 +102,18 @@ pub(super) struct Tile {
     /// Null, or the next B micro-panel (`kc` steps of `b_stride` floats, packed): the tile
     /// kernels prefetch it step by step alongside their own (tile kernels only).
     pub b_prefetch: *const f32,
-    /// Row tiles computed one under the other (tile kernels only; else 1).
+    /// Tiles computed as a strip (tile kernels only; else 1), and how they follow each other.
     pub tiles: usize,
-    /// Floats of A from one of those row tiles to the next.
-    pub a_tile_stride: usize,
+    pub strip: Strip,
+}
+
+/// How the tiles of a strip follow each other (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Strip {
+    /// One under the other; `step` floats of A from one to the next.
+    Down { step: usize },
+    /// Side by side; `step` floats of B from one to the next.
+    Across { step: usize },
 }
 
 /// A microkernel with its tile shape and the cache blocking tuned for it.
@@ -276,7 +289,7 @@ unsafe fn blocked_steps<S: Simd, const MR: usize, const NV: usize, const PREFETC
     acc
 }
 
-/// The register-tile loop shared by every ISA: `t.tiles` row tiles (see the module docs) of
+/// The register-tile loop shared by every ISA: a strip of `t.tiles` tiles (module docs) of
 /// `MR` rows by `NV` vectors of `S::LANES`, from
 /// B micro-panels whose depth steps are `t.b_stride` floats apart (`NR` when packed, also for
 /// a half-width kernel; B's row stride when read in place), A packed or (`BLOCKED_A`) read
@@ -287,30 +300,39 @@ unsafe fn blocked_steps<S: Simd, const MR: usize, const NV: usize, const PREFETC
 /// blocked-A kernel with `BLOCKED_A`).
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>(t: &Tile) {
-    debug_assert!(t.tiles == 1 || t.rows == MR);
     let mut one = Tile { tiles: 1, ..*t };
     for _ in 0..t.tiles {
-        // SAFETY: the caller's guarantees, for each row tile of the strip (module docs).
-        unsafe { row_tile::<S, MR, NV, BLOCKED_A>(&one) };
+        // SAFETY: the caller's guarantees, for each tile of the strip (module docs).
+        unsafe { one_tile::<S, MR, NV, BLOCKED_A>(&one) };
         // Wrapping: past the last tile these point outside the operands, never read.
-        one.a = one.a.wrapping_add(t.a_tile_stride);
-        one.c = one.c.wrapping_add(MR * t.ldc);
-        if !one.row_bias.is_null() {
-            one.row_bias = one.row_bias.wrapping_add(MR);
-        }
-        if !one.residual.is_null() {
-            one.residual = one.residual.wrapping_add(MR * t.ldr);
+        let nonnull_add = |p: *const f32, n: usize| if p.is_null() { p } else { p.wrapping_add(n) };
+        match t.strip {
+            Strip::Down { step } => {
+                debug_assert!(t.tiles == 1 || t.rows == MR);
+                one.a = one.a.wrapping_add(step);
+                one.c = one.c.wrapping_add(MR * t.ldc);
+                one.row_bias = nonnull_add(one.row_bias, MR);
+                one.residual = nonnull_add(one.residual, MR * t.ldr);
+            }
+            Strip::Across { step } => {
+                debug_assert!(t.tiles == 1 || t.cols == NV * S::LANES);
+                one.b = one.b.wrapping_add(step);
+                one.c = one.c.wrapping_add(col_offset(&one, NV * S::LANES));
+                one.lead = (one.lead + NV * S::LANES) % COL_BLOCK;
+                one.col_bias = nonnull_add(one.col_bias, NV * S::LANES);
+                one.residual = nonnull_add(one.residual, NV * S::LANES);
+            }
         }
         one.b_prefetch = std::ptr::null();
     }
 }
 
-/// One row tile of `tile`'s strip.
+/// One tile of `tile`'s strip.
 ///
 /// # Safety
 /// As for `tile`, with `t.tiles == 1`.
 #[inline(always)]
-unsafe fn row_tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>(t: &Tile) {
+unsafe fn one_tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>(t: &Tile) {
     const {
         assert!(
             MR * NV * S::LANES <= MAX_TILE,
@@ -446,7 +468,7 @@ unsafe fn row_tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: b
 #[inline(always)]
 unsafe fn thin<S: Simd, const COLS: usize, const PANEL: usize>(t: &Tile) {
     const { assert!(COLS <= THIN_COLS && S::LANES <= 16) };
-    debug_assert!(t.rows <= S::LANES && t.cols <= COLS);
+    debug_assert!(t.rows <= S::LANES && t.cols <= COLS && t.tiles == 1);
     // SAFETY (whole body): the ISA is available (caller); `a` holds `kc` steps of `LANES`
     // floats, `b` `kc` steps `PANEL` apart with `COLS` readable floats each (inside the
     // micro-panel), and only the `rows × cols` corner of C (and of the residual) is touched.
