@@ -17,7 +17,7 @@ import sys
 # The register-tile kernels (`kernel.rs`), by the end of their symbol names.
 KERNELS = [
     "avx512_8x32", "avx512_8x16", "avx512_1x32", "avx512_8x32_blocked_a",
-    "avx512_8x16_blocked_a", "avx2_6x16", "avx2_6x8", "avx2_1x16",
+    "avx512_8x16_blocked_a", "avx512_4x32", "avx2_6x16", "avx2_6x8", "avx2_1x16", "avx2_4x16",
 ]
 LINE = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
 STACK_STORE = re.compile(r"%[xyz]mm\d+,(-?0x[0-9a-f]+)?\(%rsp\)")

@@ -3,7 +3,7 @@
 //! split of one product across threads.
 
 use super::blocked_rhs::BlockedRhs;
-use super::kernel::{KernelSpec, Strip, Tile, COL_BLOCK, THIN_COLS};
+use super::kernel::{KernelSpec, Strip, Tile, COL_BLOCK, FEW_ROWS, THIN_COLS};
 use super::pack::{pack, AlignedBuf, Packed};
 use super::{Epilogue, MatRef, PanelSource};
 use crate::parallel;
@@ -190,25 +190,27 @@ pub(super) unsafe fn run(
     epi: &Epilogue,
     parallel: bool,
 ) {
-    // A few rows of a not-yet-packed A run one at a time (see `KernelSpec::run_row`).
-    let tile = if matches!(a, Src::Mat(_)) && m <= spec.mr / 2 {
-        TileKernel {
-            mr: 1,
-            run: spec.run_row,
-            run_half: None,
-            run_thin: None,
-            run_blocked_a: None,
-            run_blocked_a_half: None,
-        }
-    } else {
-        TileKernel {
+    // A few rows of a not-yet-packed A run as one tile of `FEW_ROWS` rows where the kernel
+    // has it, else a row at a time (see `KernelSpec::run_few` and `run_row`).
+    let few = |mr: usize, run: unsafe fn(&Tile)| TileKernel {
+        mr,
+        run,
+        run_half: None,
+        run_thin: None,
+        run_blocked_a: None,
+        run_blocked_a_half: None,
+    };
+    let tile = match spec.run_few {
+        _ if !matches!(a, Src::Mat(_)) || m > spec.mr / 2 => TileKernel {
             mr: spec.mr,
             run: spec.run,
             run_half: spec.run_half,
             run_thin: spec.run_thin,
             run_blocked_a: spec.run_blocked_a,
             run_blocked_a_half: spec.run_blocked_a_half,
-        }
+        },
+        Some(run) if m > 1 && m <= FEW_ROWS => few(FEW_ROWS, run),
+        _ => few(1, spec.run_row),
     };
     let bt = reads_b_in_place(bt, m);
     let threads = if parallel { parallel::threads() } else { 1 };

@@ -69,6 +69,9 @@ use std::sync::OnceLock;
 /// Largest `MR * NR` of any kernel: the size of the stack buffer for edge tiles.
 const MAX_TILE: usize = 8 * 32;
 
+/// Rows of the few-rows kernels (`KernelSpec::run_few`).
+pub(super) const FEW_ROWS: usize = 4;
+
 /// Most columns a thin-tail kernel computes.
 pub(super) const THIN_COLS: usize = 4;
 
@@ -135,6 +138,10 @@ pub struct KernelSpec {
     /// The same kernel for a single row (`MR = 1`, A panels of width 1): products with only a
     /// few rows (a vector times a matrix) would waste most of a full tile on padding rows.
     pub(super) run_row: unsafe fn(&Tile),
+    /// The same kernel for [`FEW_ROWS`] rows (A panels of that width), for products of 2 to
+    /// `mr / 2` rows: a row at a time keeps only `NR / LANES` accumulators, too few to cover
+    /// the FMA latency (a batch-3 MLP ran at 1.6× onnxruntime's time).
+    pub(super) run_few: Option<unsafe fn(&Tile)>,
     /// The same kernel for the first `nr / 2` columns only (see the module docs), where the
     /// tile has an even number of vectors.
     pub(super) run_half: Option<unsafe fn(&Tile)>,
@@ -560,6 +567,7 @@ pub(super) static PORTABLE: KernelSpec = KernelSpec {
     nc: 4096,
     run: portable_4x8,
     run_row: portable_1x8,
+    run_few: None,
     run_half: None,
     run_thin: None,
     run_blocked_a: None,
@@ -588,6 +596,14 @@ mod x86 {
     }
 
     /// # Safety
+    /// As for `avx2_6x16`, with MR = 4.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_4x16(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx2, 4, 2, false>(t) }
+    }
+
+    /// # Safety
     /// As for `avx2_6x16`, computing the first 8 columns only.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_6x8(t: &Tile) {
@@ -606,6 +622,7 @@ mod x86 {
         nc: 4096,
         run: avx2_6x16,
         run_row: avx2_1x16,
+        run_few: Some(avx2_4x16),
         run_half: Some(avx2_6x8),
         // MR = 6 is no vector width.
         run_thin: None,
@@ -627,6 +644,14 @@ mod x86 {
     unsafe fn avx512_1x32(t: &Tile) {
         // SAFETY: as above.
         unsafe { tile::<Avx512, 1, 2, false>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx512_8x32`, with MR = 4.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_4x32(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx512, 4, 2, false>(t) }
     }
 
     /// # Safety
@@ -684,6 +709,7 @@ mod x86 {
         nc: 4096,
         run: avx512_8x32,
         run_row: avx512_1x32,
+        run_few: Some(avx512_4x32),
         run_half: Some(avx512_8x16),
         // 8 rows are one ymm: 256-bit FMAs issue on both of Zen 4's pipes.
         run_thin: Some(avx512_thin),
@@ -713,6 +739,14 @@ mod arm {
         unsafe { tile::<Neon, 1, 3, false>(t) }
     }
 
+    /// # Safety
+    /// As for `neon_8x12`, with MR = 4.
+    #[target_feature(enable = "neon")]
+    unsafe fn neon_4x12(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Neon, 4, 3, false>(t) }
+    }
+
     /// 8×12: 24 accumulators + 3 B vectors + 1 broadcast of the 32 q registers.
     pub(in crate::gemm) static NEON: KernelSpec = KernelSpec {
         name: "neon 8x12",
@@ -723,6 +757,7 @@ mod arm {
         nc: 4096,
         run: neon_8x12,
         run_row: neon_1x12,
+        run_few: Some(neon_4x12),
         run_half: None,
         run_thin: None,
         run_blocked_a: None,
