@@ -754,7 +754,9 @@ unsafe fn serial(
                         let Some(run) = tile.kernel(piece, in_place.is_some()) else {
                             unreachable!("pieces come only with the kernels that exist");
                         };
-                        // The thin-tail kernel takes one row tile per call.
+                        // The thin-tail kernel takes one row tile per call (and a strip
+                        // across has whole panels only, so no thin piece).
+                        debug_assert!(!across || piece != Piece::Thin);
                         let (calls, tiles) = match piece {
                             Piece::Thin => (count, 1),
                             _ => (1, count),
