@@ -307,12 +307,12 @@ unsafe fn blocked_steps<S: Simd, const MR: usize, const NV: usize, const PREFETC
 /// blocked-A kernel with `BLOCKED_A`).
 #[inline(always)]
 unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const BLOCKED_A: bool>(t: &Tile) {
+    // Wrapping: past the last tile these point outside the operands, never read.
+    let nonnull_add = |p: *const f32, n: usize| if p.is_null() { p } else { p.wrapping_add(n) };
     let mut one = Tile { tiles: 1, ..*t };
     for _ in 0..t.tiles {
         // SAFETY: the caller's guarantees, for each tile of the strip (module docs).
         unsafe { one_tile::<S, MR, NV, BLOCKED_A>(&one) };
-        // Wrapping: past the last tile these point outside the operands, never read.
-        let nonnull_add = |p: *const f32, n: usize| if p.is_null() { p } else { p.wrapping_add(n) };
         match t.strip {
             Strip::Down { step } => {
                 debug_assert!(t.tiles == 1 || t.rows == MR);
