@@ -466,8 +466,15 @@ struct ConvProblem<'a> {
     activation: Option<Activation>,
 }
 
+/// The input slot of a fused per-image, per-channel scale of `X` (`ops::conv_scale`): after
+/// `X`, `W`, `B` and the fused residual.
+pub(crate) const SCALE_SLOT: usize = 4;
+
 impl Kernel for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        if let Some(scale) = opt_input(inputs, SCALE_SLOT) {
+            return super::conv_scale::run(self, inputs, scale);
+        }
         if self.layout.any() {
             return super::conv_layouts::run(self, inputs);
         }

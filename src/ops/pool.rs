@@ -26,7 +26,7 @@ pub(crate) fn build(op: &str, ctx: &BuildCtx) -> Option<Result<Box<dyn Kernel>>>
         "AveragePool" => PoolKind::Average,
         "LpPool" => PoolKind::Lp,
         "GlobalMaxPool" => return Some(Ok(Box::new(GlobalPool(PoolKind::Max, 2.0)))),
-        "GlobalAveragePool" => return Some(Ok(Box::new(GlobalPool(PoolKind::Average, 2.0)))),
+        "GlobalAveragePool" => return Some(GlobalAverageBlocks::build(ctx)),
         "GlobalLpPool" => {
             return Some(
                 lp_order(ctx).map(|p| Box::new(GlobalPool(PoolKind::Lp, p)) as Box<dyn Kernel>),
@@ -553,6 +553,50 @@ fn sum_f64<T: Storable>(x: &[T]) -> f64 {
     acc.iter().sum::<f64>() + rest
 }
 
+/// GlobalAveragePool, whose input the planner may hand over in channel blocks
+/// (`plan::blocked`: EfficientNet's squeeze-and-excitation pools read the depthwise outputs
+/// their block also projects); its output is NCHW either way.
+#[derive(Debug)]
+struct GlobalAverageBlocks;
+
+impl GlobalAverageBlocks {
+    fn build(ctx: &BuildCtx) -> Result<Box<dyn Kernel>> {
+        Ok(
+            if ConvLayout::parse(ctx.attrs())?.input == Layout::Blocked {
+                Box::new(GlobalAverageBlocks)
+            } else {
+                Box::new(GlobalPool(PoolKind::Average, 2.0))
+            },
+        )
+    }
+}
+
+impl Kernel for GlobalAverageBlocks {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let &[n, blocks, h, w, COL_BLOCK] = x.shape() else {
+            return Err(op_err!(
+                "a channel-blocked input must be [N, C/{COL_BLOCK}, H, W, {COL_BLOCK}], got {:?}",
+                x.shape()
+            ));
+        };
+        let cells = h * w;
+        ensure!(cells > 0, "global pooling over an empty spatial extent");
+        let xs = x.as_slice::<f32>()?;
+        let mut y = vec![0.0f32; n * blocks * COL_BLOCK];
+        let scale = 1.0 / cells as f32;
+        // Each block's cells summed lane by lane, 16 channels at a time.
+        for_planes(xs, COL_BLOCK * cells, &mut y, COL_BLOCK, |x, y, _| {
+            let sums = infer_kernels::reduce::sum_lanes(x);
+            y.iter_mut().zip(sums).for_each(|(y, s)| *y = s * scale);
+        });
+        Ok(vec![Tensor::from_vec(
+            vec![n, blocks * COL_BLOCK, 1, 1],
+            y,
+        )?])
+    }
+}
+
 impl Kernel for GlobalPool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0)?;
@@ -693,6 +737,38 @@ mod tests {
             (INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked))),
         ];
         assert!(run_op("MaxPool", &attrs, &xb).is_err());
+    }
+
+    #[test]
+    fn global_average_pool_reads_channel_blocks() {
+        // Two images of two blocks; 7×7 and 61×47 maps (the latter pooled block-parallel).
+        use crate::ops::conv_layouts::{layout_code, INPUT_ATTR};
+        let (n, c) = (2, 32);
+        for (h, w) in [(7, 7), (61, 47)] {
+            let data: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 37) % 103) as f32 / 10.0 - 5.0)
+                .collect();
+            let x = Tensor::from_vec(vec![n, c, h, w], data.clone()).unwrap();
+            let mut blocks = vec![0.0; data.len()];
+            for (i, &v) in data.iter().enumerate() {
+                let (image, ch, p) = (i / (c * h * w), i / (h * w) % c, i % (h * w));
+                blocks[((image * c / 16 + ch / 16) * h * w + p) * 16 + ch % 16] = v;
+            }
+            let blocked = Tensor::from_vec(vec![n, c / 16, h, w, 16], blocks).unwrap();
+            let want = run_op_with_outputs("GlobalAveragePool", &[], &x, 1).unwrap();
+            let attrs = [(INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked)))];
+            let got = run_op_with_outputs("GlobalAveragePool", &attrs, &blocked, 1).unwrap();
+            assert_eq!(got[0].shape(), &[n, c, 1, 1]);
+            let (g, e) = (
+                got[0].as_slice::<f32>().unwrap(),
+                want[0].as_slice::<f32>().unwrap(),
+            );
+            for (i, (a, b)) in g.iter().zip(e).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{h}x{w} [{i}]");
+            }
+            // Planes handed over as blocks are an error, not a misread.
+            assert!(run_op_with_outputs("GlobalAveragePool", &attrs, &x, 1).is_err());
+        }
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //! 112×112, reads its stem's output; SqueezeNet's and ResNet's stems feed a pool, which takes
 //! one vector per cell and writes planes), where a pointwise reader would only trade plain
 //! panel copies for transposes; and not a 3×3 stride-1 one, which would lose its Winograd
-//! path. Shapes need not be known: the
+//! path. A depthwise layer also hands blocks to a GlobalAveragePool (a squeeze-and-excitation
+//! pool beside the projection its block scales, `fuse::conv_scale`), which writes planes.
+//! Shapes need not be known: the
 //! marked Convs check their tensors when they run.
 
 use super::channels_last::{capability, ints_all, Capable};
@@ -62,9 +64,14 @@ pub fn choose(g: &mut Graph) -> Result<()> {
                 && kind(r) == Some(Kind::Pointwise)
                 && !pointwise_reads_into_blocks;
             let gains_from_patches = matches!(kind(r), Some(Kind::Depthwise | Kind::MaxPool));
+            // A pool reads blocks from a depthwise layer, which would transpose its output
+            // into planes; a pointwise one writes planes as cheaply (MobileNet-v2's last 1×1
+            // layer, 7×7 positions as rows for blocks: 0.52 against 0.44 ms).
+            let pools_depthwise = kind(r) != Some(Kind::GlobalPool) || c.kind == Kind::Depthwise;
             capable[r].is_some_and(|r| r.reads)
                 && reads_as_input
                 && !pointwise_pair
+                && pools_depthwise
                 && (c.kind != Kind::Patches || gains_from_patches)
         };
         if readers.is_empty() || !readers.iter().all(fits) || uses.is_graph_output(y) {
@@ -112,6 +119,9 @@ enum Kind {
     Patches,
     /// A 2-D f32 MaxPool without indices: reads blocks (one vector per cell), writes planes.
     MaxPool,
+    /// GlobalAveragePool: reads blocks (a squeeze-and-excitation pool beside the pointwise
+    /// Conv that the excitation scales, `fuse::conv_scale`), writes planes.
+    GlobalPool,
 }
 
 fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
@@ -120,6 +130,13 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
         let indices = n.outputs.get(1).is_some_and(Option::is_some);
         return (two_d && !indices).then_some(Blockable {
             kind: Kind::MaxPool,
+            writes: false,
+            reads: true,
+        });
+    }
+    if n.op_type == "GlobalAveragePool" && n.domain.is_empty() {
+        return Some(Blockable {
+            kind: Kind::GlobalPool,
             writes: false,
             reads: true,
         });
@@ -221,6 +238,32 @@ mod tests {
         let blocked = pools_blocks_in_vectors();
         assert_eq!(layout(&b, 0), (false, blocked), "stem");
         assert_eq!(layout(&b, 1), (blocked, false), "pool");
+    }
+
+    #[test]
+    fn excited_depthwise_outputs_are_handed_blocked_to_the_pool_and_projection() {
+        use crate::ops::conv::SCALE_SLOT;
+        let mut b = Builder::new();
+        let x = b.input("x");
+        let expand_w = weights(&mut b, [32, 16, 1, 1]);
+        let dw = weights(&mut b, [32, 1, 3, 3]);
+        let fc1 = weights(&mut b, [8, 32, 1, 1]);
+        let fc2 = weights(&mut b, [32, 8, 1, 1]);
+        let project_w = weights(&mut b, [16, 32, 1, 1]);
+        let e = b.node("Conv", &[x, expand_w], Attrs::default());
+        let d = b.node("Conv", &[e, dw], depthwise_attrs(32));
+        let pooled = b.node("GlobalAveragePool", &[d], Attrs::default());
+        let h = b.node("Conv", &[pooled, fc1], Attrs::default());
+        let s = b.node("Conv", &[h, fc2], Attrs::default());
+        let p = b.node("Conv", &[d, project_w], Attrs::default());
+        b.g.nodes[5].inputs.resize(SCALE_SLOT, None);
+        b.g.nodes[5].inputs.push(Some(s));
+        b.g.outputs.push(p);
+        choose(&mut b.g).unwrap();
+        assert_eq!(layout(&b, 1), (true, true), "depthwise");
+        assert_eq!(layout(&b, 2), (true, false), "pool");
+        assert_eq!(layout(&b, 3), (false, false), "fc1");
+        assert_eq!(layout(&b, 5), (true, false), "projection");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod attention;
 mod conv_bn;
 mod conv_concat;
 mod conv_residual;
+mod conv_scale;
 mod gelu;
 mod matmul_bias;
 mod matmul_scale;
@@ -32,6 +33,8 @@ pub fn run_all(g: &mut Graph) -> Result<()> {
     attention::fuse_attention(g);
     matmul_bias::fuse_matmul_bias(g)?;
     activation::fuse_activations(g)?;
+    // After the activations: the scale's chain and the scaled value then end in fused nodes.
+    conv_scale::fuse_conv_input_scale(g);
     // Last: the convolutions it takes in carry their fused epilogues.
     conv_concat::fuse_concat_of_convs(g);
     Ok(())
