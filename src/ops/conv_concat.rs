@@ -140,11 +140,12 @@ impl Kernel for ConcatConvs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ops::conv::tests::run_op;
 
-    fn values(len: usize, seed: usize) -> Vec<f32> {
+    /// Test values in [-1, 1), different for each seed.
+    pub(in crate::ops) fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| ((i * 7919 + seed * 104_729) % 211) as f32 / 105.0 - 1.0)
             .collect()
@@ -212,7 +213,12 @@ mod tests {
             .map(|(i, t)| t.filter(|_| constant && i % SLOTS == 1))
             .collect();
         let got = two_convs(attrs, &constants).run(&inputs).unwrap().remove(0);
-        assert_eq!(got.shape(), want.shape());
+        assert_tensors_close(&got, &want, &format!("batch {batch}"));
+    }
+
+    /// `got` has `want`'s shape and f32 values within 1e-5 (relative past 1).
+    pub(in crate::ops) fn assert_tensors_close(got: &Tensor, want: &Tensor, what: &str) {
+        assert_eq!(got.shape(), want.shape(), "{what}");
         let (g, w) = (
             got.as_slice::<f32>().unwrap(),
             want.as_slice::<f32>().unwrap(),
@@ -220,7 +226,7 @@ mod tests {
         for (i, (a, b)) in g.iter().zip(w).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "batch {batch} [{i}]: {a} vs {b}"
+                "{what} [{i}]: {a} vs {b}"
             );
         }
     }

@@ -132,13 +132,8 @@ mod tests {
     use super::*;
     use crate::ir::Attr;
     use crate::ops::conv::tests::run_op;
+    use crate::ops::conv_concat::tests::{assert_tensors_close, values};
     use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 211) as f32 / 105.0 - 1.0)
-            .collect()
-    }
 
     /// `[N, C, H, W]` planes as `[N, C/16, H, W, 16]` blocks.
     fn to_blocks(x: &Tensor) -> Tensor {
@@ -155,20 +150,6 @@ mod tests {
             }
         }
         Tensor::from_vec(vec![n, c / COL_BLOCK, h, w, COL_BLOCK], y).unwrap()
-    }
-
-    fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-        assert_eq!(got.shape(), want.shape(), "{what}");
-        let (g, w) = (
-            got.as_slice::<f32>().unwrap(),
-            want.as_slice::<f32>().unwrap(),
-        );
-        for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "{what} [{i}]: {a} vs {b}"
-            );
-        }
     }
 
     /// The fused Conv gives what Mul (with broadcasting) and then Conv give, for scales of
@@ -194,19 +175,19 @@ mod tests {
             );
             let fused = [Some(&x), Some(&wt), Some(&bias), None, Some(&s)];
             let got = conv(&fused, std::slice::from_ref(&relu));
-            assert_close(&got, &want, &format!("planes, scale {scale_shape:?}"));
+            assert_tensors_close(&got, &want, &format!("planes, scale {scale_shape:?}"));
             if scale_shape[2..] == [1, 1] {
                 let blocks = to_blocks(&x);
                 let fused = [Some(&blocks), Some(&wt), Some(&bias), None, Some(&s)];
                 let blocked = (INPUT_ATTR, Attr::Int(layout_code(Layout::Blocked)));
                 let got = conv(&fused, &[relu.clone(), blocked.clone()]);
-                assert_close(&got, &want, &format!("blocks, scale {scale_shape:?}"));
+                assert_tensors_close(&got, &want, &format!("blocks, scale {scale_shape:?}"));
                 let out_blocked = (OUTPUT_ATTR, Attr::Int(layout_code(Layout::Blocked)));
                 let m16 = Tensor::from_vec(vec![32, c, 1, 1], values(32 * c, 5)).unwrap();
                 let want = to_blocks(&conv(&[Some(&product), Some(&m16)], &[]));
                 let fused = [Some(&blocks), Some(&m16), None, None, Some(&s)];
                 let got = conv(&fused, &[blocked, out_blocked]);
-                assert_close(
+                assert_tensors_close(
                     &got,
                     &want,
                     &format!("blocks to blocks, scale {scale_shape:?}"),
