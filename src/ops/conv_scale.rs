@@ -78,14 +78,15 @@ fn scale_channels(
     let image = c * hw;
     // The factors of image `i` (one set for all when the scale has one image).
     let factors = |i: usize| &s[if s.len() == c { 0 } else { i * c }..][..c];
+    // (Non-empty images only: chunks of `hw` floats need `hw > 0`.)
     if image > 0 {
         match layout {
             Layout::Planes => {
-                let planes = out.par_chunks_mut(hw.max(1)).zip(xs.par_chunks(hw.max(1)));
+                let planes = out.par_chunks_mut(hw).zip(xs.par_chunks(hw));
                 parallel::for_each(
                     planes
                         .enumerate()
-                        .with_min_len(MIN_TASK_FLOATS.div_ceil(hw.max(1))),
+                        .with_min_len(MIN_TASK_FLOATS.div_ceil(hw)),
                     |(p, (y, x))| {
                         let f = factors(p / c)[p % c];
                         y.iter_mut().zip(x).for_each(|(y, x)| *y = x * f);
