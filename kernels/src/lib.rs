@@ -15,6 +15,7 @@ pub mod parallel;
 pub mod qgemm;
 pub mod reduce;
 pub mod softmax;
+pub mod stem;
 pub mod strided;
 pub mod transpose;
 pub mod weight_arena;

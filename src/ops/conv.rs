@@ -28,6 +28,7 @@ use infer_kernels::gemm::{
     PackedB, Rhs, Tap, COL_BLOCK,
 };
 use infer_kernels::parallel;
+use infer_kernels::stem::{self, StemWeights};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::ops::Range;
@@ -307,6 +308,9 @@ pub(super) enum PackedWeights {
     /// the right operand of the product with the output positions as rows
     /// (`conv_layouts.rs`).
     Transposed(PackedB),
+    /// An image's few channels convolved into channel blocks, directly (`conv_layouts.rs`,
+    /// `infer_kernels::stem`).
+    Stem(StemWeights),
     /// A 3×3 stride-1 kernel in the Winograd domain (`conv_winograd.rs`).
     Winograd(WinogradWeights),
     /// A depthwise kernel as `depthwise_lanes` reads it (one vector per tap and 16 channels;
@@ -372,9 +376,20 @@ impl Conv {
             {
                 let s = w.shape();
                 let (m, k) = (s[0], s[1..].iter().product::<usize>());
-                let packed =
-                    PackedB::from_columns(k, m, |cols, dst| w.read_f32_into(cols.start * k, dst))?;
-                Some((PackedWeights::Transposed(packed), s.to_vec()))
+                // An image's few channels into blocks (a stem) is convolved directly where
+                // the CPU has the kernel for it.
+                let stem =
+                    (layout.input == Layout::Planes && stem::available() && stem::suits(s[1], k))
+                        .then(|| w.with_slice::<f32, _>(|data| StemWeights::new(data, m, k)))
+                        .transpose()?
+                        .flatten();
+                let packed = match stem {
+                    Some(stem) => PackedWeights::Stem(stem),
+                    None => PackedWeights::Transposed(PackedB::from_columns(k, m, |cols, dst| {
+                        w.read_f32_into(cols.start * k, dst)
+                    })?),
+                };
+                Some((packed, s.to_vec()))
             }
             Some(w)
                 if ctx.options.winograd

@@ -28,6 +28,7 @@ use infer_kernels::gemm::{
     gemm, reads_blocked_lhs, Activation, Bias, BlockedRhs, Epilogue, GemmError, Lhs, MatMut,
     MatRef, PackedA, PackedB, Rhs, COL_BLOCK,
 };
+use infer_kernels::stem;
 use infer_kernels::transpose::transpose_strided;
 use std::borrow::Cow;
 
@@ -199,6 +200,19 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         }
     } else if patches {
         // (A residual was refused above: it never comes with a blocked output.)
+        if let Some(PackedWeights::Stem(sw)) = prepared {
+            let mut direct = true;
+            for (x, y) in xd
+                .chunks_exact(c * in_len)
+                .zip(out.chunks_exact_mut(m * out_len))
+            {
+                let (b, act) = (bias.as_deref(), conv.activation);
+                direct &= stem::stem_image(&g, c, x, sw, b, act, y);
+            }
+            if direct {
+                return Ok(vec![from_f32_output(x.dtype(), out_shape, out)?]);
+            }
+        }
         let wd_stored;
         let k = c * g.kernel[0] * g.kernel[1];
         let weights = match prepared {
