@@ -436,41 +436,38 @@ unsafe fn run_tile(isa: Isa, t: &Tile, nb: usize, y: &[*mut f32; 4]) {
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::simd::{Avx2, Avx512};
 
-/// # Safety
-/// The CPU has AVX-512F; `run_tile`'s contract with `nb = 4`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512_stem_4x5(t: &Tile, y: &[*mut f32; 4]) {
-    // SAFETY: this function's contract.
-    unsafe { tile::<Avx512, 4, 5>(t, y) }
+/// One compiled instance of `tile` per ISA and shape, each a function of its own so that
+/// `check_codegen.py` finds its loop by name.
+macro_rules! tile_instance {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $simd:ty, $nv:literal, $p:literal) => {
+        $(#[$doc])*
+        /// # Safety
+        /// The CPU has the features enabled here; `run_tile`'s contract for this shape.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(t: &Tile, y: &[*mut f32; 4]) {
+            // SAFETY: this function's contract.
+            unsafe { tile::<$simd, $nv, $p>(t, y) }
+        }
+    };
 }
 
-/// # Safety
-/// The CPU has AVX-512F; `run_tile`'s contract with `nb = 2`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512_stem_2x8(t: &Tile, y: &[*mut f32; 4]) {
-    // SAFETY: this function's contract.
-    unsafe { tile::<Avx512, 2, 8>(t, y) }
-}
-
-/// # Safety
-/// The CPU has AVX-512F; `run_tile`'s contract with `nb = 1`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512_stem_1x14(t: &Tile, y: &[*mut f32; 4]) {
-    // SAFETY: this function's contract.
-    unsafe { tile::<Avx512, 1, 14>(t, y) }
-}
-
-/// # Safety
-/// The CPU has AVX2 and FMA; `run_tile`'s contract with `nb = 1`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_stem_2x4(t: &Tile, y: &[*mut f32; 4]) {
-    // SAFETY: this function's contract.
-    unsafe { tile::<Avx2, 2, 4>(t, y) }
-}
+tile_instance!(
+    /// Four blocks by 5 positions.
+    avx512_stem_4x5, "avx512f,avx2,fma", Avx512, 4, 5
+);
+tile_instance!(
+    /// Two blocks by 8 positions.
+    avx512_stem_2x8, "avx512f,avx2,fma", Avx512, 2, 8
+);
+tile_instance!(
+    /// One block by 14 positions.
+    avx512_stem_1x14, "avx512f,avx2,fma", Avx512, 1, 14
+);
+tile_instance!(
+    /// One block (two vectors) by 4 positions.
+    avx2_stem_2x4, "avx2,fma", Avx2, 2, 4
+);
 
 /// `P` positions × `NV` vectors of channels (`NV·LANES/16` blocks): for every tap, `NV`
 /// weight loads and `P` broadcasts feed `NV·P` FMAs.
