@@ -639,8 +639,11 @@ mod tests {
             (32, 32, 10, 7, 3, 2, 32, 1, planes, blocked),
             (16, 16, 6, 6, 5, 1, 16, 2, blocked, planes),
             (32, 32, 8, 8, 3, 1, 32, 1, blocked, last),
-            // Stems: any dense kernel from planes into blocks, from its patches.
+            // Stems: any dense kernel from planes into blocks; with constant weights and up to
+            // 4 channels directly (`infer_kernels::stem`, on AVX-512 or AVX2), else from its
+            // patches.
             (3, 32, 15, 17, 3, 2, 1, 2, planes, blocked),
+            (3, 64, 20, 22, 7, 2, 1, 1, planes, blocked),
             (5, 16, 9, 8, 3, 1, 1, 1, planes, blocked),
             (4, 48, 12, 12, 1, 2, 1, 1, planes, blocked),
         ];
