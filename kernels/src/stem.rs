@@ -141,7 +141,7 @@ fn stem_image_on(
     if oh * ow == 0 {
         return;
     }
-    let plan = RowPlan::new(isa, g, channels);
+    let plan = RowPlan::new(isa, g, channels, w.blocks);
     // Relu and Clip clamp the accumulators before they are stored; any other activation
     // runs over each finished row.
     let (clamp, activation) = match activation {
@@ -209,10 +209,12 @@ struct RowPlan {
     /// Offset of every tap (channel, kernel row, kernel column) from a window's origin in the
     /// copy.
     taps: Vec<usize>,
+    /// The block groups every row is computed in (`block_groups`).
+    groups: Vec<(usize, usize)>,
 }
 
 impl RowPlan {
-    fn new(isa: Isa, g: &PlaneGeometry, channels: usize) -> RowPlan {
+    fn new(isa: Isa, g: &PlaneGeometry, channels: usize, blocks: usize) -> RowPlan {
         let [kh, kw] = g.kernel;
         let cols = g.output[1].max(MAX_POSITIONS);
         let width = (cols - 1) * g.stride[1] + (kw - 1) * g.dilation[1] + 1;
@@ -230,6 +232,7 @@ impl RowPlan {
             channels,
             width,
             taps,
+            groups: block_groups(isa, blocks),
         }
     }
 
@@ -269,7 +272,7 @@ impl RowPlan {
     ) {
         let ow = self.g.output[1];
         self.fill(row, x, &mut scratch.rows);
-        for (b0, nb) in block_groups(self.isa, w.blocks) {
+        for &(b0, nb) in &self.groups {
             let positions = positions(self.isa, nb);
             let group = Group {
                 weights: &w.data[b0 * w.taps * BLOCK..][..nb * w.taps * BLOCK],
