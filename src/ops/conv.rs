@@ -5,10 +5,10 @@
 //! where `cols` is the input itself for 1×1 stride-1 kernels, a direct loop serves depthwise
 //! kernels, and otherwise the input patches are packed straight into the GEMM's panels
 //! (`conv_patches.rs`). Constant weights are packed once at build time; constant 3×3 stride-1
-//! kernels of up to 256×256 channels are instead transformed for Winograd F(4×4, 3×3)
-//! (`conv_winograd.rs`), a quarter of the multiplies. Conv takes the fused epilogue of
-//! `matmul::fused_activation` and, as an optional 4th input, a residual of the output's shape
-//! added before the activation.
+//! kernels of at least 32 input channels and at most 256×256 channel pairs are instead
+//! transformed for Winograd F(4×4, 3×3) (`conv_winograd.rs`), a quarter of the multiplies.
+//! Conv takes the fused epilogue of `matmul::fused_activation` and, as an optional 4th input,
+//! a residual of the output's shape added before the activation.
 
 use super::conv_layouts::ConvLayout;
 use super::conv_patches::Patches;
@@ -323,6 +323,12 @@ pub(super) enum PackedWeights {
 /// maps (ResNet-50's 512-channel stage is 7×7: 4 tiles), where that buys nothing.
 const WINOGRAD_MAX_CHANNEL_PAIRS: usize = 256 * 256;
 
+/// Fewest input channels for the Winograd path: each of its 36 products is only that deep,
+/// too shallow to pay for the tile transforms below it. SqueezeNet's 3×3 expansions, in
+/// pairs with their 1×1 (paired in-process runs, 1 thread, ms, Winograd vs patches GEMM):
+/// 16 → 64 channels on 55×55 0.96 vs 0.76, 32 → 128 on 27×27 0.50 vs 0.67.
+const WINOGRAD_MIN_INPUT_CHANNELS: usize = 32;
+
 impl Conv {
     pub(super) fn build(ctx: &BuildCtx) -> Result<Self> {
         let group = ctx.attrs().int_or("group", 1)?;
@@ -447,8 +453,19 @@ fn is_depthwise(w: &Tensor, group: usize) -> bool {
     s.len() >= 2 && s[1] == 1 && s[0] == group
 }
 
+/// Whether a Conv node with these attributes and constant weights `w` takes the Winograd
+/// path (when the session has it on): for the planner, which keeps such layers in planes.
+pub(crate) fn takes_winograd(attrs: &Attrs, w: &Tensor) -> bool {
+    let group = attrs.int_or("group", 1).ok().and_then(|g| usize::try_from(g).ok());
+    match (SpatialAttrs::parse(attrs), group) {
+        (Ok(spatial), Some(group)) => winograd_suits(&spatial, group, w),
+        _ => false,
+    }
+}
+
 /// Whether weights `w` of a Conv with these attributes take the Winograd path: a 2-D 3×3
-/// kernel, unit strides and dilations, one group, at most `WINOGRAD_MAX_CHANNEL_PAIRS`.
+/// kernel, unit strides and dilations, one group, at least `WINOGRAD_MIN_INPUT_CHANNELS`
+/// and at most `WINOGRAD_MAX_CHANNEL_PAIRS`.
 fn winograd_suits(spatial: &SpatialAttrs, group: usize, w: &Tensor) -> bool {
     let ones = |v: &Option<Vec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
     let s = w.shape();
@@ -456,6 +473,7 @@ fn winograd_suits(spatial: &SpatialAttrs, group: usize, w: &Tensor) -> bool {
         && s.len() == 4
         && s[2..] == [3, 3]
         && s[0] * s[1] <= WINOGRAD_MAX_CHANNEL_PAIRS
+        && s[1] >= WINOGRAD_MIN_INPUT_CHANNELS
         && ones(&spatial.strides)
         && ones(&spatial.dilations)
 }
@@ -1201,15 +1219,22 @@ pub(super) mod tests {
             // 3×3 stride 1 (Winograd with constant weights): batches, partial and single
             // tiles, uneven and wide padding.
             (
-                [2, 5, 10, 13],
-                [6, 5, 3, 3],
+                [2, 32, 10, 13],
+                [6, 32, 3, 3],
                 1,
                 [1, 1],
                 [0, 2, 1, 0],
                 [1, 1],
             ),
             ([1, 3, 4, 4], [2, 3, 3, 3], 1, [1, 1], [0; 4], [1, 1]),
-            ([1, 4, 3, 2], [5, 4, 3, 3], 1, [1, 1], [3, 1, 2, 4], [1, 1]),
+            (
+                [1, 32, 3, 2],
+                [5, 32, 3, 3],
+                1,
+                [1, 1],
+                [3, 1, 2, 4],
+                [1, 1],
+            ),
             ([2, 2, 9, 8], [3, 2, 3, 2], 1, [2, 3], [0, 1, 2, 0], [2, 1]),
             ([2, 5, 4, 3], [7, 5, 1, 1], 1, [1, 1], [0, 0, 0, 0], [1, 1]),
             ([1, 4, 5, 5], [6, 2, 3, 3], 2, [1, 1], [1, 0, 1, 0], [1, 1]),

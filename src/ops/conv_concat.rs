@@ -180,7 +180,7 @@ pub(super) mod tests {
     /// A 1×1 convolution with bias and Relu, and a padded 3×3 one (the Winograd path with
     /// constant weights), fused and one by one.
     fn check(batch: usize, constant: bool) {
-        let (c, h, w) = (8, 9, 11);
+        let (c, h, w) = (32, 9, 11);
         let x = Tensor::from_vec(vec![batch, c, h, w], values(batch * c * h * w, 1)).unwrap();
         let w1 = Tensor::from_vec(vec![16, c, 1, 1], values(16 * c, 2)).unwrap();
         let b1 = Tensor::from_vec(vec![16], values(16, 3)).unwrap();

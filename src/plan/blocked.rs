@@ -21,16 +21,17 @@
 //! readers and 2-D max pools: those gain from blocks (MobileNet-v2's first depthwise layer,
 //! 112×112, reads its stem's output; SqueezeNet's and ResNet's stems feed a pool, which takes
 //! one vector per cell and writes planes), where a pointwise reader would only trade plain
-//! panel copies for transposes; and not a 3×3 stride-1 one, which would lose its Winograd
-//! path. A depthwise layer also hands blocks to a GlobalAveragePool (a squeeze-and-excitation
-//! pool beside the projection its block scales, `fuse::conv_scale`), which writes planes.
-//! Shapes need not be known: the
+//! panel copies for transposes; and not one that would lose its Winograd path
+//! (`ops::conv::takes_winograd`). A depthwise layer also hands blocks to a GlobalAveragePool
+//! (a squeeze-and-excitation pool beside the projection its block scales, `fuse::conv_scale`),
+//! which writes planes. Shapes need not be known: the
 //! marked Convs check their tensors when they run.
 
-use super::channels_last::{capability, ints_all, Capable};
+use super::channels_last::{capability, Capable};
 use super::fuse::{output0, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node, ValueId};
+use crate::ops::conv::takes_winograd;
 use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
 use crate::DType;
 use infer_kernels::depthwise_lanes::Layout;
@@ -159,9 +160,8 @@ fn blockable(g: &Graph, n: &Node) -> Option<Blockable> {
         Some(Capable::Depthwise) => Some(blockable(Kind::Depthwise, s[0])),
         None => {
             let dense = n.attrs.int_or("group", 1).ok()? == 1;
-            // 3×3 with unit strides: the Winograd path's, which writes planes.
-            let unit = |name: &str| ints_all(n, name, 1);
-            let winograd = s.len() == 4 && s[2..] == [3, 3] && unit("strides") && unit("dilations");
+            // The Winograd path writes planes.
+            let winograd = takes_winograd(&n.attrs, w);
             (dense && !winograd && w.dtype() == DType::F32 && s.len() == 4).then_some(Blockable {
                 kind: Kind::Patches,
                 writes,
@@ -292,9 +292,11 @@ mod tests {
         stride2.0.insert("strides".into(), Attr::Ints(vec![2, 2]));
         let dense = weights(&mut b, [16, 16, 3, 3]);
         let r = b.node("Conv", &[q, dense], stride2);
-        let t = b.node("Conv", &[r, pw], Attrs::default());
+        let pw32 = weights(&mut b, [32, 16, 1, 1]);
+        let t = b.node("Conv", &[r, pw32], Attrs::default());
         // A 3×3 stride-1 one into a depthwise one: it keeps its Winograd path.
-        let u = b.node("Conv", &[t, dense], Attrs::default());
+        let winograd = weights(&mut b, [16, 32, 3, 3]);
+        let u = b.node("Conv", &[t, winograd], Attrs::default());
         let v = b.node("Conv", &[u, dw], depthwise_attrs(16));
         b.g.outputs.extend([relu, v]);
         choose(&mut b.g).unwrap();
