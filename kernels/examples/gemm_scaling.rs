@@ -47,7 +47,7 @@ fn main() {
         // About a millisecond of work per timed sample, so that a sample is not one call's
         // scheduling noise.
         let reps = (5e7 / (m * k * n) as f64).ceil().clamp(1.0, 1000.0) as usize;
-        let mut time = |c: &mut [f32]| {
+        let time = |c: &mut [f32]| {
             // Idle workers spin for a while before they sleep: let them settle, so that they
             // take no core from the sample that follows.
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -59,11 +59,11 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3 / reps as f64
         };
         // One thread as a one-thread session runs: inline on the calling thread.
-        let mut alone = |c: &mut [f32]| {
+        let alone = |c: &mut [f32]| {
             let _inline = parallel::Inline::enter();
             time(c)
         };
-        let mut pooled = |c: &mut [f32]| many.install(|| time(c));
+        let pooled = |c: &mut [f32]| many.install(|| time(c));
         let (mut t1, mut tn, mut speedup) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..400 {
             let (x, y) = if i % 2 == 0 {

@@ -456,7 +456,10 @@ fn is_depthwise(w: &Tensor, group: usize) -> bool {
 /// Whether a Conv node with these attributes and constant weights `w` takes the Winograd
 /// path (when the session has it on): for the planner, which keeps such layers in planes.
 pub(crate) fn takes_winograd(attrs: &Attrs, w: &Tensor) -> bool {
-    let group = attrs.int_or("group", 1).ok().and_then(|g| usize::try_from(g).ok());
+    let group = attrs
+        .int_or("group", 1)
+        .ok()
+        .and_then(|g| usize::try_from(g).ok());
     match (SpatialAttrs::parse(attrs), group) {
         (Ok(spatial), Some(group)) => winograd_suits(&spatial, group, w),
         _ => false,
