@@ -142,13 +142,6 @@ fn stem_image_on(
         return;
     }
     let plan = RowPlan::new(isa, g, channels, w.blocks);
-    // Relu and Clip clamp the accumulators before they are stored; any other activation
-    // runs over each finished row.
-    let (clamp, activation) = match activation {
-        Some(Activation::Relu) => (Some((0.0, f32::INFINITY)), None),
-        Some(Activation::Clip(lo, hi)) => (Some((lo, hi)), None),
-        other => (None, other),
-    };
     // Rows a task computes: a few tasks per thread, so an uneven split evens out.
     let band = oh.div_ceil(4 * parallel::threads()).max(1);
     let mut bands: Vec<Vec<&mut [f32]>> = (0..oh.div_ceil(band)).map(|_| Vec::new()).collect();
@@ -157,22 +150,74 @@ fn stem_image_on(
             bands[i].push(rows);
         }
     }
-    parallel::for_each(bands.into_par_iter().enumerate(), |(i, mut rows)| {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            for (r, row) in (i * band..oh.min((i + 1) * band)).enumerate() {
-                let mut out: Vec<&mut [f32]> = rows
-                    .iter_mut()
-                    .map(|b| &mut b[r * ow * BLOCK..][..ow * BLOCK])
-                    .collect();
-                plan.row(row, x, w, bias, clamp, &mut out, &mut scratch);
-                if let Some(act) = activation {
-                    apply_activation_rows(act, out.iter_mut().map(|b| &mut **b));
-                }
-            }
-            cell.set(scratch);
-        })
+    parallel::for_each(bands.into_par_iter().enumerate(), |(i, rows)| {
+        let first = i * band;
+        plan.rows(first..oh.min(first + band), x, w, bias, activation, rows);
     });
+}
+
+/// One image's stem, computed a few output rows at a time on the calling thread: for a
+/// caller that consumes the rows while they are in cache (a max pool fused after the stem).
+pub struct StemRows<'a> {
+    plan: RowPlan,
+    x: &'a [f32],
+    w: &'a StemWeights,
+    bias: Option<&'a [f32]>,
+    activation: Option<Activation>,
+}
+
+impl<'a> StemRows<'a> {
+    /// The stem of one image, as for [`stem_image`]; `None` where that would return `false`
+    /// (no stem kernel on this CPU, or an empty input).
+    ///
+    /// # Panics
+    /// If the slices do not fit the geometry and weights.
+    pub fn new(
+        g: &PlaneGeometry,
+        channels: usize,
+        x: &'a [f32],
+        w: &'a StemWeights,
+        bias: Option<&'a [f32]>,
+        activation: Option<Activation>,
+    ) -> Option<StemRows<'a>> {
+        let [h, wd] = g.input;
+        assert_eq!(
+            channels * g.kernel[0] * g.kernel[1],
+            w.taps,
+            "weights' taps do not fit the geometry"
+        );
+        assert!(
+            x.len() >= channels * h * wd,
+            "input shorter than its planes"
+        );
+        assert!(bias.is_none_or(|b| b.len() == w.channels()), "bias length");
+        (available() && h * wd > 0).then(|| StemRows {
+            plan: RowPlan::new(isa(), g, channels, w.blocks),
+            x,
+            w,
+            bias,
+            activation,
+        })
+    }
+
+    /// Output rows `rows` into `blocks`: one slice per channel block, each holding the rows'
+    /// `rows.len() · OW` cells of 16 floats.
+    ///
+    /// # Panics
+    /// If `rows` runs past the output or the slices do not fit it.
+    pub fn compute(&self, rows: std::ops::Range<usize>, blocks: Vec<&mut [f32]>) {
+        let ow = self.plan.g.output[1];
+        assert!(rows.end <= self.plan.g.output[0], "rows past the output");
+        assert_eq!(blocks.len(), self.w.blocks, "one slice per block");
+        assert!(
+            blocks.iter().all(|b| b.len() == rows.len() * ow * BLOCK),
+            "output rows do not fit"
+        );
+        if !rows.is_empty() && ow > 0 {
+            let (x, w, bias, act) = (self.x, self.w, self.bias, self.activation);
+            self.plan.rows(rows, x, w, bias, act, blocks);
+        }
+    }
 }
 
 thread_local! {
@@ -234,6 +279,41 @@ impl RowPlan {
             taps,
             groups: block_groups(isa, blocks),
         }
+    }
+
+    /// Computes output rows `rows` into `blocks`, each block's rows in turn (`rows.len()`
+    /// rows of `OW` cells a block), on this thread's scratch.
+    fn rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        x: &[f32],
+        w: &StemWeights,
+        bias: Option<&[f32]>,
+        activation: Option<Activation>,
+        mut blocks: Vec<&mut [f32]>,
+    ) {
+        let ow = self.g.output[1];
+        // Relu and Clip clamp the accumulators before they are stored; any other activation
+        // runs over each finished row.
+        let (clamp, activation) = match activation {
+            Some(Activation::Relu) => (Some((0.0, f32::INFINITY)), None),
+            Some(Activation::Clip(lo, hi)) => (Some((lo, hi)), None),
+            other => (None, other),
+        };
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            for (r, row) in rows.enumerate() {
+                let mut out: Vec<&mut [f32]> = blocks
+                    .iter_mut()
+                    .map(|b| &mut b[r * ow * BLOCK..][..ow * BLOCK])
+                    .collect();
+                self.row(row, x, w, bias, clamp, &mut out, &mut scratch);
+                if let Some(act) = activation {
+                    apply_activation_rows(act, out.iter_mut().map(|b| &mut **b));
+                }
+            }
+            cell.set(scratch);
+        })
     }
 
     /// Copies the input under output row `row`'s windows into `rows`, zeros in the padding.

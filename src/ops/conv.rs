@@ -12,6 +12,7 @@
 
 use super::conv_layouts::ConvLayout;
 use super::conv_patches::Patches;
+use super::conv_pool::PoolAfter;
 use super::conv_winograd::{WinogradOutput, WinogradWeights};
 use super::elementwise::broadcast::binary;
 use super::matmul::{f32_data, from_f32, from_f32_output, fused_activation};
@@ -292,6 +293,9 @@ pub(super) struct Conv {
     pub activation: Option<Activation>,
     /// The layout of each side, as the planner chose it (`conv_layouts.rs`).
     pub layout: ConvLayout,
+    /// A max pool fused after the convolution, which then outputs the pooled map in NCHW
+    /// (`conv_pool.rs`).
+    pub pool: Option<PoolAfter>,
 }
 
 /// Constant weights in the form their product wants.
@@ -442,6 +446,7 @@ impl Conv {
             packed,
             activation: fused_activation(ctx)?,
             layout,
+            pool: PoolAfter::parse(ctx.attrs())?,
         })
     }
 }
@@ -514,6 +519,10 @@ impl Kernel for Conv {
         if self.layout.any() {
             return super::conv_layouts::run(self, inputs);
         }
+        ensure!(
+            self.pool.is_none(),
+            "a max pool is fused only after a convolution that writes channel blocks"
+        );
         match self.run_planes(inputs, None)? {
             Some(y) => Ok(vec![y]),
             None => Err(op_err!("a Conv without a destination produced no output")),

@@ -15,20 +15,22 @@
 //! convolution (a network's stem) writes blocks from NCHW planes as
 //! `Y[OHW, M] = patches(X)ᵀ · Wᵀ`, its patches packed straight into the GEMM's row panels.
 
-use super::conv::{Conv, PackedWeights};
+use super::conv::{Conv, Geometry, PackedWeights};
 use super::conv_patches::Patches;
+use super::conv_pool::{pool_image, ConvRows, PoolAfter};
 use super::matmul::{f32_data, from_f32_output};
 use super::util::{input, opt_input};
 use crate::error::Result;
 use crate::ir::Attrs;
 use crate::tensor::Tensor;
 use crate::{ensure, op_err};
+use infer_kernels::depthwise::PlaneGeometry;
 use infer_kernels::depthwise_lanes::{depthwise_image, LanesWeights, Layout};
 use infer_kernels::gemm::{
     gemm, reads_blocked_lhs, Activation, Bias, BlockedRhs, Epilogue, GemmError, Lhs, MatMut,
     MatRef, PackedA, PackedB, Rhs, COL_BLOCK,
 };
-use infer_kernels::stem;
+use infer_kernels::stem::{self, StemRows};
 use infer_kernels::transpose::transpose_strided;
 use std::borrow::Cow;
 
@@ -160,6 +162,14 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         .as_ref()
         .filter(|(_, shape)| shape == ws)
         .map(|(p, _)| p);
+    if let Some(pool) = &conv.pool {
+        ensure!(
+            patches,
+            "a max pool is fused only after a convolution that writes blocks from its patches"
+        );
+        let bias = bias.as_deref();
+        return run_pooled(conv, pool, &geo, &g, [x, w], [n, c, m], prepared, bias);
+    }
     let (in_len, out_len) = (h * wd, oh * ow);
     let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
     if pointwise {
@@ -213,29 +223,10 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 return Ok(vec![from_f32_output(x.dtype(), out_shape, out)?]);
             }
         }
-        let wd_stored;
-        let k = c * g.kernel[0] * g.kernel[1];
-        let weights = match prepared {
-            // A strided or padded 1×1 kernel was packed as a pointwise one: `Wᵀ[C, M]`.
-            Some(PackedWeights::Transposed(p) | PackedWeights::PointwiseBoth { right: p, .. }) => {
-                Rhs::Packed(p)
-            }
-            _ => {
-                wd_stored = f32_data(w)?;
-                Rhs::Mat(MatRef::new(&wd_stored, k, m, 1, k)?)
-            }
-        };
-        let epilogue = Epilogue {
-            bias: bias.as_deref().map_or(Bias::None, Bias::PerCol),
-            activation: conv.activation,
-            ..Default::default()
-        };
         for i in 0..n {
-            // Y[OHW, M] = patches(X)ᵀ[OHW, C·K] · Wᵀ[C·K, M] into the column-blocked C.
-            let x = Patches::new(&geo, &xd[i * c * in_len..][..c * in_len], k)?;
+            let x = &xd[i * c * in_len..][..c * in_len];
             let y = &mut out[i * m * out_len..][..m * out_len];
-            let y = MatMut::column_blocked(y, out_len, m, out_len * COL_BLOCK)?;
-            gemm(Lhs::Source(&x), weights, y, &epilogue)?;
+            blocks_from_patches(conv, &geo, x, w, prepared, bias.as_deref(), y)?;
         }
     } else {
         let interleaved;
@@ -265,6 +256,87 @@ pub(super) fn run(conv: &Conv, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
             if let Some(act) = conv.activation {
                 infer_kernels::elementwise::apply_activation(act, &mut out);
             }
+        }
+    }
+    Ok(vec![from_f32_output(x.dtype(), out_shape, out)?])
+}
+
+/// One image's output channel blocks `y` (`[M/16][OH][OW][16]`) from its input planes `x`
+/// by the patches GEMM: `Y[OHW, M] = patches(X)ᵀ[OHW, C·K] · Wᵀ[C·K, M]` into the
+/// column-blocked C.
+fn blocks_from_patches(
+    conv: &Conv,
+    geo: &Geometry,
+    x: &[f32],
+    w: &Tensor,
+    prepared: Option<&PackedWeights>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    let ws = w.shape();
+    let (m, k) = (ws[0], ws[1..].iter().product::<usize>());
+    let wd_stored;
+    let weights = match prepared {
+        // A strided or padded 1×1 kernel was packed as a pointwise one: `Wᵀ[C, M]`.
+        Some(PackedWeights::Transposed(p) | PackedWeights::PointwiseBoth { right: p, .. }) => {
+            Rhs::Packed(p)
+        }
+        _ => {
+            wd_stored = f32_data(w)?;
+            Rhs::Mat(MatRef::new(&wd_stored, k, m, 1, k)?)
+        }
+    };
+    let epilogue = Epilogue {
+        bias: bias.map_or(Bias::None, Bias::PerCol),
+        activation: conv.activation,
+        ..Default::default()
+    };
+    let out_len = geo.output_len();
+    let x = Patches::new(geo, x, k)?;
+    let y = MatMut::column_blocked(y, out_len, m, out_len * COL_BLOCK)?;
+    gemm(Lhs::Source(&x), weights, y, &epilogue)?;
+    Ok(())
+}
+
+/// A convolution writing channel blocks with the max pool after it fused
+/// (`conv_pool.rs`): the pooled map in NCHW planes.
+#[allow(clippy::too_many_arguments)]
+fn run_pooled(
+    conv: &Conv,
+    pool: &PoolAfter,
+    geo: &Geometry,
+    g: &PlaneGeometry,
+    [x, w]: [&Tensor; 2],
+    [n, c, m]: [usize; 3],
+    prepared: Option<&PackedWeights>,
+    bias: Option<&[f32]>,
+) -> Result<Vec<Tensor>> {
+    ensure!(
+        m % COL_BLOCK == 0,
+        "{m} channels are not whole blocks of {COL_BLOCK}"
+    );
+    let pooled = pool.geometry(g.output)?;
+    let [ph, pw] = pooled.output;
+    let out_shape = vec![n, m, ph, pw];
+    let mut out = crate::tensor::spare::f32_output(crate::tensor::checked_numel(&out_shape)?)?;
+    let xd = f32_data(x)?;
+    let (in_len, conv_len, out_len) = (c * g.input[0] * g.input[1], geo.output_len(), ph * pw);
+    for i in 0..n {
+        let x = &xd[i * in_len..][..in_len];
+        let y = &mut out[i * m * out_len..][..m * out_len];
+        let stem = match prepared {
+            Some(PackedWeights::Stem(weights)) => {
+                StemRows::new(g, c, x, weights, bias, conv.activation)
+            }
+            _ => None,
+        };
+        if let Some(stem) = stem {
+            pool_image(&ConvRows::Stem(Box::new(stem)), m / COL_BLOCK, &pooled, y);
+        } else {
+            let mut whole = crate::tensor::spare::f32_output(m * conv_len)?;
+            blocks_from_patches(conv, geo, x, w, prepared, bias, &mut whole)?;
+            pool_image(&ConvRows::Computed(&whole), m / COL_BLOCK, &pooled, y);
+            whole.give_back();
         }
     }
     Ok(vec![from_f32_output(x.dtype(), out_shape, out)?])

@@ -11,6 +11,7 @@ pub(crate) mod conv_concat;
 pub mod conv_deform;
 pub(crate) mod conv_layouts;
 mod conv_patches;
+pub(crate) mod conv_pool;
 mod conv_scale;
 mod conv_winograd;
 pub mod crop;

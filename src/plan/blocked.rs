@@ -20,7 +20,8 @@
 //! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
 //! readers and 2-D max pools: those gain from blocks (MobileNet-v2's first depthwise layer,
 //! 112×112, reads its stem's output; SqueezeNet's and ResNet's stems feed a pool, which takes
-//! one vector per cell and writes planes), where a pointwise reader would only trade plain
+//! one vector per cell and writes planes, and which the stem then takes in:
+//! `ops::conv_pool`), where a pointwise reader would only trade plain
 //! panel copies for transposes; and not one that would lose its Winograd path
 //! (`ops::conv::takes_winograd`). A depthwise layer also hands blocks to a GlobalAveragePool
 //! (a squeeze-and-excitation pool beside the projection its block scales, `fuse::conv_scale`),
@@ -28,11 +29,12 @@
 //! marked Convs check their tensors when they run.
 
 use super::channels_last::{capability, Capable};
-use super::fuse::{output0, Uses};
+use super::fuse::{output0, remove_nodes, Uses};
 use crate::error::Result;
 use crate::ir::{Attr, Graph, Node, ValueId};
 use crate::ops::conv::takes_winograd;
 use crate::ops::conv_layouts::{layout_code, INPUT_ATTR, OUTPUT_ATTR};
+use crate::ops::conv_pool::POOL_PREFIX;
 use crate::DType;
 use infer_kernels::depthwise_lanes::Layout;
 use infer_kernels::gemm::{reads_blocked_lhs, COL_BLOCK};
@@ -89,6 +91,16 @@ pub fn choose(g: &mut Graph) -> Result<()> {
                 .all(|r| kind(*r) != Some(Kind::Pointwise) || !writes.contains(r))
         });
     }
+    // A stem handing blocks to its max pool only takes the pool in (`ops::conv_pool`).
+    let pooled: Vec<(usize, usize)> = edges
+        .iter()
+        .filter(|(i, _, readers)| {
+            kind(*i) == Some(Kind::Patches)
+                && readers.len() == 1
+                && kind(readers[0]) == Some(Kind::MaxPool)
+        })
+        .map(|(i, _, readers)| (*i, readers[0]))
+        .collect();
     let code = Attr::Int(layout_code(Layout::Blocked));
     for (i, y, readers) in edges {
         g.nodes[i].attrs.0.insert(OUTPUT_ATTR.into(), code.clone());
@@ -98,6 +110,22 @@ pub fn choose(g: &mut Graph) -> Result<()> {
         // Its declared NCHW shape no longer describes it.
         g.values[y].ty.shape = None;
     }
+    let mut removed = vec![false; g.nodes.len()];
+    for (conv, pool) in pooled {
+        let attrs: Vec<(String, Attr)> = g.nodes[pool]
+            .attrs
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != INPUT_ATTR)
+            .map(|(k, v)| (format!("{POOL_PREFIX}{k}"), v.clone()))
+            .collect();
+        let outputs = g.nodes[pool].outputs.iter().take(1).copied().collect();
+        let node = &mut g.nodes[conv];
+        node.attrs.0.extend(attrs);
+        node.outputs = outputs;
+        removed[pool] = true;
+    }
+    remove_nodes(g, &removed);
     Ok(())
 }
 
@@ -221,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn stems_hand_blocks_to_their_max_pool() {
+    fn stems_take_their_max_pool_in() {
         let mut b = Builder::new();
         let x = b.input("x");
         let stem_w = weights(&mut b, [64, 3, 3, 3]);
@@ -235,9 +263,19 @@ mod tests {
         let pool = b.node("MaxPool", &[stem], pool_attrs);
         b.g.outputs.push(pool);
         choose(&mut b.g).unwrap();
-        let blocked = pools_blocks_in_vectors();
-        assert_eq!(layout(&b, 0), (false, blocked), "stem");
-        assert_eq!(layout(&b, 1), (blocked, false), "pool");
+        if !pools_blocks_in_vectors() {
+            // No blocks into a pool here: the two stay apart, in NCHW.
+            assert_eq!(b.g.nodes.len(), 2);
+            assert_eq!(layout(&b, 0), (false, false), "stem");
+            return;
+        }
+        // The stem writes blocks for the pool fused into it, which writes the pooled output.
+        assert_eq!(b.g.nodes.len(), 1, "the pool is fused");
+        let conv = &b.g.nodes[0];
+        assert_eq!(layout(&b, 0), (false, true), "stem");
+        assert_eq!(conv.outputs, vec![Some(pool)]);
+        let kernel = conv.attrs.0.get(&format!("{POOL_PREFIX}kernel_shape"));
+        assert!(matches!(kernel, Some(Attr::Ints(k)) if k == &[3, 3]));
     }
 
     #[test]

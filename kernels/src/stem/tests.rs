@@ -199,3 +199,44 @@ fn weights_the_kernel_does_not_take() {
         "wrong length"
     );
 }
+
+#[test]
+fn row_ranges_are_the_image_rows() {
+    let g = geometry([29, 40], [3, 3], [2, 2], [1, 1], [1, 1], [0, 1]);
+    let (channels, m) = (3, 48);
+    let [oh, ow] = g.output;
+    let taps = channels * 9;
+    let x = values(channels * 29 * 40, 4);
+    let packed = StemWeights::new(&values(m * taps, 5), m, taps).expect("weights");
+    let bias = values(m, 6);
+    let act = Some(Activation::Silu);
+    let mut image = vec![f32::NAN; m * oh * ow];
+    assert!(stem_image(
+        &g,
+        channels,
+        &x,
+        &packed,
+        Some(&bias),
+        act,
+        &mut image
+    ));
+    for rows in [0..oh, 0..1, 3..8, oh - 2..oh, 5..5] {
+        let mut part = vec![f32::NAN; m * rows.len() * ow];
+        let stem = StemRows::new(&g, channels, &x, &packed, Some(&bias), act).expect("kernel");
+        let each = rows.len() * ow * BLOCK;
+        let mut rest: &mut [f32] = &mut part;
+        let blocks: Vec<&mut [f32]> = (0..m / BLOCK)
+            .map(|_| {
+                let (block, tail) = std::mem::take(&mut rest).split_at_mut(each);
+                rest = tail;
+                block
+            })
+            .collect();
+        stem.compute(rows.clone(), blocks);
+        for b in 0..m / BLOCK {
+            let want = &image[(b * oh + rows.start) * ow * BLOCK..][..rows.len() * ow * BLOCK];
+            let got = &part[b * rows.len() * ow * BLOCK..][..rows.len() * ow * BLOCK];
+            assert_eq!(got, want, "block {b} of rows {rows:?}");
+        }
+    }
+}
