@@ -107,6 +107,25 @@ pub fn stem_image(
 ) -> bool {
     let [h, wd] = g.input;
     let [oh, ow] = g.output;
+    check_args(g, channels, x, w, bias);
+    assert_eq!(y.len(), w.blocks * oh * ow * BLOCK, "output does not fit");
+    if !available() || h * wd == 0 {
+        return false;
+    }
+    stem_image_on(isa(), g, channels, x, w, bias, activation, y);
+    true
+}
+
+/// The checks [`stem_image`] and [`StemRows::new`] share: the weights fit the geometry, the
+/// input holds its planes, the bias has one value per output channel.
+fn check_args(
+    g: &PlaneGeometry,
+    channels: usize,
+    x: &[f32],
+    w: &StemWeights,
+    bias: Option<&[f32]>,
+) {
+    let [h, wd] = g.input;
     assert_eq!(
         channels * g.kernel[0] * g.kernel[1],
         w.taps,
@@ -116,13 +135,7 @@ pub fn stem_image(
         x.len() >= channels * h * wd,
         "input shorter than its planes"
     );
-    assert_eq!(y.len(), w.blocks * oh * ow * BLOCK, "output does not fit");
     assert!(bias.is_none_or(|b| b.len() == w.channels()), "bias length");
-    if !available() || h * wd == 0 {
-        return false;
-    }
-    stem_image_on(isa(), g, channels, x, w, bias, activation, y);
-    true
 }
 
 /// [`stem_image`] with the kernels of `isa` (AVX-512 or AVX2), which the CPU has.
@@ -181,16 +194,7 @@ impl<'a> StemRows<'a> {
         activation: Option<Activation>,
     ) -> Option<StemRows<'a>> {
         let [h, wd] = g.input;
-        assert_eq!(
-            channels * g.kernel[0] * g.kernel[1],
-            w.taps,
-            "weights' taps do not fit the geometry"
-        );
-        assert!(
-            x.len() >= channels * h * wd,
-            "input shorter than its planes"
-        );
-        assert!(bias.is_none_or(|b| b.len() == w.channels()), "bias length");
+        check_args(g, channels, x, w, bias);
         (available() && h * wd > 0).then(|| StemRows {
             plan: RowPlan::new(isa(), g, channels, w.blocks),
             x,

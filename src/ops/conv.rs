@@ -1091,7 +1091,8 @@ pub(super) mod tests {
     use super::*;
     use crate::ir::{Attr, Node};
 
-    /// Builds `op` with `attrs` (its weights constant when `constant_w`) and runs it once.
+    /// Builds `op` (any operator; here mostly Conv) with `attrs` (its weights constant when
+    /// `constant_w`) and runs it once.
     pub(in crate::ops) fn run_op(
         op: &str,
         attrs: &[(&str, Attr)],
@@ -1121,7 +1122,7 @@ pub(super) mod tests {
             constants,
             options: Default::default(),
         };
-        Ok(build(op, &ctx).expect("claimed")?.run(inputs)?.remove(0))
+        Ok(crate::ops::build(&ctx)?.run(inputs)?.remove(0))
     }
 
     fn t(shape: &[usize], v: Vec<f32>) -> Tensor {

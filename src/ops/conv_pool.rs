@@ -215,3 +215,69 @@ struct Bufs {
 thread_local! {
     static BUFS: Cell<Bufs> = Cell::new(Bufs::default());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::POOL_PREFIX;
+    use crate::ir::Attr;
+    use crate::ops::conv::tests::run_op;
+    use crate::ops::conv_concat::tests::assert_tensors_close;
+    use crate::ops::conv_layouts::OUTPUT_ATTR;
+    use crate::tensor::Tensor;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 211) as f32 / 105.0 - 1.0)
+            .collect()
+    }
+
+    /// A stride-2 convolution with Relu writing blocks, its 3×3 stride-2 max pool fused,
+    /// against the two run one after the other: `channels` input channels of a `kernel`-side
+    /// kernel (3 channels of 3×3 take the stem kernel's rows; 4 of 7×7, 196 taps, are past it
+    /// and are computed whole by the GEMM, then pooled band by band).
+    fn check(batch: usize, channels: usize, kernel: usize, side: usize) {
+        let pad = i64::try_from(kernel / 2).unwrap();
+        let x_shape = vec![batch, channels, side, side];
+        let x = Tensor::from_vec(x_shape, values(batch * channels * side * side, 1)).unwrap();
+        let w_len = 32 * channels * kernel * kernel;
+        let w = Tensor::from_vec(vec![32, channels, kernel, kernel], values(w_len, 2)).unwrap();
+        let b = Tensor::from_vec(vec![32], values(32, 3)).unwrap();
+        let conv_attrs = [
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![pad; 4])),
+            ("_activation", Attr::String("Relu".into())),
+        ];
+        let pool_attrs = [
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1; 4])),
+        ];
+        let inputs = [Some(&x), Some(&w), Some(&b)];
+        let conv = run_op("Conv", &conv_attrs, &inputs, true).unwrap();
+        let want = run_op("MaxPool", &pool_attrs, &[Some(&conv)], false).unwrap();
+
+        let prefixed: Vec<String> = pool_attrs
+            .iter()
+            .map(|(k, _)| format!("{POOL_PREFIX}{k}"))
+            .collect();
+        let mut fused_attrs: Vec<(&str, Attr)> = conv_attrs.to_vec();
+        fused_attrs.push((OUTPUT_ATTR, Attr::Int(2)));
+        fused_attrs.extend(
+            prefixed
+                .iter()
+                .zip(&pool_attrs)
+                .map(|(k, (_, v))| (k.as_str(), v.clone())),
+        );
+        let got = run_op("Conv", &fused_attrs, &inputs, true).unwrap();
+        let what = format!("batch {batch}, {channels} channels, {kernel}×{kernel}");
+        assert_tensors_close(&got, &want, &what);
+    }
+
+    #[test]
+    fn fused_pools_give_what_conv_then_max_pool_give() {
+        for batch in [1, 2] {
+            check(batch, 3, 3, 37);
+            check(batch, 4, 7, 30);
+        }
+    }
+}

@@ -886,3 +886,25 @@ fn column_blocked_output_rejects_what_it_cannot_hold() {
     let out = MatMut::column_blocked(&mut c, 4, 32, 64).unwrap();
     assert!(gemm(a, b, out, &epi).is_err());
 }
+
+/// The depth block grows with the L1 data cache, in whole channel blocks, from the spec's
+/// own (kept, the same spec, for a 32 KiB L1) to at most 256.
+#[test]
+fn depth_blocks_are_fitted_to_the_l1_cache() {
+    let spec: &'static kernel::KernelSpec = Box::leak(Box::new(kernel::KernelSpec {
+        nr: 32,
+        kc: 192,
+        ..*kernel::available()[0]
+    }));
+    assert!(std::ptr::eq(kernel::fit_to_l1(spec, 32 << 10), spec));
+    assert_eq!(kernel::fit_to_l1(spec, 48 << 10).kc, 256);
+    assert_eq!(kernel::fit_to_l1(spec, 40 << 10).kc, 208);
+    assert_eq!(kernel::fit_to_l1(spec, 1 << 20).kc, 256);
+    for spec in kernel::available() {
+        assert!(
+            spec.kc.is_multiple_of(16) && spec.kc <= 256,
+            "{}",
+            spec.name
+        );
+    }
+}
