@@ -63,9 +63,13 @@ const IN_PLACE_B_MAX_ROWS: usize = 256;
 /// ratio packed ÷ in place): 64×256×3136 0.74, 128×256×3136 0.74, 128×128×3136 0.80,
 /// 64×64×3136 0.89, 64×256×2048 0.87, 64×256×4096 0.90, 32×256×3136 0.83, but 64×256×1568
 /// 1.01, 64×256×1800 1.00, 256×256×784 1.03, 8×256×3136 1.07, 16×64×3136 1.15, 64×16×3025
-/// 1.03.
+/// 1.03. Those are hot; in a network B was just written by the layer before and is partly
+/// out of L2, where a depth step read in place (a row 12 KB on, a line no prefetcher
+/// follows) waits on L3. SqueezeNet's 16-row squeeze layers (16×64 and 16×128 × 3025, after
+/// a fire module's Concat), paired in-process, packed ÷ in place: 0.73 and 0.95 of the node
+/// time at 1 thread, 0.82 and 0.79 at 2; the whole model 0.999 and 0.971.
 const FAR_ROWS_FLOATS: usize = 2000;
-const FAR_ROWS_PACKED_FROM: usize = 32;
+const FAR_ROWS_PACKED_FROM: usize = 16;
 const FAR_ROWS_MIN_DEPTH: usize = 64;
 
 /// `bt` as read by the product: an unpacked `B` with contiguous rows is read in place when
