@@ -697,9 +697,10 @@ mod x86 {
     /// 8×32: 16 zmm accumulators cover the FMA latency × 2 pipes of Zen 4/5 and Intel cores,
     /// and each k step costs 2 vector loads + 8 broadcasts for 16 FMAs (FMA-bound). MR = 8
     /// wastes nothing on the power-of-two channel counts of convolutions. kc = 192 keeps the
-    /// 24 KiB B micro-panel in a 32 KiB L1 (`fit_to_l1` deepens it to 256 on a 48 KiB one); a 384×192 A block is 288 KiB of a 1 MiB L2
-    /// (Zen 4, 4 runs each of `sgemm_gflops`, medians against mc = 256: 512³ 105.9 vs 92,
-    /// 1024³ 98.7 vs 95, 2048³ 97.7 vs 95, 3136×64×64 96 vs 90 GFLOP/s).
+    /// 24 KiB B micro-panel in a 32 KiB L1 (`fit_to_l1` deepens it to 256 on a 48 KiB one);
+    /// a 384×192 A block is 288 KiB of a 1 MiB L2, 384 KiB at kc = 256 (Zen 4, 4 runs each
+    /// of `sgemm_gflops`, medians against mc = 256: 512³ 105.9 vs 92, 1024³ 98.7 vs 95,
+    /// 2048³ 97.7 vs 95, 3136×64×64 96 vs 90 GFLOP/s).
     pub(in crate::gemm) static AVX512: KernelSpec = KernelSpec {
         name: "avx512f 8x32",
         mr: 8,
@@ -789,9 +790,9 @@ const MAX_KC: usize = 256;
 /// spec's own `kc`, tuned for a 32 KiB L1, and [`MAX_KC`]. A deeper block means fewer passes
 /// over C (a 256-deep product makes one instead of two) and fewer loads and stores of the
 /// accumulators per FMA. With AVX-512 on a 48 KiB L1 (an Emerald Rapids VM; `sgemm_gflops`,
-/// 1 thread, processes alternated, best of 21 rounds, kc 256 against 192): 3136×256×64
-/// 125–129 vs 117–120 GFLOP/s, 512³ 154–156 vs 149–151, 1024³ 142–149 vs 144–145,
-/// 128×768×3072 142 vs 138–141.
+/// 1 thread, 4 processes each way alternated, best of 21 rounds, kc 256 against 192):
+/// 3136×256×64 130.6 vs 118.4 GFLOP/s, 512³ 154.9 vs 150.4, 1024³ 150.0 vs 146.6,
+/// 128×768×3072 146.2 vs 142.8 (BENCHMARKS.md section 0).
 pub(super) fn fit_to_l1(spec: &'static KernelSpec, l1_bytes: usize) -> &'static KernelSpec {
     let panel_bytes = spec.nr * std::mem::size_of::<f32>();
     let kc = (l1_bytes * 2 / 3 / panel_bytes / 16 * 16).clamp(spec.kc, MAX_KC.max(spec.kc));
