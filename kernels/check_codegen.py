@@ -19,6 +19,7 @@ import sys
 KERNELS = [("gemm6kernel3x86", k) for k in [
     "avx512_8x32", "avx512_8x16", "avx512_1x32", "avx512_8x32_blocked_a",
     "avx512_8x16_blocked_a", "avx512_4x32", "avx2_6x16", "avx2_6x8", "avx2_1x16", "avx2_4x16",
+    "avx2_6x16_blocked_a", "avx2_6x8_blocked_a",
 ]] + [("infer_kernels4stem", k) for k in [
     "avx512_stem_4x5", "avx512_stem_2x8", "avx512_stem_1x14", "avx2_stem_2x4",
 ]]

@@ -14,8 +14,8 @@
 //! pointwise or depthwise 2-D Conv with constant f32 weights, whole blocks of output
 //! channels and no fused residual — every reader is such a Conv reading it as its input
 //! (not as a residual), it is not a graph output, and it is not a pointwise → pointwise edge
-//! unless the microkernel reads blocks in place (`gemm::Lhs::Blocked`, AVX-512; elsewhere a
-//! pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
+//! unless the microkernel reads blocks in place (`gemm::Lhs::Blocked`, AVX-512 or AVX2;
+//! elsewhere a pointwise layer reads blocks only into NCHW planes). A pointwise layer that could both
 //! read and write blocks keeps its output edge (the expand → depthwise one). Any other
 //! one-group 2-D Conv (a stem) writes blocks from its patches, but only to depthwise
 //! readers and 2-D max pools: those gain from blocks (MobileNet-v2's first depthwise layer,

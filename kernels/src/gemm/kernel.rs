@@ -611,6 +611,22 @@ mod x86 {
         unsafe { tile::<Avx2, 6, 1, false>(t) }
     }
 
+    /// # Safety
+    /// As for `avx2_6x16`, reading A from channel blocks (a blocked-A kernel).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_6x16_blocked_a(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx2, 6, 2, true>(t) }
+    }
+
+    /// # Safety
+    /// As for `avx2_6x8`, reading A from channel blocks (a blocked-A kernel).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_6x8_blocked_a(t: &Tile) {
+        // SAFETY: as above.
+        unsafe { tile::<Avx2, 6, 1, true>(t) }
+    }
+
     /// 6×16: 12 accumulators + 2 B vectors + 1 broadcast fill the 16 ymm registers.
     /// kc = 256 keeps a 16 KiB B micro-panel in L1; a 240×256 A block is 240 KiB of L2.
     pub(in crate::gemm) static AVX2: KernelSpec = KernelSpec {
@@ -626,8 +642,8 @@ mod x86 {
         run_half: Some(avx2_6x8),
         // MR = 6 is no vector width.
         run_thin: None,
-        run_blocked_a: None,
-        run_blocked_a_half: None,
+        run_blocked_a: Some(avx2_6x16_blocked_a),
+        run_blocked_a_half: Some(avx2_6x8_blocked_a),
     };
 
     /// # Safety
