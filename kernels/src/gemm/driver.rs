@@ -399,12 +399,30 @@ const ROWS_FIRST_MIN_PANELS: usize = 8;
 /// without one: 1024³ 0.85, 128×384×1152 0.84; but 1024×256×196 (7 panels) 1.03,
 /// 2048×1024×49 1.04, 128×1536×384 (C in L2) 1.02. ResNet-50 whole: 0.945 at 1 thread,
 /// 0.95 at 2 (its three 56×56 layers with residuals: 3.5 → 1.3, 2.0 → 1.2, 1.7 → 1.2 ms).
-fn walks_rows_first(spec: &KernelSpec, rows: usize, cols: usize, blocked_c: bool) -> bool {
+///
+/// Not where B is read in place `in_place_depth` deep, deeper than
+/// `ROWS_FIRST_MAX_IN_PLACE_DEPTH`: every row tile then steps through the block's B rows
+/// again, a line a row stride apart per depth step that no prefetcher follows, while C is
+/// written only once per deep block. On Zen 3 (512 KiB L2; 1 thread, both orders alternated
+/// in one process, panels first ÷ rows first, B hot / cycled through 64 MB of copies):
+/// 64×256×3136 0.82 / 0.76, 128×256×3136 0.79 / 0.77, 256×256×784 0.90 / 0.82, 16×128×3025
+/// 1.05 / 0.88; ResNet-50 whole 0.987 (its 256 → 64 and 256 → 128 layers on 56×56).
+fn walks_rows_first(
+    spec: &KernelSpec,
+    rows: usize,
+    cols: usize,
+    blocked_c: bool,
+    in_place_depth: Option<usize>,
+) -> bool {
     // A column-blocked C is contiguous down its rows: the panel order already streams it.
     !blocked_c
         && cols >= ROWS_FIRST_MIN_PANELS * spec.nr
         && rows * cols * std::mem::size_of::<f32>() > rows_first_min_bytes()
+        && in_place_depth.is_none_or(|k| k <= ROWS_FIRST_MAX_IN_PLACE_DEPTH)
 }
+
+/// Deepest B read in place that is walked rows first (see `walks_rows_first`).
+const ROWS_FIRST_MAX_IN_PLACE_DEPTH: usize = 64;
 
 /// Columns of `B` in one block. A prepacked `B` is only read, so its blocks can be as wide as
 /// the kernel's `nc`; a `B` packed during the product is written and then read back by every
@@ -538,7 +556,8 @@ unsafe fn serial(
     // product from 0.27 to 0.37 ms, against 48 rows).
     let mut edge_packed: Vec<bool> = Vec::new();
     let mut edge_b = std::mem::take(&mut bufs.edge_b);
-    let rows_first = walks_rows_first(spec, rows.len(), cols.len(), c.blocked());
+    let in_place_depth = matches!(bt, Src::InPlace(_)).then_some(k);
+    let rows_first = walks_rows_first(spec, rows.len(), cols.len(), c.blocked(), in_place_depth);
     let nc = block_cols(spec, &bt, rows_first);
     let in_kernel = epi.in_kernel();
     let row_bias = in_kernel.and_then(|e| e.row_bias);
@@ -885,17 +904,22 @@ mod tests {
     fn large_wide_unblocked_outputs_walk_rows_first() {
         let spec = crate::gemm::kernel::available()[0];
         let rows = rows_first_min_bytes() / 4 / (8 * spec.nr) + 1;
-        assert!(walks_rows_first(spec, rows, 8 * spec.nr, false));
+        assert!(walks_rows_first(spec, rows, 8 * spec.nr, false, None));
+        assert!(walks_rows_first(spec, rows, 8 * spec.nr, false, Some(64)));
         assert!(
-            !walks_rows_first(spec, rows, 8 * spec.nr, true),
+            !walks_rows_first(spec, rows, 8 * spec.nr, false, Some(65)),
+            "B read in place, deep"
+        );
+        assert!(
+            !walks_rows_first(spec, rows, 8 * spec.nr, true, None),
             "column-blocked"
         );
         assert!(
-            !walks_rows_first(spec, rows - 1, 8 * spec.nr, false),
+            !walks_rows_first(spec, rows - 1, 8 * spec.nr, false, None),
             "in cache"
         );
         assert!(
-            !walks_rows_first(spec, 100 * rows, 8 * spec.nr - 1, false),
+            !walks_rows_first(spec, 100 * rows, 8 * spec.nr - 1, false, None),
             "narrow"
         );
     }
