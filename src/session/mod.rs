@@ -110,7 +110,7 @@ impl SessionBuilder {
     /// depthwise layer needs no transpose into its 16-channel vectors. Off by default: on
     /// MobileNet-v2 and EfficientNet-B0 it measured up to 6 % slower overall (faster 56×56 and
     /// 28×28 layers, slower 112×112 stride-2 depthwise and 14×14 expansions; BENCHMARKS.md
-    /// section 15). Results are the same up to rounding order.
+    /// section 16). Results are the same up to rounding order.
     pub fn channels_last(mut self, on: bool) -> Self {
         self.options.channels_last = on;
         self

@@ -808,7 +808,7 @@ const MAX_KC: usize = 256;
 /// accumulators per FMA. With AVX-512 on a 48 KiB L1 (an Emerald Rapids VM; `sgemm_gflops`,
 /// 1 thread, 4 processes each way alternated, best of 21 rounds, kc 256 against 192):
 /// 3136×256×64 130.6 vs 118.4 GFLOP/s, 512³ 154.9 vs 150.4, 1024³ 150.0 vs 146.6,
-/// 128×768×3072 146.2 vs 142.8 (BENCHMARKS.md section 0).
+/// 128×768×3072 146.2 vs 142.8 (BENCHMARKS.md section 1).
 pub(super) fn fit_to_l1(spec: &'static KernelSpec, l1_bytes: usize) -> &'static KernelSpec {
     let panel_bytes = spec.nr * std::mem::size_of::<f32>();
     let kc = (l1_bytes * 2 / 3 / panel_bytes / 16 * 16).clamp(spec.kc, MAX_KC.max(spec.kc));

@@ -147,6 +147,12 @@ fn pack_panels(
             // MatMul's row-major weights as A): a fixed-width gather the compiler unrolls.
             match width {
                 4 => gather_rows::<4>(panel, src, r0, depth.start),
+                #[cfg(target_arch = "x86_64")]
+                6 if crate::isa::x86_has(crate::isa::X86Level::Avx2) => {
+                    // SAFETY: AVX2 was just detected; the rows and depth range are inside
+                    // `src` (asserted above) and `panel` holds their `6 · kc` values.
+                    unsafe { gather_rows6_avx2(panel, src, r0, depth.start) }
+                }
                 6 => gather_rows::<6>(panel, src, r0, depth.start),
                 _ => gather_rows::<8>(panel, src, r0, depth.start),
             }
@@ -209,6 +215,79 @@ fn gather_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: us
             // SAFETY: every row slice holds `kc` values and `p < kc` (`panel` has `kc`
             // chunks of `W`).
             *o = unsafe { *row.get_unchecked(p) };
+        }
+    }
+}
+
+/// `gather_rows::<6>` (the AVX2 kernel's A panels) through registers: 8 depth steps of the 6
+/// rows (and 2 repeats of the last, as padding) loaded and transposed 8×8 at a time, each
+/// transposed step stored 8 wide over the next step's first 2 values, which its own store then
+/// rewrites. Element by element, packing a MatMul's activations took 7 % of MiniLM's time on
+/// Zen 3 (6 rows do not vectorize on their own).
+///
+/// # Safety
+/// The CPU has AVX2; rows `r0..r0 + 6` and columns `p0..p0 + panel.len() / 6` lie inside `src`,
+/// whose columns are contiguous (`col_stride == 1`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_rows6_avx2(panel: &mut [f32], src: MatRef, r0: usize, p0: usize) {
+    use std::arch::x86_64::*;
+    const W: usize = 6;
+    let kc = panel.len() / W;
+    let rows: [&[f32]; W] = std::array::from_fn(|i| {
+        let start = (r0 + i) * src.row_stride + p0;
+        &src.data[start..start + kc]
+    });
+    let out = panel.as_mut_ptr();
+    let mut p = 0;
+    // The last step's 8-wide store reaches 2 floats past it: leave the panel's last step to
+    // the scalar tail.
+    while p + 8 < kc {
+        // SAFETY: loads of 8 values from `p < kc - 8` in each `kc`-long row; the stores write
+        // `out[(p + j) · 6..][..8]`, which ends at `(p + 8) · 6 + 2 ≤ kc · 6` inside `panel`.
+        unsafe {
+            // Loads spelled out: a closure would not inherit the target features.
+            let a0 = _mm256_loadu_ps(rows[0].as_ptr().add(p));
+            let a1 = _mm256_loadu_ps(rows[1].as_ptr().add(p));
+            let a2 = _mm256_loadu_ps(rows[2].as_ptr().add(p));
+            let a3 = _mm256_loadu_ps(rows[3].as_ptr().add(p));
+            let a4 = _mm256_loadu_ps(rows[4].as_ptr().add(p));
+            let a5 = _mm256_loadu_ps(rows[5].as_ptr().add(p));
+            // 8×8 transpose of (a0..a5, a5, a5): unpacks pair the rows' values, shuffles
+            // gather 4 rows' values, 128-bit permutes join the halves.
+            let t0 = _mm256_unpacklo_ps(a0, a1);
+            let t1 = _mm256_unpackhi_ps(a0, a1);
+            let t2 = _mm256_unpacklo_ps(a2, a3);
+            let t3 = _mm256_unpackhi_ps(a2, a3);
+            let t4 = _mm256_unpacklo_ps(a4, a5);
+            let t5 = _mm256_unpackhi_ps(a4, a5);
+            let u0 = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0b01_00_01_00>(t4, t4);
+            let u5 = _mm256_shuffle_ps::<0b11_10_11_10>(t4, t4);
+            let u6 = _mm256_shuffle_ps::<0b01_00_01_00>(t5, t5);
+            let u7 = _mm256_shuffle_ps::<0b11_10_11_10>(t5, t5);
+            let steps = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, v) in steps.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add((p + j) * W), v);
+            }
+        }
+        p += 8;
+    }
+    for (q, o) in panel[p * W..].chunks_exact_mut(W).enumerate() {
+        for (o, row) in o.iter_mut().zip(&rows) {
+            *o = row[p + q];
         }
     }
 }
