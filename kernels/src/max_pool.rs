@@ -249,7 +249,7 @@ mod avx512 {
         y: &mut [f32],
         masks: &mut Vec<u16>,
     ) {
-        let [h, w] = g.input;
+        let w = g.input[1];
         let [oh_n, ow_n] = g.output;
         let pad = g.pad[1];
         // Outputs 16t.. read padded chunks 2t, 2t + 1 and 2t + 2.
@@ -261,16 +261,7 @@ mod avx512 {
             (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
         }));
         for (oh, out) in y.chunks_exact_mut(ow_n).take(oh_n).enumerate() {
-            let mut rows = [x.as_ptr(); 3];
-            let mut n = 0;
-            for kh in 0..g.kernel[0] {
-                let r = (oh * g.stride[0] + kh * g.dilation[0]).checked_sub(g.pad[0]);
-                if let Some(r) = r.filter(|&r| r < h) {
-                    // SAFETY: row r < H starts inside the plane.
-                    rows[n] = unsafe { x.as_ptr().add(r * w) };
-                    n += 1;
-                }
-            }
+            let (rows, n) = super::window_rows(g, x, oh);
             // SAFETY (all three): the first `n` pointers start rows of `w` floats in `x`.
             match n {
                 0 => out.fill(f32::NEG_INFINITY),
@@ -367,7 +358,7 @@ mod avx2 {
         y: &mut [f32],
         buf: &mut Vec<f32>,
     ) {
-        let [h, w] = g.input;
+        let w = g.input[1];
         let [oh_n, ow_n] = g.output;
         let pad = g.pad[1];
         // Two padded rows: column `c` holds input column `c - pad`, -inf outside the input. A
@@ -381,16 +372,7 @@ mod avx2 {
         buf.resize(2 * len, f32::NEG_INFINITY);
         for oh in 0..=oh_n {
             if oh < oh_n {
-                let mut rows = [x.as_ptr(); 3];
-                let mut n = 0;
-                for kh in 0..g.kernel[0] {
-                    let r = (oh * g.stride[0] + kh * g.dilation[0]).checked_sub(g.pad[0]);
-                    if let Some(r) = r.filter(|&r| r < h) {
-                        // SAFETY: row r < H starts inside the plane.
-                        rows[n] = unsafe { x.as_ptr().add(r * w) };
-                        n += 1;
-                    }
-                }
+                let (rows, n) = super::window_rows(g, x, oh);
                 let row = &mut buf[oh % 2 * len..][pad..len];
                 // SAFETY (all three): the first `n` pointers start rows of `w` floats in `x`,
                 // and `row` holds at least `⌈w / 8⌉·8` floats.
@@ -547,6 +529,19 @@ fn taps(
             .checked_sub(pad)
             .filter(|&i| i < len)
     })
+}
+
+/// The input rows under output row `oh` of `g`, whose window is at most 3 rows high: the first
+/// `n` pointers start them (the rest repeat the plane's start), and `n`.
+fn window_rows(g: &PlaneGeometry, x: &[f32], oh: usize) -> ([*const f32; 3], usize) {
+    let [h, w] = g.input;
+    let mut rows = [x.as_ptr(); 3];
+    let mut n = 0;
+    for r in taps(oh, g.stride[0], g.kernel[0], g.dilation[0], g.pad[0], h).take(3) {
+        rows[n] = x[r * w..].as_ptr();
+        n += 1;
+    }
+    (rows, n)
 }
 
 /// The portable definition, window by window (`f32::max`'s rule: a NaN loses).
