@@ -220,7 +220,7 @@ fn gather_rows<const W: usize>(panel: &mut [f32], src: MatRef, r0: usize, p0: us
 }
 
 /// `gather_rows::<6>` (the AVX2 kernel's A panels) through registers: 8 depth steps of the 6
-/// rows (and 2 repeats of the last, as padding) loaded and transposed 8×8 at a time, each
+/// rows (and rows 4 and 5 again, as padding) loaded and transposed 8×8 at a time, each
 /// transposed step stored 8 wide over the next step's first 2 values, which its own store then
 /// rewrites. Element by element, packing a MatMul's activations took 7 % of MiniLM's time on
 /// Zen 3 (6 rows do not vectorize on their own).
@@ -253,7 +253,7 @@ unsafe fn gather_rows6_avx2(panel: &mut [f32], src: MatRef, r0: usize, p0: usize
             let a3 = _mm256_loadu_ps(rows[3].as_ptr().add(p));
             let a4 = _mm256_loadu_ps(rows[4].as_ptr().add(p));
             let a5 = _mm256_loadu_ps(rows[5].as_ptr().add(p));
-            // 8×8 transpose of (a0..a5, a5, a5): unpacks pair the rows' values, shuffles
+            // 8×8 transpose of (a0..a5, a4, a5): unpacks pair the rows' values, shuffles
             // gather 4 rows' values, 128-bit permutes join the halves.
             let t0 = _mm256_unpacklo_ps(a0, a1);
             let t1 = _mm256_unpackhi_ps(a0, a1);
@@ -285,11 +285,7 @@ unsafe fn gather_rows6_avx2(panel: &mut [f32], src: MatRef, r0: usize, p0: usize
         }
         p += 8;
     }
-    for (q, o) in panel[p * W..].chunks_exact_mut(W).enumerate() {
-        for (o, row) in o.iter_mut().zip(&rows) {
-            *o = row[p + q];
-        }
-    }
+    gather_rows::<W>(&mut panel[p * W..], src, r0, p0 + p);
 }
 
 /// A whole matrix packed for one kernel's `width` and `kc`: depth blocks of `kc`, each a run of
